@@ -1,0 +1,211 @@
+//! The `User` state and its `Aggregate` impl: `handle` dispatches, `apply` assigns.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{UserCommand, UserError, UserEvent, MAX_OPEN_CHALLENGES};
+use crate::services::UserServices;
+use crate::user::{Device, Factor};
+use crate::values::{ChallengeId, Email, FullName, KeyedDigest, PasswordHash, UserId};
+
+/// One user, as folded from their events.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub(super) account: Option<Account>,
+    pub(super) is_admin: bool,
+    pub(super) tfa: Option<TfaSettings>,
+    pub(super) challenges: Vec<Challenge>,
+    /// The highest TOTP time step accepted so far; codes of this or earlier steps are refused.
+    pub(super) last_totp_step: Option<u64>,
+    /// Consecutive wrong passwords since the last successful one.
+    pub(super) failed_passwords: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Account {
+    pub(super) id: UserId,
+    pub(super) email: Email,
+    pub(super) full_name: FullName,
+    pub(super) password_hash: PasswordHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct TfaSettings {
+    pub(super) device: Device,
+    /// Digests of the issued backup codes; a spent code's slot is `None`.
+    pub(super) backup_codes: Vec<Option<KeyedDigest>>,
+}
+
+/// A password login waiting for its second factor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Challenge {
+    pub(super) id: ChallengeId,
+    pub(super) failures: u32,
+    pub(super) email_code: Option<(KeyedDigest, OffsetDateTime)>,
+}
+
+impl User {
+    /// The user id, once signed up.
+    pub fn id(&self) -> Option<UserId> {
+        self.account.as_ref().map(|account| account.id)
+    }
+
+    /// The email address, once signed up.
+    pub fn email(&self) -> Option<&Email> {
+        self.account.as_ref().map(|account| &account.email)
+    }
+
+    /// The enrolled second-factor device, if two-factor authentication is on.
+    pub fn tfa_device(&self) -> Option<&Device> {
+        self.tfa.as_ref().map(|tfa| &tfa.device)
+    }
+
+    /// Whether the user has the admin role.
+    pub fn is_admin(&self) -> bool {
+        self.is_admin
+    }
+
+    /// How many backup codes are unused.
+    pub fn backup_codes_remaining(&self) -> usize {
+        self.tfa.as_ref().map_or(0, |tfa| {
+            tfa.backup_codes
+                .iter()
+                .filter(|code| code.is_some())
+                .count()
+        })
+    }
+
+    pub(super) fn account(&self) -> Result<&Account, UserError> {
+        self.account.as_ref().ok_or(UserError::UnknownUser)
+    }
+
+    pub(super) fn challenge(&self, id: ChallengeId) -> Option<&Challenge> {
+        self.challenges.iter().find(|challenge| challenge.id == id)
+    }
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = UserServices;
+
+    async fn handle(
+        &mut self,
+        command: UserCommand,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        match command {
+            UserCommand::SignUp(command) => self.sign_up(command, services, sink).await,
+            UserCommand::EnableTfa(command) => self.enable_tfa(command, services, sink).await,
+            UserCommand::LogIn(command) => self.log_in(command, services, sink).await,
+            UserCommand::VerifyTfaCode(command) => {
+                self.verify_tfa_code(command, services, sink).await
+            }
+            UserCommand::UseBackupCode(command) => {
+                self.use_backup_code(command, services, sink).await
+            }
+            UserCommand::GrantAdmin => self.grant_admin(services, sink).await,
+        }
+    }
+
+    fn apply(&mut self, event: UserEvent) {
+        match event {
+            UserEvent::SignedUp {
+                user_id,
+                email,
+                full_name,
+                password_hash,
+                ..
+            } => {
+                self.account = Some(Account {
+                    id: user_id,
+                    email,
+                    full_name,
+                    password_hash,
+                });
+            }
+            UserEvent::TfaEnabled {
+                device,
+                backup_codes,
+                ..
+            } => {
+                self.tfa = Some(TfaSettings {
+                    device,
+                    backup_codes: backup_codes.into_iter().map(Some).collect(),
+                });
+            }
+            UserEvent::LoggedIn { .. } => {
+                self.failed_passwords = 0;
+            }
+            UserEvent::SecondFactorRequired { challenge_id, .. } => {
+                self.failed_passwords = 0;
+                if self.challenges.len() >= MAX_OPEN_CHALLENGES {
+                    self.challenges.remove(0);
+                }
+                self.challenges.push(Challenge {
+                    id: challenge_id,
+                    failures: 0,
+                    email_code: None,
+                });
+            }
+            UserEvent::EmailCodeIssued {
+                challenge_id,
+                digest,
+                expires_at,
+            } => {
+                if let Some(challenge) = self.challenges.iter_mut().find(|c| c.id == challenge_id) {
+                    challenge.email_code = Some((digest, expires_at));
+                }
+            }
+            UserEvent::LoginFailed {
+                factor,
+                challenge_id,
+                ..
+            } => match (factor, challenge_id) {
+                (Factor::Password, _) => self.failed_passwords += 1,
+                (_, Some(challenge_id)) => {
+                    if let Some(challenge) =
+                        self.challenges.iter_mut().find(|c| c.id == challenge_id)
+                    {
+                        challenge.failures += 1;
+                    }
+                }
+                (_, None) => {}
+            },
+            UserEvent::TfaVerified {
+                challenge_id,
+                totp_step,
+                ..
+            } => {
+                self.challenges
+                    .retain(|challenge| challenge.id != challenge_id);
+                if totp_step.is_some() {
+                    self.last_totp_step = totp_step;
+                }
+            }
+            UserEvent::BackupCodeConsumed {
+                challenge_id,
+                index,
+                ..
+            } => {
+                self.challenges
+                    .retain(|challenge| challenge.id != challenge_id);
+                if let Some(slot) = self
+                    .tfa
+                    .as_mut()
+                    .and_then(|tfa| tfa.backup_codes.get_mut(index))
+                {
+                    *slot = None;
+                }
+            }
+            UserEvent::AdminGranted { .. } => {
+                self.is_admin = true;
+            }
+        }
+    }
+}

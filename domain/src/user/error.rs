@@ -1,0 +1,95 @@
+//! Why a `User` command was refused. Each variant has a stable code clients can rely on.
+
+/// A refused command. Failed login attempts are not errors: they are recorded as
+/// `LoginFailed` events, because an error would discard them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    /// The email address is malformed.
+    #[error("the email address is not valid")]
+    InvalidEmail,
+    /// The full name is empty, too long or has control characters.
+    #[error("the full name must be 1 to 200 characters without control characters")]
+    InvalidFullName,
+    /// The password is shorter than the policy allows.
+    #[error("the password must have at least 8 characters")]
+    PasswordTooShort,
+    /// The password is longer than the policy allows.
+    #[error("the password must have at most 128 characters")]
+    PasswordTooLong,
+    /// Two-factor authentication was asked for without a device.
+    #[error("a device is required when two-factor authentication is enabled")]
+    DeviceRequired,
+    /// Another account already uses this email address (in any letter case).
+    #[error("an account with this email address already exists")]
+    EmailTaken,
+    /// This aggregate already holds a user.
+    #[error("the user already exists")]
+    AlreadyRegistered,
+    /// No user has this id.
+    #[error("no such user")]
+    UnknownUser,
+    /// Two-factor authentication is already on.
+    #[error("two-factor authentication is already enabled")]
+    TfaAlreadyEnabled,
+    /// Two-factor authentication is off.
+    #[error("two-factor authentication is not enabled")]
+    TfaNotEnabled,
+    /// The user's second factor is not an authenticator app.
+    #[error("the user has no code generator device")]
+    NoCodeGenerator,
+    /// The login challenge is unknown, already completed, or dead after too many wrong codes.
+    #[error("the login challenge is not open; log in again")]
+    ChallengeClosed,
+    /// The code belongs to a time step that was already used (RFC 6238 §5.2).
+    #[error("this code was already used; wait for the next one")]
+    TfaCodeReplayed,
+    /// The emailed code has expired.
+    #[error("the emailed code has expired; log in again")]
+    EmailCodeExpired,
+    /// Every backup code has been used.
+    #[error("no backup codes are left")]
+    NoBackupCodesLeft,
+    /// The password hasher is saturated; retry shortly.
+    #[error("the service is busy; retry shortly")]
+    HasherSaturated,
+    /// The password hasher failed.
+    #[error("the password could not be checked")]
+    HasherFailed,
+    /// A sealed secret could not be opened (missing key or corrupt data).
+    #[error("a stored secret could not be read")]
+    SecretUnreadable,
+}
+
+impl UserError {
+    /// The stable machine-readable code (`area.snake_case`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidEmail => "user.invalid_email",
+            Self::InvalidFullName => "user.invalid_full_name",
+            Self::PasswordTooShort => "user.password_too_short",
+            Self::PasswordTooLong => "user.password_too_long",
+            Self::DeviceRequired => "tfa.device_required",
+            Self::EmailTaken => "user.email_taken",
+            Self::AlreadyRegistered => "user.already_registered",
+            Self::UnknownUser => "user.not_found",
+            Self::TfaAlreadyEnabled => "tfa.already_enabled",
+            Self::TfaNotEnabled => "tfa.not_enabled",
+            Self::NoCodeGenerator => "tfa.no_code_generator",
+            Self::ChallengeClosed => "tfa.challenge_closed",
+            Self::TfaCodeReplayed => "tfa.code_replayed",
+            Self::EmailCodeExpired => "tfa.email_code_expired",
+            Self::NoBackupCodesLeft => "tfa.no_backup_codes_left",
+            Self::HasherSaturated => "service.busy",
+            Self::HasherFailed | Self::SecretUnreadable => "internal",
+        }
+    }
+}
+
+impl From<crate::services::HasherError> for UserError {
+    fn from(error: crate::services::HasherError) -> Self {
+        match error {
+            crate::services::HasherError::Saturated => Self::HasherSaturated,
+            crate::services::HasherError::Failed => Self::HasherFailed,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Events: the facts a `User` is folded from. Once stored, an event's shape never changes in
+//! place; a new shape gets a new version and an upcaster.
+
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::values::{
+    ChallengeId, DeviceId, DeviceType, Email, FullName, KeyedDigest, PasswordHash, SealedSecret,
+    UserId,
+};
+
+/// The version every event type is at.
+pub const EVENT_VERSION: &str = "1.0";
+
+/// Which factor an authentication step used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Factor {
+    /// The password.
+    Password,
+    /// A TOTP code from an authenticator app.
+    Totp,
+    /// A code sent by email.
+    EmailCode,
+    /// A single-use backup code.
+    BackupCode,
+}
+
+/// An enrolled second-factor device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The device id.
+    pub id: DeviceId,
+    /// What kind of device, with its sealed secret if it has one.
+    pub secret: DeviceSecret,
+}
+
+impl Device {
+    /// The kind of device.
+    pub fn device_type(&self) -> DeviceType {
+        match self.secret {
+            DeviceSecret::Email => DeviceType::Email,
+            DeviceSecret::CodeGenerator { .. } => DeviceType::CodeGenerator,
+        }
+    }
+}
+
+/// A device's kind and stored secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "device_type", rename_all = "snake_case")]
+pub enum DeviceSecret {
+    /// Email: the secret is a fresh code per login.
+    Email,
+    /// Authenticator app: the TOTP seed, sealed.
+    CodeGenerator {
+        /// The sealed seed.
+        seed: SealedSecret,
+    },
+}
+
+/// Everything that can happen to a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    /// The account was created.
+    SignedUp {
+        /// The user id.
+        user_id: UserId,
+        /// The login name.
+        email: Email,
+        /// The display name.
+        full_name: FullName,
+        /// The Argon2id hash of the password.
+        password_hash: PasswordHash,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// Two-factor authentication was turned on.
+    TfaEnabled {
+        /// The enrolled device.
+        device: Device,
+        /// Keyed digests of the backup codes, in the order they were issued.
+        backup_codes: Vec<KeyedDigest>,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// A password login completed; no second factor is required.
+    LoggedIn {
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// The password was right and the login waits for the second factor.
+    SecondFactorRequired {
+        /// The challenge the pre-2FA token will name.
+        challenge_id: ChallengeId,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// A login code was issued for an email device (it is mailed, never stored in clear).
+    EmailCodeIssued {
+        /// The challenge it answers.
+        challenge_id: ChallengeId,
+        /// The keyed digest of the code.
+        digest: KeyedDigest,
+        /// When it stops being accepted.
+        expires_at: OffsetDateTime,
+    },
+    /// An authentication step failed.
+    LoginFailed {
+        /// The factor that was wrong.
+        factor: Factor,
+        /// The login challenge, for a second-factor failure.
+        challenge_id: Option<ChallengeId>,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// The second factor was verified and the login completed.
+    TfaVerified {
+        /// The challenge completed.
+        challenge_id: ChallengeId,
+        /// Which factor: `totp` or `email_code`.
+        factor: Factor,
+        /// For TOTP, the time step of the accepted code: it and every earlier step are spent.
+        totp_step: Option<u64>,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// A backup code completed a login and is spent.
+    BackupCodeConsumed {
+        /// The challenge completed.
+        challenge_id: ChallengeId,
+        /// Which code (position in the issued set).
+        index: usize,
+        /// How many unused codes remain.
+        remaining: usize,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// The user was made an admin.
+    AdminGranted {
+        /// When.
+        at: OffsetDateTime,
+    },
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            Self::SignedUp { .. } => "SignedUp",
+            Self::TfaEnabled { .. } => "TfaEnabled",
+            Self::LoggedIn { .. } => "LoggedIn",
+            Self::SecondFactorRequired { .. } => "SecondFactorRequired",
+            Self::EmailCodeIssued { .. } => "EmailCodeIssued",
+            Self::LoginFailed { .. } => "LoginFailed",
+            Self::TfaVerified { .. } => "TfaVerified",
+            Self::BackupCodeConsumed { .. } => "BackupCodeConsumed",
+            Self::AdminGranted { .. } => "AdminGranted",
+        };
+        name.to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_owned()
+    }
+}

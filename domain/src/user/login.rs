@@ -1,0 +1,56 @@
+//! The first step of a login: the password.
+
+use cqrs_es::event_sink::EventSink;
+use secrecy::ExposeSecret;
+
+use super::aggregate::User;
+use super::{DeviceSecret, Factor, LogIn, UserError, UserEvent, EMAIL_CODE_TTL};
+use crate::services::UserServices;
+use crate::values::ChallengeId;
+
+impl User {
+    /// A wrong password is a recorded `LoginFailed`, not an error, so that it is stored.
+    /// A right one completes the login, or opens a challenge for the second factor.
+    pub(super) async fn log_in(
+        &mut self,
+        command: LogIn,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        let password_hash = self.account()?.password_hash.clone();
+        let correct = services
+            .hasher
+            .verify(&command.password, &password_hash)
+            .await?;
+        let at = services.clock.now();
+        if !correct {
+            let failed = UserEvent::LoginFailed {
+                factor: Factor::Password,
+                challenge_id: None,
+                at,
+            };
+            sink.write(failed, self).await;
+            return Ok(());
+        }
+        let Some(tfa) = &self.tfa else {
+            sink.write(UserEvent::LoggedIn { at }, self).await;
+            return Ok(());
+        };
+        let email_device = matches!(tfa.device.secret, DeviceSecret::Email);
+        let challenge_id = ChallengeId::from_uuid(services.rng.uuid());
+        sink.write(UserEvent::SecondFactorRequired { challenge_id, at }, self)
+            .await;
+        if email_device {
+            let digest = services
+                .sealer
+                .digest(command.email_code.expose_secret().as_bytes());
+            let issued = UserEvent::EmailCodeIssued {
+                challenge_id,
+                digest,
+                expires_at: at + EMAIL_CODE_TTL,
+            };
+            sink.write(issued, self).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,27 @@
+//! The `User` aggregate: one user's account, credentials and second-factor state, folded from
+//! its events.
+
+mod admin;
+mod aggregate;
+mod commands;
+mod error;
+mod events;
+mod login;
+mod signup;
+#[cfg(test)]
+mod tests;
+mod tfa;
+
+pub use aggregate::User;
+pub use commands::{
+    EnableTfa, LogIn, NewDevice, SignUp, TfaEnrolment, UseBackupCode, UserCommand, VerifyTfaCode,
+};
+pub use error::UserError;
+pub use events::{Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
+
+/// How long an emailed login code stays valid (OWASP ASVS 5.0 §6.5.5 allows at most 10 minutes).
+pub const EMAIL_CODE_TTL: time::Duration = time::Duration::minutes(10);
+/// Wrong second-factor attempts after which a login challenge (and its pre-2FA token) is dead.
+pub const MAX_CHALLENGE_FAILURES: u32 = 5;
+/// Login challenges kept open at once; a newer login pushes out the oldest.
+pub const MAX_OPEN_CHALLENGES: usize = 8;

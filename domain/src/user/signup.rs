@@ -1,0 +1,81 @@
+//! Sign-up and enabling two-factor authentication.
+
+use cqrs_es::event_sink::EventSink;
+use secrecy::ExposeSecret;
+
+use super::aggregate::User;
+use super::{
+    Device, DeviceSecret, EnableTfa, NewDevice, SignUp, TfaEnrolment, UserError, UserEvent,
+};
+use crate::backup_codes;
+use crate::services::UserServices;
+use crate::values::DeviceId;
+
+impl User {
+    pub(super) async fn sign_up(
+        &mut self,
+        command: SignUp,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        if self.account.is_some() {
+            return Err(UserError::AlreadyRegistered);
+        }
+        let password_hash = services.hasher.hash(&command.password).await?;
+        let at = services.clock.now();
+        let signed_up = UserEvent::SignedUp {
+            user_id: command.user_id,
+            email: command.email,
+            full_name: command.full_name,
+            password_hash,
+            at,
+        };
+        sink.write(signed_up, self).await;
+        if let Some(enrolment) = command.tfa {
+            sink.write(tfa_enabled(enrolment, services), self).await;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn enable_tfa(
+        &mut self,
+        command: EnableTfa,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        self.account()?;
+        if self.tfa.is_some() {
+            return Err(UserError::TfaAlreadyEnabled);
+        }
+        sink.write(tfa_enabled(command.enrolment, services), self)
+            .await;
+        Ok(())
+    }
+}
+
+/// Seals the seed and digests the backup codes: nothing enrolled is recorded in clear.
+fn tfa_enabled(enrolment: TfaEnrolment, services: &UserServices) -> UserEvent {
+    let secret = match enrolment.device {
+        NewDevice::Email => DeviceSecret::Email,
+        NewDevice::CodeGenerator { seed } => DeviceSecret::CodeGenerator {
+            seed: services.sealer.seal(seed.expose_secret()),
+        },
+    };
+    let backup_codes = enrolment
+        .backup_codes
+        .iter()
+        .map(|code| {
+            services
+                .sealer
+                .digest(backup_codes::canonical(code).expose_secret().as_bytes())
+        })
+        .collect();
+    UserEvent::TfaEnabled {
+        device: Device {
+            id: DeviceId::from_uuid(services.rng.uuid()),
+            secret,
+        },
+        backup_codes,
+        at: services.clock.now(),
+    }
+}

@@ -1,0 +1,48 @@
+use cqrs_es::DomainEvent;
+
+use super::*;
+use crate::user::{Factor, EVENT_VERSION};
+
+fn one_of_each() -> Vec<UserEvent> {
+    vec![
+        signed_up(),
+        code_generator_enabled(),
+        UserEvent::LoggedIn { at: at(0) },
+        second_factor_required(0),
+        UserEvent::EmailCodeIssued {
+            challenge_id: challenge(0),
+            digest: digest_of("1"),
+            expires_at: at(0),
+        },
+        UserEvent::LoginFailed {
+            factor: Factor::Password,
+            challenge_id: None,
+            at: at(0),
+        },
+        UserEvent::TfaVerified {
+            challenge_id: challenge(0),
+            factor: Factor::Totp,
+            totp_step: Some(1),
+            at: at(0),
+        },
+        UserEvent::BackupCodeConsumed {
+            challenge_id: challenge(0),
+            index: 0,
+            remaining: 1,
+            at: at(0),
+        },
+        UserEvent::AdminGranted { at: at(0) },
+    ]
+}
+
+#[test]
+fn every_event_is_stored_under_its_event_type_and_reads_back_unchanged() {
+    for event in one_of_each() {
+        let json = serde_json::to_value(&event).unwrap();
+        let tag = json.as_object().unwrap().keys().next().unwrap().clone();
+        assert_eq!(tag, event.event_type());
+        assert_eq!(event.event_version(), EVENT_VERSION);
+        let back: UserEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+}

@@ -1,0 +1,116 @@
+use super::*;
+use crate::user::{EnableTfa, NewDevice, SignUp, TfaEnrolment, UserCommand, UserError};
+use crate::values::NewPassword;
+
+fn sign_up(tfa: Option<TfaEnrolment>) -> UserCommand {
+    UserCommand::SignUp(SignUp {
+        user_id: user_id(),
+        email: Email::parse("ada@example.com").unwrap(),
+        full_name: FullName::parse("Ada Lovelace").unwrap(),
+        password: NewPassword::parse(secret(PASSWORD)).unwrap(),
+        tfa,
+    })
+}
+
+fn code_generator_enrolment() -> TfaEnrolment {
+    TfaEnrolment {
+        device: NewDevice::CodeGenerator { seed: seed() },
+        backup_codes: BACKUP_CODES.iter().map(|code| secret(code)).collect(),
+    }
+}
+
+#[test]
+fn signing_up_records_the_account_with_only_a_hash_of_the_password() {
+    test_at(0)
+        .given_no_previous_events()
+        .when(sign_up(None))
+        .then_expect_events(vec![signed_up()]);
+}
+
+#[test]
+fn signing_up_with_a_code_generator_seals_the_seed_and_digests_the_backup_codes() {
+    test_at(0)
+        .given_no_previous_events()
+        .when(sign_up(Some(code_generator_enrolment())))
+        .then_expect_events(vec![signed_up(), code_generator_enabled()]);
+}
+
+#[test]
+fn signing_up_with_an_email_device_records_no_seed() {
+    let enrolment = TfaEnrolment {
+        device: NewDevice::Email,
+        backup_codes: BACKUP_CODES.iter().map(|code| secret(code)).collect(),
+    };
+    test_at(0)
+        .given_no_previous_events()
+        .when(sign_up(Some(enrolment)))
+        .then_expect_events(vec![signed_up(), email_device_enabled()]);
+}
+
+#[test]
+fn signing_up_an_existing_user_again_is_refused() {
+    test_at(0)
+        .given(vec![signed_up()])
+        .when(sign_up(None))
+        .then_expect_error(UserError::AlreadyRegistered);
+}
+
+#[test]
+fn a_saturated_hasher_refuses_the_signup_without_recording_anything() {
+    let mut services = testing::services_at(at(0));
+    services.hasher = std::sync::Arc::new(SaturatedHasher);
+    UserTest::with(services)
+        .given_no_previous_events()
+        .when(sign_up(None))
+        .then_expect_error(UserError::HasherSaturated);
+}
+
+#[test]
+fn enabling_tfa_records_the_device_and_the_backup_code_digests() {
+    test_at(0)
+        .given(vec![signed_up()])
+        .when(UserCommand::EnableTfa(EnableTfa {
+            enrolment: code_generator_enrolment(),
+        }))
+        .then_expect_events(vec![code_generator_enabled()]);
+}
+
+#[test]
+fn enabling_tfa_when_it_is_already_on_is_refused() {
+    test_at(0)
+        .given(vec![signed_up(), email_device_enabled()])
+        .when(UserCommand::EnableTfa(EnableTfa {
+            enrolment: code_generator_enrolment(),
+        }))
+        .then_expect_error(UserError::TfaAlreadyEnabled);
+}
+
+#[test]
+fn enabling_tfa_for_a_user_who_never_signed_up_is_refused() {
+    test_at(0)
+        .given_no_previous_events()
+        .when(UserCommand::EnableTfa(EnableTfa {
+            enrolment: code_generator_enrolment(),
+        }))
+        .then_expect_error(UserError::UnknownUser);
+}
+
+struct SaturatedHasher;
+
+#[async_trait::async_trait]
+impl crate::services::PasswordHasher for SaturatedHasher {
+    async fn hash(
+        &self,
+        _password: &NewPassword,
+    ) -> Result<PasswordHash, crate::services::HasherError> {
+        Err(crate::services::HasherError::Saturated)
+    }
+
+    async fn verify(
+        &self,
+        _password: &SecretString,
+        _hash: &PasswordHash,
+    ) -> Result<bool, crate::services::HasherError> {
+        Err(crate::services::HasherError::Saturated)
+    }
+}

@@ -1,0 +1,123 @@
+//! The second step of a login: a TOTP or emailed code, or a backup code.
+
+use cqrs_es::event_sink::EventSink;
+use secrecy::ExposeSecret;
+
+use super::aggregate::{Challenge, User};
+use super::{
+    DeviceSecret, Factor, UseBackupCode, UserError, UserEvent, VerifyTfaCode,
+    MAX_CHALLENGE_FAILURES,
+};
+use crate::services::UserServices;
+use crate::values::ChallengeId;
+use crate::{backup_codes, totp};
+
+impl User {
+    /// Accepts a code for an open challenge. A TOTP code is accepted for the current step and
+    /// one either side; a step at or before the last accepted one is a replay and refused
+    /// (RFC 6238 §5.2). An emailed code is accepted once, before it expires.
+    pub(super) async fn verify_tfa_code(
+        &mut self,
+        command: VerifyTfaCode,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        let challenge = self.open_challenge(command.challenge_id)?.clone();
+        let Some(tfa) = &self.tfa else {
+            return Err(UserError::TfaNotEnabled);
+        };
+        let at = services.clock.now();
+        // `Some(totp_step)` when the code is right.
+        let (factor, verified) = match &tfa.device.secret {
+            DeviceSecret::CodeGenerator { seed } => {
+                let seed = services
+                    .sealer
+                    .open(seed)
+                    .map_err(|_| UserError::SecretUnreadable)?;
+                let step = totp::matching_step(&seed, command.code.expose_secret(), at);
+                if let (Some(step), Some(last)) = (step, self.last_totp_step) {
+                    if step <= last {
+                        return Err(UserError::TfaCodeReplayed);
+                    }
+                }
+                (Factor::Totp, step.map(Some))
+            }
+            DeviceSecret::Email => {
+                let Some((digest, expires_at)) = &challenge.email_code else {
+                    return Err(UserError::ChallengeClosed);
+                };
+                if at >= *expires_at {
+                    return Err(UserError::EmailCodeExpired);
+                }
+                let correct = services
+                    .sealer
+                    .matches(digest, command.code.expose_secret().trim().as_bytes());
+                (Factor::EmailCode, correct.then_some(None))
+            }
+        };
+        let event = match verified {
+            Some(totp_step) => UserEvent::TfaVerified {
+                challenge_id: challenge.id,
+                factor,
+                totp_step,
+                at,
+            },
+            None => UserEvent::LoginFailed {
+                factor,
+                challenge_id: Some(challenge.id),
+                at,
+            },
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    /// Spends one backup code to complete a challenge. Codes are compared by keyed digest.
+    pub(super) async fn use_backup_code(
+        &mut self,
+        command: UseBackupCode,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        let challenge_id = self.open_challenge(command.challenge_id)?.id;
+        let Some(tfa) = &self.tfa else {
+            return Err(UserError::TfaNotEnabled);
+        };
+        let remaining = self.backup_codes_remaining();
+        if remaining == 0 {
+            return Err(UserError::NoBackupCodesLeft);
+        }
+        let typed = backup_codes::canonical(&command.code);
+        let matched = tfa.backup_codes.iter().position(|slot| {
+            slot.as_ref().is_some_and(|digest| {
+                services
+                    .sealer
+                    .matches(digest, typed.expose_secret().as_bytes())
+            })
+        });
+        let at = services.clock.now();
+        let event = match matched {
+            Some(index) => UserEvent::BackupCodeConsumed {
+                challenge_id,
+                index,
+                remaining: remaining - 1,
+                at,
+            },
+            None => UserEvent::LoginFailed {
+                factor: Factor::BackupCode,
+                challenge_id: Some(challenge_id),
+                at,
+            },
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    /// The challenge, if it is open and has not failed too often.
+    fn open_challenge(&self, id: ChallengeId) -> Result<&Challenge, UserError> {
+        self.account()?;
+        self.challenge(id)
+            .filter(|challenge| challenge.failures < MAX_CHALLENGE_FAILURES)
+            .ok_or(UserError::ChallengeClosed)
+    }
+}

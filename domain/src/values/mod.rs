@@ -1,0 +1,15 @@
+//! Value types: inputs are parsed into these at the edge, so the aggregate only sees valid data.
+
+mod device;
+mod email;
+mod full_name;
+mod ids;
+mod password;
+mod secrets;
+
+pub use device::DeviceType;
+pub use email::Email;
+pub use full_name::FullName;
+pub use ids::{ChallengeId, DeviceId, UserId};
+pub use password::{NewPassword, PasswordHash, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
+pub use secrets::{KeyedDigest, SealedSecret};

@@ -1,0 +1,83 @@
+//! Password policy and the stored (hashed) form of a password.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::user::UserError;
+
+/// NIST SP 800-63B §3.1.1.2: at least 8 characters for a user-chosen password.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// NIST asks verifiers to accept at least 64; 128 leaves room for passphrases while bounding
+/// the hashing input an attacker can make us process.
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
+/// A password that passed the policy and may be hashed. It never leaves memory in clear.
+#[derive(Debug, Clone)]
+pub struct NewPassword(SecretString);
+
+impl NewPassword {
+    /// Applies the policy: length only, no composition rules (NIST 800-63B, ASVS 6.2).
+    pub fn parse(raw: SecretString) -> Result<Self, UserError> {
+        let length = raw.expose_secret().chars().count();
+        if length < MIN_PASSWORD_CHARS {
+            return Err(UserError::PasswordTooShort);
+        }
+        if length > MAX_PASSWORD_CHARS {
+            return Err(UserError::PasswordTooLong);
+        }
+        Ok(Self(raw))
+    }
+
+    /// The password, for the hasher.
+    pub fn secret(&self) -> &SecretString {
+        &self.0
+    }
+}
+
+/// An Argon2id hash in PHC string format (`$argon2id$v=19$m=…`): salted, slow, and safe to store.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    /// Wraps a PHC string produced by a [`crate::services::PasswordHasher`].
+    pub fn from_phc(phc: String) -> Self {
+        Self(phc)
+    }
+
+    /// The PHC string.
+    pub fn as_phc(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_shorter_than_eight_characters_are_refused() {
+        let short = NewPassword::parse(SecretString::from("seven77"));
+        assert_eq!(short.err(), Some(UserError::PasswordTooShort));
+    }
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        assert!(NewPassword::parse(SecretString::from("ééééééé")).is_err());
+        assert!(NewPassword::parse(SecretString::from("éééééééé")).is_ok());
+    }
+
+    #[test]
+    fn passwords_longer_than_the_cap_are_refused_and_no_composition_rule_applies() {
+        let long = NewPassword::parse(SecretString::from("a".repeat(129)));
+        assert_eq!(long.err(), Some(UserError::PasswordTooLong));
+        assert!(NewPassword::parse(SecretString::from("a".repeat(128))).is_ok());
+        assert!(NewPassword::parse(SecretString::from("all lower case words")).is_ok());
+    }
+}
