@@ -1,1 +1,19 @@
-//! placeholder
+//! The Twofold HTTP API: routes, extractors, tokens, configuration, the adapters behind the
+//! domain's ports, and the composition root that wires them.
+
+pub mod adapters;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod gateway;
+pub mod jwt;
+pub mod mail;
+pub mod qr;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+pub use config::{Cli, Config};
+pub use startup::Application;

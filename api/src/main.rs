@@ -1,1 +1,105 @@
-fn main() {}
+//! The `twofold` binary: `serve` (the default), `migrate`, `users grant-admin`, `keys generate`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use twofold_api::config::{Command, KeysCommand, UsersCommand};
+use twofold_api::gateway::CommandMetadata;
+use twofold_api::jwt::JwtKey;
+use twofold_api::{adapters, startup, telemetry, Application, Cli, Config};
+use twofold_domain::values::Email;
+use twofold_domain::UserCommand;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.config.log_format);
+    let result = match cli.command {
+        None | Some(Command::Serve) => serve(cli.config).await,
+        Some(Command::Migrate) => migrate(&cli.config).await,
+        Some(Command::Users {
+            action: UsersCommand::GrantAdmin { email },
+        }) => grant_admin(&cli.config, &email).await,
+        Some(Command::Keys {
+            action: KeysCommand::Generate { jwt_key_out },
+        }) => generate_keys(&jwt_key_out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            let _ = writeln!(std::io::stderr(), "twofold: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    Application::build(config)
+        .await?
+        .run_until_stopped()
+        .await?;
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let url = config
+        .database_url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("migrate needs DATABASE_URL"))?;
+    startup::connect(url, 1).await?;
+    say("migrations applied")
+}
+
+async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<()> {
+    if config.database_url.is_none() {
+        anyhow::bail!("users grant-admin needs DATABASE_URL: the embedded store lives only inside a running `twofold serve`");
+    }
+    let keys = config.keys().map_err(anyhow::Error::msg)?;
+    let (services, _) = startup::services(config, &keys)?;
+    let backend = startup::backend(config, services).await?;
+    let email = Email::parse(email).map_err(|error| anyhow::anyhow!("{email}: {error}"))?;
+    let user_id = backend
+        .users
+        .find_by_email(&email)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user has the email address {email}"))?;
+    let metadata = CommandMetadata {
+        actor: "cli".to_owned(),
+        ..CommandMetadata::default()
+    };
+    let events = backend
+        .users
+        .execute(user_id, UserCommand::GrantAdmin, metadata)
+        .await?;
+    if events.is_empty() {
+        say(&format!("{email} is already an admin"))
+    } else {
+        say(&format!("{email} is now an admin"))
+    }
+}
+
+fn generate_keys(jwt_key_out: &std::path::Path) -> anyhow::Result<()> {
+    let pem = JwtKey::generate_pem().map_err(anyhow::Error::msg)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(jwt_key_out)
+        .and_then(|mut file| file.write_all(pem.as_bytes()))
+        .map_err(|error| anyhow::anyhow!("{}: {error}", jwt_key_out.display()))?;
+    let sealing = adapters::SealingKey::generate();
+    say(&format!(
+        "export TWOFOLD_JWT_KEY_FILE={}\nexport TWOFOLD_SEALING_KEY={}",
+        jwt_key_out.display(),
+        sealing.to_base64()
+    ))
+}
+
+/// Prints a result line for the operator on standard output.
+fn say(line: &str) -> anyhow::Result<()> {
+    writeln!(std::io::stdout(), "{line}")?;
+    Ok(())
+}

@@ -5,7 +5,7 @@ use secrecy::{SecretSlice, SecretString};
 use crate::values::{ChallengeId, Email, FullName, NewPassword, UserId};
 
 /// Everything a `User` can be asked to do.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum UserCommand {
     /// Create the account.
     SignUp(SignUp),
@@ -22,7 +22,7 @@ pub enum UserCommand {
 }
 
 /// Creates the account, optionally with two-factor authentication already on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SignUp {
     /// The new user's id; the aggregate id.
     pub user_id: UserId,
@@ -37,7 +37,7 @@ pub struct SignUp {
 }
 
 /// Turns on two-factor authentication.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct EnableTfa {
     /// The device and backup codes to enrol.
     pub enrolment: TfaEnrolment,
@@ -45,7 +45,7 @@ pub struct EnableTfa {
 
 /// What enrolling a second factor brings. The caller generates the secrets (it must show or
 /// mail them); the aggregate keeps only sealed or digested forms.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TfaEnrolment {
     /// The device.
     pub device: NewDevice,
@@ -54,7 +54,7 @@ pub struct TfaEnrolment {
 }
 
 /// A device to enrol.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum NewDevice {
     /// Codes are emailed at login.
     Email,
@@ -66,7 +66,7 @@ pub enum NewDevice {
 }
 
 /// A password login.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LogIn {
     /// The password as typed.
     pub password: SecretString,
@@ -76,7 +76,7 @@ pub struct LogIn {
 }
 
 /// A second-factor code for an open login challenge.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VerifyTfaCode {
     /// The challenge the pre-2FA token names.
     pub challenge_id: ChallengeId,
@@ -85,7 +85,7 @@ pub struct VerifyTfaCode {
 }
 
 /// A backup code for an open login challenge.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UseBackupCode {
     /// The challenge the pre-2FA token names.
     pub challenge_id: ChallengeId,

@@ -1,0 +1,261 @@
+//! Argon2id password hashing on a dedicated, bounded pool of threads.
+//!
+//! Argon2id is memory-hard by design: each hash fills `m` KiB (19 MiB at OWASP's minimum).
+//! Run on tokio's blocking pool, hundreds could run at once and each allocation lingers in the
+//! allocator, so memory grows with the login rate. Here a fixed number of workers (one per core
+//! by default) each own one reusable block buffer, so memory is bounded by workers × m; and a
+//! bounded queue in front of them answers "saturated" at once when full, which the API turns
+//! into 503 with `Retry-After` rather than letting requests wait for seconds.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+use twofold_domain::services::{HasherError, PasswordHasher};
+use twofold_domain::values::{NewPassword, PasswordHash};
+use zeroize::Zeroizing;
+
+const SALT_BYTES: usize = 16;
+const OUTPUT_BYTES: usize = 32;
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Argon2Params {
+    /// OWASP's minimum for Argon2id: 19 MiB, 2 passes, 1 lane.
+    pub const OWASP_MINIMUM: Self = Self {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    /// Cheap parameters that make tests fast and passwords trivially crackable. Never use them
+    /// for a real deployment.
+    pub const fn insecure_for_tests() -> Self {
+        Self {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    fn to_params(self) -> Result<Params, HasherError> {
+        Params::new(
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            Some(OUTPUT_BYTES),
+        )
+        .map_err(|_| HasherError::Failed)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// The hashing pool.
+pub struct Argon2Hasher {
+    params: Argon2Params,
+    jobs: SyncSender<Job>,
+    /// Verified against when the user does not exist, so that an unknown email costs the same
+    /// time as a wrong password.
+    dummy_hash: PasswordHash,
+}
+
+impl Argon2Hasher {
+    /// Starts `workers` threads behind a queue of `queue` waiting jobs.
+    pub fn start(params: Argon2Params, workers: usize, queue: usize) -> Result<Self, HasherError> {
+        params.to_params()?;
+        let (jobs, receiver) = sync_channel::<Job>(queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..workers.max(1) {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || work(&receiver))
+                .map_err(|_| HasherError::Failed)?;
+        }
+        let mut dummy_password = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut dummy_password);
+        let mut memory = Vec::new();
+        let dummy_hash = hash_with(params, &dummy_password, &mut memory)?;
+        Ok(Self {
+            params,
+            jobs,
+            dummy_hash,
+        })
+    }
+
+    /// Spends one verification's worth of time and memory, for a login to an unknown email.
+    pub async fn verify_dummy(&self, password: &SecretString) -> Result<(), HasherError> {
+        self.verify(password, &self.dummy_hash.clone())
+            .await
+            .map(|_| ())
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T, HasherError> {
+        let (reply, answer) = oneshot::channel();
+        let span = tracing::Span::current();
+        let job: Job = Box::new(move |memory| {
+            let _entered = span.enter();
+            let _ = reply.send(job(memory));
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => answer.await.map_err(|_| HasherError::Failed),
+            Err(TrySendError::Full(_)) => Err(HasherError::Saturated),
+            Err(TrySendError::Disconnected(_)) => Err(HasherError::Failed),
+        }
+    }
+}
+
+fn work(receiver: &Mutex<Receiver<Job>>) {
+    let mut memory: Vec<Block> = Vec::new();
+    loop {
+        let job = match receiver.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(&mut memory),
+            Err(_) => return,
+        }
+    }
+}
+
+fn argon2(params: Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn raw_hash(
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    output: &mut [u8],
+    memory: &mut Vec<Block>,
+) -> Result<(), HasherError> {
+    memory.resize(params.block_count(), Block::default());
+    argon2(params.clone())
+        .hash_password_into_with_memory(password, salt, output, memory.as_mut_slice())
+        .map_err(|_| HasherError::Failed)
+}
+
+fn hash_with(
+    params: Argon2Params,
+    password: &[u8],
+    memory: &mut Vec<Block>,
+) -> Result<PasswordHash, HasherError> {
+    let argon_params = params.to_params()?;
+    let mut salt = [0u8; SALT_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let mut output = Zeroizing::new([0u8; OUTPUT_BYTES]);
+    raw_hash(&argon_params, password, &salt, output.as_mut(), memory)?;
+    Ok(PasswordHash::from_phc(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        STANDARD_NO_PAD.encode(salt),
+        STANDARD_NO_PAD.encode(output.as_ref()),
+    )))
+}
+
+fn verify_with(password: &[u8], phc: &str, memory: &mut Vec<Block>) -> Result<bool, HasherError> {
+    let parsed = argon2::password_hash::PasswordHash::new(phc).map_err(|_| HasherError::Failed)?;
+    let params = Params::try_from(&parsed).map_err(|_| HasherError::Failed)?;
+    let mut salt = [0u8; 64];
+    let salt = parsed
+        .salt
+        .ok_or(HasherError::Failed)?
+        .decode_b64(&mut salt)
+        .map_err(|_| HasherError::Failed)?;
+    let expected = parsed.hash.ok_or(HasherError::Failed)?;
+    let mut output = Zeroizing::new(vec![0u8; expected.len()]);
+    raw_hash(&params, password, salt, output.as_mut_slice(), memory)?;
+    Ok(output.as_slice().ct_eq(expected.as_bytes()).into())
+}
+
+#[async_trait]
+impl PasswordHasher for Argon2Hasher {
+    async fn hash(&self, password: &NewPassword) -> Result<PasswordHash, HasherError> {
+        let params = self.params;
+        let password = Zeroizing::new(password.secret().expose_secret().as_bytes().to_vec());
+        self.run(move |memory| hash_with(params, &password, memory))
+            .await?
+    }
+
+    async fn verify(
+        &self,
+        password: &SecretString,
+        hash: &PasswordHash,
+    ) -> Result<bool, HasherError> {
+        let password = Zeroizing::new(password.expose_secret().as_bytes().to_vec());
+        let phc = hash.as_phc().to_owned();
+        self.run(move |memory| verify_with(&password, &phc, memory))
+            .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hasher(queue: usize) -> Argon2Hasher {
+        Argon2Hasher::start(Argon2Params::insecure_for_tests(), 1, queue).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_and_no_other() {
+        let hasher = hasher(4);
+        let password = NewPassword::parse(SecretString::from("correct horse")).unwrap();
+        let hash = hasher.hash(&password).await.unwrap();
+        assert!(hash.as_phc().starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        assert!(!hash.as_phc().contains("correct horse"));
+        assert!(hasher.verify(password.secret(), &hash).await.unwrap());
+        let wrong = SecretString::from("correct horsf");
+        assert!(!hasher.verify(&wrong, &hash).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashes_made_by_the_argon2_crate_verify_here() {
+        use argon2::password_hash::{PasswordHasher as _, SaltString};
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let phc = argon2(Argon2Params::insecure_for_tests().to_params().unwrap())
+            .hash_password(b"interop password", &salt)
+            .unwrap()
+            .to_string();
+        let hasher = hasher(4);
+        let hash = PasswordHash::from_phc(phc);
+        let password = SecretString::from("interop password");
+        assert!(hasher.verify(&password, &hash).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_saturated_at_once() {
+        let hasher = Argon2Hasher::start(Argon2Params::OWASP_MINIMUM, 1, 1).unwrap();
+        let password = SecretString::from("a password");
+        let hash = hasher.dummy_hash.clone();
+        let attempts = (0..8).map(|_| hasher.verify(&password, &hash));
+        let results = futures::future::join_all(attempts).await;
+        assert!(
+            results.contains(&Err(HasherError::Saturated)),
+            "{results:?}"
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! Configuration: command-line flags and environment variables (clap), validated at start-up
+//! into the settings the service runs with. Secrets are wrapped as soon as they are read and
+//! never printed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+use crate::adapters::{Argon2Params, SealingKey};
+use crate::jwt::{JwtKey, Lifetimes};
+
+/// Twofold: password login with JWTs and a second factor, event-sourced.
+#[derive(Debug, Parser)]
+#[command(name = "twofold", version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// The subcommands of the `twofold` binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Manage users.
+    Users {
+        /// The user action.
+        #[command(subcommand)]
+        action: UsersCommand,
+    },
+    /// Manage keys.
+    Keys {
+        /// The key action.
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+/// `twofold users …`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Give the user with this email the admin role (recorded as an event).
+    GrantAdmin {
+        /// The user's email address.
+        email: String,
+    },
+}
+
+/// `twofold keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a fresh Ed25519 JWT key (PKCS#8 PEM) and print a fresh sealing key.
+    Generate {
+        /// Where to write the JWT key.
+        #[arg(long, default_value = "twofold-jwt.pem")]
+        jwt_key_out: PathBuf,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Every setting, from flags or environment variables.
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "TWOFOLD_ADDR", default_value = "127.0.0.1:5555")]
+    pub addr: SocketAddr,
+    /// Postgres connection URL; without it Twofold runs on an in-memory store.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Maximum Postgres connections per instance.
+    #[arg(long, env = "TWOFOLD_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+    /// File with the Ed25519 JWT signing key (PKCS#8 PEM). Required with DATABASE_URL.
+    #[arg(long, env = "TWOFOLD_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// 32 random bytes, base64, sealing TOTP seeds and keying code digests. Required with
+    /// DATABASE_URL.
+    #[arg(long, env = "TWOFOLD_SEALING_KEY", hide_env_values = true)]
+    pub sealing_key: Option<SecretString>,
+    /// The `iss` claim of issued tokens.
+    #[arg(long, env = "TWOFOLD_JWT_ISSUER", default_value = "twofold")]
+    pub jwt_issuer: String,
+    /// The `aud` claim of access tokens (refresh and pre-2FA tokens add a suffix).
+    #[arg(long, env = "TWOFOLD_JWT_AUDIENCE", default_value = "twofold")]
+    pub jwt_audience: String,
+    /// Access token lifetime, in seconds.
+    #[arg(long, env = "TWOFOLD_ACCESS_TOKEN_TTL", default_value_t = 1800)]
+    pub access_token_ttl: u64,
+    /// Refresh token lifetime, in seconds.
+    #[arg(long, env = "TWOFOLD_REFRESH_TOKEN_TTL", default_value_t = 86_400)]
+    pub refresh_token_ttl: u64,
+    /// Pre-2FA token lifetime, in seconds.
+    #[arg(long, env = "TWOFOLD_PRE_2FA_TOKEN_TTL", default_value_t = 300)]
+    pub pre_tfa_token_ttl: u64,
+    /// Issuer shown by authenticator apps.
+    #[arg(long, env = "TWOFOLD_TOTP_ISSUER", default_value = "Twofold")]
+    pub totp_issuer: String,
+    /// Backup codes issued when 2FA is turned on.
+    #[arg(long, env = "TWOFOLD_BACKUP_CODES", default_value_t = 5)]
+    pub backup_codes: usize,
+    /// Argon2id memory cost, KiB.
+    #[arg(long, env = "TWOFOLD_ARGON2_MEMORY_KIB", default_value_t = Argon2Params::OWASP_MINIMUM.memory_kib)]
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes.
+    #[arg(long, env = "TWOFOLD_ARGON2_ITERATIONS", default_value_t = Argon2Params::OWASP_MINIMUM.iterations)]
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    #[arg(long, env = "TWOFOLD_ARGON2_PARALLELISM", default_value_t = Argon2Params::OWASP_MINIMUM.parallelism)]
+    pub argon2_parallelism: u32,
+    /// Password hashing threads (default: one per core).
+    #[arg(long, env = "TWOFOLD_HASH_WORKERS")]
+    pub hash_workers: Option<usize>,
+    /// Password hashes that may wait for a thread before requests get 503.
+    #[arg(long, env = "TWOFOLD_HASH_QUEUE", default_value_t = 256)]
+    pub hash_queue: usize,
+    /// Where emails go: `stdout` or `file:DIR`.
+    #[arg(long, env = "TWOFOLD_MAIL_TRANSPORT", default_value = "stdout")]
+    pub mail_transport: String,
+    /// The From address of emails.
+    #[arg(
+        long,
+        env = "TWOFOLD_MAIL_FROM",
+        default_value = "Twofold <twofold@localhost>"
+    )]
+    pub mail_from: String,
+    /// Log format.
+    #[arg(long, env = "TWOFOLD_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "[redacted]"),
+            )
+            .field("jwt_key_file", &self.jwt_key_file)
+            .field(
+                "sealing_key",
+                &self.sealing_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("pre_tfa_token_ttl", &self.pre_tfa_token_ttl)
+            .field("totp_issuer", &self.totp_issuer)
+            .field("backup_codes", &self.backup_codes)
+            .field("argon2_memory_kib", &self.argon2_memory_kib)
+            .field("argon2_iterations", &self.argon2_iterations)
+            .field("argon2_parallelism", &self.argon2_parallelism)
+            .field("hash_workers", &self.hash_workers)
+            .field("hash_queue", &self.hash_queue)
+            .field("mail_transport", &self.mail_transport)
+            .field("mail_from", &self.mail_from)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Keys, either configured or generated for this process only.
+pub struct Keys {
+    /// Signs tokens.
+    pub jwt: JwtKey,
+    /// Seals seeds and keys digests.
+    pub sealing: SealingKey,
+    /// Whether they were generated at start-up (embedded mode).
+    pub ephemeral: bool,
+}
+
+impl Config {
+    /// The configuration integration tests use: port 0, cheap Argon2, keys written to (and
+    /// emails delivered into) `work_dir`.
+    pub fn for_tests(
+        database_url: Option<String>,
+        work_dir: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let insecure = Argon2Params::insecure_for_tests();
+        std::fs::create_dir_all(work_dir)?;
+        let jwt_key_file = work_dir.join("jwt.pem");
+        let pem = JwtKey::generate_pem().map_err(std::io::Error::other)?;
+        std::fs::write(&jwt_key_file, pem.as_bytes())?;
+        Ok(Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url,
+            database_max_connections: 20,
+            jwt_key_file: Some(jwt_key_file),
+            sealing_key: Some(SecretString::from(SealingKey::generate().to_base64())),
+            jwt_issuer: "twofold".to_owned(),
+            jwt_audience: "twofold".to_owned(),
+            access_token_ttl: 1800,
+            refresh_token_ttl: 86_400,
+            pre_tfa_token_ttl: 300,
+            totp_issuer: "Twofold".to_owned(),
+            backup_codes: 5,
+            argon2_memory_kib: insecure.memory_kib,
+            argon2_iterations: insecure.iterations,
+            argon2_parallelism: insecure.parallelism,
+            hash_workers: Some(2),
+            hash_queue: 1024,
+            mail_transport: format!("file:{}", work_dir.join("mail").display()),
+            mail_from: "Twofold <twofold@localhost>".to_owned(),
+            log_format: LogFormat::Pretty,
+        })
+    }
+
+    /// Argon2id parameters.
+    pub fn argon2_params(&self) -> Argon2Params {
+        Argon2Params {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+
+    /// Token lifetimes, after checking none is zero.
+    pub fn lifetimes(&self) -> Result<Lifetimes, String> {
+        for (name, value) in [
+            ("TWOFOLD_ACCESS_TOKEN_TTL", self.access_token_ttl),
+            ("TWOFOLD_REFRESH_TOKEN_TTL", self.refresh_token_ttl),
+            ("TWOFOLD_PRE_2FA_TOKEN_TTL", self.pre_tfa_token_ttl),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1 second"));
+            }
+        }
+        Ok(Lifetimes {
+            access: Duration::from_secs(self.access_token_ttl),
+            refresh: Duration::from_secs(self.refresh_token_ttl),
+            pre_tfa: Duration::from_secs(self.pre_tfa_token_ttl),
+        })
+    }
+
+    /// The configured keys; with no database and no keys, fresh ephemeral ones. With a
+    /// database, keys must be configured so every instance shares them.
+    pub fn keys(&self) -> Result<Keys, String> {
+        use secrecy::ExposeSecret;
+        match (&self.jwt_key_file, &self.sealing_key) {
+            (Some(path), Some(sealing)) => {
+                let pem = std::fs::read_to_string(path).map_err(|error| {
+                    format!(
+                        "TWOFOLD_JWT_KEY_FILE {} cannot be read: {error}",
+                        path.display()
+                    )
+                })?;
+                Ok(Keys {
+                    jwt: JwtKey::from_pem(&pem).map_err(|error| {
+                        format!("TWOFOLD_JWT_KEY_FILE {}: {error}", path.display())
+                    })?,
+                    sealing: SealingKey::from_base64(sealing.expose_secret())?,
+                    ephemeral: false,
+                })
+            }
+            (None, None) if self.database_url.is_none() => Ok(Keys {
+                jwt: JwtKey::generate()?,
+                sealing: SealingKey::generate(),
+                ephemeral: true,
+            }),
+            _ => Err(
+                "with DATABASE_URL set, both TWOFOLD_JWT_KEY_FILE and TWOFOLD_SEALING_KEY must be \
+                 set, so that every instance signs and seals with the same keys \
+                 (`twofold keys generate` makes a pair)"
+                    .to_owned(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The one error type of the API and its mapping to `application/problem+json` (RFC 9457).
+//! Every failure a client can see has a status and a stable `code`; internal causes are logged
+//! once and never sent.
+
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cqrs_es::persist::PersistenceError;
+use cqrs_es::AggregateError;
+use serde::Serialize;
+use twofold_domain::UserError;
+
+use crate::store::EmailTaken;
+
+/// Everything that can go wrong in a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A domain rule refused the command.
+    #[error(transparent)]
+    Domain(#[from] UserError),
+    /// Wrong password or unknown email: deliberately indistinguishable.
+    #[error("incorrect email or password")]
+    InvalidCredentials,
+    /// No `Authorization: Bearer` header.
+    #[error("this endpoint requires a bearer token")]
+    MissingToken,
+    /// The token is malformed, expired, of the wrong kind, or its user is gone.
+    #[error("the token is invalid or has expired")]
+    InvalidToken,
+    /// The caller is authenticated but not an admin.
+    #[error("this endpoint is for admins only")]
+    AdminOnly,
+    /// A wrong TOTP or emailed code.
+    #[error("the code is not valid")]
+    WrongTfaCode,
+    /// A wrong or already used backup code.
+    #[error("the backup code is not valid or was already used")]
+    WrongBackupCode,
+    /// The request itself is malformed (body, form, query).
+    #[error("{detail}")]
+    Request {
+        /// 400, 413, 415 or 422.
+        status: StatusCode,
+        /// The stable code.
+        code: &'static str,
+        /// What is wrong, for humans.
+        detail: String,
+    },
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// The command kept losing races with concurrent commands on the same user.
+    #[error("the user was changed concurrently; retry")]
+    Conflict,
+    /// The database cannot be reached.
+    #[error("the service is temporarily unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Anything else; the cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+}
+
+impl ApiError {
+    /// Status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Domain(error) => (domain_status(*error), error.code()),
+            Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "auth.invalid_credentials"),
+            Self::MissingToken => (StatusCode::UNAUTHORIZED, "auth.missing_token"),
+            Self::InvalidToken => (StatusCode::UNAUTHORIZED, "auth.invalid_token"),
+            Self::AdminOnly => (StatusCode::FORBIDDEN, "auth.admin_only"),
+            Self::WrongTfaCode => (StatusCode::FORBIDDEN, "tfa.invalid_code"),
+            Self::WrongBackupCode => (StatusCode::FORBIDDEN, "tfa.invalid_backup_code"),
+            Self::Request { status, code, .. } => (*status, code),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "request.not_found"),
+            Self::Conflict => (StatusCode::CONFLICT, "concurrency.conflict"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service.unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn request(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Request {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+fn domain_status(error: UserError) -> StatusCode {
+    match error {
+        UserError::InvalidEmail
+        | UserError::InvalidFullName
+        | UserError::PasswordTooShort
+        | UserError::PasswordTooLong
+        | UserError::DeviceRequired => StatusCode::UNPROCESSABLE_ENTITY,
+        UserError::EmailTaken | UserError::AlreadyRegistered => StatusCode::CONFLICT,
+        UserError::UnknownUser | UserError::NoBackupCodesLeft => StatusCode::NOT_FOUND,
+        UserError::TfaAlreadyEnabled | UserError::TfaNotEnabled | UserError::NoCodeGenerator => {
+            StatusCode::BAD_REQUEST
+        }
+        UserError::ChallengeClosed => StatusCode::UNAUTHORIZED,
+        UserError::TfaCodeReplayed | UserError::EmailCodeExpired => StatusCode::FORBIDDEN,
+        UserError::HasherSaturated => StatusCode::SERVICE_UNAVAILABLE,
+        UserError::HasherFailed | UserError::SecretUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let detail = match &self {
+            Self::Unavailable(_) | Self::Internal(_) => {
+                tracing::error!(error.cause_chain = ?self, code, "request failed");
+                status
+                    .canonical_reason()
+                    .unwrap_or("internal error")
+                    .to_owned()
+            }
+            other => other.to_string(),
+        };
+        let problem = Problem {
+            kind: format!("urn:twofold:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            code,
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match self {
+                Self::InvalidToken | Self::Domain(UserError::ChallengeClosed) => {
+                    "Bearer error=\"invalid_token\""
+                }
+                _ => "Bearer",
+            };
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<AggregateError<UserError>> for ApiError {
+    fn from(error: AggregateError<UserError>) -> Self {
+        match error {
+            AggregateError::UserError(error) => Self::Domain(error),
+            AggregateError::AggregateConflict => Self::Conflict,
+            AggregateError::UnexpectedError(error) if error.is::<EmailTaken>() => {
+                Self::Domain(UserError::EmailTaken)
+            }
+            AggregateError::DatabaseConnectionError(error) => Self::Unavailable(error),
+            AggregateError::DeserializationError(error)
+            | AggregateError::UnexpectedError(error) => Self::Internal(error),
+        }
+    }
+}
+
+impl From<PersistenceError> for ApiError {
+    fn from(error: PersistenceError) -> Self {
+        match error {
+            PersistenceError::ConnectionError(error) => Self::Unavailable(error),
+            PersistenceError::OptimisticLockError => Self::Conflict,
+            PersistenceError::DeserializationError(error)
+            | PersistenceError::UnknownError(error) => Self::Internal(error),
+        }
+    }
+}
+
+/// The serde part of an axum rejection message, without axum's preamble.
+fn serde_detail(body_text: String) -> String {
+    match body_text.split_once(": ") {
+        Some((_, detail)) => detail.to_owned(),
+        None => body_text,
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::request(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request.unsupported_media_type",
+                "the body must be JSON with `Content-Type: application/json`",
+            ),
+            JsonRejection::JsonSyntaxError(error) => Self::request(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request.malformed_json",
+                format!(
+                    "the body is not valid JSON: {}",
+                    serde_detail(error.body_text())
+                ),
+            ),
+            JsonRejection::JsonDataError(error) => Self::request(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request.invalid_body",
+                serde_detail(error.body_text()),
+            ),
+            other => body_rejection(other.status()),
+        }
+    }
+}
+
+impl From<FormRejection> for ApiError {
+    fn from(rejection: FormRejection) -> Self {
+        match rejection {
+            FormRejection::InvalidFormContentType(_) => Self::request(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request.unsupported_media_type",
+                "the body must be a form with `Content-Type: application/x-www-form-urlencoded`",
+            ),
+            FormRejection::FailedToDeserializeForm(error) => Self::request(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request.invalid_form",
+                serde_detail(error.body_text()),
+            ),
+            FormRejection::FailedToDeserializeFormBody(error) => Self::request(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request.invalid_form",
+                serde_detail(error.body_text()),
+            ),
+            other => body_rejection(other.status()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::request(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.invalid_query",
+            serde_detail(rejection.body_text()),
+        )
+    }
+}
+
+fn body_rejection(status: StatusCode) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::request(status, "request.too_large", "the request body is too large")
+    } else {
+        ApiError::request(
+            StatusCode::BAD_REQUEST,
+            "request.unreadable_body",
+            "the request body could not be read",
+        )
+    }
+}

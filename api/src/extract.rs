@@ -1,0 +1,143 @@
+//! Request extractors: bodies that fail as problem+json, bearer tokens of each kind, and the
+//! request context stored as event metadata.
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts};
+use axum::http::header::{AUTHORIZATION, USER_AGENT};
+use axum::http::request::Parts;
+
+use crate::error::ApiError;
+use crate::gateway::CommandMetadata;
+use crate::jwt::{Claims, TokenKind};
+use crate::state::AppState;
+
+/// A JSON body; malformed ones answer problem+json.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// A form body; malformed ones answer problem+json.
+#[derive(FromRequest)]
+#[from_request(via(axum::Form), rejection(ApiError))]
+pub struct Form<T>(pub T);
+
+/// Query parameters; malformed ones answer problem+json.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(ApiError::MissingToken)?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::MissingToken),
+    }
+}
+
+fn verified(parts: &Parts, state: &AppState, kind: TokenKind) -> Result<Claims, ApiError> {
+    state.tokens.verify(bearer(parts)?, kind)
+}
+
+/// The claims of a valid access token.
+pub struct AccessToken(pub Claims);
+
+impl<S> FromRequestParts<S> for AccessToken
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        verified(parts, &AppState::from_ref(state), TokenKind::Access).map(Self)
+    }
+}
+
+/// The claims of a valid pre-2FA token.
+pub struct PreTfaToken(pub Claims);
+
+impl<S> FromRequestParts<S> for PreTfaToken
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        verified(parts, &AppState::from_ref(state), TokenKind::PreTfa).map(Self)
+    }
+}
+
+/// The claims of a valid access token whose user is an admin.
+pub struct AdminToken(pub Claims);
+
+impl<S> FromRequestParts<S> for AdminToken
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        let claims = verified(parts, &state, TokenKind::Access)?;
+        let view = state
+            .directory
+            .find(claims.sub)
+            .await?
+            .ok_or(ApiError::InvalidToken)?;
+        if view.is_admin {
+            Ok(Self(claims))
+        } else {
+            Err(ApiError::AdminOnly)
+        }
+    }
+}
+
+/// The request id and user agent, for event metadata.
+pub struct RequestContext {
+    request_id: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl RequestContext {
+    /// Metadata for a command `actor` issues in this request.
+    pub fn metadata(&self, actor: String) -> CommandMetadata {
+        CommandMetadata {
+            request_id: self.request_id.clone(),
+            actor,
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value: &axum::http::HeaderValue| value.to_str().ok())
+                .map(|value| value.chars().take(256).collect())
+        };
+        Ok(Self {
+            request_id: header(crate::telemetry::REQUEST_ID_HEADER),
+            user_agent: header(USER_AGENT.as_str()),
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! Executes `User` commands against the event store and returns the events they recorded.
+//!
+//! cqrs-es's `CqrsFramework::execute` returns `()`, but a login's outcome *is* its events
+//! (`LoggedIn`, `SecondFactorRequired`, `LoginFailed`), so this gateway runs the same steps —
+//! load, handle, commit, dispatch to the projections — and hands the committed events back.
+//! A commit that loses an optimistic-lock race is retried from a fresh load, so the loser of a
+//! double spend gets the domain's real answer (code already used) rather than a conflict.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore, Query};
+use twofold_domain::values::{Email, UserId};
+use twofold_domain::{User, UserCommand, UserEvent, UserServices};
+
+use crate::error::ApiError;
+use crate::store::EmailIndex;
+
+/// Commit attempts before a command gives up with `409 concurrency.conflict`.
+const MAX_ATTEMPTS: usize = 16;
+
+/// Who asked for a command and in which request: stored as event metadata, never in payloads.
+#[derive(Debug, Clone, Default)]
+pub struct CommandMetadata {
+    /// The `x-request-id` of the HTTP request.
+    pub request_id: Option<String>,
+    /// `user:<id>`, `anonymous` or `cli`.
+    pub actor: String,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+impl CommandMetadata {
+    fn into_map(self) -> HashMap<String, String> {
+        let mut map = HashMap::from([("actor".to_owned(), self.actor)]);
+        if let Some(request_id) = self.request_id {
+            map.insert("request_id".to_owned(), request_id);
+        }
+        if let Some(user_agent) = self.user_agent {
+            map.insert("user_agent".to_owned(), user_agent);
+        }
+        map
+    }
+}
+
+/// The command side, as the routes see it.
+#[async_trait]
+pub trait Users: Send + Sync {
+    /// Runs `command` on user `id` and returns the events it recorded.
+    async fn execute(
+        &self,
+        id: UserId,
+        command: UserCommand,
+        metadata: CommandMetadata,
+    ) -> Result<Vec<UserEvent>, ApiError>;
+    /// The current state of user `id`, folded from its events.
+    async fn load(&self, id: UserId) -> Result<User, ApiError>;
+    /// The user who owns `email`, in any letter case.
+    async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, ApiError>;
+}
+
+/// The gateway over an event repository `R`.
+pub struct CommandGateway<R: PersistedEventRepository> {
+    store: PersistedEventStore<R, User>,
+    index: Arc<dyn EmailIndex>,
+    queries: Vec<Box<dyn Query<User>>>,
+    services: UserServices,
+}
+
+impl<R: PersistedEventRepository> CommandGateway<R> {
+    /// A gateway storing through `repository`, finding emails in `index` and keeping
+    /// `queries` current.
+    pub fn new(
+        repository: R,
+        index: Arc<dyn EmailIndex>,
+        queries: Vec<Box<dyn Query<User>>>,
+        services: UserServices,
+    ) -> Self {
+        Self {
+            store: PersistedEventStore::new_event_store(repository),
+            index,
+            queries,
+            services,
+        }
+    }
+}
+
+#[async_trait]
+impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
+    async fn execute(
+        &self,
+        id: UserId,
+        command: UserCommand,
+        metadata: CommandMetadata,
+    ) -> Result<Vec<UserEvent>, ApiError> {
+        let aggregate_id = id.to_string();
+        let metadata = metadata.into_map();
+        for _ in 0..MAX_ATTEMPTS {
+            let mut context = self.store.load_aggregate(&aggregate_id).await?;
+            let sink = EventSink::default();
+            context
+                .aggregate()
+                .handle(command.clone(), &self.services, &sink)
+                .await
+                .map_err(ApiError::Domain)?;
+            let events = sink.collect().await;
+            match self.store.commit(events, context, metadata.clone()).await {
+                Ok(committed) => {
+                    if !committed.is_empty() {
+                        for query in &self.queries {
+                            query.dispatch(&aggregate_id, &committed).await;
+                        }
+                    }
+                    return Ok(committed
+                        .into_iter()
+                        .map(|envelope| envelope.payload)
+                        .collect());
+                }
+                Err(AggregateError::AggregateConflict) => {
+                    tracing::debug!(user_id = %id, "command lost a race; retrying");
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ApiError::Conflict)
+    }
+
+    async fn load(&self, id: UserId) -> Result<User, ApiError> {
+        let mut context = self.store.load_aggregate(&id.to_string()).await?;
+        Ok(std::mem::take(context.aggregate()))
+    }
+
+    async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, ApiError> {
+        Ok(self.index.find_user(email).await?)
+    }
+}

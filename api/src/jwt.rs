@@ -1,0 +1,311 @@
+//! Issuing and verifying JWTs, and the JWKS that lets other services verify them.
+//!
+//! Three kinds of token exist: access, refresh and pre-2FA. Each has its own audience and a
+//! `typ` claim, both checked on every use, so one kind can never stand in for another. The
+//! algorithm is pinned to EdDSA (Ed25519) on the server side: the token's own `alg` header is
+//! never trusted, which rules out `alg: none` and HMAC/public-key confusion. Tokens carry a
+//! `kid` (the key's RFC 7638 thumbprint) and are refused if it names another key.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::SigningKey;
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use twofold_domain::values::{ChallengeId, UserId};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+
+/// Clock skew tolerated when checking `exp` and `nbf`, in seconds.
+const LEEWAY_SECONDS: u64 = 5;
+
+/// The kind of a token, carried in its `typ` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// Grants access to the API.
+    Access,
+    /// Obtains a new token pair.
+    Refresh,
+    /// Proves the password step of a login; only unlocks the second step.
+    #[serde(rename = "pre_2fa")]
+    PreTfa,
+}
+
+impl TokenKind {
+    fn audience_suffix(self) -> &'static str {
+        match self {
+            Self::Access => "",
+            Self::Refresh => "/refresh",
+            Self::PreTfa => "/pre-2fa",
+        }
+    }
+}
+
+/// The claims of every Twofold token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience, distinct per kind.
+    pub aud: String,
+    /// The user.
+    pub sub: UserId,
+    /// Expiry (seconds since the epoch).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Token id.
+    pub jti: Uuid,
+    /// The kind.
+    pub typ: TokenKind,
+    /// The login challenge a pre-2FA token answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<ChallengeId>,
+}
+
+/// How long each kind of token lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// Access tokens (30 minutes by default).
+    pub access: Duration,
+    /// Refresh tokens (24 hours by default).
+    pub refresh: Duration,
+    /// Pre-2FA tokens (5 minutes by default).
+    pub pre_tfa: Duration,
+}
+
+/// The Ed25519 signing key and what is derived from it.
+pub struct JwtKey {
+    kid: String,
+    public_x: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JwtKey(kid={})", self.kid)
+    }
+}
+
+impl JwtKey {
+    /// Loads a PKCS#8 PEM Ed25519 private key (as `openssl genpkey -algorithm ed25519` writes).
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        let signing = SigningKey::from_pkcs8_pem(pem)
+            .map_err(|_| "the JWT key is not an Ed25519 private key in PKCS#8 PEM".to_owned())?;
+        Self::from_signing_key(&signing)
+    }
+
+    /// A fresh random key (embedded mode).
+    pub fn generate() -> Result<Self, String> {
+        Self::from_signing_key(&SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// A fresh key in PKCS#8 PEM, for `twofold keys generate`.
+    pub fn generate_pem() -> Result<Zeroizing<String>, String> {
+        SigningKey::generate(&mut rand::rngs::OsRng)
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|_| "could not encode the key".to_owned())
+    }
+
+    fn from_signing_key(signing: &SigningKey) -> Result<Self, String> {
+        let pem = signing
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|_| "could not encode the key".to_owned())?;
+        let encoding = EncodingKey::from_ed_pem(pem.as_bytes())
+            .map_err(|_| "could not load the key for signing".to_owned())?;
+        let public_x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+        let decoding = DecodingKey::from_ed_components(&public_x)
+            .map_err(|_| "could not load the key for verifying".to_owned())?;
+        // RFC 7638: the SHA-256 of the required members in lexicographic order.
+        let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{public_x}"}}"#);
+        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
+        Ok(Self {
+            kid,
+            public_x,
+            encoding,
+            decoding,
+        })
+    }
+}
+
+/// The JWK Set document (RFC 7517) of the verification keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Jwks {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+/// One public key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Jwk {
+    /// `OKP`.
+    pub kty: String,
+    /// `Ed25519`.
+    pub crv: String,
+    /// The public key, base64url.
+    pub x: String,
+    /// The key id tokens name in their header.
+    pub kid: String,
+    /// `EdDSA`.
+    pub alg: String,
+    /// `sig`.
+    #[serde(rename = "use")]
+    pub usage: String,
+}
+
+/// Issues and verifies tokens.
+pub struct TokenService {
+    key: JwtKey,
+    issuer: String,
+    audience: String,
+    lifetimes: Lifetimes,
+}
+
+impl TokenService {
+    /// A service signing with `key`.
+    pub fn new(key: JwtKey, issuer: String, audience: String, lifetimes: Lifetimes) -> Self {
+        Self {
+            key,
+            issuer,
+            audience,
+            lifetimes,
+        }
+    }
+
+    /// The lifetime of `kind`.
+    pub fn lifetime(&self, kind: TokenKind) -> Duration {
+        match kind {
+            TokenKind::Access => self.lifetimes.access,
+            TokenKind::Refresh => self.lifetimes.refresh,
+            TokenKind::PreTfa => self.lifetimes.pre_tfa,
+        }
+    }
+
+    fn audience(&self, kind: TokenKind) -> String {
+        format!("{}{}", self.audience, kind.audience_suffix())
+    }
+
+    /// A signed token of `kind` for `user`.
+    pub fn issue(
+        &self,
+        kind: TokenKind,
+        user: UserId,
+        challenge: Option<ChallengeId>,
+    ) -> Result<String, ApiError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let lifetime = i64::try_from(self.lifetime(kind).as_secs()).unwrap_or(i64::MAX);
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience(kind),
+            sub: user,
+            exp: now.saturating_add(lifetime),
+            iat: now,
+            nbf: now,
+            jti: Uuid::new_v4(),
+            typ: kind,
+            cid: challenge,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.key.kid.clone());
+        encode(&header, &claims, &self.key.encoding)
+            .map_err(|error| ApiError::Internal(Box::new(error)))
+    }
+
+    /// The claims of `token` if it is a valid, unexpired token of `kind` signed by our key.
+    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, ApiError> {
+        let header = decode_header(token).map_err(|_| ApiError::InvalidToken)?;
+        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
+            return Err(ApiError::InvalidToken);
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[self.audience(kind)]);
+        validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
+        let claims = decode::<Claims>(token, &self.key.decoding, &validation)
+            .map_err(|_| ApiError::InvalidToken)?
+            .claims;
+        if claims.typ != kind {
+            return Err(ApiError::InvalidToken);
+        }
+        Ok(claims)
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> Jwks {
+        Jwks {
+            keys: vec![Jwk {
+                kty: "OKP".to_owned(),
+                crv: "Ed25519".to_owned(),
+                x: self.key.public_x.clone(),
+                kid: self.key.kid.clone(),
+                alg: "EdDSA".to_owned(),
+                usage: "sig".to_owned(),
+            }],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> TokenService {
+        TokenService::new(
+            JwtKey::generate().unwrap(),
+            "twofold".to_owned(),
+            "twofold".to_owned(),
+            Lifetimes {
+                access: Duration::from_secs(1800),
+                refresh: Duration::from_secs(86_400),
+                pre_tfa: Duration::from_secs(300),
+            },
+        )
+    }
+
+    #[test]
+    fn a_token_verifies_only_as_its_own_kind() {
+        let tokens = service();
+        let user = UserId::new_random();
+        for kind in [TokenKind::Access, TokenKind::Refresh, TokenKind::PreTfa] {
+            let token = tokens.issue(kind, user, None).unwrap();
+            for expected in [TokenKind::Access, TokenKind::Refresh, TokenKind::PreTfa] {
+                let result = tokens.verify(&token, expected);
+                assert_eq!(result.is_ok(), kind == expected, "{kind:?} as {expected:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_signed_by_another_key_is_refused() {
+        let token = service()
+            .issue(TokenKind::Access, UserId::new_random(), None)
+            .unwrap();
+        assert!(service().verify(&token, TokenKind::Access).is_err());
+    }
+
+    #[test]
+    fn a_pem_key_loads_and_signs_what_its_jwks_verifies() {
+        let pem = JwtKey::generate_pem().unwrap();
+        let key = JwtKey::from_pem(&pem).unwrap();
+        let again = JwtKey::from_pem(&pem).unwrap();
+        assert_eq!(key.kid, again.kid);
+        assert!(
+            JwtKey::from_pem("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----")
+                .is_err()
+        );
+    }
+}

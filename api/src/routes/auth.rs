@@ -1,0 +1,215 @@
+//! `/auth`: sign-up, login, token refresh and the token test.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use secrecy::SecretString;
+use serde::Deserialize;
+use twofold_domain::user::{LogIn, SignUp};
+use twofold_domain::values::{DeviceType, Email, FullName, NewPassword, UserId};
+use twofold_domain::{UserCommand, UserError, UserEvent};
+use twofold_nats::Mail;
+use twofold_projections::UserView;
+
+use super::dto::TokenResponse;
+use super::{email_code, finish_enrolment, new_enrolment};
+use crate::error::ApiError;
+use crate::extract::{AccessToken, Form, Json, RequestContext};
+use crate::jwt::TokenKind;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/signup", post(sign_up))
+        .route("/login", post(log_in))
+        .route("/test-token", get(test_token))
+        .route("/refresh", post(refresh))
+}
+
+#[derive(Deserialize)]
+pub struct SignUpRequest {
+    email: String,
+    full_name: String,
+    password: SecretString,
+    #[serde(default)]
+    tfa_enabled: bool,
+    #[serde(default)]
+    device: Option<DeviceRequest>,
+}
+
+/// The device part of sign-up and enable-2FA requests.
+#[derive(Deserialize)]
+pub struct DeviceRequest {
+    pub device_type: DeviceType,
+}
+
+#[tracing::instrument(skip_all)]
+async fn sign_up(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Json(request): Json<SignUpRequest>,
+) -> Result<Response, ApiError> {
+    let email = Email::parse(&request.email)?;
+    let full_name = FullName::parse(&request.full_name)?;
+    let password = NewPassword::parse(request.password)?;
+    let device_type = match (request.tfa_enabled, request.device) {
+        (false, _) => None,
+        (true, Some(device)) => Some(device.device_type),
+        (true, None) => return Err(UserError::DeviceRequired.into()),
+    };
+    let user_id = UserId::from_uuid(state.services.rng.uuid());
+    let (tfa, secrets) = match device_type {
+        Some(device_type) => {
+            let (command, secrets) = new_enrolment(&state, device_type);
+            (Some(command), Some(secrets))
+        }
+        None => (None, None),
+    };
+    let command = UserCommand::SignUp(SignUp {
+        user_id,
+        email: email.clone(),
+        full_name,
+        password,
+        tfa,
+    });
+    state
+        .users
+        .execute(user_id, command, context.metadata("anonymous".to_owned()))
+        .await?;
+    tracing::info!(target: "security", %user_id, "signed up");
+    match secrets {
+        Some(secrets) => finish_enrolment(&state, user_id, &email, secrets).await,
+        None => Ok(StatusCode::OK.into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: SecretString,
+    #[serde(default)]
+    grant_type: Option<String>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn log_in(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, ApiError> {
+    if let Some(grant_type) = form.grant_type.as_deref() {
+        if !grant_type.is_empty() && grant_type != "password" {
+            return Err(ApiError::Request {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "request.unsupported_grant_type",
+                detail: "grant_type must be `password` or empty".to_owned(),
+            });
+        }
+    }
+    let user_id = match Email::parse(&form.username) {
+        Ok(email) => state.users.find_by_email(&email).await?,
+        Err(_) => None,
+    };
+    let Some(user_id) = user_id else {
+        // Same work and same answer as a wrong password: no account enumeration by timing.
+        state
+            .hasher
+            .verify_dummy(&form.password)
+            .await
+            .map_err(UserError::from)?;
+        tracing::info!(target: "security", "login failed: unknown account");
+        return Err(ApiError::InvalidCredentials);
+    };
+    let code = email_code(&state);
+    let command = UserCommand::LogIn(LogIn {
+        password: form.password,
+        email_code: code.clone(),
+    });
+    let events = state
+        .users
+        .execute(user_id, command, context.metadata("anonymous".to_owned()))
+        .await?;
+    for event in &events {
+        match event {
+            UserEvent::LoggedIn { .. } => {
+                tracing::info!(target: "security", %user_id, "login succeeded");
+                return Ok(Json(TokenResponse::pair(&state, user_id)?).into_response());
+            }
+            UserEvent::SecondFactorRequired { challenge_id, .. } => {
+                if events
+                    .iter()
+                    .any(|e| matches!(e, UserEvent::EmailCodeIssued { .. }))
+                {
+                    mail_login_code(&state, user_id, code.clone()).await?;
+                }
+                tracing::info!(target: "security", %user_id, "password accepted; second factor required");
+                let body = TokenResponse::pre_tfa(&state, user_id, *challenge_id)?;
+                return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+            }
+            _ => {}
+        }
+    }
+    tracing::info!(target: "security", %user_id, "login failed: wrong password");
+    Err(ApiError::InvalidCredentials)
+}
+
+async fn mail_login_code(
+    state: &AppState,
+    user_id: UserId,
+    code: SecretString,
+) -> Result<(), ApiError> {
+    use secrecy::ExposeSecret;
+    let view = state
+        .directory
+        .find(user_id)
+        .await?
+        .ok_or(ApiError::InvalidCredentials)?;
+    let valid_minutes =
+        u32::try_from(twofold_domain::user::EMAIL_CODE_TTL.whole_minutes()).unwrap_or(10);
+    state
+        .mailer
+        .queue(
+            user_id,
+            &view.email,
+            Mail::LoginCode {
+                code: code.expose_secret().to_owned(),
+                valid_minutes,
+            },
+        )
+        .await;
+    Ok(())
+}
+
+#[tracing::instrument(skip_all)]
+async fn test_token(
+    State(state): State<AppState>,
+    AccessToken(claims): AccessToken,
+) -> Result<Json<UserView>, ApiError> {
+    state
+        .directory
+        .find(claims.sub)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::InvalidToken)
+}
+
+#[derive(Deserialize)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+#[tracing::instrument(skip_all)]
+async fn refresh(
+    State(state): State<AppState>,
+    Json(request): Json<RefreshRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let claims = state
+        .tokens
+        .verify(&request.refresh_token, TokenKind::Refresh)?;
+    if state.directory.find(claims.sub).await?.is_none() {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(Json(TokenResponse::pair(&state, claims.sub)?))
+}

@@ -1,0 +1,107 @@
+//! The HTTP routes, grouped as in the original service under `/api/v1`.
+
+mod auth;
+mod dto;
+mod tasks;
+mod tfa;
+mod users;
+mod well_known;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use secrecy::SecretString;
+use twofold_domain::services::Randomness;
+use twofold_domain::user::{NewDevice, TfaEnrolment};
+use twofold_domain::values::{DeviceType, Email, UserId};
+use twofold_domain::{backup_codes, totp};
+use twofold_nats::Mail;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Every route.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .nest(
+            "/api/v1",
+            Router::new()
+                .nest("/auth", auth::router())
+                .nest("/tfa", tfa::router())
+                .nest("/users", users::router())
+                .nest("/tasks", tasks::router()),
+        )
+        .merge(well_known::router())
+        .fallback(|| async { ApiError::NotFound("no such endpoint") })
+}
+
+/// A PNG response.
+fn png(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
+}
+
+/// The secrets of a fresh enrolment in clear, for the response (QR code) and the email.
+struct EnrolmentSecrets {
+    seed: Option<secrecy::SecretSlice<u8>>,
+    codes: Vec<String>,
+}
+
+/// A fresh enrolment for `device_type`: the command, and the secrets it will only keep sealed.
+fn new_enrolment(state: &AppState, device_type: DeviceType) -> (TfaEnrolment, EnrolmentSecrets) {
+    use secrecy::ExposeSecret;
+    let rng: &dyn Randomness = state.services.rng.as_ref();
+    let codes = backup_codes::generate_set(rng, state.backup_codes);
+    let (device, seed) = match device_type {
+        DeviceType::Email => (NewDevice::Email, None),
+        DeviceType::CodeGenerator => {
+            let seed = totp::generate_seed(rng);
+            (NewDevice::CodeGenerator { seed: seed.clone() }, Some(seed))
+        }
+    };
+    let secrets = EnrolmentSecrets {
+        codes: codes
+            .iter()
+            .map(|code| code.expose_secret().to_owned())
+            .collect(),
+        seed,
+    };
+    let command = TfaEnrolment {
+        device,
+        backup_codes: codes,
+    };
+    (command, secrets)
+}
+
+/// After an enrolment committed: mail the backup codes, and answer with the QR code for an
+/// authenticator app or an empty body for email.
+async fn finish_enrolment(
+    state: &AppState,
+    owner: UserId,
+    email: &Email,
+    secrets: EnrolmentSecrets,
+) -> Result<Response, ApiError> {
+    state
+        .mailer
+        .queue(
+            owner,
+            email.as_str(),
+            Mail::BackupCodes {
+                codes: secrets.codes,
+            },
+        )
+        .await;
+    tracing::info!(target: "security", user_id = %owner, "two-factor authentication enabled");
+    match secrets.seed {
+        Some(seed) => {
+            let uri = totp::otpauth_uri(&state.totp_issuer, email, &seed);
+            Ok(png(crate::qr::png(uri).await?))
+        }
+        None => Ok(StatusCode::OK.into_response()),
+    }
+}
+
+/// A random 6-digit code for an email second factor.
+fn email_code(state: &AppState) -> SecretString {
+    let rng: &dyn Randomness = state.services.rng.as_ref();
+    SecretString::from(format!("{:06}", rng.below(1_000_000)))
+}

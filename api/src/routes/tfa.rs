@@ -1,0 +1,142 @@
+//! `/tfa`: the second login step, backup codes, and enrolling a device.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::Router;
+use secrecy::SecretString;
+use serde::Deserialize;
+use twofold_domain::user::{DeviceSecret, EnableTfa, UseBackupCode, VerifyTfaCode};
+use twofold_domain::{totp, UserCommand, UserError, UserEvent};
+
+use super::auth::DeviceRequest;
+use super::dto::TokenResponse;
+use super::{finish_enrolment, new_enrolment, png};
+use crate::error::ApiError;
+use crate::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
+use crate::jwt::Claims;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login_tfa", post(login_tfa))
+        .route("/recover_tfa", post(recover_tfa))
+        .route("/get_my_qrcode", get(get_my_qrcode))
+        .route("/enable_tfa", put(enable_tfa))
+}
+
+#[derive(Deserialize)]
+pub struct LoginTfaQuery {
+    tfa_token: SecretString,
+}
+
+fn actor(claims: &Claims) -> String {
+    format!("user:{}", claims.sub)
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
+async fn login_tfa(
+    State(state): State<AppState>,
+    context: RequestContext,
+    PreTfaToken(claims): PreTfaToken,
+    Query(query): Query<LoginTfaQuery>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let challenge_id = claims.cid.ok_or(ApiError::InvalidToken)?;
+    let command = UserCommand::VerifyTfaCode(VerifyTfaCode {
+        challenge_id,
+        code: query.tfa_token,
+    });
+    let events = state
+        .users
+        .execute(claims.sub, command, context.metadata(actor(&claims)))
+        .await
+        .map_err(unknown_user_is_invalid_token)?;
+    if events
+        .iter()
+        .any(|event| matches!(event, UserEvent::TfaVerified { .. }))
+    {
+        tracing::info!(target: "security", user_id = %claims.sub, "second factor accepted");
+        return Ok(Json(TokenResponse::pair(&state, claims.sub)?));
+    }
+    tracing::info!(target: "security", user_id = %claims.sub, "second factor refused");
+    Err(ApiError::WrongTfaCode)
+}
+
+#[derive(Deserialize)]
+pub struct RecoverTfaQuery {
+    tfa_backup_token: SecretString,
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
+async fn recover_tfa(
+    State(state): State<AppState>,
+    context: RequestContext,
+    PreTfaToken(claims): PreTfaToken,
+    Query(query): Query<RecoverTfaQuery>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let challenge_id = claims.cid.ok_or(ApiError::InvalidToken)?;
+    let command = UserCommand::UseBackupCode(UseBackupCode {
+        challenge_id,
+        code: query.tfa_backup_token,
+    });
+    let events = state
+        .users
+        .execute(claims.sub, command, context.metadata(actor(&claims)))
+        .await
+        .map_err(unknown_user_is_invalid_token)?;
+    for event in &events {
+        if let UserEvent::BackupCodeConsumed { remaining, .. } = event {
+            tracing::info!(target: "security", user_id = %claims.sub, remaining, "backup code used");
+            return Ok(Json(TokenResponse::pair(&state, claims.sub)?));
+        }
+    }
+    tracing::info!(target: "security", user_id = %claims.sub, "backup code refused");
+    Err(ApiError::WrongBackupCode)
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
+async fn get_my_qrcode(
+    State(state): State<AppState>,
+    AccessToken(claims): AccessToken,
+) -> Result<Response, ApiError> {
+    let user = state.users.load(claims.sub).await?;
+    let email = user.email().ok_or(ApiError::InvalidToken)?;
+    let Some(DeviceSecret::CodeGenerator { seed }) = user.tfa_device().map(|device| &device.secret)
+    else {
+        return Err(UserError::NoCodeGenerator.into());
+    };
+    let seed = state
+        .services
+        .sealer
+        .open(seed)
+        .map_err(|_| UserError::SecretUnreadable)?;
+    let uri = totp::otpauth_uri(&state.totp_issuer, email, &seed);
+    Ok(png(crate::qr::png(uri).await?))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
+async fn enable_tfa(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+    Json(request): Json<DeviceRequest>,
+) -> Result<Response, ApiError> {
+    let (enrolment, secrets) = new_enrolment(&state, request.device_type);
+    let command = UserCommand::EnableTfa(EnableTfa { enrolment });
+    state
+        .users
+        .execute(claims.sub, command, context.metadata(actor(&claims)))
+        .await
+        .map_err(unknown_user_is_invalid_token)?;
+    let user = state.users.load(claims.sub).await?;
+    let email = user.email().ok_or(ApiError::InvalidToken)?;
+    finish_enrolment(&state, claims.sub, email, secrets).await
+}
+
+/// A valid token whose user does not exist is an invalid token, not a missing resource.
+fn unknown_user_is_invalid_token(error: ApiError) -> ApiError {
+    match error {
+        ApiError::Domain(UserError::UnknownUser) => ApiError::InvalidToken,
+        other => other,
+    }
+}

@@ -1,0 +1,225 @@
+//! The composition root: concrete adapters wired to the domain's ports, the store chosen from
+//! configuration, and the HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use twofold_domain::{User, UserServices};
+use twofold_mailer::Transport;
+use twofold_projections::{
+    MemUserDirectory, MemViewRepository, PgUserDirectory, UserDirectory, UserProjection, UserView,
+    USER_VIEW_TABLE,
+};
+
+use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
+use crate::config::{Config, Keys};
+use crate::gateway::{CommandGateway, Users};
+use crate::jwt::TokenService;
+use crate::mail::InProcessMailer;
+use crate::state::AppState;
+use crate::store::{MemEventRepository, PgEventRepository};
+use crate::telemetry::REQUEST_ID_HEADER;
+
+/// Largest request body accepted; every Twofold request is a few hundred bytes.
+const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A built service, bound to its port and ready to run.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    router: Router,
+}
+
+/// The command and query sides over the configured store.
+pub struct Backend {
+    /// Commands.
+    pub users: Arc<dyn Users>,
+    /// Views.
+    pub directory: Arc<dyn UserDirectory>,
+}
+
+/// The domain's ports with their production adapters.
+pub fn services(config: &Config, keys: &Keys) -> anyhow::Result<(UserServices, Arc<Argon2Hasher>)> {
+    let workers = config
+        .hash_workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let hasher = Arc::new(
+        Argon2Hasher::start(config.argon2_params(), workers, config.hash_queue)
+            .map_err(|error| anyhow::anyhow!("TWOFOLD_ARGON2_*: {error}"))?,
+    );
+    let services = UserServices {
+        hasher: hasher.clone(),
+        sealer: Arc::new(XChaChaSealer::new(&keys.sealing)),
+        clock: Arc::new(SystemClock),
+        rng: Arc::new(OsRandomness),
+    };
+    Ok((services, hasher))
+}
+
+/// Connects to Postgres and applies the migrations.
+pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(database_url)
+        .await
+        .context("DATABASE_URL: cannot connect to Postgres")?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying the database migrations failed")?;
+    Ok(pool)
+}
+
+/// The store named by the configuration: Postgres with `DATABASE_URL`, else memory.
+pub async fn backend(config: &Config, services: UserServices) -> anyhow::Result<Backend> {
+    match &config.database_url {
+        Some(url) => {
+            let pool = connect(url, config.database_max_connections).await?;
+            let events = PgEventRepository::new(pool.clone());
+            let views = Arc::new(postgres_es::PostgresViewRepository::<UserView, User>::new(
+                USER_VIEW_TABLE,
+                pool.clone(),
+            ));
+            let gateway = CommandGateway::new(
+                events.clone(),
+                Arc::new(events),
+                vec![Box::new(UserProjection::new(views))],
+                services,
+            );
+            Ok(Backend {
+                users: Arc::new(gateway),
+                directory: Arc::new(PgUserDirectory::new(pool)),
+            })
+        }
+        None => {
+            let events = MemEventRepository::default();
+            let views = Arc::new(MemViewRepository::<UserView, User>::default());
+            let gateway = CommandGateway::new(
+                events.clone(),
+                Arc::new(events),
+                vec![Box::new(UserProjection::new(Arc::clone(&views)))],
+                services,
+            );
+            Ok(Backend {
+                users: Arc::new(gateway),
+                directory: Arc::new(MemUserDirectory::new(views)),
+            })
+        }
+    }
+}
+
+const EMBEDDED_WARNING: &str = "
+################################################################################
+#  EMBEDDED IN-MEMORY MODE                                                     #
+#  No DATABASE_URL is set, so every user and event lives in this process's     #
+#  memory and is LOST when it stops. The JWT signing key and the sealing key   #
+#  were generated at start-up: tokens and 2FA enrolments die with the process. #
+#  For real use set DATABASE_URL, TWOFOLD_JWT_KEY_FILE and TWOFOLD_SEALING_KEY.#
+################################################################################";
+
+impl Application {
+    /// Validates `config`, wires the service and binds its port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let keys = config.keys().map_err(anyhow::Error::msg)?;
+        let lifetimes = config.lifetimes().map_err(anyhow::Error::msg)?;
+        let transport = Transport::parse(&config.mail_transport).map_err(anyhow::Error::msg)?;
+        if keys.ephemeral {
+            tracing::warn!("{EMBEDDED_WARNING}");
+        }
+        tracing::info!(config = ?config, "starting");
+        let (services, hasher) = services(&config, &keys)?;
+        let backend = backend(&config, services.clone()).await?;
+        let tokens = TokenService::new(
+            keys.jwt,
+            config.jwt_issuer.clone(),
+            config.jwt_audience.clone(),
+            lifetimes,
+        );
+        let state = AppState {
+            users: backend.users,
+            directory: backend.directory,
+            tokens: Arc::new(tokens),
+            mailer: Arc::new(InProcessMailer::new(transport, config.mail_from.clone())),
+            services,
+            hasher,
+            totp_issuer: Arc::from(config.totp_issuer.as_str()),
+            backup_codes: config.backup_codes,
+        };
+        let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+        let router = crate::routes::router()
+            .with_state(state)
+            .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+            .layer(PropagateRequestIdLayer::new(request_id.clone()))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID_HEADER)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                    )
+                }),
+            )
+            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("TWOFOLD_ADDR: cannot listen on {}", config.addr))?;
+        tracing::info!(address = %listener.local_addr()?, "listening");
+        Ok(Self { listener, router })
+    }
+
+    /// The port the service listens on.
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map_or(0, |address| address.port())
+    }
+
+    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

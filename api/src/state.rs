@@ -1,0 +1,32 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use twofold_domain::UserServices;
+use twofold_projections::UserDirectory;
+
+use crate::adapters::Argon2Hasher;
+use crate::gateway::Users;
+use crate::jwt::TokenService;
+use crate::mail::Mailer;
+
+/// Shared application state.
+#[derive(Clone)]
+pub struct AppState {
+    /// The command side.
+    pub users: Arc<dyn Users>,
+    /// The user views.
+    pub directory: Arc<dyn UserDirectory>,
+    /// Issues and verifies tokens.
+    pub tokens: Arc<TokenService>,
+    /// Queues emails.
+    pub mailer: Arc<dyn Mailer>,
+    /// The domain's ports, for generating secrets before a command.
+    pub services: UserServices,
+    /// The hasher, for the dummy verification on unknown emails.
+    pub hasher: Arc<Argon2Hasher>,
+    /// Issuer shown by authenticator apps.
+    pub totp_issuer: Arc<str>,
+    /// Backup codes per enrolment.
+    pub backup_codes: usize,
+}

@@ -1,0 +1,163 @@
+//! The in-memory event repository of the embedded mode. It keeps the guarantees the Postgres
+//! one gives (optimistic concurrency per aggregate, unique emails, atomic commits), which
+//! cqrs-es's own `MemStore` does not: it appends without checking sequences.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use serde_json::Value;
+use twofold_domain::values::{Email, UserId};
+
+use super::{claimed_email, EmailIndex, EmailTaken};
+
+#[derive(Default)]
+struct Stored {
+    /// Every event in commit order.
+    log: Vec<SerializedEvent>,
+    /// Per aggregate (type, id): positions in `log`.
+    streams: HashMap<(String, String), Vec<usize>>,
+    emails: HashMap<String, UserId>,
+}
+
+/// Events in memory; clones share one store.
+#[derive(Clone, Default)]
+pub struct MemEventRepository {
+    stored: Arc<Mutex<Stored>>,
+}
+
+fn poisoned() -> PersistenceError {
+    PersistenceError::UnknownError("in-memory event store lock poisoned".into())
+}
+
+impl MemEventRepository {
+    fn select(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let stored = self.stored.lock().map_err(|_| poisoned())?;
+        let key = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        Ok(stored
+            .streams
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|position| stored.log.get(*position))
+            .filter(|event| event.sequence > after)
+            .cloned()
+            .collect())
+    }
+
+    fn stream(events: Vec<SerializedEvent>) -> ReplayStream {
+        let (mut feed, stream) = ReplayStream::new(events.len().max(1));
+        tokio::spawn(async move {
+            for event in events {
+                if feed.push(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        stream
+    }
+}
+
+impl PersistedEventRepository for MemEventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select(A::TYPE, aggregate_id, 0)
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select(A::TYPE, aggregate_id, last_sequence)
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        _snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let mut reservations = Vec::new();
+        for event in events {
+            if let Some(reservation) = claimed_email(event)? {
+                reservations.push(reservation);
+            }
+        }
+        let mut stored = self.stored.lock().map_err(|_| poisoned())?;
+        // Check everything before changing anything, so a refused commit leaves no trace.
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let key = (A::TYPE.to_owned(), first.aggregate_id.clone());
+        let current = stored.streams.get(&key).map_or(0, Vec::len);
+        let in_order = events.iter().enumerate().all(|(offset, event)| {
+            event.aggregate_id == first.aggregate_id && event.sequence == current + offset + 1
+        });
+        if !in_order {
+            return Err(PersistenceError::OptimisticLockError);
+        }
+        if reservations
+            .iter()
+            .any(|(email_key, _)| stored.emails.contains_key(email_key))
+        {
+            return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
+        }
+        for event in events {
+            let position = stored.log.len();
+            stored.log.push(event.clone());
+            stored
+                .streams
+                .entry(key.clone())
+                .or_default()
+                .push(position);
+        }
+        stored.emails.extend(reservations);
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        Ok(Self::stream(self.select(A::TYPE, aggregate_id, 0)?))
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        let events: Vec<SerializedEvent> = {
+            let stored = self.stored.lock().map_err(|_| poisoned())?;
+            stored
+                .log
+                .iter()
+                .filter(|event| event.aggregate_type == A::TYPE)
+                .cloned()
+                .collect()
+        };
+        Ok(Self::stream(events))
+    }
+}
+
+#[async_trait]
+impl EmailIndex for MemEventRepository {
+    async fn find_user(&self, email: &Email) -> Result<Option<UserId>, PersistenceError> {
+        let stored = self.stored.lock().map_err(|_| poisoned())?;
+        Ok(stored.emails.get(&email.key()).copied())
+    }
+}

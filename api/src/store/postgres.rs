@@ -1,0 +1,149 @@
+//! The Postgres event repository: postgres-es for reads, and a persist that writes the events
+//! and any email reservation in one transaction.
+
+use async_trait::async_trait;
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::PgPool;
+use twofold_domain::values::{Email, UserId};
+
+use super::{claimed_email, EmailIndex, EmailTaken};
+
+const INSERT_EVENT: &str = "INSERT INTO events \
+    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const RESERVE_EMAIL: &str = "INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)";
+const EMAIL_CONSTRAINT: &str = "user_emails_email_key_pkey";
+
+/// Events in Postgres.
+pub struct PgEventRepository {
+    pool: PgPool,
+    reader: PostgresEventRepository,
+}
+
+impl PgEventRepository {
+    /// A repository over the `events` and `user_emails` tables.
+    pub fn new(pool: PgPool) -> Self {
+        let reader = PostgresEventRepository::new(pool.clone());
+        Self { pool, reader }
+    }
+}
+
+impl Clone for PgEventRepository {
+    fn clone(&self) -> Self {
+        Self::new(self.pool.clone())
+    }
+}
+
+fn persistence_error(error: sqlx::Error) -> PersistenceError {
+    if let sqlx::Error::Database(database) = &error {
+        if database.code().as_deref() == Some("23505") {
+            return if database.constraint() == Some(EMAIL_CONSTRAINT) {
+                PersistenceError::UnknownError(Box::new(EmailTaken))
+            } else {
+                PersistenceError::OptimisticLockError
+            };
+        }
+    }
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
+            PersistenceError::ConnectionError(Box::new(error))
+        }
+        other => PersistenceError::UnknownError(Box::new(other)),
+    }
+}
+
+impl PersistedEventRepository for PgEventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reader.get_events::<A>(aggregate_id).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reader
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        _snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
+        for event in events {
+            let sequence = i64::try_from(event.sequence)
+                .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+            sqlx::query(INSERT_EVENT)
+                .bind(A::TYPE)
+                .bind(&event.aggregate_id)
+                .bind(sequence)
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(&event.payload)
+                .bind(&event.metadata)
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+            if let Some((email_key, user_id)) = claimed_email(event)? {
+                sqlx::query(RESERVE_EMAIL)
+                    .bind(email_key)
+                    .bind(user_id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(persistence_error)?;
+            }
+        }
+        tx.commit().await.map_err(persistence_error)
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.reader.stream_events::<A>(aggregate_id).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.reader.stream_all_events::<A>().await
+    }
+}
+
+#[async_trait]
+impl EmailIndex for PgEventRepository {
+    async fn find_user(&self, email: &Email) -> Result<Option<UserId>, PersistenceError> {
+        let user_id: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email_key = $1")
+                .bind(email.key())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(persistence_error)?;
+        user_id
+            .map(|id| {
+                id.parse().map_err(|error: uuid::Error| {
+                    PersistenceError::DeserializationError(Box::new(error))
+                })
+            })
+            .transpose()
+    }
+}

@@ -1,0 +1,85 @@
+//! Reading user views: one by id, or all of them (admin listing).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cqrs_es::persist::{PersistenceError, ViewRepository};
+use sqlx::PgPool;
+use twofold_domain::values::UserId;
+use twofold_domain::User;
+
+use crate::{MemViewRepository, UserView};
+
+/// The table the user views live in.
+pub const USER_VIEW_TABLE: &str = "user_view";
+
+/// Read access to user views.
+#[async_trait]
+pub trait UserDirectory: Send + Sync {
+    /// One user's view.
+    async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError>;
+    /// Every user, ordered by email.
+    async fn list(&self) -> Result<Vec<UserView>, PersistenceError>;
+}
+
+/// User views in Postgres.
+pub struct PgUserDirectory {
+    pool: PgPool,
+    views: postgres_es::PostgresViewRepository<UserView, User>,
+}
+
+impl PgUserDirectory {
+    /// Reads from `user_view` through `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        let views = postgres_es::PostgresViewRepository::new(USER_VIEW_TABLE, pool.clone());
+        Self { pool, views }
+    }
+}
+
+fn database(error: sqlx::Error) -> PersistenceError {
+    PersistenceError::ConnectionError(Box::new(error))
+}
+
+#[async_trait]
+impl UserDirectory for PgUserDirectory {
+    async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError> {
+        self.views.load(&id.to_string()).await
+    }
+
+    async fn list(&self) -> Result<Vec<UserView>, PersistenceError> {
+        let payloads: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT payload FROM user_view ORDER BY payload->>'email', view_id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database)?;
+        payloads
+            .into_iter()
+            .map(|payload| serde_json::from_value(payload).map_err(PersistenceError::from))
+            .collect()
+    }
+}
+
+/// User views in memory (embedded mode).
+pub struct MemUserDirectory {
+    views: Arc<MemViewRepository<UserView, User>>,
+}
+
+impl MemUserDirectory {
+    /// Reads the views `views` holds.
+    pub fn new(views: Arc<MemViewRepository<UserView, User>>) -> Self {
+        Self { views }
+    }
+}
+
+#[async_trait]
+impl UserDirectory for MemUserDirectory {
+    async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError> {
+        self.views.load(&id.to_string()).await
+    }
+
+    async fn list(&self) -> Result<Vec<UserView>, PersistenceError> {
+        let mut views = self.views.all()?;
+        views.sort_by(|a, b| a.email.cmp(&b.email).then(a.id.cmp(&b.id)));
+        Ok(views)
+    }
+}

@@ -1,0 +1,76 @@
+//! The user view: what `/auth/test-token` and the admin listing return. It holds no secret.
+
+use cqrs_es::{EventEnvelope, View};
+use serde::{Deserialize, Serialize};
+use twofold_domain::values::{DeviceId, DeviceType, UserId};
+use twofold_domain::{User, UserEvent};
+
+/// A user as clients see them.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// The user id (absent only before sign-up is projected).
+    pub id: Option<UserId>,
+    /// The email address.
+    pub email: String,
+    /// The display name.
+    pub full_name: String,
+    /// Whether a second factor is required at login.
+    pub tfa_enabled: bool,
+    /// The enrolled second-factor device.
+    pub device: Option<DeviceView>,
+    /// Whether the user may use the admin endpoints.
+    pub is_admin: bool,
+}
+
+/// A second-factor device as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// The device id.
+    pub id: DeviceId,
+    /// `email` or `code_generator`.
+    pub device_type: DeviceType,
+}
+
+impl UserView {
+    /// Whether `event` changes this view. Login events, the bulk of a user's history, do not,
+    /// so they never cost a view write.
+    pub fn is_changed_by(event: &UserEvent) -> bool {
+        matches!(
+            event,
+            UserEvent::SignedUp { .. }
+                | UserEvent::TfaEnabled { .. }
+                | UserEvent::AdminGranted { .. }
+        )
+    }
+}
+
+impl View<User> for UserView {
+    fn update(&mut self, event: &EventEnvelope<User>) {
+        match &event.payload {
+            UserEvent::SignedUp {
+                user_id,
+                email,
+                full_name,
+                ..
+            } => {
+                self.id = Some(*user_id);
+                self.email = email.as_str().to_owned();
+                self.full_name = full_name.as_str().to_owned();
+            }
+            UserEvent::TfaEnabled { device, .. } => {
+                self.tfa_enabled = true;
+                self.device = Some(DeviceView {
+                    id: device.id,
+                    device_type: device.device_type(),
+                });
+            }
+            UserEvent::AdminGranted { .. } => self.is_admin = true,
+            UserEvent::LoggedIn { .. }
+            | UserEvent::SecondFactorRequired { .. }
+            | UserEvent::EmailCodeIssued { .. }
+            | UserEvent::LoginFailed { .. }
+            | UserEvent::TfaVerified { .. }
+            | UserEvent::BackupCodeConsumed { .. } => {}
+        }
+    }
+}
