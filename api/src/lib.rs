@@ -2,6 +2,7 @@
 //! domain's ports, and the composition root that wires them.
 
 pub mod adapters;
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -4,12 +4,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use twofold_api::admin::{self, GrantOutcome};
 use twofold_api::config::{Command, KeysCommand, UsersCommand};
-use twofold_api::gateway::CommandMetadata;
 use twofold_api::jwt::JwtKey;
 use twofold_api::{adapters, startup, telemetry, Application, Cli, Config};
-use twofold_domain::values::Email;
-use twofold_domain::UserCommand;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -53,30 +51,9 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<()> {
-    if config.database_url.is_none() {
-        anyhow::bail!("users grant-admin needs DATABASE_URL: the embedded store lives only inside a running `twofold serve`");
-    }
-    let keys = config.keys().map_err(anyhow::Error::msg)?;
-    let (services, _) = startup::services(config, &keys)?;
-    let backend = startup::backend(config, services).await?;
-    let email = Email::parse(email).map_err(|error| anyhow::anyhow!("{email}: {error}"))?;
-    let user_id = backend
-        .users
-        .find_by_email(&email)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no user has the email address {email}"))?;
-    let metadata = CommandMetadata {
-        actor: "cli".to_owned(),
-        ..CommandMetadata::default()
-    };
-    let events = backend
-        .users
-        .execute(user_id, UserCommand::GrantAdmin, metadata)
-        .await?;
-    if events.is_empty() {
-        say(&format!("{email} is already an admin"))
-    } else {
-        say(&format!("{email} is now an admin"))
+    match admin::grant_admin(config, email).await? {
+        GrantOutcome::Granted => say(&format!("{email} is now an admin")),
+        GrantOutcome::AlreadyAdmin => say(&format!("{email} is already an admin")),
     }
 }
 

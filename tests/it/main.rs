@@ -1,1 +1,12 @@
-//! it
+//! Black-box tests of the running service: each starts Twofold on port 0 against a fresh
+//! Postgres database (or the embedded store) and talks to it over HTTP as a client would.
+
+// Test code: any step that fails should fail the test at once, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod concurrency;
+mod errors;
+mod helpers;
+mod journey;
+mod secrets;
+mod tokens;

@@ -1,0 +1,295 @@
+//! `spawn_app()` and the typed client helpers the tests share.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection, PgPool};
+use twofold_api::{Application, Config};
+use uuid::Uuid;
+
+/// The server every test database is created on; override with `TWOFOLD_TEST_DATABASE_URL`.
+const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Everything the service logged during this test binary's run.
+pub static LOGS: LazyLock<Arc<Mutex<Vec<u8>>>> = LazyLock::new(|| {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&logs);
+    let echo = std::env::var_os("TEST_LOG").is_some();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("debug,sqlx=warn,hyper=info,h2=info,reqwest=info")
+        .with_ansi(false)
+        .with_writer(move || LogWriter {
+            sink: Arc::clone(&sink),
+            echo,
+        })
+        .try_init();
+    logs
+});
+
+struct LogWriter {
+    sink: Arc<Mutex<Vec<u8>>>,
+    echo: bool,
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.echo {
+            std::io::stderr().write_all(buf)?;
+        }
+        self.sink.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Which store the service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Postgres,
+    Embedded,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub config: Config,
+    pub db: Option<PgPool>,
+    pub work_dir: PathBuf,
+}
+
+fn server_url() -> String {
+    std::env::var("TWOFOLD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER_URL.to_owned())
+}
+
+/// Creates a fresh database and returns its URL.
+async fn fresh_database() -> String {
+    let server = server_url();
+    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|error| panic!("Postgres at {server} is not reachable: {error}"));
+    let name = format!("twofold_test_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+    format!("{server}/{name}")
+}
+
+pub async fn spawn_app(store: Store) -> TestApp {
+    LazyLock::force(&LOGS);
+    let work_dir = std::env::temp_dir().join(format!("twofold-it-{}", Uuid::new_v4()));
+    let database_url = match store {
+        Store::Postgres => Some(fresh_database().await),
+        Store::Embedded => None,
+    };
+    let mut config = Config::for_tests(database_url.clone(), &work_dir).expect("test config");
+    if store == Store::Embedded {
+        config.jwt_key_file = None;
+        config.sealing_key = None;
+    }
+    let application = Application::build(config.clone())
+        .await
+        .expect("the service starts");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    let db = match database_url {
+        Some(url) => Some(PgPool::connect(&url).await.expect("connect to the test db")),
+        None => None,
+    };
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        config,
+        db,
+        work_dir,
+    }
+}
+
+/// A unique email for this test.
+pub fn unique_email(label: &str) -> String {
+    format!("{label}-{}@example.com", Uuid::new_v4().simple())
+}
+
+pub fn signup_body(email: &str, device: Option<&str>) -> Value {
+    json!({
+        "email": email,
+        "full_name": "Ada Lovelace",
+        "password": PASSWORD,
+        "tfa_enabled": device.is_some(),
+        "device": device.map(|device_type| json!({ "device_type": device_type })),
+    })
+}
+
+pub async fn problem(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|value| value.to_str().unwrap().to_owned());
+    let body: Value = response.json().await.expect("a JSON problem body");
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "{body}"
+    );
+    (status, body)
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.address)
+    }
+
+    pub async fn signup(&self, body: &Value) -> Response {
+        self.http
+            .post(self.url("/auth/signup"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.http
+            .post(self.url("/auth/login"))
+            .form(&[("username", email), ("password", password)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in and returns the JSON body, asserting the status.
+    pub async fn login_expecting(&self, email: &str, status: StatusCode) -> Value {
+        let response = self.login(email, PASSWORD).await;
+        assert_eq!(response.status(), status);
+        response.json().await.unwrap()
+    }
+
+    pub async fn get_with(&self, path: &str, token: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_with(&self, path: &str, token: &str) -> Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn enable_tfa(&self, token: &str, device_type: &str) -> Response {
+        self.http
+            .put(self.url("/tfa/enable_tfa"))
+            .bearer_auth(token)
+            .json(&json!({ "device_type": device_type }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The bodies of every email sent to `to` so far.
+    pub fn emails_to(&self, to: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.work_dir.join("mail")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+            .filter(|email| email.contains(&format!("\r\nTo: {to}\r\n")))
+            .collect()
+    }
+
+    /// Waits (up to 10 s) for an email to `to` whose subject contains `subject`.
+    pub async fn wait_for_email(&self, to: &str, subject: &str) -> String {
+        for _ in 0..200 {
+            if let Some(email) = self
+                .emails_to(to)
+                .into_iter()
+                .find(|email| email.contains(&format!("Subject: {subject}")))
+            {
+                return email;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no email `{subject}` to {to} arrived");
+    }
+
+    /// Waits for an email holding exactly `count` codes matching `pattern` lines, returns them.
+    pub async fn backup_codes(&self, to: &str) -> Vec<String> {
+        let email = self.wait_for_email(to, "Your Twofold backup codes").await;
+        email
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.len() == 29 && line.split('-').count() == 6)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The login codes emailed to `to`, oldest first is not guaranteed: returns all.
+    pub async fn login_codes(&self, to: &str, at_least: usize) -> Vec<String> {
+        for _ in 0..200 {
+            let codes: Vec<String> = self
+                .emails_to(to)
+                .iter()
+                .filter_map(|email| {
+                    let subject = email.lines().find(|line| line.starts_with("Subject: "))?;
+                    subject
+                        .strip_prefix("Subject: Your Twofold login code: ")
+                        .map(str::to_owned)
+                })
+                .collect();
+            if codes.len() >= at_least {
+                return codes;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no login code to {to} arrived");
+    }
+
+    /// The JWT signing key the service was configured with (tests forge tokens with it).
+    pub fn jwt_key_pem(&self) -> String {
+        std::fs::read_to_string(self.work_dir.join("jwt.pem")).unwrap()
+    }
+}
+
+/// The otpauth URI in a QR code PNG.
+pub fn otpauth_uri_from_png(png: &[u8]) -> String {
+    let image = image::load_from_memory(png).expect("a PNG").to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare(image);
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    let (_, content) = grids[0].decode().expect("a readable QR code");
+    content
+}
+
+/// The TOTP seed in an otpauth URI.
+pub fn seed_from_uri(uri: &str) -> Vec<u8> {
+    let url = url::Url::parse(uri).unwrap();
+    let secret = url
+        .query_pairs()
+        .find(|(key, _)| key == "secret")
+        .map(|(_, value)| value.into_owned())
+        .expect("a secret parameter");
+    totp_rs::Secret::Encoded(secret).to_bytes().unwrap()
+}
+
+/// The code an authenticator app shows now for `seed`.
+pub fn current_code(seed: &[u8]) -> String {
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, seed.to_vec())
+        .generate_current()
+        .unwrap()
+}

@@ -1,0 +1,228 @@
+//! Each kind of token is accepted only where it belongs; forged, expired and foreign tokens
+//! are refused with 401 and `WWW-Authenticate: Bearer`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+fn sign(app: &TestApp, kid: &str, claims: &Value) -> String {
+    let key = EncodingKey::from_ed_pem(app.jwt_key_pem().as_bytes()).unwrap();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    encode(&header, claims, &key).unwrap()
+}
+
+async fn assert_refused(app: &TestApp, path: &str, post: bool, token: &str, code: &str) {
+    let response = if post {
+        app.post_with(path, token).await
+    } else {
+        app.get_with(path, token).await
+    };
+    assert!(response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"),);
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+    assert_eq!(body["code"], code, "{path}");
+}
+
+#[tokio::test]
+async fn tokens_work_only_where_they_belong_and_forgeries_are_refused() {
+    let app = spawn_app(Store::Postgres).await;
+    let email = unique_email("tokens");
+    app.signup(&signup_body(&email, None)).await;
+    let tokens = app.login_expecting(&email, StatusCode::OK).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let totp_email = unique_email("tokens-totp");
+    app.signup(&signup_body(&totp_email, Some("code_generator")))
+        .await;
+    let pre_tfa = app.login_expecting(&totp_email, StatusCode::ACCEPTED).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The JWKS publishes the key the tokens name.
+    let jwks: Value = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], kid_of(&access).as_str());
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+    let claims = claims_of(&access);
+    for claim in ["exp", "iat", "iss", "aud", "sub", "jti", "typ"] {
+        assert!(claims.get(claim).is_some(), "{claim} is set");
+    }
+    assert_eq!(claims["typ"], "access");
+
+    // No header, a non-bearer header.
+    let missing = app
+        .http
+        .get(app.url("/auth/test-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    let (status, body) = problem(missing).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "auth.missing_token");
+    let basic = app
+        .http
+        .get(app.url("/auth/test-token"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(basic).await.1["code"], "auth.missing_token");
+
+    // Wrong kinds.
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &pre_tfa,
+        "auth.invalid_token",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &refresh,
+        "auth.invalid_token",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "/tfa/login_tfa?tfa_token=123456",
+        true,
+        &access,
+        "auth.invalid_token",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "/tfa/login_tfa?tfa_token=123456",
+        true,
+        &refresh,
+        "auth.invalid_token",
+    )
+    .await;
+    let access_as_refresh = app
+        .http
+        .post(app.url("/auth/refresh"))
+        .json(&json!({ "refresh_token": access }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(access_as_refresh).await.1["code"],
+        "auth.invalid_token"
+    );
+
+    // Expired, not yet valid, tampered, unsigned, for an unknown user, naming another key.
+    let kid = kid_of(&access);
+    let mut expired = claims_of(&access);
+    expired["exp"] = json!(claims["iat"].as_i64().unwrap() - 120);
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &sign(&app, &kid, &expired),
+        "auth.invalid_token",
+    )
+    .await;
+    let mut future = claims_of(&access);
+    future["nbf"] = json!(claims["iat"].as_i64().unwrap() + 3600);
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &sign(&app, &kid, &future),
+        "auth.invalid_token",
+    )
+    .await;
+    let mut unknown_user = claims_of(&access);
+    unknown_user["sub"] = json!(uuid::Uuid::new_v4());
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &sign(&app, &kid, &unknown_user),
+        "auth.invalid_token",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &sign(&app, "another-key", &claims),
+        "auth.invalid_token",
+    )
+    .await;
+
+    let parts: Vec<&str> = access.split('.').collect();
+    let mut elevated = claims_of(&access);
+    elevated["sub"] = json!(uuid::Uuid::new_v4());
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(elevated.to_string()),
+        parts[2]
+    );
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &tampered,
+        "auth.invalid_token",
+    )
+    .await;
+
+    let none_header =
+        URL_SAFE_NO_PAD.encode(json!({ "alg": "none", "typ": "JWT", "kid": kid }).to_string());
+    let unsigned = format!("{none_header}.{}.", parts[1]);
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &unsigned,
+        "auth.invalid_token",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        "not-a-jwt",
+        "auth.invalid_token",
+    )
+    .await;
+
+    // The genuine token still works after all that.
+    assert_eq!(
+        app.get_with("/auth/test-token", &access).await.status(),
+        StatusCode::OK
+    );
+}
