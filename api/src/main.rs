@@ -26,7 +26,6 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
             let _ = writeln!(std::io::stderr(), "twofold: {error:#}");
             ExitCode::FAILURE
         }
