@@ -1,0 +1,429 @@
+//! Sending one mail job: render it, build a multipart/alternative message (plain text and
+//! HTML) with `Message-ID: <JOB-ID@twofold>`, and hand it to the configured transport.
+
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use twofold_nats::{MailJob, MailSealer};
+
+use crate::templates::{render, RenderError, RenderedEmail};
+use crate::transport::{SmtpSpec, SmtpTls, Transport};
+
+/// The `From` of emails unless configured otherwise.
+pub const DEFAULT_FROM: &str = "Twofold <twofold@localhost>";
+
+/// How long one SMTP command (connecting included) may take. Well under JetStream's ack wait,
+/// so a hung server is a failed attempt rather than a redelivery to another mailer.
+const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A sender could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    /// `TWOFOLD_MAIL_FROM` is not a mailbox such as `Twofold <twofold@example.com>`.
+    #[error("TWOFOLD_MAIL_FROM `{from}` is not a valid mailbox: {reason}")]
+    From {
+        /// The configured value.
+        from: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The `file:` directory cannot be created.
+    #[error("cannot create the mail directory {}: {source}", dir.display())]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SMTP transport cannot be built (for TLS, an invalid host name).
+    #[error("cannot set up SMTP to {host}: {reason}")]
+    Smtp {
+        /// The server.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One email could not be sent. Messages and `Debug` name no address, code or server reply
+/// text (which may quote the address), so they are safe to log.
+#[derive(thiserror::Error)]
+pub enum SendError {
+    /// The job cannot be rendered (its sealed codes do not open).
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The recipient address is not a valid email address.
+    #[error("the recipient address is invalid")]
+    Recipient,
+    /// The message cannot be built.
+    #[error("cannot build the message: {0}")]
+    Build(String),
+    /// Writing to standard output or to the mail directory failed.
+    #[error("the {transport} transport failed: {reason}")]
+    Io {
+        /// `stdout` or `file`.
+        transport: &'static str,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The transport did not finish in time.
+    #[error("the transport did not finish within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// The SMTP server could not be reached, or refused the message.
+    #[error("SMTP delivery failed: {description}")]
+    Smtp {
+        /// What went wrong, without the server's reply text.
+        description: String,
+        /// Whether the server refused the message for good (a 5xx reply).
+        permanent: bool,
+    },
+}
+
+impl fmt::Debug for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SendError({self})")
+    }
+}
+
+impl SendError {
+    /// Whether trying again cannot help: the job is then dead-lettered without retries.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Render(_) | Self::Recipient | Self::Build(_) => true,
+            Self::Io { .. } | Self::Timeout(_) => false,
+            Self::Smtp { permanent, .. } => *permanent,
+        }
+    }
+
+    fn smtp(error: &lettre::transport::smtp::Error) -> Self {
+        // A reply's text may quote the recipient: keep only its code.
+        let description = match error.status() {
+            Some(code) if error.is_permanent() => format!("permanent error ({code})"),
+            Some(code) => format!("transient error ({code})"),
+            None => error.to_string(),
+        };
+        Self::Smtp {
+            description,
+            permanent: error.is_permanent(),
+        }
+    }
+}
+
+/// Sends mail jobs through one transport, from one address. Cheap to share behind an `Arc`;
+/// every SMTP email opens its own connection, so a server that comes up (or back) later is
+/// used as soon as it is there.
+pub struct Sender {
+    from: Mailbox,
+    delivery: Delivery,
+}
+
+enum Delivery {
+    Stdout,
+    File {
+        dir: PathBuf,
+        transport: AsyncFileTransport<Tokio1Executor>,
+    },
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let delivery = match &self.delivery {
+            Delivery::Stdout => "stdout",
+            Delivery::File { .. } => "file",
+            Delivery::Smtp(_) => "smtp",
+        };
+        f.debug_struct("Sender")
+            .field("from", &self.from.to_string())
+            .field("delivery", &delivery)
+            .finish()
+    }
+}
+
+impl Sender {
+    /// A sender through `transport` with `from` (such as [`DEFAULT_FROM`]) as the sender. It
+    /// creates a `file:` directory now; it does not connect to an SMTP server yet.
+    pub fn new(transport: &Transport, from: &str) -> Result<Self, SenderError> {
+        let from = from.parse::<Mailbox>().map_err(|error| SenderError::From {
+            from: from.to_owned(),
+            reason: error.to_string(),
+        })?;
+        let delivery = match transport {
+            Transport::Stdout => Delivery::Stdout,
+            Transport::File(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| SenderError::Directory {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                Delivery::File {
+                    dir: dir.clone(),
+                    transport: AsyncFileTransport::new(dir),
+                }
+            }
+            Transport::Smtp(spec) => Delivery::Smtp(smtp_transport(spec)?),
+        };
+        Ok(Self { from, delivery })
+    }
+
+    /// Renders `job` (opening its codes with `sealer`) and hands it to the transport. Returns
+    /// once the transport has it: written out, or accepted by the SMTP server.
+    pub async fn send(&self, job: &MailJob, sealer: &MailSealer) -> Result<(), SendError> {
+        let email = render(job, sealer)?;
+        let message = self.message(job, &email)?;
+        match &self.delivery {
+            Delivery::Stdout => {
+                let block = stdout_block(job, &self.from, &email);
+                tokio::task::spawn_blocking(move || write_stdout(block.as_bytes()))
+                    .await
+                    .map_err(|error| io_error("stdout", &error))?
+                    .map_err(|error| io_error("stdout", &error))
+            }
+            Delivery::File { dir, transport } => {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|error| io_error("file", &error))?;
+                transport
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| io_error("file", &error))
+            }
+            Delivery::Smtp(transport) => transport
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|error| SendError::smtp(&error)),
+        }
+    }
+
+    /// The message for `job`: multipart/alternative, plain text then HTML, with the job id in
+    /// its `Message-ID`.
+    fn message(&self, job: &MailJob, email: &RenderedEmail) -> Result<Message, SendError> {
+        let to = email
+            .to
+            .parse::<Mailbox>()
+            .map_err(|_| SendError::Recipient)?;
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(email.subject.clone())
+            .message_id(Some(message_id(job)))
+            .multipart(MultiPart::alternative_plain_html(
+                email.text.clone(),
+                email.html.clone(),
+            ))
+            .map_err(|error| SendError::Build(error.to_string()))
+    }
+}
+
+/// `<JOB-ID@twofold>`: ties an email to its job (and so to its request and events).
+pub fn message_id(job: &MailJob) -> String {
+    format!("<{}@twofold>", job.id)
+}
+
+fn smtp_transport(spec: &SmtpSpec) -> Result<AsyncSmtpTransport<Tokio1Executor>, SenderError> {
+    let failed = |error: lettre::transport::smtp::Error| SenderError::Smtp {
+        host: spec.host.clone(),
+        reason: error.to_string(),
+    };
+    let builder = match spec.tls {
+        SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&spec.host),
+        SmtpTls::StartTls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&spec.host).map_err(failed)?
+        }
+        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&spec.host).map_err(failed)?,
+    };
+    let builder = builder.port(spec.port).timeout(Some(SMTP_COMMAND_TIMEOUT));
+    let builder = match &spec.credentials {
+        Some(credentials) => builder.credentials(Credentials::new(
+            credentials.user.clone(),
+            credentials.password.to_string(),
+        )),
+        None => builder,
+    };
+    Ok(builder.build())
+}
+
+fn stdout_block(job: &MailJob, from: &Mailbox, email: &RenderedEmail) -> String {
+    let rule = "=".repeat(72);
+    format!(
+        "{rule}\nFrom: {from}\nTo: {}\nSubject: {}\nMessage-ID: {}\n\n{}{}\n",
+        email.to,
+        email.subject,
+        message_id(job),
+        email.text,
+        rule,
+    )
+}
+
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes)?;
+    stdout.flush()
+}
+
+fn io_error(transport: &'static str, error: &dyn std::error::Error) -> SendError {
+    SendError::Io {
+        transport,
+        reason: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twofold_nats::Mail;
+
+    fn job(mail: Mail) -> MailJob {
+        MailJob {
+            id: uuid::Uuid::new_v4(),
+            owner: uuid::Uuid::new_v4(),
+            to: "ada@example.com".to_owned(),
+            request_id: None,
+            mail,
+        }
+    }
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("twofold-mailer-{}", uuid::Uuid::new_v4()))
+    }
+
+    fn read_only_email(dir: &std::path::Path) -> String {
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].extension().unwrap(), "eml");
+        std::fs::read_to_string(&files[0]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_file_transport_creates_its_directory_and_writes_one_eml_per_email() {
+        let dir = temp_dir().join("nested");
+        let sender = Sender::new(&Transport::File(dir.clone()), DEFAULT_FROM).unwrap();
+        let sealer = MailSealer::new(&[3u8; 32]);
+        let codes = vec!["ABCD-EFGH-JKLM-NPQR-STUV-WXYZ".to_owned()];
+        let job = job(Mail::BackupCodes {
+            codes: sealer.seal_codes(&codes),
+        });
+
+        sender.send(&job, &sealer).await.unwrap();
+
+        let email = read_only_email(&dir);
+        assert!(email.contains(&format!("\r\nMessage-ID: <{}@twofold>\r\n", job.id)));
+        assert!(email.contains("\r\nTo: ada@example.com\r\n"));
+        assert!(email.contains("From: Twofold <twofold@localhost>\r\n"));
+        assert!(email.contains("Subject: Your Twofold backup codes\r\n"));
+        assert!(email.contains("Content-Type: multipart/alternative;"));
+        assert!(email.contains("Content-Type: text/plain; charset=utf-8"));
+        assert!(email.contains("Content-Type: text/html; charset=utf-8"));
+        assert!(!email.contains("quoted-printable") && !email.contains("base64"));
+        assert!(email.contains("\r\n    ABCD-EFGH-JKLM-NPQR-STUV-WXYZ\r\n"));
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_file_transport_recreates_a_directory_removed_after_start_up() {
+        let dir = temp_dir();
+        let sender = Sender::new(&Transport::File(dir.clone()), "Ops <ops@example.com>").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let job = job(Mail::Test);
+        sender
+            .send(&job, &MailSealer::new(&[3u8; 32]))
+            .await
+            .unwrap();
+
+        let email = read_only_email(&dir);
+        assert!(email.contains("From: Ops <ops@example.com>\r\n"));
+        assert!(email.contains("Subject: Twofold test email\r\n"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_stdout_transport_sends() {
+        let sender = Sender::new(&Transport::Stdout, DEFAULT_FROM).unwrap();
+        sender
+            .send(&job(Mail::Test), &MailSealer::new(&[3u8; 32]))
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn the_stdout_block_has_from_to_subject_and_the_text_body() {
+        let job = job(Mail::Test);
+        let sealer = MailSealer::new(&[3u8; 32]);
+        let email = render(&job, &sealer).unwrap();
+        let from: Mailbox = DEFAULT_FROM.parse().unwrap();
+        let block = stdout_block(&job, &from, &email);
+        assert!(block.contains("\nFrom: Twofold <twofold@localhost>\n"));
+        assert!(block.contains("\nTo: ada@example.com\n"));
+        assert!(block.contains("\nSubject: Twofold test email\n"));
+        assert!(block.contains("email delivery works"));
+    }
+
+    #[tokio::test]
+    async fn an_invalid_recipient_or_sealed_code_is_a_permanent_failure() {
+        let sender = Sender::new(&Transport::Stdout, DEFAULT_FROM).unwrap();
+        let sealer = MailSealer::new(&[3u8; 32]);
+        let mut bad_address = job(Mail::Test);
+        bad_address.to = "not an address".to_owned();
+        let error = sender.send(&bad_address, &sealer).await.unwrap_err();
+        assert!(error.is_permanent());
+        assert!(!error.to_string().contains("not an address"));
+
+        let other_key = MailSealer::new(&[4u8; 32]);
+        let sealed = job(Mail::LoginCode {
+            code: other_key.seal("123456"),
+            valid_minutes: 5,
+        });
+        let error = sender.send(&sealed, &sealer).await.unwrap_err();
+        assert!(error.is_permanent());
+    }
+
+    #[tokio::test]
+    async fn an_smtp_server_that_is_not_there_is_a_transient_failure() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let transport = Transport::parse(&format!("smtp://127.0.0.1:{port}")).unwrap();
+        let sender = Sender::new(&transport, DEFAULT_FROM).unwrap();
+        let error = sender
+            .send(&job(Mail::Test), &MailSealer::new(&[3u8; 32]))
+            .await
+            .unwrap_err();
+        assert!(!error.is_permanent(), "{error}");
+    }
+
+    #[test]
+    fn a_sender_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Sender>();
+        shareable::<SendError>();
+    }
+
+    #[test]
+    fn an_invalid_from_is_refused_at_start_up() {
+        let error = Sender::new(&Transport::Stdout, "not a mailbox").unwrap_err();
+        assert!(error.to_string().contains("TWOFOLD_MAIL_FROM"));
+    }
+
+    #[test]
+    fn tls_transports_build_without_connecting() {
+        for spec in [
+            "smtp://user:pass@mail.example.com?tls=starttls",
+            "smtp://mail.example.com?tls=tls",
+        ] {
+            let transport = Transport::parse(spec).unwrap();
+            Sender::new(&transport, DEFAULT_FROM).unwrap();
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The transactional outbox: mail jobs are written to Postgres in the same transaction as the
+//! events that cause them, and a relay publishes them to JetStream, deleting each row only
+//! after JetStream acknowledged it. A crash between commit and publish loses nothing (the row
+//! waits for the next relay); a crash between publish and delete re-publishes, which JetStream
+//! drops as a duplicate of the same `Nats-Msg-Id`. Relays on several instances share the rows
+//! through `FOR UPDATE SKIP LOCKED`, so each row is in flight in one relay at a time.
+
+use std::time::Duration;
+
+use async_nats::jetstream::Context;
+use sqlx::postgres::PgListener;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{publish, MailJob, Topology};
+
+/// The event-metadata key under which the command side hands mail jobs to the event
+/// repository, which moves them into the outbox within the commit's transaction and strips
+/// them from the stored metadata.
+pub const OUTBOX_METADATA_KEY: &str = "twofold.outbox";
+
+/// The channel relays listen on, so a new row is published at once rather than at the next poll.
+const NOTIFY_CHANNEL: &str = "twofold_mail_outbox";
+/// Rows taken per relay transaction.
+const BATCH: i64 = 64;
+/// How often the relay looks even without a notification.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait between attempts while NATS is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// An outbox row older than this is reported as lag at warn level.
+const LAG_WARNING: Duration = Duration::from_secs(60);
+
+/// Writes `job` to the outbox (and its task record) on `connection`, normally inside the
+/// transaction that commits the events causing it.
+pub async fn enqueue(connection: &mut PgConnection, job: &MailJob) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO mail_outbox (id, job) VALUES ($1, $2)")
+        .bind(job.id)
+        .bind(Json(job))
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("INSERT INTO mail_tasks (id, owner) VALUES ($1, $2)")
+        .bind(job.id)
+        .bind(job.owner)
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// Moves outbox rows to JetStream.
+pub struct OutboxRelay {
+    pool: PgPool,
+    jetstream: Context,
+    topology: Topology,
+}
+
+impl OutboxRelay {
+    /// A relay from `pool`'s outbox to `jetstream`.
+    pub fn new(pool: PgPool, jetstream: Context, topology: Topology) -> Self {
+        Self {
+            pool,
+            jetstream,
+            topology,
+        }
+    }
+
+    /// Relays until the task is dropped. Failures (NATS or Postgres down) are logged and
+    /// retried with back-off; rows stay in the outbox meanwhile.
+    pub async fn run(self) {
+        let mut listener = self.listen().await;
+        let mut declared = false;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if !declared {
+                match self.topology.declare(&self.jetstream).await {
+                    Ok(()) => declared = true,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "relay: cannot declare the mail streams yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+            match self.drain().await {
+                Ok(published) => {
+                    backoff = Duration::from_millis(100);
+                    if published > 0 {
+                        tracing::debug!(published, "relay: published mail jobs");
+                    }
+                }
+                Err(error) => {
+                    self.report_lag().await;
+                    tracing::warn!(error = %error, "relay: publishing failed; the jobs stay in the outbox");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+            match listener.as_mut() {
+                Some(listener) => {
+                    let _ = tokio::time::timeout(POLL_INTERVAL, listener.recv()).await;
+                }
+                None => tokio::time::sleep(POLL_INTERVAL).await,
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(NOTIFY_CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    /// Publishes every row it can lock; returns how many it published.
+    pub async fn drain(&self) -> Result<usize, async_nats::Error> {
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let rows: Vec<(Uuid, Json<MailJob>)> = sqlx::query_as(
+                "SELECT id, job FROM mail_outbox ORDER BY created_at, id LIMIT $1 \
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                tx.commit().await?;
+                return Ok(total);
+            }
+            let mut published = Vec::with_capacity(rows.len());
+            let mut failure = None;
+            for (id, Json(job)) in &rows {
+                match publish(&self.jetstream, &self.topology, job).await {
+                    Ok(()) => published.push(*id),
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            sqlx::query("DELETE FROM mail_outbox WHERE id = ANY($1)")
+                .bind(&published)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            total += published.len();
+            if let Some(error) = failure {
+                return Err(error.into());
+            }
+        }
+    }
+
+    /// Logs how far behind the relay is: rows waiting and the age of the oldest.
+    pub async fn report_lag(&self) {
+        let lag: Result<(i64, f64), _> = sqlx::query_as(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 \
+             FROM mail_outbox",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        if let Ok((waiting, oldest_seconds)) = lag {
+            if oldest_seconds > LAG_WARNING.as_secs_f64() {
+                tracing::warn!(waiting, oldest_seconds, "relay lag");
+            } else {
+                tracing::info!(waiting, oldest_seconds, "relay lag");
+            }
+        }
+    }
+}

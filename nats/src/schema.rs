@@ -1,0 +1,111 @@
+//! The wire shape of mail jobs and task statuses, defined once for both sides.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One email to send. Its id is the task id clients poll and the `Nats-Msg-Id` it is
+/// published under, so a re-publish is dropped by JetStream's duplicate window.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailJob {
+    /// Job id.
+    pub id: Uuid,
+    /// The user the email is for; only they (or an admin) may see its status.
+    pub owner: Uuid,
+    /// Recipient address.
+    pub to: String,
+    /// The request that caused it, linking a log line, a stored event and an email.
+    pub request_id: Option<String>,
+    /// What to send.
+    pub mail: Mail,
+}
+
+/// The kinds of email Twofold sends. Codes travel sealed: only the mailer, holding the key,
+/// opens them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "template", rename_all = "snake_case")]
+pub enum Mail {
+    /// The backup codes issued when two-factor authentication is turned on.
+    BackupCodes {
+        /// The codes, sealed as a JSON array of strings.
+        codes: SealedText,
+    },
+    /// A login code for an email second factor.
+    LoginCode {
+        /// The code, sealed.
+        code: SealedText,
+        /// Minutes until it expires.
+        valid_minutes: u32,
+    },
+    /// A test email the user asked for.
+    Test,
+    /// Security notice: two-factor authentication was turned on.
+    TfaEnabled {
+        /// `email` or `code_generator`.
+        device_type: String,
+    },
+    /// Security notice: a backup code was used to log in.
+    BackupCodeUsed {
+        /// Unused codes left.
+        remaining: usize,
+    },
+}
+
+impl Mail {
+    /// The template name: safe to log, and the last token of the subject.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Self::BackupCodes { .. } => "backup_codes",
+            Self::LoginCode { .. } => "login_code",
+            Self::Test => "test",
+            Self::TfaEnabled { .. } => "tfa_enabled",
+            Self::BackupCodeUsed { .. } => "backup_code_used",
+        }
+    }
+}
+
+impl std::fmt::Debug for MailJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "MailJob(id={}, template={})",
+            self.id,
+            self.mail.template()
+        )
+    }
+}
+
+/// Secret text sealed with XChaCha20-Poly1305 under the mail key (see [`crate::MailSealer`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedText {
+    /// Fingerprint of the key that sealed it.
+    pub key_id: String,
+    /// Nonce and ciphertext, base64.
+    pub ciphertext: String,
+}
+
+impl std::fmt::Debug for SealedText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedText(key_id={})", self.key_id)
+    }
+}
+
+/// Task states, with the names of the original service (Celery's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskState {
+    /// Queued, not yet handed to a transport.
+    Pending,
+    /// Handed to the transport.
+    Success,
+    /// Given up on after the retries (dead-lettered).
+    Failure,
+}
+
+/// What the mailer records about a job, in the status key-value bucket under the job id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The state.
+    pub state: TaskState,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+}

@@ -1,0 +1,139 @@
+//! Sealing the codes inside mail jobs, so they are never in clear in the outbox table or the
+//! stream. The key is derived with HKDF from the sealing key both the API and the mailer are
+//! configured with, under its own label, so it never equals the key that seals TOTP seeds.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::SealedText;
+
+const NONCE_BYTES: usize = 24;
+
+/// Why sealed text could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenFailed {
+    /// Sealed under a key this process does not hold.
+    #[error("sealed under unknown key {0}")]
+    UnknownKey(String),
+    /// Altered, truncated or not ours.
+    #[error("sealed text failed authentication")]
+    Corrupt,
+}
+
+/// Seals and opens the secret parts of mail jobs.
+pub struct MailSealer {
+    key_id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+impl MailSealer {
+    /// A sealer whose key is derived from the 32-byte sealing key.
+    pub fn new(sealing_key: &[u8; 32]) -> Self {
+        let mut key = Zeroizing::new([0u8; 32]);
+        let expanded = hkdf::Hkdf::<Sha256>::new(None, sealing_key)
+            .expand(b"twofold mail job v1", key.as_mut());
+        debug_assert!(expanded.is_ok(), "32 bytes is a valid HKDF-SHA-256 length");
+        let fingerprint = Sha256::digest(key.as_ref());
+        let key_id = fingerprint[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self {
+            key_id,
+            cipher: XChaCha20Poly1305::new(key.as_ref().into()),
+        }
+    }
+
+    /// Seals `plaintext`.
+    pub fn seal(&self, plaintext: &str) -> SealedText {
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        // Encryption only fails for plaintexts beyond 256 GiB.
+        let ciphertext = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), plaintext.as_bytes())
+            .unwrap_or_default();
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        SealedText {
+            key_id: self.key_id.clone(),
+            ciphertext: STANDARD.encode(sealed),
+        }
+    }
+
+    /// Seals a list of codes (as a JSON array).
+    pub fn seal_codes(&self, codes: &[String]) -> SealedText {
+        let mut json = serde_json::to_string(codes).unwrap_or_default();
+        let sealed = self.seal(&json);
+        json.zeroize();
+        sealed
+    }
+
+    /// Opens sealed text.
+    pub fn open(&self, sealed: &SealedText) -> Result<Zeroizing<String>, OpenFailed> {
+        if sealed.key_id != self.key_id {
+            return Err(OpenFailed::UnknownKey(sealed.key_id.clone()));
+        }
+        let bytes = STANDARD
+            .decode(&sealed.ciphertext)
+            .map_err(|_| OpenFailed::Corrupt)?;
+        if bytes.len() < NONCE_BYTES {
+            return Err(OpenFailed::Corrupt);
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
+        let plaintext = self
+            .cipher
+            .decrypt(XNonce::from_slice(nonce), ciphertext)
+            .map_err(|_| OpenFailed::Corrupt)?;
+        String::from_utf8(plaintext)
+            .map(Zeroizing::new)
+            .map_err(|_| OpenFailed::Corrupt)
+    }
+
+    /// Opens a sealed list of codes.
+    pub fn open_codes(&self, sealed: &SealedText) -> Result<Vec<Zeroizing<String>>, OpenFailed> {
+        let json = self.open(sealed)?;
+        let codes: Vec<String> = serde_json::from_str(&json).map_err(|_| OpenFailed::Corrupt)?;
+        Ok(codes.into_iter().map(Zeroizing::new).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_codes_open_with_the_same_key_only_and_hide_the_plaintext() {
+        let sealer = MailSealer::new(&[7u8; 32]);
+        let codes = vec!["AAAA-BBBB".to_owned(), "CCCC-DDDD".to_owned()];
+        let sealed = sealer.seal_codes(&codes);
+        assert!(!sealed.ciphertext.contains("AAAA"));
+        let opened: Vec<String> = sealer
+            .open_codes(&sealed)
+            .unwrap()
+            .iter()
+            .map(|code| code.to_string())
+            .collect();
+        assert_eq!(opened, codes);
+        let other = MailSealer::new(&[8u8; 32]);
+        assert!(matches!(
+            other.open(&sealed),
+            Err(OpenFailed::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn tampered_sealed_text_is_refused() {
+        let sealer = MailSealer::new(&[7u8; 32]);
+        let mut sealed = sealer.seal("123456");
+        let mut bytes = STANDARD.decode(&sealed.ciphertext).unwrap();
+        bytes[30] ^= 1;
+        sealed.ciphertext = STANDARD.encode(bytes);
+        assert!(matches!(sealer.open(&sealed), Err(OpenFailed::Corrupt)));
+    }
+}

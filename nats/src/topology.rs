@@ -1,0 +1,165 @@
+//! The JetStream streams, consumer and key-value bucket of the mail path, declared in code and
+//! created or updated idempotently at start-up. Every name derives from one prefix, so tests
+//! (and several deployments on one NATS) never share them.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{kv, Context};
+
+use crate::Mail;
+
+/// A re-publish of the same job id within this window is dropped by JetStream. It must exceed
+/// how long a relay can take between publishing and deleting an outbox row.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Jobs nobody consumed are dropped after this.
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long the mailer may hold a job before JetStream redelivers it.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Deliveries of one job before it is dead-lettered.
+pub const MAX_DELIVER: i64 = 5;
+/// How long task statuses are kept.
+pub const STATUS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Names and configuration derived from a prefix such as `twofold`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// Checks the prefix: lower-case letters, digits, `_` and `-` only.
+    pub fn new(prefix: &str) -> Result<Self, String> {
+        let valid = !prefix.is_empty()
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if valid {
+            Ok(Self {
+                prefix: prefix.to_owned(),
+            })
+        } else {
+            Err(format!(
+                "TWOFOLD_NATS_PREFIX must be lower-case letters, digits, `_` or `-`, not `{prefix}`"
+            ))
+        }
+    }
+
+    fn upper(&self) -> String {
+        self.prefix.to_ascii_uppercase().replace('-', "_")
+    }
+
+    /// The work-queue stream of mail jobs.
+    pub fn stream(&self) -> String {
+        format!("{}_MAIL", self.upper())
+    }
+
+    /// The subject a job is published on: `<prefix>.mail.<template>`.
+    pub fn subject(&self, mail: &Mail) -> String {
+        format!("{}.mail.{}", self.prefix, mail.template())
+    }
+
+    /// The stream of jobs given up on.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}_MAIL_DEAD", self.upper())
+    }
+
+    /// The subject a dead job is republished on: `<prefix>.mail_dead.<template>`.
+    pub fn dead_letter_subject(&self, mail: &Mail) -> String {
+        format!("{}.mail_dead.{}", self.prefix, mail.template())
+    }
+
+    /// The durable consumer every mailer shares.
+    pub fn consumer(&self) -> String {
+        format!("{}-mailer", self.prefix)
+    }
+
+    /// The key-value bucket of task statuses.
+    pub fn status_bucket(&self) -> String {
+        format!("{}_MAIL_STATUS", self.upper())
+    }
+
+    /// The durable pull consumer: explicit acks, bounded deliveries.
+    pub fn consumer_config(&self) -> pull::Config {
+        pull::Config {
+            durable_name: Some(self.consumer()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_deliver: MAX_DELIVER,
+            deliver_policy: DeliverPolicy::All,
+            filter_subject: format!("{}.mail.>", self.prefix),
+            ..Default::default()
+        }
+    }
+
+    /// Creates or updates the streams and the status bucket.
+    pub async fn declare(&self, jetstream: &Context) -> Result<(), async_nats::Error> {
+        jetstream
+            .create_or_update_stream(Config {
+                name: self.stream(),
+                subjects: vec![format!("{}.mail.>", self.prefix)],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                max_age: MAX_AGE,
+                ..Default::default()
+            })
+            .await?;
+        jetstream
+            .create_or_update_stream(Config {
+                name: self.dead_letter_stream(),
+                subjects: vec![format!("{}.mail_dead.>", self.prefix)],
+                retention: RetentionPolicy::Limits,
+                storage: StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                max_age: MAX_AGE * 4,
+                ..Default::default()
+            })
+            .await?;
+        // The status bucket is declared as the stream backing it, in the layout the key-value
+        // API uses, because async-nats's `create_key_value` first reads account info in a shape
+        // nats-server 2.9 (Debian's) does not send. `get_key_value` then opens it as a bucket.
+        let bucket = self.status_bucket();
+        jetstream
+            .create_or_update_stream(Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age: STATUS_MAX_AGE,
+                storage: StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: DiscardPolicy::New,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The status bucket (declared by [`Topology::declare`]).
+    pub async fn status_store(&self, jetstream: &Context) -> Result<kv::Store, async_nats::Error> {
+        Ok(jetstream.get_key_value(self.status_bucket()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_derives_from_the_prefix() {
+        let topology = Topology::new("it-42").unwrap();
+        assert_eq!(topology.stream(), "IT_42_MAIL");
+        assert_eq!(topology.subject(&Mail::Test), "it-42.mail.test");
+        assert_eq!(
+            topology.dead_letter_subject(&Mail::Test),
+            "it-42.mail_dead.test"
+        );
+        assert_eq!(topology.status_bucket(), "IT_42_MAIL_STATUS");
+        assert!(Topology::new("Bad.Prefix").is_err());
+        assert!(Topology::new("").is_err());
+    }
+}
