@@ -4,7 +4,7 @@ use twofold_domain::values::Email;
 use twofold_domain::UserCommand;
 
 use crate::config::Config;
-use crate::gateway::CommandMetadata;
+use crate::gateway::{no_mail, CommandMetadata};
 use crate::startup;
 
 /// What `users grant-admin` did.
@@ -18,15 +18,16 @@ pub enum GrantOutcome {
 
 /// Gives the user with `email` the admin role, recorded with `cli` as the actor.
 pub async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<GrantOutcome> {
-    if config.database_url.is_none() {
+    let keys = config.keys().map_err(anyhow::Error::msg)?;
+    let (services, _) = startup::services(config, &keys)?;
+    let Some(database_url) = &config.database_url else {
         anyhow::bail!(
             "users grant-admin needs DATABASE_URL: the embedded store lives only inside a running \
              `twofold serve`"
         );
-    }
-    let keys = config.keys().map_err(anyhow::Error::msg)?;
-    let (services, _) = startup::services(config, &keys)?;
-    let backend = startup::backend(config, services).await?;
+    };
+    let pool = startup::connect(database_url, 2).await?;
+    let backend = startup::backend(&startup::Store::Postgres(pool), services);
     let email = Email::parse(email).map_err(|error| anyhow::anyhow!("{email}: {error}"))?;
     let user_id = backend
         .users
@@ -39,7 +40,7 @@ pub async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<GrantOu
     };
     let events = backend
         .users
-        .execute(user_id, UserCommand::GrantAdmin, metadata)
+        .execute(user_id, UserCommand::GrantAdmin, metadata, &no_mail)
         .await?;
     Ok(if events.is_empty() {
         GrantOutcome::AlreadyAdmin

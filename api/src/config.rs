@@ -84,6 +84,13 @@ pub struct Config {
     /// Postgres connection URL; without it Twofold runs on an in-memory store.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// NATS server URL (with JetStream); required with DATABASE_URL, since emails leave
+    /// through the outbox and JetStream to the mailer.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Prefix of every NATS stream, subject, consumer and bucket name.
+    #[arg(long, env = "TWOFOLD_NATS_PREFIX", default_value = "twofold")]
+    pub nats_prefix: String,
     /// Maximum Postgres connections per instance.
     #[arg(long, env = "TWOFOLD_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
@@ -130,7 +137,8 @@ pub struct Config {
     /// Password hashes that may wait for a thread before requests get 503.
     #[arg(long, env = "TWOFOLD_HASH_QUEUE", default_value_t = 256)]
     pub hash_queue: usize,
-    /// Where emails go: `stdout` or `file:DIR`.
+    /// Where emails go in the embedded mode: `stdout`, `file:DIR` or `smtp://…` (on the real
+    /// stack the mailer's own setting applies).
     #[arg(long, env = "TWOFOLD_MAIL_TRANSPORT", default_value = "stdout")]
     pub mail_transport: String,
     /// The From address of emails.
@@ -192,6 +200,8 @@ impl Config {
     /// emails delivered into) `work_dir`.
     pub fn for_tests(
         database_url: Option<String>,
+        nats_url: Option<String>,
+        nats_prefix: &str,
         work_dir: &std::path::Path,
     ) -> std::io::Result<Self> {
         let insecure = Argon2Params::insecure_for_tests();
@@ -202,6 +212,8 @@ impl Config {
         Ok(Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url,
+            nats_url,
+            nats_prefix: nats_prefix.to_owned(),
             database_max_connections: 20,
             jwt_key_file: Some(jwt_key_file),
             sealing_key: Some(SecretString::from(SealingKey::generate().to_base64())),

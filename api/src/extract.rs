@@ -114,6 +114,11 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// The request id.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
     /// Metadata for a command `actor` issues in this request.
     pub fn metadata(&self, actor: String) -> CommandMetadata {
         CommandMetadata {

@@ -15,6 +15,7 @@ use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore, Query};
 use twofold_domain::values::{Email, UserId};
 use twofold_domain::{User, UserCommand, UserEvent, UserServices};
+use twofold_nats::{MailJob, OUTBOX_METADATA_KEY};
 
 use crate::error::ApiError;
 use crate::store::EmailIndex;
@@ -46,15 +47,26 @@ impl CommandMetadata {
     }
 }
 
+/// Decides, from the user's new state and the events a command recorded, which emails the
+/// command causes. It runs before the commit, so the jobs are stored atomically with the events.
+pub type MailPlan<'a> = &'a (dyn Fn(&User, &[UserEvent]) -> Vec<MailJob> + Send + Sync);
+
+/// A plan for commands that send no email.
+pub fn no_mail(_: &User, _: &[UserEvent]) -> Vec<MailJob> {
+    Vec::new()
+}
+
 /// The command side, as the routes see it.
 #[async_trait]
 pub trait Users: Send + Sync {
-    /// Runs `command` on user `id` and returns the events it recorded.
+    /// Runs `command` on user `id`, commits its events together with the mail jobs `mail`
+    /// plans for them, and returns the events.
     async fn execute(
         &self,
         id: UserId,
         command: UserCommand,
         metadata: CommandMetadata,
+        mail: MailPlan<'_>,
     ) -> Result<Vec<UserEvent>, ApiError>;
     /// The current state of user `id`, folded from its events.
     async fn load(&self, id: UserId) -> Result<User, ApiError>;
@@ -95,6 +107,7 @@ impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
         id: UserId,
         command: UserCommand,
         metadata: CommandMetadata,
+        mail: MailPlan<'_>,
     ) -> Result<Vec<UserEvent>, ApiError> {
         let aggregate_id = id.to_string();
         let metadata = metadata.into_map();
@@ -107,7 +120,14 @@ impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
                 .await
                 .map_err(ApiError::Domain)?;
             let events = sink.collect().await;
-            match self.store.commit(events, context, metadata.clone()).await {
+            let jobs = mail(context.aggregate(), &events);
+            let mut metadata = metadata.clone();
+            if !jobs.is_empty() {
+                let jobs = serde_json::to_string(&jobs)
+                    .map_err(|error| ApiError::Internal(Box::new(error)))?;
+                metadata.insert(OUTBOX_METADATA_KEY.to_owned(), jobs);
+            }
+            match self.store.commit(events, context, metadata).await {
                 Ok(committed) => {
                     if !committed.is_empty() {
                         for query in &self.queries {

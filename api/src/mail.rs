@@ -1,65 +1,192 @@
-//! Queued emails and their task status. In this build, mail is delivered in process by the
-//! mailer crate's transports; each job's state is kept for `/tasks/taskstatus`.
+//! Mail from the API's side: building jobs (codes sealed for the mailer), queueing jobs that
+//! no command causes, and task status. On the real stack jobs go through the Postgres outbox
+//! to JetStream and the mailer; in the embedded mode an in-process worker sends them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use async_nats::jetstream::Context;
 use async_trait::async_trait;
-use serde::Serialize;
-use twofold_domain::values::UserId;
-use twofold_mailer::Transport;
-use twofold_nats::{Mail, MailJob};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use twofold_domain::values::{DeviceType, UserId};
+use twofold_mailer::Sender;
+use twofold_nats::{Mail, MailJob, MailSealer, TaskState, TaskStatus, Topology};
 use uuid::Uuid;
 
-/// Finished task states kept for polling; older ones are forgotten first.
-const TASKS_KEPT: usize = 10_000;
+use crate::error::ApiError;
 
-/// The task states of the original service (Celery's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum TaskState {
-    /// Queued, not yet sent.
-    Pending,
-    /// Handed to the transport.
-    Success,
-    /// The transport refused it.
-    Failure,
+/// Builds mail jobs, sealing the codes they carry.
+pub struct MailFactory {
+    sealer: MailSealer,
 }
 
-/// What is known about a queued email.
-#[derive(Debug, Clone)]
-pub struct TaskStatus {
-    /// Whose email it is: only they (or an admin) may see its status.
-    pub owner: UserId,
-    /// Its state.
-    pub state: TaskState,
+impl MailFactory {
+    /// A factory sealing with `sealer`.
+    pub fn new(sealer: MailSealer) -> Self {
+        Self { sealer }
+    }
+
+    fn job(&self, owner: UserId, to: &str, request_id: Option<&str>, mail: Mail) -> MailJob {
+        MailJob {
+            id: Uuid::new_v4(),
+            owner: owner.as_uuid(),
+            to: to.to_owned(),
+            request_id: request_id.map(str::to_owned),
+            mail,
+        }
+    }
+
+    /// The backup codes of a new enrolment.
+    pub fn backup_codes(
+        &self,
+        owner: UserId,
+        to: &str,
+        request_id: Option<&str>,
+        codes: &[String],
+    ) -> MailJob {
+        let codes = self.sealer.seal_codes(codes);
+        self.job(owner, to, request_id, Mail::BackupCodes { codes })
+    }
+
+    /// A login code for an email second factor.
+    pub fn login_code(
+        &self,
+        owner: UserId,
+        to: &str,
+        request_id: Option<&str>,
+        code: &SecretString,
+    ) -> MailJob {
+        let valid_minutes =
+            u32::try_from(twofold_domain::user::EMAIL_CODE_TTL.whole_minutes()).unwrap_or(10);
+        let code = self.sealer.seal(code.expose_secret());
+        self.job(
+            owner,
+            to,
+            request_id,
+            Mail::LoginCode {
+                code,
+                valid_minutes,
+            },
+        )
+    }
+
+    /// The security notice that two-factor authentication was turned on.
+    pub fn tfa_enabled(
+        &self,
+        owner: UserId,
+        to: &str,
+        request_id: Option<&str>,
+        device_type: DeviceType,
+    ) -> MailJob {
+        let device_type = match device_type {
+            DeviceType::Email => "email",
+            DeviceType::CodeGenerator => "code_generator",
+        };
+        let mail = Mail::TfaEnabled {
+            device_type: device_type.to_owned(),
+        };
+        self.job(owner, to, request_id, mail)
+    }
+
+    /// The security notice that a backup code was used.
+    pub fn backup_code_used(
+        &self,
+        owner: UserId,
+        to: &str,
+        request_id: Option<&str>,
+        remaining: usize,
+    ) -> MailJob {
+        self.job(owner, to, request_id, Mail::BackupCodeUsed { remaining })
+    }
+
+    /// A test email.
+    pub fn test(&self, owner: UserId, to: &str, request_id: Option<&str>) -> MailJob {
+        self.job(owner, to, request_id, Mail::Test)
+    }
 }
 
-/// Queues emails for delivery.
+/// Queues jobs that no command causes, and reports task states.
 #[async_trait]
-pub trait Mailer: Send + Sync {
-    /// Queues `mail` to `to` on behalf of `owner`; returns the task id.
-    async fn queue(&self, owner: UserId, to: &str, mail: Mail) -> Uuid;
-    /// The status of task `id`.
-    async fn status(&self, id: Uuid) -> Option<TaskStatus>;
+pub trait MailQueue: Send + Sync {
+    /// Queues `job`.
+    async fn enqueue(&self, job: MailJob) -> Result<(), ApiError>;
+    /// The owner and state of task `id`, if it exists.
+    async fn status(&self, id: Uuid) -> Result<Option<(UserId, TaskState)>, ApiError>;
 }
 
-/// Delivers in the background of this process.
-pub struct InProcessMailer {
-    transport: Transport,
-    from: String,
-    tasks: Arc<Mutex<Tasks>>,
+/// The real stack: the outbox table, and the state the mailer writes to its key-value bucket.
+pub struct OutboxMailQueue {
+    pool: PgPool,
+    jetstream: Context,
+    topology: Topology,
 }
+
+impl OutboxMailQueue {
+    /// A queue over `pool`'s outbox, reading states from `jetstream`.
+    pub fn new(pool: PgPool, jetstream: Context, topology: Topology) -> Self {
+        Self {
+            pool,
+            jetstream,
+            topology,
+        }
+    }
+
+    /// The state the mailer recorded, or `Pending` if it recorded none (or NATS is down).
+    async fn state(&self, id: Uuid) -> TaskState {
+        let recorded = async {
+            let bucket = self
+                .jetstream
+                .get_key_value(self.topology.status_bucket())
+                .await
+                .ok()?;
+            let value = bucket.get(id.to_string()).await.ok()??;
+            serde_json::from_slice::<TaskStatus>(&value).ok()
+        };
+        recorded
+            .await
+            .map_or(TaskState::Pending, |status| status.state)
+    }
+}
+
+#[async_trait]
+impl MailQueue for OutboxMailQueue {
+    async fn enqueue(&self, job: MailJob) -> Result<(), ApiError> {
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| ApiError::Unavailable(Box::new(error)))?;
+        twofold_nats::enqueue(&mut connection, &job)
+            .await
+            .map_err(|error| ApiError::Unavailable(Box::new(error)))
+    }
+
+    async fn status(&self, id: Uuid) -> Result<Option<(UserId, TaskState)>, ApiError> {
+        let owner: Option<Uuid> = sqlx::query_scalar("SELECT owner FROM mail_tasks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| ApiError::Unavailable(Box::new(error)))?;
+        match owner {
+            Some(owner) => Ok(Some((UserId::from_uuid(owner), self.state(id).await))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Task states kept in the embedded mode; the oldest are forgotten first.
+const TASKS_KEPT: usize = 10_000;
 
 #[derive(Default)]
 struct Tasks {
-    by_id: HashMap<Uuid, TaskStatus>,
+    by_id: HashMap<Uuid, (UserId, TaskState)>,
     order: VecDeque<Uuid>,
 }
 
 impl Tasks {
-    fn set(&mut self, id: Uuid, status: TaskStatus) {
-        if self.by_id.insert(id, status).is_none() {
+    fn set(&mut self, id: Uuid, owner: UserId, state: TaskState) {
+        if self.by_id.insert(id, (owner, state)).is_none() {
             self.order.push_back(id);
             while self.order.len() > TASKS_KEPT {
                 if let Some(oldest) = self.order.pop_front() {
@@ -70,55 +197,75 @@ impl Tasks {
     }
 }
 
-impl InProcessMailer {
-    /// A mailer sending through `transport` with `from` as sender.
-    pub fn new(transport: Transport, from: String) -> Self {
-        Self {
-            transport,
-            from,
-            tasks: Arc::default(),
-        }
+/// The embedded mode: a worker in this process sends each job through the mailer's `Sender`.
+pub struct InProcessMailQueue {
+    jobs: tokio::sync::mpsc::UnboundedSender<MailJob>,
+    tasks: Arc<Mutex<Tasks>>,
+}
+
+impl InProcessMailQueue {
+    /// Starts the worker; jobs sent on the returned channel (by the event repository) are
+    /// delivered like those enqueued here.
+    pub fn start(
+        sender: Sender,
+        sealer: MailSealer,
+    ) -> (Self, tokio::sync::mpsc::UnboundedSender<MailJob>) {
+        let (jobs, mut receiver) = tokio::sync::mpsc::unbounded_channel::<MailJob>();
+        let tasks: Arc<Mutex<Tasks>> = Arc::default();
+        let worker_tasks = Arc::clone(&tasks);
+        tokio::spawn(async move {
+            while let Some(job) = receiver.recv().await {
+                let owner = UserId::from_uuid(job.owner);
+                record(&worker_tasks, job.id, owner, TaskState::Pending);
+                let template = job.mail.template();
+                let state = match sender.send(&job, &sealer).await {
+                    Ok(()) => {
+                        tracing::info!(job_id = %job.id, template, "email sent");
+                        TaskState::Success
+                    }
+                    Err(error) => {
+                        tracing::error!(job_id = %job.id, template, error = %error, "email not sent");
+                        TaskState::Failure
+                    }
+                };
+                record(&worker_tasks, job.id, owner, state);
+            }
+        });
+        (
+            Self {
+                jobs: jobs.clone(),
+                tasks,
+            },
+            jobs,
+        )
     }
 }
 
 fn record(tasks: &Mutex<Tasks>, id: Uuid, owner: UserId, state: TaskState) {
     if let Ok(mut tasks) = tasks.lock() {
-        tasks.set(id, TaskStatus { owner, state });
+        tasks.set(id, owner, state);
     }
 }
 
 #[async_trait]
-impl Mailer for InProcessMailer {
-    async fn queue(&self, owner: UserId, to: &str, mail: Mail) -> Uuid {
-        let job = MailJob {
-            id: Uuid::new_v4(),
-            to: to.to_owned(),
-            mail,
-        };
-        let id = job.id;
-        record(&self.tasks, id, owner, TaskState::Pending);
-        let transport = self.transport.clone();
-        let from = self.from.clone();
-        let tasks = Arc::clone(&self.tasks);
-        tokio::task::spawn_blocking(move || {
-            let template = job.mail.template();
-            let email = twofold_mailer::render(&job);
-            let state = match transport.deliver(job.id, &from, &email) {
-                Ok(()) => {
-                    tracing::info!(job_id = %job.id, template, "email sent");
-                    TaskState::Success
-                }
-                Err(error) => {
-                    tracing::error!(job_id = %job.id, template, error = %error, "email not sent");
-                    TaskState::Failure
-                }
-            };
-            record(&tasks, job.id, owner, state);
-        });
-        id
+impl MailQueue for InProcessMailQueue {
+    async fn enqueue(&self, job: MailJob) -> Result<(), ApiError> {
+        record(
+            &self.tasks,
+            job.id,
+            UserId::from_uuid(job.owner),
+            TaskState::Pending,
+        );
+        self.jobs
+            .send(job)
+            .map_err(|error| ApiError::Internal(Box::new(error)))
     }
 
-    async fn status(&self, id: Uuid) -> Option<TaskStatus> {
-        self.tasks.lock().ok()?.by_id.get(&id).cloned()
+    async fn status(&self, id: Uuid) -> Result<Option<(UserId, TaskState)>, ApiError> {
+        Ok(self
+            .tasks
+            .lock()
+            .ok()
+            .and_then(|tasks| tasks.by_id.get(&id).copied()))
     }
 }

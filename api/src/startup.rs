@@ -14,7 +14,8 @@ use sqlx::PgPool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
-use twofold_mailer::Transport;
+use twofold_mailer::{Sender, Transport};
+use twofold_nats::{MailJob, OutboxRelay, Topology};
 use twofold_projections::{
     MemUserDirectory, MemViewRepository, PgUserDirectory, UserDirectory, UserProjection, UserView,
     USER_VIEW_TABLE,
@@ -24,7 +25,7 @@ use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
 use crate::config::{Config, Keys};
 use crate::gateway::{CommandGateway, Users};
 use crate::jwt::TokenService;
-use crate::mail::InProcessMailer;
+use crate::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
 use crate::state::AppState;
 use crate::store::{MemEventRepository, PgEventRepository};
 use crate::telemetry::REQUEST_ID_HEADER;
@@ -39,6 +40,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
+    relay: Option<OutboxRelay>,
 }
 
 /// The command and query sides over the configured store.
@@ -82,11 +84,18 @@ pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result
     Ok(pool)
 }
 
-/// The store named by the configuration: Postgres with `DATABASE_URL`, else memory.
-pub async fn backend(config: &Config, services: UserServices) -> anyhow::Result<Backend> {
-    match &config.database_url {
-        Some(url) => {
-            let pool = connect(url, config.database_max_connections).await?;
+/// Where events (and the mail jobs committed with them) are stored.
+pub enum Store {
+    /// Postgres: events, views and the mail outbox.
+    Postgres(PgPool),
+    /// Memory: committed mail jobs go to this in-process queue.
+    Memory(tokio::sync::mpsc::UnboundedSender<MailJob>),
+}
+
+/// The command and query sides over `store`.
+pub fn backend(store: &Store, services: UserServices) -> Backend {
+    match store {
+        Store::Postgres(pool) => {
             let events = PgEventRepository::new(pool.clone());
             let views = Arc::new(postgres_es::PostgresViewRepository::<UserView, User>::new(
                 USER_VIEW_TABLE,
@@ -98,13 +107,13 @@ pub async fn backend(config: &Config, services: UserServices) -> anyhow::Result<
                 vec![Box::new(UserProjection::new(views))],
                 services,
             );
-            Ok(Backend {
+            Backend {
                 users: Arc::new(gateway),
-                directory: Arc::new(PgUserDirectory::new(pool)),
-            })
+                directory: Arc::new(PgUserDirectory::new(pool.clone())),
+            }
         }
-        None => {
-            let events = MemEventRepository::default();
+        Store::Memory(outbox) => {
+            let events = MemEventRepository::new(outbox.clone());
             let views = Arc::new(MemViewRepository::<UserView, User>::default());
             let gateway = CommandGateway::new(
                 events.clone(),
@@ -112,10 +121,58 @@ pub async fn backend(config: &Config, services: UserServices) -> anyhow::Result<
                 vec![Box::new(UserProjection::new(Arc::clone(&views)))],
                 services,
             );
-            Ok(Backend {
+            Backend {
                 users: Arc::new(gateway),
                 directory: Arc::new(MemUserDirectory::new(views)),
+            }
+        }
+    }
+}
+
+/// The mail path the configuration names, and the store it goes with.
+struct MailPath {
+    store: Store,
+    queue: Arc<dyn MailQueue>,
+    relay: Option<OutboxRelay>,
+}
+
+async fn mail_path(config: &Config, keys: &Keys) -> anyhow::Result<MailPath> {
+    match (&config.database_url, &config.nats_url) {
+        (Some(database_url), Some(nats_url)) => {
+            let pool = connect(database_url, config.database_max_connections).await?;
+            let topology = Topology::new(&config.nats_prefix).map_err(anyhow::Error::msg)?;
+            // Start even while NATS is down: jobs wait in the outbox until it is back.
+            let client = async_nats::ConnectOptions::new()
+                .retry_on_initial_connect()
+                .connect(nats_url.as_str())
+                .await
+                .context("NATS_URL is not a valid NATS address")?;
+            let jetstream = async_nats::jetstream::new(client);
+            let relay = OutboxRelay::new(pool.clone(), jetstream.clone(), topology.clone());
+            let queue = OutboxMailQueue::new(pool.clone(), jetstream, topology);
+            Ok(MailPath {
+                store: Store::Postgres(pool),
+                queue: Arc::new(queue),
+                relay: Some(relay),
             })
+        }
+        (None, None) => {
+            let transport =
+                Transport::parse(&config.mail_transport).context("TWOFOLD_MAIL_TRANSPORT")?;
+            let sender = Sender::new(&transport, &config.mail_from).context("TWOFOLD_MAIL_FROM")?;
+            let (queue, outbox) = InProcessMailQueue::start(sender, keys.sealing.mail_sealer());
+            Ok(MailPath {
+                store: Store::Memory(outbox),
+                queue: Arc::new(queue),
+                relay: None,
+            })
+        }
+        (Some(_), None) => anyhow::bail!(
+            "with DATABASE_URL set, NATS_URL must be set too: emails leave through the outbox and \
+             NATS JetStream to the mailer (twofold-mailer)"
+        ),
+        (None, Some(_)) => {
+            anyhow::bail!("NATS_URL needs DATABASE_URL: the mail outbox lives in Postgres")
         }
     }
 }
@@ -134,13 +191,13 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keys = config.keys().map_err(anyhow::Error::msg)?;
         let lifetimes = config.lifetimes().map_err(anyhow::Error::msg)?;
-        let transport = Transport::parse(&config.mail_transport).map_err(anyhow::Error::msg)?;
         if keys.ephemeral {
             tracing::warn!("{EMBEDDED_WARNING}");
         }
         tracing::info!(config = ?config, "starting");
         let (services, hasher) = services(&config, &keys)?;
-        let backend = backend(&config, services.clone()).await?;
+        let mail = mail_path(&config, &keys).await?;
+        let backend = backend(&mail.store, services.clone());
         let tokens = TokenService::new(
             keys.jwt,
             config.jwt_issuer.clone(),
@@ -151,7 +208,8 @@ impl Application {
             users: backend.users,
             directory: backend.directory,
             tokens: Arc::new(tokens),
-            mailer: Arc::new(InProcessMailer::new(transport, config.mail_from.clone())),
+            mail: Arc::new(MailFactory::new(keys.sealing.mail_sealer())),
+            mail_queue: mail.queue,
             services,
             hasher,
             totp_issuer: Arc::from(config.totp_issuer.as_str()),
@@ -182,7 +240,11 @@ impl Application {
             .await
             .with_context(|| format!("TWOFOLD_ADDR: cannot listen on {}", config.addr))?;
         tracing::info!(address = %listener.local_addr()?, "listening");
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            router,
+            relay: mail.relay,
+        })
     }
 
     /// The port the service listens on.
@@ -192,15 +254,21 @@ impl Application {
             .map_or(0, |address| address.port())
     }
 
-    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight. The outbox relay
+    /// runs alongside; stopping it at any point is safe (rows stay until acknowledged).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(
+        let relay = self.relay.map(|relay| tokio::spawn(relay.run()));
+        let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown_signal())
-        .await
+        .await;
+        if let Some(relay) = relay {
+            relay.abort();
+        }
+        served
     }
 }
 

@@ -8,7 +8,7 @@ use twofold_projections::UserDirectory;
 use crate::adapters::Argon2Hasher;
 use crate::gateway::Users;
 use crate::jwt::TokenService;
-use crate::mail::Mailer;
+use crate::mail::{MailFactory, MailQueue};
 
 /// Shared application state.
 #[derive(Clone)]
@@ -19,8 +19,10 @@ pub struct AppState {
     pub directory: Arc<dyn UserDirectory>,
     /// Issues and verifies tokens.
     pub tokens: Arc<TokenService>,
-    /// Queues emails.
-    pub mailer: Arc<dyn Mailer>,
+    /// Builds mail jobs with their codes sealed.
+    pub mail: Arc<MailFactory>,
+    /// Queues mail jobs no command causes; reports task states.
+    pub mail_queue: Arc<dyn MailQueue>,
     /// The domain's ports, for generating secrets before a command.
     pub services: UserServices,
     /// The hasher, for the dummy verification on unknown emails.

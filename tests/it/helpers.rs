@@ -54,7 +54,9 @@ impl Write for LogWriter {
 /// Which store the service runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
+    /// Postgres, with mail through the outbox, NATS JetStream and an in-process mailer.
     Postgres,
+    /// The embedded in-memory mode.
     Embedded,
 }
 
@@ -63,15 +65,20 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub config: Config,
     pub db: Option<PgPool>,
-    pub work_dir: PathBuf,
+    mailer: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn server_url() -> String {
     std::env::var("TWOFOLD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER_URL.to_owned())
 }
 
+/// The shared NATS server the tests use unless they start their own.
+pub fn default_nats_url() -> String {
+    std::env::var("TWOFOLD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
 /// Creates a fresh database and returns its URL.
-async fn fresh_database() -> String {
+pub async fn fresh_database() -> String {
     let server = server_url();
     let mut admin = PgConnection::connect(&format!("{server}/postgres"))
         .await
@@ -84,25 +91,61 @@ async fn fresh_database() -> String {
     format!("{server}/{name}")
 }
 
-pub async fn spawn_app(store: Store) -> TestApp {
-    LazyLock::force(&LOGS);
+/// The configuration of a test app: a fresh database, NATS prefix and work directory unless
+/// told to share another app's.
+pub fn test_config(store: Store, database_url: Option<String>, nats_url: Option<String>) -> Config {
     let work_dir = std::env::temp_dir().join(format!("twofold-it-{}", Uuid::new_v4()));
-    let database_url = match store {
-        Store::Postgres => Some(fresh_database().await),
-        Store::Embedded => None,
-    };
-    let mut config = Config::for_tests(database_url.clone(), &work_dir).expect("test config");
+    let prefix = format!("it-{}", Uuid::new_v4().simple());
+    let mut config =
+        Config::for_tests(database_url, nats_url, &prefix, &work_dir).expect("test config");
     if store == Store::Embedded {
         config.jwt_key_file = None;
         config.sealing_key = None;
     }
+    config
+}
+
+/// Mailer settings matching `config`: same NATS, prefix, sealing key and mail folder, and
+/// quick retries.
+pub fn mailer_settings(config: &Config) -> twofold_mailer::MailerSettings {
+    use secrecy::ExposeSecret;
+    let key =
+        twofold_mailer::parse_sealing_key(config.sealing_key.as_ref().unwrap().expose_secret())
+            .unwrap();
+    let topology = twofold_nats::Topology::new(&config.nats_prefix).unwrap();
+    let mut settings =
+        twofold_mailer::MailerSettings::new(config.nats_url.as_deref().unwrap(), topology, key);
+    settings.transport = twofold_mailer::Transport::parse(&config.mail_transport).unwrap();
+    settings.retry_base = Duration::from_millis(100);
+    settings
+}
+
+pub async fn spawn_app(store: Store) -> TestApp {
+    let config = match store {
+        Store::Postgres => test_config(
+            store,
+            Some(fresh_database().await),
+            Some(default_nats_url()),
+        ),
+        Store::Embedded => test_config(store, None, None),
+    };
+    let mut app = spawn_app_with(config).await;
+    if store == Store::Postgres {
+        app.start_mailer();
+    }
+    app
+}
+
+/// Starts the service with `config`, without a mailer.
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    LazyLock::force(&LOGS);
     let application = Application::build(config.clone())
         .await
         .expect("the service starts");
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
-    let db = match database_url {
-        Some(url) => Some(PgPool::connect(&url).await.expect("connect to the test db")),
+    let db = match &config.database_url {
+        Some(url) => Some(PgPool::connect(url).await.expect("connect to the test db")),
         None => None,
     };
     TestApp {
@@ -110,7 +153,7 @@ pub async fn spawn_app(store: Store) -> TestApp {
         http: reqwest::Client::new(),
         config,
         db,
-        work_dir,
+        mailer: None,
     }
 }
 
@@ -145,6 +188,31 @@ pub async fn problem(response: Response) -> (StatusCode, Value) {
 }
 
 impl TestApp {
+    /// A second service instance on the same database, NATS prefix and keys.
+    pub async fn another_instance(&self) -> TestApp {
+        spawn_app_with(self.config.clone()).await
+    }
+
+    /// Runs the mailer in this process, delivering into this app's mail folder.
+    pub fn start_mailer(&mut self) {
+        let settings = mailer_settings(&self.config);
+        self.mailer = Some(tokio::spawn(async move {
+            let _ = twofold_mailer::run(settings, std::future::pending::<()>()).await;
+        }));
+    }
+
+    /// Stops the in-process mailer.
+    pub fn stop_mailer(&mut self) {
+        if let Some(mailer) = self.mailer.take() {
+            mailer.abort();
+        }
+    }
+
+    /// Where the file transport writes this app's emails.
+    pub fn mail_dir(&self) -> PathBuf {
+        PathBuf::from(self.config.mail_transport.trim_start_matches("file:"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.address)
     }
@@ -204,7 +272,7 @@ impl TestApp {
 
     /// The bodies of every email sent to `to` so far.
     pub fn emails_to(&self, to: &str) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.work_dir.join("mail")) else {
+        let Ok(entries) = std::fs::read_dir(self.mail_dir()) else {
             return Vec::new();
         };
         entries
@@ -262,7 +330,7 @@ impl TestApp {
 
     /// The JWT signing key the service was configured with (tests forge tokens with it).
     pub fn jwt_key_pem(&self) -> String {
-        std::fs::read_to_string(self.work_dir.join("jwt.pem")).unwrap()
+        std::fs::read_to_string(self.config.jwt_key_file.as_ref().unwrap()).unwrap()
     }
 }
 

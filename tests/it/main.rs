@@ -8,5 +8,7 @@ mod concurrency;
 mod errors;
 mod helpers;
 mod journey;
+mod mail;
+mod nats_server;
 mod secrets;
 mod tokens;

@@ -48,6 +48,11 @@ impl SealingKey {
         Self(key)
     }
 
+    /// The sealer of mail jobs, whose key is derived from this one.
+    pub fn mail_sealer(&self) -> twofold_nats::MailSealer {
+        twofold_nats::MailSealer::new(&self.0)
+    }
+
     /// The base64 form, for `twofold keys generate`.
     pub fn to_base64(&self) -> String {
         STANDARD.encode(self.0.as_ref())

@@ -9,12 +9,11 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use twofold_domain::user::{LogIn, SignUp};
 use twofold_domain::values::{DeviceType, Email, FullName, NewPassword, UserId};
-use twofold_domain::{UserCommand, UserError, UserEvent};
-use twofold_nats::Mail;
+use twofold_domain::{User, UserCommand, UserError, UserEvent};
 use twofold_projections::UserView;
 
 use super::dto::TokenResponse;
-use super::{email_code, finish_enrolment, new_enrolment};
+use super::{email_code, enrolment_response, new_enrolment};
 use crate::error::ApiError;
 use crate::extract::{AccessToken, Form, Json, RequestContext};
 use crate::jwt::TokenKind;
@@ -74,13 +73,27 @@ async fn sign_up(
         password,
         tfa,
     });
+    let codes = secrets.as_ref().map(|secrets| secrets.codes.clone());
+    let mail = |_: &User, _: &[UserEvent]| match &codes {
+        Some(codes) => {
+            vec![state
+                .mail
+                .backup_codes(user_id, email.as_str(), context.request_id(), codes)]
+        }
+        None => Vec::new(),
+    };
     state
         .users
-        .execute(user_id, command, context.metadata("anonymous".to_owned()))
+        .execute(
+            user_id,
+            command,
+            context.metadata("anonymous".to_owned()),
+            &mail,
+        )
         .await?;
     tracing::info!(target: "security", %user_id, "signed up");
     match secrets {
-        Some(secrets) => finish_enrolment(&state, user_id, &email, secrets).await,
+        Some(secrets) => enrolment_response(&state, user_id, &email, secrets).await,
         None => Ok(StatusCode::OK.into_response()),
     }
 }
@@ -127,9 +140,27 @@ async fn log_in(
         password: form.password,
         email_code: code.clone(),
     });
+    let mail = |user: &User, events: &[UserEvent]| {
+        let code_issued = events
+            .iter()
+            .any(|event| matches!(event, UserEvent::EmailCodeIssued { .. }));
+        match user.email() {
+            Some(to) if code_issued => {
+                vec![state
+                    .mail
+                    .login_code(user_id, to.as_str(), context.request_id(), &code)]
+            }
+            _ => Vec::new(),
+        }
+    };
     let events = state
         .users
-        .execute(user_id, command, context.metadata("anonymous".to_owned()))
+        .execute(
+            user_id,
+            command,
+            context.metadata("anonymous".to_owned()),
+            &mail,
+        )
         .await?;
     for event in &events {
         match event {
@@ -138,12 +169,6 @@ async fn log_in(
                 return Ok(Json(TokenResponse::pair(&state, user_id)?).into_response());
             }
             UserEvent::SecondFactorRequired { challenge_id, .. } => {
-                if events
-                    .iter()
-                    .any(|e| matches!(e, UserEvent::EmailCodeIssued { .. }))
-                {
-                    mail_login_code(&state, user_id, code.clone()).await?;
-                }
                 tracing::info!(target: "security", %user_id, "password accepted; second factor required");
                 let body = TokenResponse::pre_tfa(&state, user_id, *challenge_id)?;
                 return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
@@ -153,33 +178,6 @@ async fn log_in(
     }
     tracing::info!(target: "security", %user_id, "login failed: wrong password");
     Err(ApiError::InvalidCredentials)
-}
-
-async fn mail_login_code(
-    state: &AppState,
-    user_id: UserId,
-    code: SecretString,
-) -> Result<(), ApiError> {
-    use secrecy::ExposeSecret;
-    let view = state
-        .directory
-        .find(user_id)
-        .await?
-        .ok_or(ApiError::InvalidCredentials)?;
-    let valid_minutes =
-        u32::try_from(twofold_domain::user::EMAIL_CODE_TTL.whole_minutes()).unwrap_or(10);
-    state
-        .mailer
-        .queue(
-            user_id,
-            &view.email,
-            Mail::LoginCode {
-                code: code.expose_secret().to_owned(),
-                valid_minutes,
-            },
-        )
-        .await;
-    Ok(())
 }
 
 #[tracing::instrument(skip_all)]

@@ -15,7 +15,6 @@ use twofold_domain::services::Randomness;
 use twofold_domain::user::{NewDevice, TfaEnrolment};
 use twofold_domain::values::{DeviceType, Email, UserId};
 use twofold_domain::{backup_codes, totp};
-use twofold_nats::Mail;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -72,24 +71,14 @@ fn new_enrolment(state: &AppState, device_type: DeviceType) -> (TfaEnrolment, En
     (command, secrets)
 }
 
-/// After an enrolment committed: mail the backup codes, and answer with the QR code for an
-/// authenticator app or an empty body for email.
-async fn finish_enrolment(
+/// After an enrolment committed: answer with the QR code for an authenticator app, or an
+/// empty body for email.
+async fn enrolment_response(
     state: &AppState,
     owner: UserId,
     email: &Email,
     secrets: EnrolmentSecrets,
 ) -> Result<Response, ApiError> {
-    state
-        .mailer
-        .queue(
-            owner,
-            email.as_str(),
-            Mail::BackupCodes {
-                codes: secrets.codes,
-            },
-        )
-        .await;
     tracing::info!(target: "security", user_id = %owner, "two-factor authentication enabled");
     match secrets.seed {
         Some(seed) => {

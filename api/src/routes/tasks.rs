@@ -4,12 +4,11 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use twofold_nats::Mail;
+use twofold_nats::TaskState;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{AccessToken, Json, Query};
-use crate::mail::TaskState;
+use crate::extract::{AccessToken, Json, Query, RequestContext};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -26,6 +25,7 @@ struct TaskCreated {
 #[tracing::instrument(skip_all)]
 async fn test_email(
     State(state): State<AppState>,
+    context: RequestContext,
     AccessToken(claims): AccessToken,
 ) -> Result<Json<TaskCreated>, ApiError> {
     let view = state
@@ -33,10 +33,11 @@ async fn test_email(
         .find(claims.sub)
         .await?
         .ok_or(ApiError::InvalidToken)?;
-    let task_id = state
-        .mailer
-        .queue(claims.sub, &view.email, Mail::Test)
-        .await;
+    let job = state
+        .mail
+        .test(claims.sub, &view.email, context.request_id());
+    let task_id = job.id;
+    state.mail_queue.enqueue(job).await?;
     Ok(Json(TaskCreated { task_id }))
 }
 
@@ -58,8 +59,12 @@ async fn task_status(
     Query(query): Query<TaskQuery>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("no such task of yours");
-    let status = state.mailer.status(query.task_id).await.ok_or(NOT_FOUND)?;
-    if status.owner != claims.sub {
+    let (owner, task_state) = state
+        .mail_queue
+        .status(query.task_id)
+        .await?
+        .ok_or(NOT_FOUND)?;
+    if owner != claims.sub {
         let is_admin = state
             .directory
             .find(claims.sub)
@@ -69,13 +74,13 @@ async fn task_status(
             return Err(NOT_FOUND);
         }
     }
-    let result = match status.state {
+    let result = match task_state {
         TaskState::Pending => None,
         TaskState::Success => Some("email sent"),
         TaskState::Failure => Some("email could not be sent"),
     };
     Ok(Json(TaskStatusResponse {
-        state: status.state,
+        state: task_state,
         result,
     }))
 }

@@ -7,13 +7,14 @@ use axum::Router;
 use secrecy::SecretString;
 use serde::Deserialize;
 use twofold_domain::user::{DeviceSecret, EnableTfa, UseBackupCode, VerifyTfaCode};
-use twofold_domain::{totp, UserCommand, UserError, UserEvent};
+use twofold_domain::{totp, User, UserCommand, UserError, UserEvent};
 
 use super::auth::DeviceRequest;
 use super::dto::TokenResponse;
-use super::{finish_enrolment, new_enrolment, png};
+use super::{enrolment_response, new_enrolment, png};
 use crate::error::ApiError;
 use crate::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
+use crate::gateway::no_mail;
 use crate::jwt::Claims;
 use crate::state::AppState;
 
@@ -48,7 +49,12 @@ async fn login_tfa(
     });
     let events = state
         .users
-        .execute(claims.sub, command, context.metadata(actor(&claims)))
+        .execute(
+            claims.sub,
+            command,
+            context.metadata(actor(&claims)),
+            &no_mail,
+        )
         .await
         .map_err(unknown_user_is_invalid_token)?;
     if events
@@ -79,9 +85,24 @@ async fn recover_tfa(
         challenge_id,
         code: query.tfa_backup_token,
     });
+    let mail = |user: &User, events: &[UserEvent]| {
+        let remaining = events.iter().find_map(|event| match event {
+            UserEvent::BackupCodeConsumed { remaining, .. } => Some(*remaining),
+            _ => None,
+        });
+        match (user.email(), remaining) {
+            (Some(to), Some(remaining)) => vec![state.mail.backup_code_used(
+                claims.sub,
+                to.as_str(),
+                context.request_id(),
+                remaining,
+            )],
+            _ => Vec::new(),
+        }
+    };
     let events = state
         .users
-        .execute(claims.sub, command, context.metadata(actor(&claims)))
+        .execute(claims.sub, command, context.metadata(actor(&claims)), &mail)
         .await
         .map_err(unknown_user_is_invalid_token)?;
     for event in &events {
@@ -123,14 +144,35 @@ async fn enable_tfa(
 ) -> Result<Response, ApiError> {
     let (enrolment, secrets) = new_enrolment(&state, request.device_type);
     let command = UserCommand::EnableTfa(EnableTfa { enrolment });
+    let mail = |user: &User, _: &[UserEvent]| match user.email() {
+        Some(to) => vec![
+            state.mail.backup_codes(
+                claims.sub,
+                to.as_str(),
+                context.request_id(),
+                &secrets.codes,
+            ),
+            state.mail.tfa_enabled(
+                claims.sub,
+                to.as_str(),
+                context.request_id(),
+                request.device_type,
+            ),
+        ],
+        None => Vec::new(),
+    };
     state
         .users
-        .execute(claims.sub, command, context.metadata(actor(&claims)))
+        .execute(claims.sub, command, context.metadata(actor(&claims)), &mail)
         .await
         .map_err(unknown_user_is_invalid_token)?;
-    let user = state.users.load(claims.sub).await?;
-    let email = user.email().ok_or(ApiError::InvalidToken)?;
-    finish_enrolment(&state, claims.sub, email, secrets).await
+    let view = state
+        .directory
+        .find(claims.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    let email = twofold_domain::values::Email::parse(&view.email)?;
+    enrolment_response(&state, claims.sub, &email, secrets).await
 }
 
 /// A valid token whose user does not exist is an invalid token, not a missing resource.

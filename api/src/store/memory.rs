@@ -13,7 +13,8 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use twofold_domain::values::{Email, UserId};
 
-use super::{claimed_email, EmailIndex, EmailTaken};
+use super::{claimed_email, take_outbox, EmailIndex, EmailTaken};
+use twofold_nats::MailJob;
 
 #[derive(Default)]
 struct Stored {
@@ -24,10 +25,13 @@ struct Stored {
     emails: HashMap<String, UserId>,
 }
 
-/// Events in memory; clones share one store.
-#[derive(Clone, Default)]
+/// Events in memory; clones share one store. Mail jobs committed with events are handed to
+/// an in-process queue once the commit succeeded (there is no process to crash in between
+/// that would not also lose the events).
+#[derive(Clone)]
 pub struct MemEventRepository {
     stored: Arc<Mutex<Stored>>,
+    outbox: tokio::sync::mpsc::UnboundedSender<MailJob>,
 }
 
 fn poisoned() -> PersistenceError {
@@ -35,6 +39,14 @@ fn poisoned() -> PersistenceError {
 }
 
 impl MemEventRepository {
+    /// A repository handing committed mail jobs to `outbox`.
+    pub fn new(outbox: tokio::sync::mpsc::UnboundedSender<MailJob>) -> Self {
+        Self {
+            stored: Arc::default(),
+            outbox,
+        }
+    }
+
     fn select(
         &self,
         aggregate_type: &str,
@@ -95,8 +107,9 @@ impl PersistedEventRepository for MemEventRepository {
         events: &[SerializedEvent],
         _snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
+        let (jobs, events) = take_outbox(events)?;
         let mut reservations = Vec::new();
-        for event in events {
+        for event in &events {
             if let Some(reservation) = claimed_email(event)? {
                 reservations.push(reservation);
             }
@@ -122,7 +135,7 @@ impl PersistedEventRepository for MemEventRepository {
         }
         for event in events {
             let position = stored.log.len();
-            stored.log.push(event.clone());
+            stored.log.push(event);
             stored
                 .streams
                 .entry(key.clone())
@@ -130,6 +143,11 @@ impl PersistedEventRepository for MemEventRepository {
                 .push(position);
         }
         stored.emails.extend(reservations);
+        drop(stored);
+        for job in jobs {
+            // The receiver lives as long as the service; if it is gone we are shutting down.
+            let _ = self.outbox.send(job);
+        }
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use twofold_domain::values::{Email, UserId};
 use twofold_domain::UserEvent;
+use twofold_nats::{MailJob, OUTBOX_METADATA_KEY};
 
 pub use memory::MemEventRepository;
 pub use postgres::PgEventRepository;
@@ -35,4 +36,29 @@ fn claimed_email(event: &SerializedEvent) -> Result<Option<(String, UserId)>, Pe
         UserEvent::SignedUp { user_id, email, .. } => Some((email.key(), user_id)),
         _ => None,
     })
+}
+
+/// Takes the mail jobs the gateway attached to a commit out of the events' metadata, so they
+/// go to the outbox in the same atomic step as the events and are never stored as metadata.
+fn take_outbox(
+    events: &[SerializedEvent],
+) -> Result<(Vec<MailJob>, Vec<SerializedEvent>), PersistenceError> {
+    let mut jobs = Vec::new();
+    let mut stripped = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let mut event = event.clone();
+        if let Some(serialized) = event
+            .metadata
+            .as_object_mut()
+            .and_then(|metadata| metadata.remove(OUTBOX_METADATA_KEY))
+        {
+            // The gateway copies the same jobs into every event of a commit: take them once.
+            if index == 0 {
+                let serialized = serialized.as_str().unwrap_or_default();
+                jobs = serde_json::from_str(serialized)?;
+            }
+        }
+        stripped.push(event);
+    }
+    Ok((jobs, stripped))
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use twofold_domain::values::{Email, UserId};
 
-use super::{claimed_email, EmailIndex, EmailTaken};
+use super::{claimed_email, take_outbox, EmailIndex, EmailTaken};
 
 const INSERT_EVENT: &str = "INSERT INTO events \
     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
@@ -90,8 +90,9 @@ impl PersistedEventRepository for PgEventRepository {
         if events.is_empty() {
             return Ok(());
         }
+        let (jobs, events) = take_outbox(events)?;
         let mut tx = self.pool.begin().await.map_err(persistence_error)?;
-        for event in events {
+        for event in &events {
             let sequence = i64::try_from(event.sequence)
                 .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
             sqlx::query(INSERT_EVENT)
@@ -113,6 +114,11 @@ impl PersistedEventRepository for PgEventRepository {
                     .await
                     .map_err(persistence_error)?;
             }
+        }
+        for job in &jobs {
+            twofold_nats::enqueue(&mut tx, job)
+                .await
+                .map_err(persistence_error)?;
         }
         tx.commit().await.map_err(persistence_error)
     }

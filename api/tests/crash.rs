@@ -1,0 +1,196 @@
+//! The `twofold` process killed with SIGKILL after a commit and before the publish: the email
+//! still goes out after a restart, because the job was committed to the outbox with the events.
+//! This test lives here, not in `tests/`, because it needs the real binary (Cargo exposes
+//! `CARGO_BIN_EXE_twofold` only to this package's tests).
+
+// Test code: any step that fails should fail the test at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, PgPool};
+use twofold_api::adapters::SealingKey;
+use twofold_api::jwt::JwtKey;
+use uuid::Uuid;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not listen on {port}");
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Stack {
+    database_url: String,
+    nats_port: u16,
+    api_port: u16,
+    prefix: String,
+    work_dir: PathBuf,
+    sealing_key: String,
+}
+
+impl Stack {
+    async fn new() -> Self {
+        let server = std::env::var("TWOFOLD_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap_or_else(|error| panic!("Postgres at {server} is not reachable: {error}"));
+        let name = format!("twofold_test_{}", Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let work_dir = std::env::temp_dir().join(format!("twofold-crash-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&work_dir).unwrap();
+        std::fs::write(
+            work_dir.join("jwt.pem"),
+            JwtKey::generate_pem().unwrap().as_bytes(),
+        )
+        .unwrap();
+        Self {
+            database_url: format!("{server}/{name}"),
+            nats_port: free_port(),
+            api_port: free_port(),
+            prefix: format!("crash-{}", Uuid::new_v4().simple()),
+            work_dir,
+            sealing_key: SealingKey::generate().to_base64(),
+        }
+    }
+
+    fn api(&self) -> Killed {
+        let child = Command::new(env!("CARGO_BIN_EXE_twofold"))
+            .env("DATABASE_URL", &self.database_url)
+            .env("NATS_URL", format!("nats://127.0.0.1:{}", self.nats_port))
+            .env("TWOFOLD_NATS_PREFIX", &self.prefix)
+            .env("TWOFOLD_ADDR", format!("127.0.0.1:{}", self.api_port))
+            .env("TWOFOLD_JWT_KEY_FILE", self.work_dir.join("jwt.pem"))
+            .env("TWOFOLD_SEALING_KEY", &self.sealing_key)
+            .env("TWOFOLD_ARGON2_MEMORY_KIB", "64")
+            .env("TWOFOLD_ARGON2_ITERATIONS", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Killed(child)
+    }
+
+    fn nats(&self) -> Killed {
+        let child = Command::new("/usr/sbin/nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.nats_port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.work_dir.join("nats"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Killed(child)
+    }
+
+    fn mail_dir(&self) -> PathBuf {
+        self.work_dir.join("mail")
+    }
+}
+
+fn emails_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_email_committed_before_a_sigkill_is_sent_after_the_restart() {
+    let stack = Stack::new().await;
+    let db = PgPool::connect(&stack.database_url).await.unwrap();
+
+    // NATS is not running, so nothing can be published after the commit.
+    let api = stack.api();
+    wait_for_port(stack.api_port, "twofold").await;
+    let email = format!("crash-{}@example.com", Uuid::new_v4().simple());
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/api/v1/auth/signup",
+            stack.api_port
+        ))
+        .json(&serde_json::json!({
+            "email": email, "full_name": "Ada", "password": "correct horse battery",
+            "tfa_enabled": true, "device": { "device_type": "email" },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 1, "the job was committed with the sign-up");
+
+    drop(api); // SIGKILL: no chance to publish or clean up.
+
+    let _nats = stack.nats();
+    wait_for_port(stack.nats_port, "nats-server").await;
+    let _api = stack.api();
+    wait_for_port(stack.api_port, "twofold").await;
+    let mut settings = twofold_mailer::MailerSettings::new(
+        &format!("nats://127.0.0.1:{}", stack.nats_port),
+        twofold_nats::Topology::new(&stack.prefix).unwrap(),
+        twofold_mailer::parse_sealing_key(&stack.sealing_key).unwrap(),
+    );
+    settings.transport = twofold_mailer::Transport::File(stack.mail_dir());
+    let mailer = tokio::spawn(twofold_mailer::run(settings, std::future::pending::<()>()));
+
+    let mut delivered = Vec::new();
+    for _ in 0..300 {
+        delivered = emails_in(&stack.mail_dir());
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    mailer.abort();
+    assert_eq!(delivered.len(), 1, "exactly one email after the restart");
+    assert!(delivered[0].contains(&format!("To: {email}")));
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting, 0,
+        "the relay removed the row after JetStream acknowledged it"
+    );
+}
