@@ -30,6 +30,8 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// An outbox row older than this is reported as lag at warn level.
 const LAG_WARNING: Duration = Duration::from_secs(60);
+/// How often the relay reports its lag while healthy.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Writes `job` to the outbox (and its task record) on `connection`, normally inside the
 /// transaction that commits the events causing it.
@@ -74,7 +76,12 @@ impl OutboxRelay {
         let mut listener = self.listen().await;
         let mut declared = false;
         let mut backoff = Duration::from_millis(100);
+        let mut last_report = tokio::time::Instant::now();
         loop {
+            if last_report.elapsed() >= LAG_REPORT_INTERVAL {
+                self.report_lag().await;
+                last_report = tokio::time::Instant::now();
+            }
             if !declared {
                 match self.topology.declare(&self.jetstream).await {
                     Ok(()) => declared = true,

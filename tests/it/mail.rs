@@ -81,7 +81,14 @@ async fn every_email_arrives_after_a_nats_outage_and_the_api_keeps_answering() {
 
 #[tokio::test]
 async fn two_relays_send_each_email_exactly_once() {
-    let mut first = spawn_app(Store::Postgres).await;
+    let nats = NatsServer::start().await;
+    let config = test_config(
+        Store::Postgres,
+        Some(fresh_database().await),
+        Some(nats.url()),
+    );
+    let mut first = spawn_app_with(config).await;
+    first.start_mailer();
     let second = first.another_instance().await;
     let emails: Vec<String> = (0..12)
         .map(|i| unique_email(&format!("relay-{i}")))
