@@ -112,6 +112,7 @@ fn domain_status(error: UserError) -> StatusCode {
         }
         UserError::ChallengeClosed => StatusCode::UNAUTHORIZED,
         UserError::TfaCodeReplayed | UserError::EmailCodeExpired => StatusCode::FORBIDDEN,
+        UserError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
         UserError::HasherSaturated => StatusCode::SERVICE_UNAVAILABLE,
         UserError::HasherFailed | UserError::SecretUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -157,6 +158,9 @@ impl IntoResponse for ApiError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::Domain(UserError::Locked { retry_after_secs }) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
     }

@@ -129,6 +129,7 @@ impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
             }
             match self.store.commit(events, context, metadata).await {
                 Ok(committed) => {
+                    log_lockouts(id, &committed);
                     if !committed.is_empty() {
                         for query in &self.queries {
                             query.dispatch(&aggregate_id, &committed).await;
@@ -155,5 +156,14 @@ impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
 
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, ApiError> {
         Ok(self.index.find_user(email).await?)
+    }
+}
+
+/// Security log lines for factors that this commit locked.
+fn log_lockouts(id: UserId, committed: &[cqrs_es::EventEnvelope<User>]) {
+    for envelope in committed {
+        if let UserEvent::FactorLocked { factor, until, .. } = &envelope.payload {
+            tracing::info!(target: "security", user_id = %id, ?factor, %until, "factor locked");
+        }
     }
 }

@@ -70,7 +70,8 @@ impl View<User> for UserView {
             | UserEvent::EmailCodeIssued { .. }
             | UserEvent::LoginFailed { .. }
             | UserEvent::TfaVerified { .. }
-            | UserEvent::BackupCodeConsumed { .. } => {}
+            | UserEvent::BackupCodeConsumed { .. }
+            | UserEvent::FactorLocked { .. } => {}
         }
     }
 }

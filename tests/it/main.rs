@@ -11,4 +11,5 @@ mod journey;
 mod mail;
 mod nats_server;
 mod secrets;
+mod throttle;
 mod tokens;

@@ -5,9 +5,10 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::throttle::{Throttle, ThrottledFactor};
 use super::{UserCommand, UserError, UserEvent, MAX_OPEN_CHALLENGES};
 use crate::services::UserServices;
-use crate::user::{Device, Factor};
+use crate::user::Device;
 use crate::values::{ChallengeId, Email, FullName, KeyedDigest, PasswordHash, UserId};
 
 /// One user, as folded from their events.
@@ -19,8 +20,8 @@ pub struct User {
     pub(super) challenges: Vec<Challenge>,
     /// The highest TOTP time step accepted so far; codes of this or earlier steps are refused.
     pub(super) last_totp_step: Option<u64>,
-    /// Consecutive wrong passwords since the last successful one.
-    pub(super) failed_passwords: u32,
+    /// Failure counts and locks, per kind of factor.
+    pub(super) throttles: super::throttle::Throttles,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,10 +141,10 @@ impl Aggregate for User {
                 });
             }
             UserEvent::LoggedIn { .. } => {
-                self.failed_passwords = 0;
+                *self.throttles.get_mut(ThrottledFactor::Password) = Throttle::default();
             }
             UserEvent::SecondFactorRequired { challenge_id, .. } => {
-                self.failed_passwords = 0;
+                *self.throttles.get_mut(ThrottledFactor::Password) = Throttle::default();
                 if self.challenges.len() >= MAX_OPEN_CHALLENGES {
                     self.challenges.remove(0);
                 }
@@ -166,17 +167,17 @@ impl Aggregate for User {
                 factor,
                 challenge_id,
                 ..
-            } => match (factor, challenge_id) {
-                (Factor::Password, _) => self.failed_passwords += 1,
-                (_, Some(challenge_id)) => {
-                    if let Some(challenge) =
-                        self.challenges.iter_mut().find(|c| c.id == challenge_id)
-                    {
-                        challenge.failures += 1;
-                    }
+            } => {
+                self.throttles.get_mut(factor.into()).failures += 1;
+                if let Some(challenge) =
+                    challenge_id.and_then(|id| self.challenges.iter_mut().find(|c| c.id == id))
+                {
+                    challenge.failures += 1;
                 }
-                (_, None) => {}
-            },
+            }
+            UserEvent::FactorLocked { factor, until, .. } => {
+                self.throttles.get_mut(factor).locked_until = Some(until);
+            }
             UserEvent::TfaVerified {
                 challenge_id,
                 totp_step,

@@ -49,6 +49,12 @@ pub enum UserError {
     /// Every backup code has been used.
     #[error("no backup codes are left")]
     NoBackupCodesLeft,
+    /// Too many consecutive failures locked this factor for a while.
+    #[error("too many failed attempts; retry in {retry_after_secs} seconds")]
+    Locked {
+        /// Seconds until the lock expires.
+        retry_after_secs: u64,
+    },
     /// The password hasher is saturated; retry shortly.
     #[error("the service is busy; retry shortly")]
     HasherSaturated,
@@ -79,6 +85,7 @@ impl UserError {
             Self::TfaCodeReplayed => "tfa.code_replayed",
             Self::EmailCodeExpired => "tfa.email_code_expired",
             Self::NoBackupCodesLeft => "tfa.no_backup_codes_left",
+            Self::Locked { .. } => "auth.locked",
             Self::HasherSaturated => "service.busy",
             Self::HasherFailed | Self::SecretUnreadable => "internal",
         }

@@ -136,6 +136,15 @@ pub enum UserEvent {
         /// When.
         at: OffsetDateTime,
     },
+    /// Too many consecutive failures locked a factor until `until`.
+    FactorLocked {
+        /// The factor locked.
+        factor: super::ThrottledFactor,
+        /// When the lock expires by itself.
+        until: OffsetDateTime,
+        /// When.
+        at: OffsetDateTime,
+    },
     /// The user was made an admin.
     AdminGranted {
         /// When.
@@ -154,6 +163,7 @@ impl DomainEvent for UserEvent {
             Self::LoginFailed { .. } => "LoginFailed",
             Self::TfaVerified { .. } => "TfaVerified",
             Self::BackupCodeConsumed { .. } => "BackupCodeConsumed",
+            Self::FactorLocked { .. } => "FactorLocked",
             Self::AdminGranted { .. } => "AdminGranted",
         };
         name.to_owned()

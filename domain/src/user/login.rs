@@ -4,7 +4,7 @@ use cqrs_es::event_sink::EventSink;
 use secrecy::ExposeSecret;
 
 use super::aggregate::User;
-use super::{DeviceSecret, Factor, LogIn, UserError, UserEvent, EMAIL_CODE_TTL};
+use super::{DeviceSecret, Factor, LogIn, ThrottledFactor, UserError, UserEvent, EMAIL_CODE_TTL};
 use crate::services::UserServices;
 use crate::values::ChallengeId;
 
@@ -18,18 +18,15 @@ impl User {
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
         let password_hash = self.account()?.password_hash.clone();
+        // Checked before the password, so a locked attempt says nothing about it.
+        self.ensure_unlocked(ThrottledFactor::Password, services.clock.now())?;
         let correct = services
             .hasher
             .verify(&command.password, &password_hash)
             .await?;
         let at = services.clock.now();
         if !correct {
-            let failed = UserEvent::LoginFailed {
-                factor: Factor::Password,
-                challenge_id: None,
-                at,
-            };
-            sink.write(failed, self).await;
+            self.record_failure(Factor::Password, None, at, sink).await;
             return Ok(());
         }
         let Some(tfa) = &self.tfa else {

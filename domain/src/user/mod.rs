@@ -11,6 +11,7 @@ mod signup;
 #[cfg(test)]
 mod tests;
 mod tfa;
+mod throttle;
 
 pub use aggregate::User;
 pub use commands::{
@@ -18,10 +19,12 @@ pub use commands::{
 };
 pub use error::UserError;
 pub use events::{Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
+pub use throttle::{ThrottledFactor, FIRST_LOCK, LOCK_AFTER_FAILURES, MAX_LOCK};
 
 /// How long an emailed login code stays valid (OWASP ASVS 5.0 §6.5.5 allows at most 10 minutes).
 pub const EMAIL_CODE_TTL: time::Duration = time::Duration::minutes(10);
 /// Wrong second-factor attempts after which a login challenge (and its pre-2FA token) is dead.
 pub const MAX_CHALLENGE_FAILURES: u32 = 5;
-/// Login challenges kept open at once; a newer login pushes out the oldest.
-pub const MAX_OPEN_CHALLENGES: usize = 8;
+/// Login challenges kept open at once; a newer login pushes out the oldest. Each one cost a
+/// correct password, so the bound only keeps the state small.
+pub const MAX_OPEN_CHALLENGES: usize = 64;

@@ -5,7 +5,7 @@ use secrecy::ExposeSecret;
 
 use super::aggregate::{Challenge, User};
 use super::{
-    DeviceSecret, Factor, UseBackupCode, UserError, UserEvent, VerifyTfaCode,
+    DeviceSecret, Factor, ThrottledFactor, UseBackupCode, UserError, UserEvent, VerifyTfaCode,
     MAX_CHALLENGE_FAILURES,
 };
 use crate::services::UserServices;
@@ -22,11 +22,12 @@ impl User {
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
+        let at = services.clock.now();
+        self.ensure_unlocked(ThrottledFactor::SecondFactor, at)?;
         let challenge = self.open_challenge(command.challenge_id)?.clone();
         let Some(tfa) = &self.tfa else {
             return Err(UserError::TfaNotEnabled);
         };
-        let at = services.clock.now();
         // `Some(totp_step)` when the code is right.
         let (factor, verified) = match &tfa.device.secret {
             DeviceSecret::CodeGenerator { seed } => {
@@ -55,20 +56,21 @@ impl User {
                 (Factor::EmailCode, correct.then_some(None))
             }
         };
-        let event = match verified {
-            Some(totp_step) => UserEvent::TfaVerified {
-                challenge_id: challenge.id,
-                factor,
-                totp_step,
-                at,
-            },
-            None => UserEvent::LoginFailed {
-                factor,
-                challenge_id: Some(challenge.id),
-                at,
-            },
-        };
-        sink.write(event, self).await;
+        match verified {
+            Some(totp_step) => {
+                let verified = UserEvent::TfaVerified {
+                    challenge_id: challenge.id,
+                    factor,
+                    totp_step,
+                    at,
+                };
+                sink.write(verified, self).await;
+            }
+            None => {
+                self.record_failure(factor, Some(challenge.id), at, sink)
+                    .await;
+            }
+        }
         Ok(())
     }
 
@@ -79,6 +81,8 @@ impl User {
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
+        let at = services.clock.now();
+        self.ensure_unlocked(ThrottledFactor::BackupCode, at)?;
         let challenge_id = self.open_challenge(command.challenge_id)?.id;
         let Some(tfa) = &self.tfa else {
             return Err(UserError::TfaNotEnabled);
@@ -95,21 +99,21 @@ impl User {
                     .matches(digest, typed.expose_secret().as_bytes())
             })
         });
-        let at = services.clock.now();
-        let event = match matched {
-            Some(index) => UserEvent::BackupCodeConsumed {
-                challenge_id,
-                index,
-                remaining: remaining - 1,
-                at,
-            },
-            None => UserEvent::LoginFailed {
-                factor: Factor::BackupCode,
-                challenge_id: Some(challenge_id),
-                at,
-            },
-        };
-        sink.write(event, self).await;
+        match matched {
+            Some(index) => {
+                let consumed = UserEvent::BackupCodeConsumed {
+                    challenge_id,
+                    index,
+                    remaining: remaining - 1,
+                    at,
+                };
+                sink.write(consumed, self).await;
+            }
+            None => {
+                self.record_failure(Factor::BackupCode, Some(challenge_id), at, sink)
+                    .await;
+            }
+        }
         Ok(())
     }
 

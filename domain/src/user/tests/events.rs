@@ -31,6 +31,11 @@ fn one_of_each() -> Vec<UserEvent> {
             remaining: 1,
             at: at(0),
         },
+        UserEvent::FactorLocked {
+            factor: crate::user::ThrottledFactor::SecondFactor,
+            until: at(60),
+            at: at(0),
+        },
         UserEvent::AdminGranted { at: at(0) },
     ]
 }

@@ -7,6 +7,7 @@ mod events;
 mod login;
 mod signup;
 mod tfa;
+mod throttle;
 
 use cqrs_es::test::TestFramework;
 use secrecy::{SecretSlice, SecretString};

@@ -1,0 +1,148 @@
+//! Brute-force throttling, one counter per kind of factor, so that failing one factor never
+//! locks another (a single shared counter lets an attacker who knows the password lock a user
+//! out of backup-code recovery by failing TOTP codes).
+//!
+//! After [`LOCK_AFTER_FAILURES`] consecutive failures of a factor it is locked for
+//! [`FIRST_LOCK`]; every further failure (once the lock has expired) locks it again for twice
+//! as long, up to [`MAX_LOCK`]. Locks expire by themselves and a success resets the count.
+//! A locked attempt is refused before any check, so it reveals nothing about the secret.
+
+use cqrs_es::event_sink::EventSink;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use super::aggregate::User;
+use super::{Factor, UserError, UserEvent};
+use crate::values::ChallengeId;
+
+/// Consecutive failures of one factor that lock it.
+pub const LOCK_AFTER_FAILURES: u32 = 5;
+/// The first lock's length.
+pub const FIRST_LOCK: Duration = Duration::minutes(1);
+/// The longest lock.
+pub const MAX_LOCK: Duration = Duration::hours(1);
+
+/// The kinds of factor that are throttled separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThrottledFactor {
+    /// The password.
+    Password,
+    /// TOTP and emailed codes.
+    SecondFactor,
+    /// Backup codes.
+    BackupCode,
+}
+
+impl From<Factor> for ThrottledFactor {
+    fn from(factor: Factor) -> Self {
+        match factor {
+            Factor::Password => Self::Password,
+            Factor::Totp | Factor::EmailCode => Self::SecondFactor,
+            Factor::BackupCode => Self::BackupCode,
+        }
+    }
+}
+
+/// The failure count and lock of one factor.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Throttle {
+    pub(super) failures: u32,
+    pub(super) locked_until: Option<OffsetDateTime>,
+}
+
+/// A throttle per kind of factor.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Throttles {
+    password: Throttle,
+    second_factor: Throttle,
+    backup_code: Throttle,
+}
+
+impl Throttles {
+    pub(super) fn get(&self, factor: ThrottledFactor) -> &Throttle {
+        match factor {
+            ThrottledFactor::Password => &self.password,
+            ThrottledFactor::SecondFactor => &self.second_factor,
+            ThrottledFactor::BackupCode => &self.backup_code,
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, factor: ThrottledFactor) -> &mut Throttle {
+        match factor {
+            ThrottledFactor::Password => &mut self.password,
+            ThrottledFactor::SecondFactor => &mut self.second_factor,
+            ThrottledFactor::BackupCode => &mut self.backup_code,
+        }
+    }
+}
+
+/// How long the `failures`-th consecutive failure locks a factor.
+fn lock_length(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(LOCK_AFTER_FAILURES).min(16);
+    let length = FIRST_LOCK * 2_i32.pow(doublings);
+    if length > MAX_LOCK {
+        MAX_LOCK
+    } else {
+        length
+    }
+}
+
+impl User {
+    /// Refuses an attempt at a locked factor, saying when to retry.
+    pub(super) fn ensure_unlocked(
+        &self,
+        factor: ThrottledFactor,
+        now: OffsetDateTime,
+    ) -> Result<(), UserError> {
+        match self.throttles.get(factor).locked_until {
+            Some(until) if until > now => {
+                let seconds = (until - now).whole_seconds().max(1);
+                Err(UserError::Locked {
+                    retry_after_secs: u64::try_from(seconds).unwrap_or(1),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failure of `factor`, and locks it if that failure crosses the threshold.
+    pub(super) async fn record_failure(
+        &mut self,
+        factor: Factor,
+        challenge_id: Option<ChallengeId>,
+        at: OffsetDateTime,
+        sink: &EventSink<Self>,
+    ) {
+        let failed = UserEvent::LoginFailed {
+            factor,
+            challenge_id,
+            at,
+        };
+        sink.write(failed, self).await;
+        let throttled = ThrottledFactor::from(factor);
+        let failures = self.throttles.get(throttled).failures;
+        if failures >= LOCK_AFTER_FAILURES {
+            let locked = UserEvent::FactorLocked {
+                factor: throttled,
+                until: at + lock_length(failures),
+                at,
+            };
+            sink.write(locked, self).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_start_at_a_minute_double_and_stop_at_an_hour() {
+        assert_eq!(lock_length(5), Duration::minutes(1));
+        assert_eq!(lock_length(6), Duration::minutes(2));
+        assert_eq!(lock_length(8), Duration::minutes(8));
+        assert_eq!(lock_length(11), Duration::minutes(60));
+        assert_eq!(lock_length(40), Duration::hours(1));
+    }
+}
