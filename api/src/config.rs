@@ -116,6 +116,10 @@ pub struct Config {
     /// Pre-2FA token lifetime, in seconds.
     #[arg(long, env = "TWOFOLD_PRE_2FA_TOKEN_TTL", default_value_t = 300)]
     pub pre_tfa_token_ttl: u64,
+    /// Seconds a rotated refresh token stays acceptable, for clients that refresh twice at
+    /// once; after that, presenting it revokes the session.
+    #[arg(long, env = "TWOFOLD_REFRESH_REUSE_GRACE", default_value_t = 10)]
+    pub refresh_reuse_grace: u64,
     /// Issuer shown by authenticator apps.
     #[arg(long, env = "TWOFOLD_TOTP_ISSUER", default_value = "Twofold")]
     pub totp_issuer: String,
@@ -171,6 +175,7 @@ impl std::fmt::Debug for Config {
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("pre_tfa_token_ttl", &self.pre_tfa_token_ttl)
+            .field("refresh_reuse_grace", &self.refresh_reuse_grace)
             .field("totp_issuer", &self.totp_issuer)
             .field("backup_codes", &self.backup_codes)
             .field("argon2_memory_kib", &self.argon2_memory_kib)
@@ -222,6 +227,7 @@ impl Config {
             access_token_ttl: 1800,
             refresh_token_ttl: 86_400,
             pre_tfa_token_ttl: 300,
+            refresh_reuse_grace: 0,
             totp_issuer: "Twofold".to_owned(),
             backup_codes: 5,
             argon2_memory_kib: insecure.memory_kib,

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The caller is authenticated but not an admin.
     #[error("this endpoint is for admins only")]
     AdminOnly,
+    /// A rotated refresh token was presented again; its session is revoked.
+    #[error("this refresh token was already used; the session is revoked for safety")]
+    RefreshTokenReused,
     /// A wrong TOTP or emailed code.
     #[error("the code is not valid")]
     WrongTfaCode,
@@ -79,6 +82,7 @@ impl ApiError {
             Self::MissingToken => (StatusCode::UNAUTHORIZED, "auth.missing_token"),
             Self::InvalidToken => (StatusCode::UNAUTHORIZED, "auth.invalid_token"),
             Self::AdminOnly => (StatusCode::FORBIDDEN, "auth.admin_only"),
+            Self::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "auth.refresh_token_reused"),
             Self::WrongTfaCode => (StatusCode::FORBIDDEN, "tfa.invalid_code"),
             Self::WrongBackupCode => (StatusCode::FORBIDDEN, "tfa.invalid_backup_code"),
             Self::Request { status, code, .. } => (*status, code),
@@ -106,11 +110,13 @@ fn domain_status(error: UserError) -> StatusCode {
         | UserError::PasswordTooLong
         | UserError::DeviceRequired => StatusCode::UNPROCESSABLE_ENTITY,
         UserError::EmailTaken | UserError::AlreadyRegistered => StatusCode::CONFLICT,
-        UserError::UnknownUser | UserError::NoBackupCodesLeft => StatusCode::NOT_FOUND,
+        UserError::UnknownUser | UserError::NoBackupCodesLeft | UserError::UnknownSession => {
+            StatusCode::NOT_FOUND
+        }
         UserError::TfaAlreadyEnabled | UserError::TfaNotEnabled | UserError::NoCodeGenerator => {
             StatusCode::BAD_REQUEST
         }
-        UserError::ChallengeClosed => StatusCode::UNAUTHORIZED,
+        UserError::ChallengeClosed | UserError::SessionEnded => StatusCode::UNAUTHORIZED,
         UserError::TfaCodeReplayed | UserError::EmailCodeExpired => StatusCode::FORBIDDEN,
         UserError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
         UserError::HasherSaturated => StatusCode::SERVICE_UNAVAILABLE,
@@ -146,7 +152,9 @@ impl IntoResponse for ApiError {
         );
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self {
-                Self::InvalidToken | Self::Domain(UserError::ChallengeClosed) => {
+                Self::InvalidToken
+                | Self::RefreshTokenReused
+                | Self::Domain(UserError::ChallengeClosed | UserError::SessionEnded) => {
                     "Bearer error=\"invalid_token\""
                 }
                 _ => "Bearer",

@@ -111,6 +111,7 @@ where
 pub struct RequestContext {
     request_id: Option<String>,
     user_agent: Option<String>,
+    ip: Option<String>,
 }
 
 impl RequestContext {
@@ -125,6 +126,7 @@ impl RequestContext {
             request_id: self.request_id.clone(),
             actor,
             user_agent: self.user_agent.clone(),
+            ip: self.ip.clone(),
         }
     }
 }
@@ -140,9 +142,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
                 .and_then(|value: &axum::http::HeaderValue| value.to_str().ok())
                 .map(|value| value.chars().take(256).collect())
         };
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|peer| peer.0.ip().to_string());
         Ok(Self {
             request_id: header(crate::telemetry::REQUEST_ID_HEADER),
             user_agent: header(USER_AGENT.as_str()),
+            ip,
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct CommandMetadata {
     pub actor: String,
     /// The client's `User-Agent`.
     pub user_agent: Option<String>,
+    /// The client's address (the TCP peer).
+    pub ip: Option<String>,
 }
 
 impl CommandMetadata {
@@ -42,6 +44,9 @@ impl CommandMetadata {
         }
         if let Some(user_agent) = self.user_agent {
             map.insert("user_agent".to_owned(), user_agent);
+        }
+        if let Some(ip) = self.ip {
+            map.insert("ip".to_owned(), ip);
         }
         map
     }

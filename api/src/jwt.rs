@@ -18,7 +18,7 @@ use jsonwebtoken::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use twofold_domain::values::{ChallengeId, UserId};
+use twofold_domain::values::{ChallengeId, RefreshTokenId, SessionId, UserId};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -72,6 +72,9 @@ pub struct Claims {
     /// The login challenge a pre-2FA token answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<ChallengeId>,
+    /// The session an access or refresh token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<SessionId>,
 }
 
 /// How long each kind of token lives.
@@ -197,12 +200,43 @@ impl TokenService {
         format!("{}{}", self.audience, kind.audience_suffix())
     }
 
-    /// A signed token of `kind` for `user`.
-    pub fn issue(
+    /// A pre-2FA token naming the login challenge it may complete.
+    pub fn issue_pre_tfa(&self, user: UserId, challenge: ChallengeId) -> Result<String, ApiError> {
+        self.issue(
+            TokenKind::PreTfa,
+            user,
+            Uuid::new_v4(),
+            Some(challenge),
+            None,
+        )
+    }
+
+    /// An access token and a refresh token of `session`; the refresh token's `jti` is the
+    /// session's current refresh token id, so the session can tell a rotated one.
+    pub fn issue_pair(
+        &self,
+        user: UserId,
+        session: SessionId,
+        refresh: RefreshTokenId,
+    ) -> Result<(String, String), ApiError> {
+        let access = self.issue(TokenKind::Access, user, Uuid::new_v4(), None, Some(session))?;
+        let refresh = self.issue(
+            TokenKind::Refresh,
+            user,
+            refresh.as_uuid(),
+            None,
+            Some(session),
+        )?;
+        Ok((access, refresh))
+    }
+
+    fn issue(
         &self,
         kind: TokenKind,
         user: UserId,
+        jti: Uuid,
         challenge: Option<ChallengeId>,
+        session: Option<SessionId>,
     ) -> Result<String, ApiError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let lifetime = i64::try_from(self.lifetime(kind).as_secs()).unwrap_or(i64::MAX);
@@ -213,9 +247,10 @@ impl TokenService {
             exp: now.saturating_add(lifetime),
             iat: now,
             nbf: now,
-            jti: Uuid::new_v4(),
+            jti,
             typ: kind,
             cid: challenge,
+            sid: session,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.key.kid.clone());
@@ -281,7 +316,9 @@ mod tests {
         let tokens = service();
         let user = UserId::new_random();
         for kind in [TokenKind::Access, TokenKind::Refresh, TokenKind::PreTfa] {
-            let token = tokens.issue(kind, user, None).unwrap();
+            let token = tokens
+                .issue(kind, user, Uuid::new_v4(), None, None)
+                .unwrap();
             for expected in [TokenKind::Access, TokenKind::Refresh, TokenKind::PreTfa] {
                 let result = tokens.verify(&token, expected);
                 assert_eq!(result.is_ok(), kind == expected, "{kind:?} as {expected:?}");
@@ -292,7 +329,13 @@ mod tests {
     #[test]
     fn a_token_signed_by_another_key_is_refused() {
         let token = service()
-            .issue(TokenKind::Access, UserId::new_random(), None)
+            .issue(
+                TokenKind::Access,
+                UserId::new_random(),
+                Uuid::new_v4(),
+                None,
+                None,
+            )
             .unwrap();
         assert!(service().verify(&token, TokenKind::Access).is_err());
     }

@@ -17,8 +17,8 @@ use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
 use twofold_nats::{MailJob, OutboxRelay, Topology};
 use twofold_projections::{
-    MemUserDirectory, MemViewRepository, PgUserDirectory, UserDirectory, UserProjection, UserView,
-    USER_VIEW_TABLE,
+    MemUserDirectory, MemViewRepository, PgUserDirectory, Projection, SessionsView, UserDirectory,
+    UserView, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
 };
 
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
@@ -101,10 +101,19 @@ pub fn backend(store: &Store, services: UserServices) -> Backend {
                 USER_VIEW_TABLE,
                 pool.clone(),
             ));
+            let sessions = Arc::new(
+                postgres_es::PostgresViewRepository::<SessionsView, User>::new(
+                    SESSION_VIEW_TABLE,
+                    pool.clone(),
+                ),
+            );
             let gateway = CommandGateway::new(
                 events.clone(),
                 Arc::new(events),
-                vec![Box::new(UserProjection::new(views))],
+                vec![
+                    Box::new(Projection::new(views)),
+                    Box::new(Projection::new(sessions)),
+                ],
                 services,
             );
             Backend {
@@ -115,15 +124,19 @@ pub fn backend(store: &Store, services: UserServices) -> Backend {
         Store::Memory(outbox) => {
             let events = MemEventRepository::new(outbox.clone());
             let views = Arc::new(MemViewRepository::<UserView, User>::default());
+            let sessions = Arc::new(MemViewRepository::<SessionsView, User>::default());
             let gateway = CommandGateway::new(
                 events.clone(),
                 Arc::new(events),
-                vec![Box::new(UserProjection::new(Arc::clone(&views)))],
+                vec![
+                    Box::new(Projection::new(Arc::clone(&views))),
+                    Box::new(Projection::new(Arc::clone(&sessions))),
+                ],
                 services,
             );
             Backend {
                 users: Arc::new(gateway),
-                directory: Arc::new(MemUserDirectory::new(views)),
+                directory: Arc::new(MemUserDirectory::new(views, sessions)),
             }
         }
     }
@@ -214,6 +227,9 @@ impl Application {
             hasher,
             totp_issuer: Arc::from(config.totp_issuer.as_str()),
             backup_codes: config.backup_codes,
+            refresh_reuse_grace: time::Duration::seconds(
+                i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
+            ),
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
         let router = crate::routes::router()

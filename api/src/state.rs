@@ -31,4 +31,6 @@ pub struct AppState {
     pub totp_issuer: Arc<str>,
     /// Backup codes per enrolment.
     pub backup_codes: usize,
+    /// How long a rotated refresh token stays acceptable.
+    pub refresh_reuse_grace: time::Duration,
 }

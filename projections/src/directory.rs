@@ -8,10 +8,12 @@ use sqlx::PgPool;
 use twofold_domain::values::UserId;
 use twofold_domain::User;
 
-use crate::{MemViewRepository, UserView};
+use crate::{MemViewRepository, SessionsView, UserView};
 
 /// The table the user views live in.
 pub const USER_VIEW_TABLE: &str = "user_view";
+/// The table the sessions views live in.
+pub const SESSION_VIEW_TABLE: &str = "session_view";
 
 /// Read access to user views.
 #[async_trait]
@@ -20,19 +22,27 @@ pub trait UserDirectory: Send + Sync {
     async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError>;
     /// Every user, ordered by email.
     async fn list(&self) -> Result<Vec<UserView>, PersistenceError>;
+    /// One user's live sessions.
+    async fn sessions(&self, id: UserId) -> Result<SessionsView, PersistenceError>;
 }
 
 /// User views in Postgres.
 pub struct PgUserDirectory {
     pool: PgPool,
     views: postgres_es::PostgresViewRepository<UserView, User>,
+    sessions: postgres_es::PostgresViewRepository<SessionsView, User>,
 }
 
 impl PgUserDirectory {
-    /// Reads from `user_view` through `pool`.
+    /// Reads from `user_view` and `session_view` through `pool`.
     pub fn new(pool: PgPool) -> Self {
         let views = postgres_es::PostgresViewRepository::new(USER_VIEW_TABLE, pool.clone());
-        Self { pool, views }
+        let sessions = postgres_es::PostgresViewRepository::new(SESSION_VIEW_TABLE, pool.clone());
+        Self {
+            pool,
+            views,
+            sessions,
+        }
     }
 }
 
@@ -57,17 +67,29 @@ impl UserDirectory for PgUserDirectory {
             .map(|payload| serde_json::from_value(payload).map_err(PersistenceError::from))
             .collect()
     }
+
+    async fn sessions(&self, id: UserId) -> Result<SessionsView, PersistenceError> {
+        Ok(self
+            .sessions
+            .load(&id.to_string())
+            .await?
+            .unwrap_or_default())
+    }
 }
 
 /// User views in memory (embedded mode).
 pub struct MemUserDirectory {
     views: Arc<MemViewRepository<UserView, User>>,
+    sessions: Arc<MemViewRepository<SessionsView, User>>,
 }
 
 impl MemUserDirectory {
-    /// Reads the views `views` holds.
-    pub fn new(views: Arc<MemViewRepository<UserView, User>>) -> Self {
-        Self { views }
+    /// Reads the views these repositories hold.
+    pub fn new(
+        views: Arc<MemViewRepository<UserView, User>>,
+        sessions: Arc<MemViewRepository<SessionsView, User>>,
+    ) -> Self {
+        Self { views, sessions }
     }
 }
 
@@ -81,5 +103,13 @@ impl UserDirectory for MemUserDirectory {
         let mut views = self.views.all()?;
         views.sort_by(|a, b| a.email.cmp(&b.email).then(a.id.cmp(&b.id)));
         Ok(views)
+    }
+
+    async fn sessions(&self, id: UserId) -> Result<SessionsView, PersistenceError> {
+        Ok(self
+            .sessions
+            .load(&id.to_string())
+            .await?
+            .unwrap_or_default())
     }
 }

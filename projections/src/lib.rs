@@ -4,9 +4,13 @@
 mod directory;
 mod memory;
 mod projection;
+mod sessions_view;
 mod user_view;
 
-pub use directory::{MemUserDirectory, PgUserDirectory, UserDirectory, USER_VIEW_TABLE};
+pub use directory::{
+    MemUserDirectory, PgUserDirectory, UserDirectory, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
+};
 pub use memory::MemViewRepository;
-pub use projection::UserProjection;
+pub use projection::{ProjectedView, Projection};
+pub use sessions_view::{SessionSummary, SessionsView};
 pub use user_view::{DeviceView, UserView};

@@ -31,10 +31,10 @@ pub struct DeviceView {
     pub device_type: DeviceType,
 }
 
-impl UserView {
-    /// Whether `event` changes this view. Login events, the bulk of a user's history, do not,
-    /// so they never cost a view write.
-    pub fn is_changed_by(event: &UserEvent) -> bool {
+impl crate::ProjectedView for UserView {
+    const NAME: &'static str = "user_view";
+
+    fn is_changed_by(event: &UserEvent) -> bool {
         matches!(
             event,
             UserEvent::SignedUp { .. }
@@ -71,7 +71,10 @@ impl View<User> for UserView {
             | UserEvent::LoginFailed { .. }
             | UserEvent::TfaVerified { .. }
             | UserEvent::BackupCodeConsumed { .. }
-            | UserEvent::FactorLocked { .. } => {}
+            | UserEvent::FactorLocked { .. }
+            | UserEvent::SessionStarted { .. }
+            | UserEvent::SessionRefreshed { .. }
+            | UserEvent::SessionEnded { .. } => {}
         }
     }
 }

@@ -11,5 +11,6 @@ mod journey;
 mod mail;
 mod nats_server;
 mod secrets;
+mod sessions;
 mod throttle;
 mod tokens;

@@ -7,15 +7,16 @@ use axum::routing::{get, post};
 use axum::Router;
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::user::{LogIn, SignUp};
-use twofold_domain::values::{DeviceType, Email, FullName, NewPassword, UserId};
+use twofold_domain::user::{LogIn, RefreshSession, SessionEndReason, SignUp};
+use twofold_domain::values::{DeviceType, Email, FullName, NewPassword, RefreshTokenId, UserId};
 use twofold_domain::{User, UserCommand, UserError, UserEvent};
 use twofold_projections::UserView;
 
 use super::dto::TokenResponse;
-use super::{email_code, enrolment_response, new_enrolment};
+use super::{email_code, enrolment_response, new_enrolment, unknown_user_is_invalid_token};
 use crate::error::ApiError;
 use crate::extract::{AccessToken, Form, Json, RequestContext};
+use crate::gateway::no_mail;
 use crate::jwt::TokenKind;
 use crate::state::AppState;
 
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", post(log_in))
         .route("/test-token", get(test_token))
         .route("/refresh", post(refresh))
+        .merge(super::sessions::router())
 }
 
 #[derive(Deserialize)]
@@ -166,7 +168,8 @@ async fn log_in(
         match event {
             UserEvent::LoggedIn { .. } => {
                 tracing::info!(target: "security", %user_id, "login succeeded");
-                return Ok(Json(TokenResponse::pair(&state, user_id)?).into_response());
+                let tokens = TokenResponse::for_session(&state, user_id, &events)?;
+                return Ok(Json(tokens).into_response());
             }
             UserEvent::SecondFactorRequired { challenge_id, .. } => {
                 tracing::info!(target: "security", %user_id, "password accepted; second factor required");
@@ -198,16 +201,41 @@ pub struct RefreshRequest {
     refresh_token: String,
 }
 
+/// Rotates the session's refresh token; a rotated one presented again revokes the session.
 #[tracing::instrument(skip_all)]
 async fn refresh(
     State(state): State<AppState>,
+    context: RequestContext,
     Json(request): Json<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let claims = state
         .tokens
         .verify(&request.refresh_token, TokenKind::Refresh)?;
-    if state.directory.find(claims.sub).await?.is_none() {
-        return Err(ApiError::InvalidToken);
+    let session_id = claims.sid.ok_or(ApiError::InvalidToken)?;
+    let command = UserCommand::RefreshSession(RefreshSession {
+        session_id,
+        refresh_id: RefreshTokenId::from_uuid(claims.jti),
+        reuse_grace: state.refresh_reuse_grace,
+    });
+    let actor = format!("user:{}", claims.sub);
+    let events = state
+        .users
+        .execute(claims.sub, command, context.metadata(actor), &no_mail)
+        .await
+        .map_err(unknown_user_is_invalid_token)?;
+    for event in &events {
+        if let UserEvent::SessionEnded { reason, .. } = event {
+            return Err(match reason {
+                SessionEndReason::RefreshTokenReused => {
+                    tracing::warn!(target: "security", user_id = %claims.sub, %session_id,
+                        "rotated refresh token presented again: session revoked");
+                    ApiError::RefreshTokenReused
+                }
+                _ => ApiError::Domain(UserError::SessionEnded),
+            });
+        }
     }
-    Ok(Json(TokenResponse::pair(&state, claims.sub)?))
+    Ok(Json(TokenResponse::for_session(
+        &state, claims.sub, &events,
+    )?))
 }

@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 use twofold_domain::values::{ChallengeId, UserId};
+use twofold_domain::UserEvent;
 
 use crate::error::ApiError;
-use crate::jwt::TokenKind;
 use crate::state::AppState;
 
 /// The token pair of the original API (OAuth2 token response shape).
@@ -19,12 +19,35 @@ pub struct TokenResponse {
 }
 
 impl TokenResponse {
-    /// A full access and refresh pair for `user`.
-    pub fn pair(state: &AppState, user: UserId) -> Result<Self, ApiError> {
-        Ok(Self {
-            access_token: state.tokens.issue(TokenKind::Access, user, None)?,
-            refresh_token: Some(state.tokens.issue(TokenKind::Refresh, user, None)?),
-            token_type: "bearer",
+    /// The token pair of the session that `events` started or refreshed.
+    pub fn for_session(
+        state: &AppState,
+        user: UserId,
+        events: &[UserEvent],
+    ) -> Result<Self, ApiError> {
+        let pair = events.iter().find_map(|event| match event {
+            UserEvent::SessionStarted {
+                session_id,
+                refresh_id,
+                ..
+            }
+            | UserEvent::SessionRefreshed {
+                session_id,
+                refresh_id,
+                ..
+            } => Some(state.tokens.issue_pair(user, *session_id, *refresh_id).map(
+                |(access, refresh)| Self {
+                    access_token: access,
+                    refresh_token: Some(refresh),
+                    token_type: "bearer",
+                },
+            )),
+            _ => None,
+        });
+        pair.unwrap_or_else(|| {
+            Err(ApiError::Internal(
+                "a completed login recorded no session".into(),
+            ))
         })
     }
 
@@ -35,9 +58,7 @@ impl TokenResponse {
         challenge: ChallengeId,
     ) -> Result<Self, ApiError> {
         Ok(Self {
-            access_token: state
-                .tokens
-                .issue(TokenKind::PreTfa, user, Some(challenge))?,
+            access_token: state.tokens.issue_pre_tfa(user, challenge)?,
             refresh_token: None,
             token_type: "bearer",
         })

@@ -2,6 +2,7 @@
 
 mod auth;
 mod dto;
+mod sessions;
 mod tasks;
 mod tfa;
 mod users;
@@ -93,4 +94,12 @@ async fn enrolment_response(
 fn email_code(state: &AppState) -> SecretString {
     let rng: &dyn Randomness = state.services.rng.as_ref();
     SecretString::from(format!("{:06}", rng.below(1_000_000)))
+}
+
+/// A valid token whose user does not exist is an invalid token, not a missing resource.
+fn unknown_user_is_invalid_token(error: ApiError) -> ApiError {
+    match error {
+        ApiError::Domain(twofold_domain::UserError::UnknownUser) => ApiError::InvalidToken,
+        other => other,
+    }
 }

@@ -11,7 +11,7 @@ use twofold_domain::{totp, User, UserCommand, UserError, UserEvent};
 
 use super::auth::DeviceRequest;
 use super::dto::TokenResponse;
-use super::{enrolment_response, new_enrolment, png};
+use super::{enrolment_response, new_enrolment, png, unknown_user_is_invalid_token};
 use crate::error::ApiError;
 use crate::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
 use crate::gateway::no_mail;
@@ -62,7 +62,9 @@ async fn login_tfa(
         .any(|event| matches!(event, UserEvent::TfaVerified { .. }))
     {
         tracing::info!(target: "security", user_id = %claims.sub, "second factor accepted");
-        return Ok(Json(TokenResponse::pair(&state, claims.sub)?));
+        return Ok(Json(TokenResponse::for_session(
+            &state, claims.sub, &events,
+        )?));
     }
     tracing::info!(target: "security", user_id = %claims.sub, "second factor refused");
     Err(ApiError::WrongTfaCode)
@@ -108,7 +110,9 @@ async fn recover_tfa(
     for event in &events {
         if let UserEvent::BackupCodeConsumed { remaining, .. } = event {
             tracing::info!(target: "security", user_id = %claims.sub, remaining, "backup code used");
-            return Ok(Json(TokenResponse::pair(&state, claims.sub)?));
+            return Ok(Json(TokenResponse::for_session(
+                &state, claims.sub, &events,
+            )?));
         }
     }
     tracing::info!(target: "security", user_id = %claims.sub, "backup code refused");
@@ -173,12 +177,4 @@ async fn enable_tfa(
         .ok_or(ApiError::InvalidToken)?;
     let email = twofold_domain::values::Email::parse(&view.email)?;
     enrolment_response(&state, claims.sub, &email, secrets).await
-}
-
-/// A valid token whose user does not exist is an invalid token, not a missing resource.
-fn unknown_user_is_invalid_token(error: ApiError) -> ApiError {
-    match error {
-        ApiError::Domain(UserError::UnknownUser) => ApiError::InvalidToken,
-        other => other,
-    }
 }

@@ -20,6 +20,8 @@ pub struct User {
     pub(super) challenges: Vec<Challenge>,
     /// The highest TOTP time step accepted so far; codes of this or earlier steps are refused.
     pub(super) last_totp_step: Option<u64>,
+    /// Live sessions, oldest first.
+    pub(super) sessions: Vec<super::sessions::Session>,
     /// Failure counts and locks, per kind of factor.
     pub(super) throttles: super::throttle::Throttles,
 }
@@ -109,6 +111,13 @@ impl Aggregate for User {
             }
             UserCommand::UseBackupCode(command) => {
                 self.use_backup_code(command, services, sink).await
+            }
+            UserCommand::RefreshSession(command) => {
+                self.refresh_session(command, services, sink).await
+            }
+            UserCommand::EndSession(command) => self.end_session(command, services, sink).await,
+            UserCommand::EndOtherSessions(command) => {
+                self.end_other_sessions(command, services, sink).await
             }
             UserCommand::GrantAdmin => self.grant_admin(services, sink).await,
         }
@@ -203,6 +212,35 @@ impl Aggregate for User {
                 {
                     *slot = None;
                 }
+            }
+            UserEvent::SessionStarted {
+                session_id,
+                refresh_id,
+                expires_at,
+                ..
+            } => {
+                if self.sessions.len() >= super::MAX_SESSIONS {
+                    self.sessions.remove(0);
+                }
+                self.sessions.push(super::sessions::Session {
+                    id: session_id,
+                    current: refresh_id,
+                    previous: None,
+                    expires_at,
+                });
+            }
+            UserEvent::SessionRefreshed {
+                session_id,
+                refresh_id,
+                at,
+            } => {
+                if let Some(session) = self.sessions.iter_mut().find(|s| s.id == session_id) {
+                    session.previous = Some((session.current, at));
+                    session.current = refresh_id;
+                }
+            }
+            UserEvent::SessionEnded { session_id, .. } => {
+                self.sessions.retain(|session| session.id != session_id);
             }
             UserEvent::AdminGranted { .. } => {
                 self.is_admin = true;

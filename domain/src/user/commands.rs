@@ -2,7 +2,8 @@
 
 use secrecy::{SecretSlice, SecretString};
 
-use crate::values::{ChallengeId, Email, FullName, NewPassword, UserId};
+use super::SessionEndReason;
+use crate::values::{ChallengeId, Email, FullName, NewPassword, RefreshTokenId, SessionId, UserId};
 
 /// Everything a `User` can be asked to do.
 #[derive(Debug, Clone)]
@@ -17,6 +18,12 @@ pub enum UserCommand {
     VerifyTfaCode(VerifyTfaCode),
     /// Second step of a login with a single-use backup code instead of the device.
     UseBackupCode(UseBackupCode),
+    /// Exchange a session's refresh token for a new one.
+    RefreshSession(RefreshSession),
+    /// End one session.
+    EndSession(EndSession),
+    /// End every session but one.
+    EndOtherSessions(EndOtherSessions),
     /// Give the user the admin role.
     GrantAdmin,
 }
@@ -91,4 +98,32 @@ pub struct UseBackupCode {
     pub challenge_id: ChallengeId,
     /// The backup code as typed.
     pub code: SecretString,
+}
+
+/// A refresh: the session and refresh token the presented refresh JWT names.
+#[derive(Debug, Clone)]
+pub struct RefreshSession {
+    /// The session.
+    pub session_id: SessionId,
+    /// The refresh token presented.
+    pub refresh_id: RefreshTokenId,
+    /// How long the previous refresh token stays acceptable after a rotation, for clients
+    /// that refresh twice at once.
+    pub reuse_grace: time::Duration,
+}
+
+/// Ends a session.
+#[derive(Debug, Clone)]
+pub struct EndSession {
+    /// The session.
+    pub session_id: SessionId,
+    /// Logout, or the user ending it from elsewhere.
+    pub reason: SessionEndReason,
+}
+
+/// Ends all sessions but one.
+#[derive(Debug, Clone)]
+pub struct EndOtherSessions {
+    /// The session to keep (the caller's).
+    pub keep: SessionId,
 }

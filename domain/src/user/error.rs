@@ -55,6 +55,12 @@ pub enum UserError {
         /// Seconds until the lock expires.
         retry_after_secs: u64,
     },
+    /// The session has ended (or never existed): log in again.
+    #[error("the session has ended; log in again")]
+    SessionEnded,
+    /// The user has no such session.
+    #[error("no such session")]
+    UnknownSession,
     /// The password hasher is saturated; retry shortly.
     #[error("the service is busy; retry shortly")]
     HasherSaturated,
@@ -86,6 +92,8 @@ impl UserError {
             Self::EmailCodeExpired => "tfa.email_code_expired",
             Self::NoBackupCodesLeft => "tfa.no_backup_codes_left",
             Self::Locked { .. } => "auth.locked",
+            Self::SessionEnded => "auth.session_ended",
+            Self::UnknownSession => "auth.session_not_found",
             Self::HasherSaturated => "service.busy",
             Self::HasherFailed | Self::SecretUnreadable => "internal",
         }

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::values::{
-    ChallengeId, DeviceId, DeviceType, Email, FullName, KeyedDigest, PasswordHash, SealedSecret,
-    UserId,
+    ChallengeId, DeviceId, DeviceType, Email, FullName, KeyedDigest, PasswordHash, RefreshTokenId,
+    SealedSecret, SessionId, UserId,
 };
 
 /// The version every event type is at.
@@ -145,6 +145,35 @@ pub enum UserEvent {
         /// When.
         at: OffsetDateTime,
     },
+    /// A completed login started a session, with its first refresh token.
+    SessionStarted {
+        /// The session.
+        session_id: SessionId,
+        /// The refresh token issued.
+        refresh_id: RefreshTokenId,
+        /// The session's absolute end.
+        expires_at: OffsetDateTime,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// A refresh rotated the session's refresh token.
+    SessionRefreshed {
+        /// The session.
+        session_id: SessionId,
+        /// The new refresh token.
+        refresh_id: RefreshTokenId,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// A session ended.
+    SessionEnded {
+        /// The session.
+        session_id: SessionId,
+        /// Why.
+        reason: super::SessionEndReason,
+        /// When.
+        at: OffsetDateTime,
+    },
     /// The user was made an admin.
     AdminGranted {
         /// When.
@@ -164,6 +193,9 @@ impl DomainEvent for UserEvent {
             Self::TfaVerified { .. } => "TfaVerified",
             Self::BackupCodeConsumed { .. } => "BackupCodeConsumed",
             Self::FactorLocked { .. } => "FactorLocked",
+            Self::SessionStarted { .. } => "SessionStarted",
+            Self::SessionRefreshed { .. } => "SessionRefreshed",
+            Self::SessionEnded { .. } => "SessionEnded",
             Self::AdminGranted { .. } => "AdminGranted",
         };
         name.to_owned()

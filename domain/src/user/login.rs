@@ -31,6 +31,7 @@ impl User {
         }
         let Some(tfa) = &self.tfa else {
             sink.write(UserEvent::LoggedIn { at }, self).await;
+            self.start_session(services, at, sink).await;
             return Ok(());
         };
         let email_device = matches!(tfa.device.secret, DeviceSecret::Email);

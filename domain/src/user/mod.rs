@@ -7,6 +7,7 @@ mod commands;
 mod error;
 mod events;
 mod login;
+mod sessions;
 mod signup;
 #[cfg(test)]
 mod tests;
@@ -15,10 +16,12 @@ mod throttle;
 
 pub use aggregate::User;
 pub use commands::{
-    EnableTfa, LogIn, NewDevice, SignUp, TfaEnrolment, UseBackupCode, UserCommand, VerifyTfaCode,
+    EnableTfa, EndOtherSessions, EndSession, LogIn, NewDevice, RefreshSession, SignUp,
+    TfaEnrolment, UseBackupCode, UserCommand, VerifyTfaCode,
 };
 pub use error::UserError;
 pub use events::{Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
+pub use sessions::{SessionEndReason, MAX_SESSIONS, SESSION_MAX_AGE};
 pub use throttle::{ThrottledFactor, FIRST_LOCK, LOCK_AFTER_FAILURES, MAX_LOCK};
 
 /// How long an emailed login code stays valid (OWASP ASVS 5.0 §6.5.5 allows at most 10 minutes).

@@ -65,6 +65,7 @@ impl User {
                     at,
                 };
                 sink.write(verified, self).await;
+                self.start_session(services, at, sink).await;
             }
             None => {
                 self.record_failure(factor, Some(challenge.id), at, sink)
@@ -108,6 +109,7 @@ impl User {
                     at,
                 };
                 sink.write(consumed, self).await;
+                self.start_session(services, at, sink).await;
             }
             None => {
                 self.record_failure(Factor::BackupCode, Some(challenge_id), at, sink)

@@ -54,3 +54,11 @@ uuid_id!(
     /// Identifies one password login waiting for its second factor; the pre-2FA token carries it.
     ChallengeId
 );
+uuid_id!(
+    /// Identifies a login session (a refresh-token family).
+    SessionId
+);
+uuid_id!(
+    /// Identifies one refresh token of a session; each refresh replaces it.
+    RefreshTokenId
+);

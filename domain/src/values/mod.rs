@@ -10,6 +10,6 @@ mod secrets;
 pub use device::DeviceType;
 pub use email::Email;
 pub use full_name::FullName;
-pub use ids::{ChallengeId, DeviceId, UserId};
+pub use ids::{ChallengeId, DeviceId, RefreshTokenId, SessionId, UserId};
 pub use password::{NewPassword, PasswordHash, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 pub use secrets::{KeyedDigest, SealedSecret};

@@ -26,7 +26,7 @@ fn a_backup_code_completes_the_challenge_and_is_spent() {
             second_factor_required(1),
         ])
         .when(use_code(1, BACKUP_CODES[1]))
-        .then_expect_events(vec![consumed(1, 1, 1)]);
+        .then_expect_events(vec![consumed(1, 1, 1), session_started(0)]);
 }
 
 #[test]
@@ -38,7 +38,7 @@ fn a_backup_code_is_read_back_whatever_its_case_and_separators() {
             second_factor_required(1),
         ])
         .when(use_code(1, "aaaabbbb ccccdddd eeeeffff"))
-        .then_expect_events(vec![consumed(1, 0, 1)]);
+        .then_expect_events(vec![consumed(1, 0, 1), session_started(0)]);
 }
 
 #[test]

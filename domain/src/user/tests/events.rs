@@ -36,6 +36,17 @@ fn one_of_each() -> Vec<UserEvent> {
             until: at(60),
             at: at(0),
         },
+        session_started(0),
+        UserEvent::SessionRefreshed {
+            session_id: crate::values::SessionId::from_uuid(nth_uuid(0)),
+            refresh_id: crate::values::RefreshTokenId::from_uuid(nth_uuid(2)),
+            at: at(1),
+        },
+        UserEvent::SessionEnded {
+            session_id: crate::values::SessionId::from_uuid(nth_uuid(0)),
+            reason: crate::user::SessionEndReason::LoggedOut,
+            at: at(2),
+        },
         UserEvent::AdminGranted { at: at(0) },
     ]
 }

@@ -13,7 +13,10 @@ fn the_right_password_without_tfa_completes_the_login() {
     test_at(60)
         .given(vec![signed_up()])
         .when(log_in(PASSWORD))
-        .then_expect_events(vec![UserEvent::LoggedIn { at: at(60) }]);
+        .then_expect_events(vec![
+            UserEvent::LoggedIn { at: at(60) },
+            session_started(60),
+        ]);
 }
 
 #[test]

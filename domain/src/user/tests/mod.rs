@@ -5,6 +5,7 @@ mod admin;
 mod backup_codes;
 mod events;
 mod login;
+mod sessions;
 mod signup;
 mod tfa;
 mod throttle;
@@ -121,5 +122,15 @@ fn second_factor_required(n: u8) -> UserEvent {
     UserEvent::SecondFactorRequired {
         challenge_id: challenge(n),
         at: at(0),
+    }
+}
+
+/// The session a completed login at `offset` starts, with the first two UUIDs of the command.
+fn session_started(offset: i64) -> UserEvent {
+    UserEvent::SessionStarted {
+        session_id: crate::values::SessionId::from_uuid(nth_uuid(0)),
+        refresh_id: crate::values::RefreshTokenId::from_uuid(nth_uuid(1)),
+        expires_at: at(offset) + crate::user::SESSION_MAX_AGE,
+        at: at(offset),
     }
 }

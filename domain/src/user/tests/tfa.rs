@@ -43,7 +43,7 @@ fn a_current_totp_code_completes_the_challenge_and_records_its_step() {
             second_factor_required(1),
         ])
         .when(verify(1, &code_at(step0())))
-        .then_expect_events(vec![verified_totp(1, step0(), 0)]);
+        .then_expect_events(vec![verified_totp(1, step0(), 0), session_started(0)]);
 }
 
 #[test]
@@ -55,7 +55,7 @@ fn a_code_from_the_previous_step_is_accepted_for_clock_drift() {
             second_factor_required(1),
         ])
         .when(verify(1, &code_at(step0() - 1)))
-        .then_expect_events(vec![verified_totp(1, step0() - 1, 0)]);
+        .then_expect_events(vec![verified_totp(1, step0() - 1, 0), session_started(0)]);
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn the_next_steps_code_is_accepted_after_an_earlier_one() {
             second_factor_required(2),
         ])
         .when(verify(2, &code_at(step0() + 1)))
-        .then_expect_events(vec![verified_totp(2, step0() + 1, 30)]);
+        .then_expect_events(vec![verified_totp(2, step0() + 1, 30), session_started(30)]);
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn four_wrong_codes_leave_the_challenge_open() {
     test_at(0)
         .given(given)
         .when(verify(1, &code_at(step0())))
-        .then_expect_events(vec![verified_totp(1, step0(), 0)]);
+        .then_expect_events(vec![verified_totp(1, step0(), 0), session_started(0)]);
 }
 
 #[test]
@@ -195,12 +195,15 @@ fn the_emailed_code_completes_the_challenge() {
             email_code_issued(1),
         ])
         .when(verify(1, "123456"))
-        .then_expect_events(vec![UserEvent::TfaVerified {
-            challenge_id: challenge(1),
-            factor: Factor::EmailCode,
-            totp_step: None,
-            at: at(60),
-        }]);
+        .then_expect_events(vec![
+            UserEvent::TfaVerified {
+                challenge_id: challenge(1),
+                factor: Factor::EmailCode,
+                totp_step: None,
+                at: at(60),
+            },
+            session_started(60),
+        ]);
 }
 
 #[test]

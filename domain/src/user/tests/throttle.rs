@@ -65,7 +65,10 @@ fn the_lock_expires_by_itself() {
     test_at(61)
         .given(given)
         .when(log_in(PASSWORD))
-        .then_expect_events(vec![UserEvent::LoggedIn { at: at(61) }]);
+        .then_expect_events(vec![
+            UserEvent::LoggedIn { at: at(61) },
+            session_started(61),
+        ]);
 }
 
 #[test]
@@ -159,12 +162,15 @@ fn a_locked_second_factor_leaves_backup_codes_usable() {
             challenge_id: challenge(2),
             code: secret(BACKUP_CODES[0]),
         }))
-        .then_expect_events(vec![UserEvent::BackupCodeConsumed {
-            challenge_id: challenge(2),
-            index: 0,
-            remaining: 1,
-            at: at(5),
-        }]);
+        .then_expect_events(vec![
+            UserEvent::BackupCodeConsumed {
+                challenge_id: challenge(2),
+                index: 0,
+                remaining: 1,
+                at: at(5),
+            },
+            session_started(5),
+        ]);
 }
 
 #[test]

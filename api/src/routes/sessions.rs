@@ -1,0 +1,117 @@
+//! `/auth/logout` and `/auth/sessions`: a user's sessions, listed and ended.
+//!
+//! Ending a session stops its refresh token at once. Access tokens are verified from their
+//! own signature and claims, without a database read per request, so an access token of an
+//! ended session keeps working until it expires (30 minutes by default).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::Serialize;
+use twofold_domain::user::{EndOtherSessions, EndSession, SessionEndReason};
+use twofold_domain::values::SessionId;
+use twofold_domain::{UserCommand, UserError};
+use twofold_projections::SessionSummary;
+
+use super::unknown_user_is_invalid_token;
+use crate::error::ApiError;
+use crate::extract::{AccessToken, Json, RequestContext};
+use crate::gateway::no_mail;
+use crate::jwt::Claims;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/logout", post(log_out))
+        .route("/sessions", get(list_sessions).delete(end_other_sessions))
+        .route("/sessions/{session_id}", delete(end_session))
+}
+
+fn session_of(claims: &Claims) -> Result<SessionId, ApiError> {
+    claims.sid.ok_or(ApiError::InvalidToken)
+}
+
+async fn end(
+    state: &AppState,
+    context: &RequestContext,
+    claims: &Claims,
+    command: UserCommand,
+) -> Result<(), ApiError> {
+    let actor = format!("user:{}", claims.sub);
+    state
+        .users
+        .execute(claims.sub, command, context.metadata(actor), &no_mail)
+        .await
+        .map_err(unknown_user_is_invalid_token)?;
+    Ok(())
+}
+
+/// Ends the caller's session. Logging out of an ended session succeeds too.
+#[tracing::instrument(skip_all)]
+async fn log_out(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+) -> Result<StatusCode, ApiError> {
+    let command = UserCommand::EndSession(EndSession {
+        session_id: session_of(&claims)?,
+        reason: SessionEndReason::LoggedOut,
+    });
+    match end(&state, &context, &claims, command).await {
+        Ok(()) | Err(ApiError::Domain(UserError::UnknownSession)) => {
+            tracing::info!(target: "security", user_id = %claims.sub, "logged out");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+#[derive(Serialize)]
+struct SessionsResponse {
+    /// The session the calling token belongs to.
+    current_session_id: Option<SessionId>,
+    sessions: Vec<SessionSummary>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn list_sessions(
+    State(state): State<AppState>,
+    AccessToken(claims): AccessToken,
+) -> Result<Json<SessionsResponse>, ApiError> {
+    let view = state.directory.sessions(claims.sub).await?;
+    Ok(Json(SessionsResponse {
+        current_session_id: claims.sid,
+        sessions: view.sessions,
+    }))
+}
+
+#[tracing::instrument(skip_all)]
+async fn end_session(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+    Path(session_id): Path<SessionId>,
+) -> Result<StatusCode, ApiError> {
+    let command = UserCommand::EndSession(EndSession {
+        session_id,
+        reason: SessionEndReason::EndedByUser,
+    });
+    end(&state, &context, &claims, command).await?;
+    tracing::info!(target: "security", user_id = %claims.sub, %session_id, "session ended by the user");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[tracing::instrument(skip_all)]
+async fn end_other_sessions(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+) -> Result<StatusCode, ApiError> {
+    let command = UserCommand::EndOtherSessions(EndOtherSessions {
+        keep: session_of(&claims)?,
+    });
+    end(&state, &context, &claims, command).await?;
+    tracing::info!(target: "security", user_id = %claims.sub, "other sessions ended");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,148 @@
+//! Sessions: each completed login starts one, and its refresh tokens rotate.
+//!
+//! A session remembers its current refresh token and the one before it. Presenting the
+//! current one rotates it. Presenting the previous one within the grace period also rotates
+//! (two tabs refreshing at once both succeed); any other, older token proves that a token was
+//! copied, so the whole session is revoked (refresh-token reuse detection, RFC 9700 §4.14.2).
+//! Sessions also end by logout, by the user ending them, and at their absolute age limit,
+//! however often they were refreshed.
+
+use cqrs_es::event_sink::EventSink;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use super::aggregate::User;
+use super::{EndOtherSessions, EndSession, RefreshSession, UserError, UserEvent};
+use crate::services::UserServices;
+use crate::values::{RefreshTokenId, SessionId};
+
+/// A session's absolute lifetime: refreshing never extends it past this.
+pub const SESSION_MAX_AGE: Duration = Duration::days(30);
+/// Sessions kept at once; a new login pushes out the oldest.
+pub const MAX_SESSIONS: usize = 100;
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEndReason {
+    /// The user logged out of it.
+    LoggedOut,
+    /// The user ended it from another session.
+    EndedByUser,
+    /// A rotated refresh token was presented again: the session is presumed stolen.
+    RefreshTokenReused,
+    /// It reached its absolute lifetime.
+    Expired,
+}
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Session {
+    pub(super) id: SessionId,
+    pub(super) current: RefreshTokenId,
+    pub(super) previous: Option<(RefreshTokenId, OffsetDateTime)>,
+    pub(super) expires_at: OffsetDateTime,
+}
+
+impl User {
+    /// Starts a session after a completed login.
+    pub(super) async fn start_session(
+        &mut self,
+        services: &UserServices,
+        at: OffsetDateTime,
+        sink: &EventSink<Self>,
+    ) {
+        let started = UserEvent::SessionStarted {
+            session_id: SessionId::from_uuid(services.rng.uuid()),
+            refresh_id: RefreshTokenId::from_uuid(services.rng.uuid()),
+            expires_at: at + SESSION_MAX_AGE,
+            at,
+        };
+        sink.write(started, self).await;
+    }
+
+    /// Rotates a session's refresh token, or revokes the session on reuse. Both outcomes are
+    /// recorded events, so a revocation is never lost with an error.
+    pub(super) async fn refresh_session(
+        &mut self,
+        command: RefreshSession,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        self.account()?;
+        let at = services.clock.now();
+        let Some(session) = self.sessions.iter().find(|s| s.id == command.session_id) else {
+            return Err(UserError::SessionEnded);
+        };
+        let presented = command.refresh_id;
+        let within_grace = matches!(session.previous, Some((previous, rotated_at))
+            if previous == presented && at - rotated_at <= command.reuse_grace);
+        let event = if at >= session.expires_at {
+            UserEvent::SessionEnded {
+                session_id: session.id,
+                reason: SessionEndReason::Expired,
+                at,
+            }
+        } else if presented == session.current || within_grace {
+            UserEvent::SessionRefreshed {
+                session_id: session.id,
+                refresh_id: RefreshTokenId::from_uuid(services.rng.uuid()),
+                at,
+            }
+        } else {
+            UserEvent::SessionEnded {
+                session_id: session.id,
+                reason: SessionEndReason::RefreshTokenReused,
+                at,
+            }
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    /// Ends one session (logout, or the user ending it). Ending an ended session is a no-op.
+    pub(super) async fn end_session(
+        &mut self,
+        command: EndSession,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        self.account()?;
+        if !self.sessions.iter().any(|s| s.id == command.session_id) {
+            return Err(UserError::UnknownSession);
+        }
+        let ended = UserEvent::SessionEnded {
+            session_id: command.session_id,
+            reason: command.reason,
+            at: services.clock.now(),
+        };
+        sink.write(ended, self).await;
+        Ok(())
+    }
+
+    /// Ends every session but `keep`.
+    pub(super) async fn end_other_sessions(
+        &mut self,
+        command: EndOtherSessions,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        self.account()?;
+        let at = services.clock.now();
+        let others: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| *id != command.keep)
+            .collect();
+        for session_id in others {
+            let ended = UserEvent::SessionEnded {
+                session_id,
+                reason: SessionEndReason::EndedByUser,
+                at,
+            };
+            sink.write(ended, self).await;
+        }
+        Ok(())
+    }
+}

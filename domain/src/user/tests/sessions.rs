@@ -1,0 +1,147 @@
+use time::Duration;
+
+use super::*;
+use crate::user::{
+    EndOtherSessions, EndSession, RefreshSession, SessionEndReason, UserCommand, UserError,
+    SESSION_MAX_AGE,
+};
+use crate::values::{RefreshTokenId, SessionId};
+
+/// Session n has id uuid(3 + n) (n < 3).
+fn session(n: u8) -> SessionId {
+    SessionId::from_uuid(nth_uuid(3 + n))
+}
+
+/// Refresh token t has id uuid(t): 0 is what a command draws, 6 + n is session n's first,
+/// 9 and 10 are later rotations.
+fn refresh_token(t: u8) -> RefreshTokenId {
+    RefreshTokenId::from_uuid(nth_uuid(t))
+}
+
+/// Session n, started at T0 with its first refresh token.
+fn started(n: u8) -> UserEvent {
+    UserEvent::SessionStarted {
+        session_id: session(n),
+        refresh_id: refresh_token(6 + n),
+        expires_at: at(0) + SESSION_MAX_AGE,
+        at: at(0),
+    }
+}
+
+fn refreshed(n: u8, token: u8, offset: i64) -> UserEvent {
+    UserEvent::SessionRefreshed {
+        session_id: session(n),
+        refresh_id: refresh_token(token),
+        at: at(offset),
+    }
+}
+
+fn refresh(n: u8, token: u8) -> UserCommand {
+    UserCommand::RefreshSession(RefreshSession {
+        session_id: session(n),
+        refresh_id: refresh_token(token),
+        reuse_grace: Duration::seconds(10),
+    })
+}
+
+fn ended(n: u8, reason: SessionEndReason, offset: i64) -> UserEvent {
+    UserEvent::SessionEnded {
+        session_id: session(n),
+        reason,
+        at: at(offset),
+    }
+}
+
+#[test]
+fn the_current_refresh_token_is_rotated() {
+    test_at(60)
+        .given(vec![signed_up(), started(0)])
+        .when(refresh(0, 6))
+        .then_expect_events(vec![refreshed(0, 0, 60)]);
+}
+
+#[test]
+fn the_previous_token_is_accepted_within_the_grace_period() {
+    test_at(65)
+        .given(vec![signed_up(), started(0), refreshed(0, 9, 60)])
+        .when(refresh(0, 6))
+        .then_expect_events(vec![refreshed(0, 0, 65)]);
+}
+
+#[test]
+fn a_rotated_token_presented_after_the_grace_period_revokes_the_session() {
+    test_at(71)
+        .given(vec![signed_up(), started(0), refreshed(0, 9, 60)])
+        .when(refresh(0, 6))
+        .then_expect_events(vec![ended(0, SessionEndReason::RefreshTokenReused, 71)]);
+}
+
+#[test]
+fn a_token_two_rotations_old_revokes_the_session_at_once() {
+    test_at(62)
+        .given(vec![
+            signed_up(),
+            started(0),
+            refreshed(0, 9, 60),
+            refreshed(0, 10, 61),
+        ])
+        .when(refresh(0, 6))
+        .then_expect_events(vec![ended(0, SessionEndReason::RefreshTokenReused, 62)]);
+}
+
+#[test]
+fn a_revoked_session_cannot_be_refreshed_even_with_its_newest_token() {
+    test_at(80)
+        .given(vec![
+            signed_up(),
+            started(0),
+            refreshed(0, 9, 60),
+            ended(0, SessionEndReason::RefreshTokenReused, 71),
+        ])
+        .when(refresh(0, 9))
+        .then_expect_error(UserError::SessionEnded);
+}
+
+#[test]
+fn a_session_ends_at_its_absolute_age_however_often_it_was_refreshed() {
+    let limit = SESSION_MAX_AGE.whole_seconds();
+    test_at(limit)
+        .given(vec![signed_up(), started(0), refreshed(0, 9, limit - 60)])
+        .when(refresh(0, 9))
+        .then_expect_events(vec![ended(0, SessionEndReason::Expired, limit)]);
+}
+
+#[test]
+fn logging_out_ends_the_session_and_only_it() {
+    test_at(5)
+        .given(vec![signed_up(), started(0), started(1)])
+        .when(UserCommand::EndSession(EndSession {
+            session_id: session(0),
+            reason: SessionEndReason::LoggedOut,
+        }))
+        .then_expect_events(vec![ended(0, SessionEndReason::LoggedOut, 5)]);
+}
+
+#[test]
+fn ending_a_session_the_user_does_not_have_is_refused() {
+    test_at(5)
+        .given(vec![signed_up(), started(0)])
+        .when(UserCommand::EndSession(EndSession {
+            session_id: session(2),
+            reason: SessionEndReason::EndedByUser,
+        }))
+        .then_expect_error(UserError::UnknownSession);
+}
+
+#[test]
+fn ending_other_sessions_keeps_the_callers() {
+    test_at(5)
+        .given(vec![signed_up(), started(0), started(1), started(2)])
+        .when(UserCommand::EndOtherSessions(EndOtherSessions {
+            keep: session(1),
+        }))
+        .then_expect_events(vec![
+            ended(0, SessionEndReason::EndedByUser, 5),
+            ended(2, SessionEndReason::EndedByUser, 5),
+        ]);
+}

@@ -1,0 +1,76 @@
+//! The sessions view: a user's live sessions, with where they were last used from. The IP
+//! address and user agent come from the events' metadata, where the API records them.
+
+use cqrs_es::{EventEnvelope, View};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use twofold_domain::values::SessionId;
+use twofold_domain::{User, UserEvent};
+
+use crate::ProjectedView;
+
+/// A user's live sessions.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsView {
+    /// Oldest first.
+    pub sessions: Vec<SessionSummary>,
+}
+
+/// One live session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// The session id.
+    pub id: SessionId,
+    /// When the login completed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The last login or refresh.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_used_at: OffsetDateTime,
+    /// The client address of the last use.
+    pub ip_address: Option<String>,
+    /// The client's `User-Agent` at the last use.
+    pub user_agent: Option<String>,
+}
+
+impl ProjectedView for SessionsView {
+    const NAME: &'static str = "session_view";
+
+    fn is_changed_by(event: &UserEvent) -> bool {
+        matches!(
+            event,
+            UserEvent::SessionStarted { .. }
+                | UserEvent::SessionRefreshed { .. }
+                | UserEvent::SessionEnded { .. }
+        )
+    }
+}
+
+impl View<User> for SessionsView {
+    fn update(&mut self, event: &EventEnvelope<User>) {
+        let ip_address = event.metadata.get("ip").cloned();
+        let user_agent = event.metadata.get("user_agent").cloned();
+        match &event.payload {
+            UserEvent::SessionStarted { session_id, at, .. } => {
+                self.sessions.push(SessionSummary {
+                    id: *session_id,
+                    created_at: *at,
+                    last_used_at: *at,
+                    ip_address,
+                    user_agent,
+                });
+            }
+            UserEvent::SessionRefreshed { session_id, at, .. } => {
+                if let Some(session) = self.sessions.iter_mut().find(|s| s.id == *session_id) {
+                    session.last_used_at = *at;
+                    session.ip_address = ip_address;
+                    session.user_agent = user_agent;
+                }
+            }
+            UserEvent::SessionEnded { session_id, .. } => {
+                self.sessions.retain(|session| session.id != *session_id);
+            }
+            _ => {}
+        }
+    }
+}
