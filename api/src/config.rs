@@ -152,6 +152,9 @@ pub struct Config {
         default_value = "Twofold <twofold@localhost>"
     )]
     pub mail_from: String,
+    /// Origins allowed to call the API from a browser (comma-separated); none by default.
+    #[arg(long, env = "TWOFOLD_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
     /// Log format.
     #[arg(long, env = "TWOFOLD_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -185,6 +188,7 @@ impl std::fmt::Debug for Config {
             .field("hash_queue", &self.hash_queue)
             .field("mail_transport", &self.mail_transport)
             .field("mail_from", &self.mail_from)
+            .field("cors_origins", &self.cors_origins)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -237,6 +241,7 @@ impl Config {
             hash_queue: 1024,
             mail_transport: format!("file:{}", work_dir.join("mail").display()),
             mail_from: "Twofold <twofold@localhost>".to_owned(),
+            cors_origins: String::new(),
             log_format: LogFormat::Pretty,
         })
     }

@@ -200,12 +200,30 @@ impl From<PersistenceError> for ApiError {
     }
 }
 
-/// The serde part of an axum rejection message, without axum's preamble.
+/// What is wrong with a body, in our words: the field at fault when the parser names one,
+/// never the parser's own message.
 fn serde_detail(body_text: String) -> String {
-    match body_text.split_once(": ") {
-        Some((_, detail)) => detail.to_owned(),
-        None => body_text,
+    let quoted = |text: &str| {
+        text.split('`').nth(1).map(|name| {
+            name.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+    };
+    if let Some(rest) = body_text.split("missing field ").nth(1) {
+        if let Some(field) = quoted(rest) {
+            return format!("the field `{field}` is missing");
+        }
     }
+    if let Some(rest) = body_text.split("unknown variant ").nth(1) {
+        if let Some(value) = quoted(rest) {
+            return format!("`{value}` is not one of the accepted values");
+        }
+    }
+    if body_text.contains("invalid type") || body_text.contains("invalid value") {
+        return "a field has a value of the wrong type".to_owned();
+    }
+    "the request does not have the expected fields".to_owned()
 }
 
 impl From<JsonRejection> for ApiError {

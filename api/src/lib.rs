@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod hygiene;
 pub mod jwt;
 pub mod mail;
 pub mod qr;

@@ -204,6 +204,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keys = config.keys().map_err(anyhow::Error::msg)?;
         let lifetimes = config.lifetimes().map_err(anyhow::Error::msg)?;
+        let cors_origins =
+            crate::hygiene::parse_origins(&config.cors_origins).map_err(anyhow::Error::msg)?;
         if keys.ephemeral {
             tracing::warn!("{EMBEDDED_WARNING}");
         }
@@ -234,7 +236,8 @@ impl Application {
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
         let router = crate::routes::router()
             .with_state(state)
-            .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+            .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+        let router = crate::hygiene::apply(router, &cors_origins)
             .layer(PropagateRequestIdLayer::new(request_id.clone()))
             .layer(
                 TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -7,6 +7,7 @@
 mod concurrency;
 mod errors;
 mod helpers;
+mod hygiene;
 mod journey;
 mod mail;
 mod nats_server;
