@@ -33,6 +33,9 @@ pub enum ApiError {
     /// A rotated refresh token was presented again; its session is revoked.
     #[error("this refresh token was already used; the session is revoked for safety")]
     RefreshTokenReused,
+    /// The current password given to change it is wrong.
+    #[error("the current password is not correct")]
+    WrongPassword,
     /// A wrong TOTP or emailed code.
     #[error("the code is not valid")]
     WrongTfaCode,
@@ -83,6 +86,7 @@ impl ApiError {
             Self::InvalidToken => (StatusCode::UNAUTHORIZED, "auth.invalid_token"),
             Self::AdminOnly => (StatusCode::FORBIDDEN, "auth.admin_only"),
             Self::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "auth.refresh_token_reused"),
+            Self::WrongPassword => (StatusCode::FORBIDDEN, "auth.wrong_password"),
             Self::WrongTfaCode => (StatusCode::FORBIDDEN, "tfa.invalid_code"),
             Self::WrongBackupCode => (StatusCode::FORBIDDEN, "tfa.invalid_backup_code"),
             Self::Request { status, code, .. } => (*status, code),
@@ -108,14 +112,16 @@ fn domain_status(error: UserError) -> StatusCode {
         | UserError::InvalidFullName
         | UserError::PasswordTooShort
         | UserError::PasswordTooLong
+        | UserError::PasswordTooCommon
         | UserError::DeviceRequired => StatusCode::UNPROCESSABLE_ENTITY,
         UserError::EmailTaken | UserError::AlreadyRegistered => StatusCode::CONFLICT,
         UserError::UnknownUser | UserError::NoBackupCodesLeft | UserError::UnknownSession => {
             StatusCode::NOT_FOUND
         }
-        UserError::TfaAlreadyEnabled | UserError::TfaNotEnabled | UserError::NoCodeGenerator => {
-            StatusCode::BAD_REQUEST
-        }
+        UserError::TfaAlreadyEnabled
+        | UserError::TfaNotEnabled
+        | UserError::NoCodeGenerator
+        | UserError::ResetTokenInvalid => StatusCode::BAD_REQUEST,
         UserError::ChallengeClosed | UserError::SessionEnded => StatusCode::UNAUTHORIZED,
         UserError::TfaCodeReplayed | UserError::EmailCodeExpired => StatusCode::FORBIDDEN,
         UserError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,

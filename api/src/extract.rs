@@ -107,7 +107,8 @@ where
     }
 }
 
-/// The request id and user agent, for event metadata.
+/// The request id, user agent and peer address, for event metadata.
+#[derive(Clone)]
 pub struct RequestContext {
     request_id: Option<String>,
     user_agent: Option<String>,

@@ -100,6 +100,28 @@ impl MailFactory {
         self.job(owner, to, request_id, Mail::BackupCodeUsed { remaining })
     }
 
+    /// A password reset token.
+    pub fn password_reset(
+        &self,
+        owner: UserId,
+        to: &str,
+        request_id: Option<&str>,
+        token: &SecretString,
+    ) -> MailJob {
+        let valid_minutes =
+            u32::try_from(twofold_domain::user::RESET_TOKEN_TTL.whole_minutes()).unwrap_or(15);
+        let token = self.sealer.seal(token.expose_secret());
+        self.job(
+            owner,
+            to,
+            request_id,
+            Mail::PasswordReset {
+                token,
+                valid_minutes,
+            },
+        )
+    }
+
     /// A test email.
     pub fn test(&self, owner: UserId, to: &str, request_id: Option<&str>) -> MailJob {
         self.job(owner, to, request_id, Mail::Test)

@@ -28,6 +28,7 @@ const LOGIN_CODE: Template = template!("login_code");
 const TEST: Template = template!("test");
 const TFA_ENABLED: Template = template!("tfa_enabled");
 const BACKUP_CODE_USED: Template = template!("backup_code_used");
+const PASSWORD_RESET: Template = template!("password_reset");
 
 /// An email ready to send. Its subject and bodies may hold codes: its `Debug` shows only the
 /// recipient's domain and the subject's length, and the text is wiped from memory on drop.
@@ -116,6 +117,20 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
                 &LOGIN_CODE,
                 vec![
                     Value::plain("code", &code),
+                    Value::plain("validity", &validity),
+                ],
+            )
+        }
+        Mail::PasswordReset {
+            token,
+            valid_minutes,
+        } => {
+            let token = sealer.open(token).map_err(sealed)?;
+            let validity = format!("{valid_minutes} minutes");
+            (
+                &PASSWORD_RESET,
+                vec![
+                    Value::plain("token", &token),
                     Value::plain("validity", &validity),
                 ],
             )
@@ -277,6 +292,10 @@ mod tests {
             Mail::LoginCode {
                 code: sealer.seal("123456"),
                 valid_minutes: 10,
+            },
+            Mail::PasswordReset {
+                token: sealer.seal("a-reset-token"),
+                valid_minutes: 15,
             },
             Mail::Test,
             Mail::TfaEnabled {

@@ -36,6 +36,13 @@ pub enum Mail {
         /// Minutes until it expires.
         valid_minutes: u32,
     },
+    /// A password reset token.
+    PasswordReset {
+        /// The token, sealed.
+        token: SealedText,
+        /// Minutes until it expires.
+        valid_minutes: u32,
+    },
     /// A test email the user asked for.
     Test,
     /// Security notice: two-factor authentication was turned on.
@@ -56,6 +63,7 @@ impl Mail {
         match self {
             Self::BackupCodes { .. } => "backup_codes",
             Self::LoginCode { .. } => "login_code",
+            Self::PasswordReset { .. } => "password_reset",
             Self::Test => "test",
             Self::TfaEnabled { .. } => "tfa_enabled",
             Self::BackupCodeUsed { .. } => "backup_code_used",

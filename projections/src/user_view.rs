@@ -74,7 +74,10 @@ impl View<User> for UserView {
             | UserEvent::FactorLocked { .. }
             | UserEvent::SessionStarted { .. }
             | UserEvent::SessionRefreshed { .. }
-            | UserEvent::SessionEnded { .. } => {}
+            | UserEvent::SessionEnded { .. }
+            | UserEvent::PasswordChanged { .. }
+            | UserEvent::PasswordResetRequested { .. }
+            | UserEvent::PasswordReset { .. } => {}
         }
     }
 }

@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/test-token", get(test_token))
         .route("/refresh", post(refresh))
         .merge(super::sessions::router())
+        .merge(super::password::router())
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,7 @@
 
 mod auth;
 mod dto;
+mod password;
 mod sessions;
 mod tasks;
 mod tfa;

@@ -20,6 +20,8 @@ pub struct User {
     pub(super) challenges: Vec<Challenge>,
     /// The highest TOTP time step accepted so far; codes of this or earlier steps are refused.
     pub(super) last_totp_step: Option<u64>,
+    /// The pending password reset token's digest and expiry.
+    pub(super) password_reset: Option<(KeyedDigest, OffsetDateTime)>,
     /// Live sessions, oldest first.
     pub(super) sessions: Vec<super::sessions::Session>,
     /// Failure counts and locks, per kind of factor.
@@ -118,6 +120,15 @@ impl Aggregate for User {
             UserCommand::EndSession(command) => self.end_session(command, services, sink).await,
             UserCommand::EndOtherSessions(command) => {
                 self.end_other_sessions(command, services, sink).await
+            }
+            UserCommand::ChangePassword(command) => {
+                self.change_password(command, services, sink).await
+            }
+            UserCommand::RequestPasswordReset(command) => {
+                self.request_password_reset(command, services, sink).await
+            }
+            UserCommand::ResetPassword(command) => {
+                self.reset_password(command, services, sink).await
             }
             UserCommand::GrantAdmin => self.grant_admin(services, sink).await,
         }
@@ -241,6 +252,22 @@ impl Aggregate for User {
             }
             UserEvent::SessionEnded { session_id, .. } => {
                 self.sessions.retain(|session| session.id != session_id);
+            }
+            UserEvent::PasswordChanged { password_hash, .. } => {
+                if let Some(account) = self.account.as_mut() {
+                    account.password_hash = password_hash;
+                }
+            }
+            UserEvent::PasswordResetRequested {
+                digest, expires_at, ..
+            } => {
+                self.password_reset = Some((digest, expires_at));
+            }
+            UserEvent::PasswordReset { password_hash, .. } => {
+                self.password_reset = None;
+                if let Some(account) = self.account.as_mut() {
+                    account.password_hash = password_hash;
+                }
             }
             UserEvent::AdminGranted { .. } => {
                 self.is_admin = true;

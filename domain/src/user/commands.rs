@@ -24,6 +24,12 @@ pub enum UserCommand {
     EndSession(EndSession),
     /// End every session but one.
     EndOtherSessions(EndOtherSessions),
+    /// Change the password, knowing the current one.
+    ChangePassword(ChangePassword),
+    /// Issue a password reset token (it is emailed).
+    RequestPasswordReset(RequestPasswordReset),
+    /// Set a new password with a reset token.
+    ResetPassword(ResetPassword),
     /// Give the user the admin role.
     GrantAdmin,
 }
@@ -126,4 +132,31 @@ pub struct EndSession {
 pub struct EndOtherSessions {
     /// The session to keep (the caller's).
     pub keep: SessionId,
+}
+
+/// Changes the password.
+#[derive(Debug, Clone)]
+pub struct ChangePassword {
+    /// The current password, as typed.
+    pub current: SecretString,
+    /// The new password.
+    pub new: NewPassword,
+    /// The caller's session, which stays; every other session ends.
+    pub keep_session: Option<SessionId>,
+}
+
+/// Issues a reset token. The caller generates it (it must mail it); only its digest is kept.
+#[derive(Debug, Clone)]
+pub struct RequestPasswordReset {
+    /// The token in clear.
+    pub token: SecretString,
+}
+
+/// Resets the password with an emailed token.
+#[derive(Debug, Clone)]
+pub struct ResetPassword {
+    /// The token, as typed or linked.
+    pub token: SecretString,
+    /// The new password.
+    pub new: NewPassword,
 }

@@ -16,6 +16,9 @@ pub enum UserError {
     /// The password is longer than the policy allows.
     #[error("the password must have at most 128 characters")]
     PasswordTooLong,
+    /// The password is on the list of common passwords.
+    #[error("this password is too common; choose another")]
+    PasswordTooCommon,
     /// Two-factor authentication was asked for without a device.
     #[error("a device is required when two-factor authentication is enabled")]
     DeviceRequired,
@@ -55,6 +58,9 @@ pub enum UserError {
         /// Seconds until the lock expires.
         retry_after_secs: u64,
     },
+    /// The reset token is wrong, spent or expired.
+    #[error("the reset token is not valid; request a new one")]
+    ResetTokenInvalid,
     /// The session has ended (or never existed): log in again.
     #[error("the session has ended; log in again")]
     SessionEnded,
@@ -80,6 +86,7 @@ impl UserError {
             Self::InvalidFullName => "user.invalid_full_name",
             Self::PasswordTooShort => "user.password_too_short",
             Self::PasswordTooLong => "user.password_too_long",
+            Self::PasswordTooCommon => "user.password_too_common",
             Self::DeviceRequired => "tfa.device_required",
             Self::EmailTaken => "user.email_taken",
             Self::AlreadyRegistered => "user.already_registered",
@@ -93,6 +100,7 @@ impl UserError {
             Self::NoBackupCodesLeft => "tfa.no_backup_codes_left",
             Self::Locked { .. } => "auth.locked",
             Self::SessionEnded => "auth.session_ended",
+            Self::ResetTokenInvalid => "auth.reset_token_invalid",
             Self::UnknownSession => "auth.session_not_found",
             Self::HasherSaturated => "service.busy",
             Self::HasherFailed | Self::SecretUnreadable => "internal",

@@ -174,6 +174,29 @@ pub enum UserEvent {
         /// When.
         at: OffsetDateTime,
     },
+    /// The user changed their password.
+    PasswordChanged {
+        /// The Argon2id hash of the new password.
+        password_hash: PasswordHash,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// A password reset token was issued (and mailed).
+    PasswordResetRequested {
+        /// The keyed digest of the token.
+        digest: KeyedDigest,
+        /// When it stops working.
+        expires_at: OffsetDateTime,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// The password was set with a reset token, which is spent.
+    PasswordReset {
+        /// The Argon2id hash of the new password.
+        password_hash: PasswordHash,
+        /// When.
+        at: OffsetDateTime,
+    },
     /// The user was made an admin.
     AdminGranted {
         /// When.
@@ -196,6 +219,9 @@ impl DomainEvent for UserEvent {
             Self::SessionStarted { .. } => "SessionStarted",
             Self::SessionRefreshed { .. } => "SessionRefreshed",
             Self::SessionEnded { .. } => "SessionEnded",
+            Self::PasswordChanged { .. } => "PasswordChanged",
+            Self::PasswordResetRequested { .. } => "PasswordResetRequested",
+            Self::PasswordReset { .. } => "PasswordReset",
             Self::AdminGranted { .. } => "AdminGranted",
         };
         name.to_owned()

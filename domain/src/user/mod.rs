@@ -7,6 +7,7 @@ mod commands;
 mod error;
 mod events;
 mod login;
+mod password;
 mod sessions;
 mod signup;
 #[cfg(test)]
@@ -16,11 +17,13 @@ mod throttle;
 
 pub use aggregate::User;
 pub use commands::{
-    EnableTfa, EndOtherSessions, EndSession, LogIn, NewDevice, RefreshSession, SignUp,
-    TfaEnrolment, UseBackupCode, UserCommand, VerifyTfaCode,
+    ChangePassword, EnableTfa, EndOtherSessions, EndSession, LogIn, NewDevice, RefreshSession,
+    RequestPasswordReset, ResetPassword, SignUp, TfaEnrolment, UseBackupCode, UserCommand,
+    VerifyTfaCode,
 };
 pub use error::UserError;
 pub use events::{Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
+pub use password::RESET_TOKEN_TTL;
 pub use sessions::{SessionEndReason, MAX_SESSIONS, SESSION_MAX_AGE};
 pub use throttle::{ThrottledFactor, FIRST_LOCK, LOCK_AFTER_FAILURES, MAX_LOCK};
 

@@ -33,6 +33,8 @@ pub enum SessionEndReason {
     RefreshTokenReused,
     /// It reached its absolute lifetime.
     Expired,
+    /// The password was changed or reset.
+    PasswordChanged,
 }
 
 /// A live session.

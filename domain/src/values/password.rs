@@ -11,12 +11,21 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 /// the hashing input an attacker can make us process.
 pub const MAX_PASSWORD_CHARS: usize = 128;
 
+/// Common passwords of policy length, lower-cased (see `domain/data/README.md`).
+static COMMON_PASSWORDS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        include_str!("../../data/common-passwords.txt")
+            .lines()
+            .collect()
+    });
+
 /// A password that passed the policy and may be hashed. It never leaves memory in clear.
 #[derive(Debug, Clone)]
 pub struct NewPassword(SecretString);
 
 impl NewPassword {
-    /// Applies the policy: length only, no composition rules (NIST 800-63B, ASVS 6.2).
+    /// Applies the policy: a length range and a list of common passwords, no composition
+    /// rules (NIST 800-63B §3.1.1.2, ASVS 5.0 §6.2).
     pub fn parse(raw: SecretString) -> Result<Self, UserError> {
         let length = raw.expose_secret().chars().count();
         if length < MIN_PASSWORD_CHARS {
@@ -24,6 +33,9 @@ impl NewPassword {
         }
         if length > MAX_PASSWORD_CHARS {
             return Err(UserError::PasswordTooLong);
+        }
+        if COMMON_PASSWORDS.contains(raw.expose_secret().to_lowercase().as_str()) {
+            return Err(UserError::PasswordTooCommon);
         }
         Ok(Self(raw))
     }
@@ -65,6 +77,15 @@ mod tests {
     fn passwords_shorter_than_eight_characters_are_refused() {
         let short = NewPassword::parse(SecretString::from("seven77"));
         assert_eq!(short.err(), Some(UserError::PasswordTooShort));
+    }
+
+    #[test]
+    fn common_passwords_are_refused_whatever_their_case() {
+        for common in ["password", "Baseball", "QWERTYUIOP", "iloveyou"] {
+            let result = NewPassword::parse(SecretString::from(common));
+            assert_eq!(result.err(), Some(UserError::PasswordTooCommon), "{common}");
+        }
+        assert!(NewPassword::parse(SecretString::from("correct horse battery")).is_ok());
     }
 
     #[test]

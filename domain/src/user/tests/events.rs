@@ -47,6 +47,19 @@ fn one_of_each() -> Vec<UserEvent> {
             reason: crate::user::SessionEndReason::LoggedOut,
             at: at(2),
         },
+        UserEvent::PasswordChanged {
+            password_hash: PasswordHash::from_phc("plain$x".to_owned()),
+            at: at(3),
+        },
+        UserEvent::PasswordResetRequested {
+            digest: digest_of("t"),
+            expires_at: at(900),
+            at: at(0),
+        },
+        UserEvent::PasswordReset {
+            password_hash: PasswordHash::from_phc("plain$y".to_owned()),
+            at: at(4),
+        },
         UserEvent::AdminGranted { at: at(0) },
     ]
 }

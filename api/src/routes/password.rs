@@ -1,0 +1,168 @@
+//! `/auth/password`, `/auth/forgot-password` and `/auth/reset-password`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{post, put};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use secrecy::SecretString;
+use serde::Deserialize;
+use twofold_domain::services::Randomness;
+use twofold_domain::user::{ChangePassword, RequestPasswordReset, ResetPassword};
+use twofold_domain::values::{Email, NewPassword};
+use twofold_domain::{User, UserCommand, UserError, UserEvent};
+
+use super::unknown_user_is_invalid_token;
+use crate::error::ApiError;
+use crate::extract::{AccessToken, Json, RequestContext};
+use crate::gateway::no_mail;
+use crate::state::AppState;
+
+/// Bytes of randomness in a reset token (256 bits).
+const RESET_TOKEN_BYTES: usize = 32;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/password", put(change_password))
+        .route("/forgot-password", post(forgot_password))
+        .route("/reset-password", post(reset_password))
+}
+
+#[derive(Deserialize)]
+pub struct ChangePasswordRequest {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+/// Changes the password; every other session of the user ends.
+#[tracing::instrument(skip_all)]
+async fn change_password(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+    Json(request): Json<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let command = UserCommand::ChangePassword(ChangePassword {
+        current: request.current_password,
+        new: NewPassword::parse(request.new_password)?,
+        keep_session: claims.sid,
+    });
+    let actor = format!("user:{}", claims.sub);
+    let events = state
+        .users
+        .execute(claims.sub, command, context.metadata(actor), &no_mail)
+        .await
+        .map_err(unknown_user_is_invalid_token)?;
+    if events
+        .iter()
+        .any(|event| matches!(event, UserEvent::PasswordChanged { .. }))
+    {
+        tracing::info!(target: "security", user_id = %claims.sub, "password changed");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        tracing::info!(target: "security", user_id = %claims.sub, "password change refused: wrong current password");
+        Err(ApiError::WrongPassword)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ForgotPasswordRequest {
+    email: String,
+}
+
+/// Emails a reset token if the account exists. The answer is the same, and as fast, either
+/// way: the work happens after the response, so neither status nor timing tells whether the
+/// address has an account.
+#[tracing::instrument(skip_all)]
+async fn forgot_password(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Json(request): Json<ForgotPasswordRequest>,
+) -> StatusCode {
+    let Ok(email) = Email::parse(&request.email) else {
+        return StatusCode::ACCEPTED;
+    };
+    tokio::spawn(async move {
+        if let Err(error) = issue_reset_token(&state, &context, &email).await {
+            tracing::warn!(error = %error, "password reset not issued");
+        }
+    });
+    StatusCode::ACCEPTED
+}
+
+async fn issue_reset_token(
+    state: &AppState,
+    context: &RequestContext,
+    email: &Email,
+) -> Result<(), ApiError> {
+    let Some(user_id) = state.users.find_by_email(email).await? else {
+        return Ok(());
+    };
+    let rng: &dyn Randomness = state.services.rng.as_ref();
+    let mut bytes = [0u8; RESET_TOKEN_BYTES];
+    rng.fill(&mut bytes);
+    let token = SecretString::from(URL_SAFE_NO_PAD.encode(bytes));
+    let command = UserCommand::RequestPasswordReset(RequestPasswordReset {
+        token: token.clone(),
+    });
+    let mail = |user: &User, _: &[UserEvent]| match user.email() {
+        Some(to) => {
+            vec![state
+                .mail
+                .password_reset(user_id, to.as_str(), context.request_id(), &token)]
+        }
+        None => Vec::new(),
+    };
+    state
+        .users
+        .execute(
+            user_id,
+            command,
+            context.metadata("anonymous".to_owned()),
+            &mail,
+        )
+        .await?;
+    tracing::info!(target: "security", %user_id, "password reset requested");
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct ResetPasswordRequest {
+    email: String,
+    token: SecretString,
+    new_password: SecretString,
+}
+
+/// Sets a new password with an emailed token; every session ends. An unknown email and a
+/// wrong token get the same answer.
+#[tracing::instrument(skip_all)]
+async fn reset_password(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Json(request): Json<ResetPasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let new = NewPassword::parse(request.new_password)?;
+    let user_id = match Email::parse(&request.email) {
+        Ok(email) => state.users.find_by_email(&email).await?,
+        Err(_) => None,
+    };
+    let Some(user_id) = user_id else {
+        return Err(UserError::ResetTokenInvalid.into());
+    };
+    let command = UserCommand::ResetPassword(ResetPassword {
+        token: request.token,
+        new,
+    });
+    state
+        .users
+        .execute(
+            user_id,
+            command,
+            context.metadata("anonymous".to_owned()),
+            &no_mail,
+        )
+        .await?;
+    tracing::info!(target: "security", %user_id, "password reset");
+    Ok(StatusCode::NO_CONTENT)
+}

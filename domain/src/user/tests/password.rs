@@ -1,0 +1,160 @@
+use super::*;
+use crate::user::{
+    ChangePassword, Factor, LogIn, RequestPasswordReset, ResetPassword, SessionEndReason,
+    UserCommand, UserError, RESET_TOKEN_TTL, SESSION_MAX_AGE,
+};
+use crate::values::{NewPassword, RefreshTokenId, SessionId};
+
+const NEW_PASSWORD: &str = "a brand new passphrase";
+const TOKEN: &str = "reset-token-with-plenty-of-entropy";
+
+fn session(n: u8) -> SessionId {
+    SessionId::from_uuid(nth_uuid(3 + n))
+}
+
+fn started(n: u8) -> UserEvent {
+    UserEvent::SessionStarted {
+        session_id: session(n),
+        refresh_id: RefreshTokenId::from_uuid(nth_uuid(6 + n)),
+        expires_at: at(0) + SESSION_MAX_AGE,
+        at: at(0),
+    }
+}
+
+fn ended(n: u8, offset: i64) -> UserEvent {
+    UserEvent::SessionEnded {
+        session_id: session(n),
+        reason: SessionEndReason::PasswordChanged,
+        at: at(offset),
+    }
+}
+
+fn new_password() -> NewPassword {
+    NewPassword::parse(secret(NEW_PASSWORD)).unwrap()
+}
+
+fn new_hash() -> PasswordHash {
+    PasswordHash::from_phc(format!("plain${NEW_PASSWORD}"))
+}
+
+fn reset_requested() -> UserEvent {
+    UserEvent::PasswordResetRequested {
+        digest: digest_of(TOKEN),
+        expires_at: at(0) + RESET_TOKEN_TTL,
+        at: at(0),
+    }
+}
+
+fn reset(token: &str) -> UserCommand {
+    UserCommand::ResetPassword(ResetPassword {
+        token: secret(token),
+        new: new_password(),
+    })
+}
+
+#[test]
+fn a_change_with_the_right_current_password_ends_every_other_session() {
+    test_at(9)
+        .given(vec![signed_up(), started(0), started(1)])
+        .when(UserCommand::ChangePassword(ChangePassword {
+            current: secret(PASSWORD),
+            new: new_password(),
+            keep_session: Some(session(1)),
+        }))
+        .then_expect_events(vec![
+            UserEvent::PasswordChanged {
+                password_hash: new_hash(),
+                at: at(9),
+            },
+            ended(0, 9),
+        ]);
+}
+
+#[test]
+fn a_wrong_current_password_is_a_failed_password_attempt() {
+    test_at(9)
+        .given(vec![signed_up()])
+        .when(UserCommand::ChangePassword(ChangePassword {
+            current: secret("not the password"),
+            new: new_password(),
+            keep_session: None,
+        }))
+        .then_expect_events(vec![UserEvent::LoginFailed {
+            factor: Factor::Password,
+            challenge_id: None,
+            at: at(9),
+        }]);
+}
+
+#[test]
+fn a_reset_is_recorded_as_a_digest_that_expires_in_fifteen_minutes() {
+    test_at(0)
+        .given(vec![signed_up()])
+        .when(UserCommand::RequestPasswordReset(RequestPasswordReset {
+            token: secret(TOKEN),
+        }))
+        .then_expect_events(vec![reset_requested()]);
+}
+
+#[test]
+fn the_reset_token_sets_the_password_and_ends_every_session() {
+    test_at(60)
+        .given(vec![signed_up(), started(0), reset_requested()])
+        .when(reset(TOKEN))
+        .then_expect_events(vec![
+            UserEvent::PasswordReset {
+                password_hash: new_hash(),
+                at: at(60),
+            },
+            ended(0, 60),
+        ]);
+}
+
+#[test]
+fn a_reset_token_works_once() {
+    test_at(60)
+        .given(vec![
+            signed_up(),
+            reset_requested(),
+            UserEvent::PasswordReset {
+                password_hash: new_hash(),
+                at: at(30),
+            },
+        ])
+        .when(reset(TOKEN))
+        .then_expect_error(UserError::ResetTokenInvalid);
+}
+
+#[test]
+fn an_expired_or_wrong_reset_token_is_refused() {
+    test_at(15 * 60)
+        .given(vec![signed_up(), reset_requested()])
+        .when(reset(TOKEN))
+        .then_expect_error(UserError::ResetTokenInvalid);
+    test_at(60)
+        .given(vec![signed_up(), reset_requested()])
+        .when(reset("another-token"))
+        .then_expect_error(UserError::ResetTokenInvalid);
+}
+
+#[test]
+fn after_a_reset_the_old_password_fails() {
+    test_at(90)
+        .given(vec![
+            signed_up(),
+            reset_requested(),
+            UserEvent::PasswordReset {
+                password_hash: new_hash(),
+                at: at(30),
+            },
+        ])
+        .when(UserCommand::LogIn(LogIn {
+            password: secret(PASSWORD),
+            email_code: secret("123456"),
+        }))
+        .then_expect_events(vec![UserEvent::LoginFailed {
+            factor: Factor::Password,
+            challenge_id: None,
+            at: at(90),
+        }]);
+}
