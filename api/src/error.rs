@@ -123,7 +123,9 @@ fn domain_status(error: UserError) -> StatusCode {
         | UserError::NoCodeGenerator
         | UserError::ResetTokenInvalid => StatusCode::BAD_REQUEST,
         UserError::ChallengeClosed | UserError::SessionEnded => StatusCode::UNAUTHORIZED,
-        UserError::TfaCodeReplayed | UserError::EmailCodeExpired => StatusCode::FORBIDDEN,
+        UserError::TfaCodeReplayed | UserError::EmailCodeExpired | UserError::AccountLocked => {
+            StatusCode::FORBIDDEN
+        }
         UserError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
         UserError::HasherSaturated => StatusCode::SERVICE_UNAVAILABLE,
         UserError::HasherFailed | UserError::SecretUnreadable => StatusCode::INTERNAL_SERVER_ERROR,

@@ -20,8 +20,8 @@ pub const SESSION_VIEW_TABLE: &str = "session_view";
 pub trait UserDirectory: Send + Sync {
     /// One user's view.
     async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError>;
-    /// Every user, ordered by email.
-    async fn list(&self) -> Result<Vec<UserView>, PersistenceError>;
+    /// Up to `limit` users after the first `offset`, ordered by email.
+    async fn list(&self, offset: u64, limit: u64) -> Result<Vec<UserView>, PersistenceError>;
     /// One user's live sessions.
     async fn sessions(&self, id: UserId) -> Result<SessionsView, PersistenceError>;
 }
@@ -56,12 +56,15 @@ impl UserDirectory for PgUserDirectory {
         self.views.load(&id.to_string()).await
     }
 
-    async fn list(&self) -> Result<Vec<UserView>, PersistenceError> {
-        let payloads: Vec<serde_json::Value> =
-            sqlx::query_scalar("SELECT payload FROM user_view ORDER BY payload->>'email', view_id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(database)?;
+    async fn list(&self, offset: u64, limit: u64) -> Result<Vec<UserView>, PersistenceError> {
+        let payloads: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT payload FROM user_view ORDER BY payload->>'email', view_id OFFSET $1 LIMIT $2",
+        )
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
         payloads
             .into_iter()
             .map(|payload| serde_json::from_value(payload).map_err(PersistenceError::from))
@@ -99,10 +102,12 @@ impl UserDirectory for MemUserDirectory {
         self.views.load(&id.to_string()).await
     }
 
-    async fn list(&self) -> Result<Vec<UserView>, PersistenceError> {
+    async fn list(&self, offset: u64, limit: u64) -> Result<Vec<UserView>, PersistenceError> {
         let mut views = self.views.all()?;
         views.sort_by(|a, b| a.email.cmp(&b.email).then(a.id.cmp(&b.id)));
-        Ok(views)
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(views.into_iter().skip(offset).take(limit).collect())
     }
 
     async fn sessions(&self, id: UserId) -> Result<SessionsView, PersistenceError> {

@@ -20,6 +20,8 @@ pub struct UserView {
     pub device: Option<DeviceView>,
     /// Whether the user may use the admin endpoints.
     pub is_admin: bool,
+    /// Whether an admin locked the account.
+    pub is_locked: bool,
 }
 
 /// A second-factor device as clients see it.
@@ -65,6 +67,8 @@ impl View<User> for UserView {
                 });
             }
             UserEvent::AdminGranted { .. } => self.is_admin = true,
+            UserEvent::AccountLocked { .. } => self.is_locked = true,
+            UserEvent::AccountUnlocked { .. } => self.is_locked = false,
             UserEvent::LoggedIn { .. }
             | UserEvent::SecondFactorRequired { .. }
             | UserEvent::EmailCodeIssued { .. }

@@ -287,6 +287,7 @@ async fn admin_listing(app: &TestApp) {
                 "full_name",
                 "id",
                 "is_admin",
+                "is_locked",
                 "tfa_enabled"
             ],
             "the listing has the test-token shape and nothing secret"
@@ -301,4 +302,98 @@ async fn admin_listing(app: &TestApp) {
     .await
     .unwrap();
     assert_eq!(actor, "cli");
+
+    // Paging.
+    let first: Vec<Value> = app
+        .get_with("/users/users?page=1&per_page=1", access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Vec<Value> = app
+        .get_with("/users/users?page=2&per_page=1", access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((first.len(), second.len()), (1, 1));
+    assert_ne!(first[0]["id"], second[0]["id"]);
+    let (status, _) = problem(app.get_with("/users/users?per_page=0", access).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Locking a user ends their sessions and refuses their right password; unlocking undoes it.
+    let victim = unique_email("victim");
+    app.signup(&signup_body(&victim, None)).await;
+    let victim_tokens = app.login_expecting(&victim, StatusCode::OK).await;
+    let victim_id = users_id(app, access, &victim).await;
+    let admin_post = |path: String| app.http.post(app.url(&path)).bearer_auth(access).send();
+    let locked = admin_post(format!("/users/{victim_id}/lock"))
+        .await
+        .unwrap();
+    assert_eq!(locked.status(), StatusCode::NO_CONTENT);
+    let (status, body) = problem(app.login(&victim, PASSWORD).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["code"], "auth.account_locked");
+    let refreshed = app
+        .http
+        .post(app.url("/auth/refresh"))
+        .json(&serde_json::json!({ "refresh_token": victim_tokens["refresh_token"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::UNAUTHORIZED);
+    // A user cannot do this to another.
+    let victim_access = victim_tokens["access_token"].as_str().unwrap();
+    let refused = app
+        .http
+        .post(app.url(&format!("/users/{victim_id}/unlock")))
+        .bearer_auth(victim_access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let unlocked = admin_post(format!("/users/{victim_id}/unlock"))
+        .await
+        .unwrap();
+    assert_eq!(unlocked.status(), StatusCode::NO_CONTENT);
+    let tokens = app.login_expecting(&victim, StatusCode::OK).await;
+    let ended = app
+        .http
+        .delete(app.url(&format!("/users/{victim_id}/sessions")))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    let refreshed = app
+        .http
+        .post(app.url("/auth/refresh"))
+        .json(&serde_json::json!({ "refresh_token": tokens["refresh_token"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::UNAUTHORIZED);
+    let actors: Vec<String> = sqlx::query_scalar(
+        "SELECT metadata->>'actor' FROM events \
+         WHERE event_type IN ('AccountLocked', 'AccountUnlocked') ORDER BY sequence",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let me = users_id(app, access, &email).await;
+    assert_eq!(actors, vec![format!("admin:{me}"), format!("admin:{me}")]);
+}
+
+async fn users_id(app: &TestApp, admin_access: &str, email: &str) -> String {
+    let users: Vec<Value> = app
+        .get_with("/users/users?per_page=500", admin_access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    users
+        .iter()
+        .find(|user| user["email"] == email)
+        .map(|user| user["id"].as_str().unwrap().to_owned())
+        .unwrap()
 }

@@ -16,6 +16,8 @@ use crate::values::{ChallengeId, Email, FullName, KeyedDigest, PasswordHash, Use
 pub struct User {
     pub(super) account: Option<Account>,
     pub(super) is_admin: bool,
+    /// Locked by an admin: no login completes.
+    pub(super) account_locked: bool,
     pub(super) tfa: Option<TfaSettings>,
     pub(super) challenges: Vec<Challenge>,
     /// The highest TOTP time step accepted so far; codes of this or earlier steps are refused.
@@ -131,6 +133,9 @@ impl Aggregate for User {
                 self.reset_password(command, services, sink).await
             }
             UserCommand::GrantAdmin => self.grant_admin(services, sink).await,
+            UserCommand::LockAccount => self.lock_account(services, sink).await,
+            UserCommand::UnlockAccount => self.unlock_account(services, sink).await,
+            UserCommand::EndAllSessions => self.end_all_sessions_by_admin(services, sink).await,
         }
     }
 
@@ -269,6 +274,8 @@ impl Aggregate for User {
                     account.password_hash = password_hash;
                 }
             }
+            UserEvent::AccountLocked { .. } => self.account_locked = true,
+            UserEvent::AccountUnlocked { .. } => self.account_locked = false,
             UserEvent::AdminGranted { .. } => {
                 self.is_admin = true;
             }

@@ -32,6 +32,12 @@ pub enum UserCommand {
     ResetPassword(ResetPassword),
     /// Give the user the admin role.
     GrantAdmin,
+    /// Lock the account (an admin's action).
+    LockAccount,
+    /// Unlock the account (an admin's action).
+    UnlockAccount,
+    /// End every session of the user (an admin's action).
+    EndAllSessions,
 }
 
 /// Creates the account, optionally with two-factor authentication already on.

@@ -58,6 +58,9 @@ pub enum UserError {
         /// Seconds until the lock expires.
         retry_after_secs: u64,
     },
+    /// An admin locked the account.
+    #[error("this account is locked; contact an administrator")]
+    AccountLocked,
     /// The reset token is wrong, spent or expired.
     #[error("the reset token is not valid; request a new one")]
     ResetTokenInvalid,
@@ -101,6 +104,7 @@ impl UserError {
             Self::Locked { .. } => "auth.locked",
             Self::SessionEnded => "auth.session_ended",
             Self::ResetTokenInvalid => "auth.reset_token_invalid",
+            Self::AccountLocked => "auth.account_locked",
             Self::UnknownSession => "auth.session_not_found",
             Self::HasherSaturated => "service.busy",
             Self::HasherFailed | Self::SecretUnreadable => "internal",

@@ -197,6 +197,16 @@ pub enum UserEvent {
         /// When.
         at: OffsetDateTime,
     },
+    /// An admin locked the account.
+    AccountLocked {
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// An admin unlocked the account.
+    AccountUnlocked {
+        /// When.
+        at: OffsetDateTime,
+    },
     /// The user was made an admin.
     AdminGranted {
         /// When.
@@ -222,6 +232,8 @@ impl DomainEvent for UserEvent {
             Self::PasswordChanged { .. } => "PasswordChanged",
             Self::PasswordResetRequested { .. } => "PasswordResetRequested",
             Self::PasswordReset { .. } => "PasswordReset",
+            Self::AccountLocked { .. } => "AccountLocked",
+            Self::AccountUnlocked { .. } => "AccountUnlocked",
             Self::AdminGranted { .. } => "AdminGranted",
         };
         name.to_owned()

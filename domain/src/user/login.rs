@@ -29,6 +29,8 @@ impl User {
             self.record_failure(Factor::Password, None, at, sink).await;
             return Ok(());
         }
+        // Only someone who knows the password learns that the account is locked.
+        self.ensure_account_open()?;
         let Some(tfa) = &self.tfa else {
             sink.write(UserEvent::LoggedIn { at }, self).await;
             self.start_session(services, at, sink).await;

@@ -88,7 +88,8 @@ impl User {
         let password_hash = services.hasher.hash(&command.new).await?;
         sink.write(UserEvent::PasswordReset { password_hash, at }, self)
             .await;
-        self.end_sessions_except(None, at, sink).await;
+        self.end_all_sessions(SessionEndReason::PasswordChanged, at, sink)
+            .await;
         Ok(())
     }
 

@@ -35,6 +35,8 @@ pub enum SessionEndReason {
     Expired,
     /// The password was changed or reset.
     PasswordChanged,
+    /// An admin ended it (or locked the account).
+    EndedByAdmin,
 }
 
 /// A live session.
@@ -76,6 +78,8 @@ impl User {
         let Some(session) = self.sessions.iter().find(|s| s.id == command.session_id) else {
             return Err(UserError::SessionEnded);
         };
+        // Locking ends every session, so this only guards against a session started since.
+        self.ensure_account_open()?;
         let presented = command.refresh_id;
         let within_grace = matches!(session.previous, Some((previous, rotated_at))
             if previous == presented && at - rotated_at <= command.reuse_grace);

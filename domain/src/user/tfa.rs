@@ -23,6 +23,7 @@ impl User {
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
         let at = services.clock.now();
+        self.ensure_account_open()?;
         self.ensure_unlocked(ThrottledFactor::SecondFactor, at)?;
         let challenge = self.open_challenge(command.challenge_id)?.clone();
         let Some(tfa) = &self.tfa else {
@@ -83,6 +84,7 @@ impl User {
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
         let at = services.clock.now();
+        self.ensure_account_open()?;
         self.ensure_unlocked(ThrottledFactor::BackupCode, at)?;
         let challenge_id = self.open_challenge(command.challenge_id)?.id;
         let Some(tfa) = &self.tfa else {

@@ -60,6 +60,8 @@ fn one_of_each() -> Vec<UserEvent> {
             password_hash: PasswordHash::from_phc("plain$y".to_owned()),
             at: at(4),
         },
+        UserEvent::AccountLocked { at: at(5) },
+        UserEvent::AccountUnlocked { at: at(6) },
         UserEvent::AdminGranted { at: at(0) },
     ]
 }
