@@ -89,6 +89,11 @@ impl MailFactory {
         self.job(owner, to, request_id, mail)
     }
 
+    /// The security notice that two-factor authentication was turned off.
+    pub fn tfa_disabled(&self, owner: UserId, to: &str, request_id: Option<&str>) -> MailJob {
+        self.job(owner, to, request_id, Mail::TfaDisabled)
+    }
+
     /// The security notice that a backup code was used.
     pub fn backup_code_used(
         &self,

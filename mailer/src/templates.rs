@@ -29,6 +29,7 @@ const TEST: Template = template!("test");
 const TFA_ENABLED: Template = template!("tfa_enabled");
 const BACKUP_CODE_USED: Template = template!("backup_code_used");
 const PASSWORD_RESET: Template = template!("password_reset");
+const TFA_DISABLED: Template = template!("tfa_disabled");
 
 /// An email ready to send. Its subject and bodies may hold codes: its `Debug` shows only the
 /// recipient's domain and the subject's length, and the text is wiped from memory on drop.
@@ -136,6 +137,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
             )
         }
         Mail::Test => (&TEST, Vec::new()),
+        Mail::TfaDisabled => (&TFA_DISABLED, Vec::new()),
         Mail::TfaEnabled { device_type } => {
             let device = match device_type.as_str() {
                 "email" => "a code sent to this email address".to_owned(),
@@ -298,6 +300,7 @@ mod tests {
                 valid_minutes: 15,
             },
             Mail::Test,
+            Mail::TfaDisabled,
             Mail::TfaEnabled {
                 device_type: "code_generator".to_owned(),
             },

@@ -50,6 +50,8 @@ pub enum Mail {
         /// `email` or `code_generator`.
         device_type: String,
     },
+    /// Security notice: two-factor authentication was turned off.
+    TfaDisabled,
     /// Security notice: a backup code was used to log in.
     BackupCodeUsed {
         /// Unused codes left.
@@ -66,6 +68,7 @@ impl Mail {
             Self::PasswordReset { .. } => "password_reset",
             Self::Test => "test",
             Self::TfaEnabled { .. } => "tfa_enabled",
+            Self::TfaDisabled => "tfa_disabled",
             Self::BackupCodeUsed { .. } => "backup_code_used",
         }
     }

@@ -41,7 +41,11 @@ impl crate::ProjectedView for UserView {
             event,
             UserEvent::SignedUp { .. }
                 | UserEvent::TfaEnabled { .. }
+                | UserEvent::TfaDeviceChanged { .. }
+                | UserEvent::TfaDisabled { .. }
                 | UserEvent::AdminGranted { .. }
+                | UserEvent::AccountLocked { .. }
+                | UserEvent::AccountUnlocked { .. }
         )
     }
 }
@@ -59,7 +63,11 @@ impl View<User> for UserView {
                 self.email = email.as_str().to_owned();
                 self.full_name = full_name.as_str().to_owned();
             }
-            UserEvent::TfaEnabled { device, .. } => {
+            UserEvent::TfaDisabled { .. } => {
+                self.tfa_enabled = false;
+                self.device = None;
+            }
+            UserEvent::TfaEnabled { device, .. } | UserEvent::TfaDeviceChanged { device, .. } => {
                 self.tfa_enabled = true;
                 self.device = Some(DeviceView {
                     id: device.id,
@@ -81,7 +89,9 @@ impl View<User> for UserView {
             | UserEvent::SessionEnded { .. }
             | UserEvent::PasswordChanged { .. }
             | UserEvent::PasswordResetRequested { .. }
-            | UserEvent::PasswordReset { .. } => {}
+            | UserEvent::PasswordReset { .. }
+            | UserEvent::SecondFactorConfirmed { .. }
+            | UserEvent::BackupCodesRegenerated { .. } => {}
         }
     }
 }

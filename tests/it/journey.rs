@@ -334,6 +334,14 @@ async fn admin_listing(app: &TestApp) {
     let (status, body) = problem(app.login(&victim, PASSWORD).await).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["code"], "auth.account_locked");
+    let listed: Vec<Value> = app
+        .get_with("/users/users?per_page=500", access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listed_victim = listed.iter().find(|user| user["email"] == victim.as_str());
+    assert_eq!(listed_victim.unwrap()["is_locked"], true);
     let refreshed = app
         .http
         .post(app.url("/auth/refresh"))

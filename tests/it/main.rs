@@ -14,5 +14,6 @@ mod nats_server;
 mod password;
 mod secrets;
 mod sessions;
+mod tfa_manage;
 mod throttle;
 mod tokens;

@@ -6,6 +6,7 @@ mod password;
 mod sessions;
 mod tasks;
 mod tfa;
+mod tfa_manage;
 mod users;
 mod well_known;
 

@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/recover_tfa", post(recover_tfa))
         .route("/get_my_qrcode", get(get_my_qrcode))
         .route("/enable_tfa", put(enable_tfa))
+        .merge(super::tfa_manage::router())
 }
 
 #[derive(Deserialize)]

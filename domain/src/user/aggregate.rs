@@ -132,6 +132,13 @@ impl Aggregate for User {
             UserCommand::ResetPassword(command) => {
                 self.reset_password(command, services, sink).await
             }
+            UserCommand::DisableTfa(command) => self.disable_tfa(command, services, sink).await,
+            UserCommand::SwitchTfaDevice(command) => {
+                self.switch_tfa_device(command, services, sink).await
+            }
+            UserCommand::RegenerateBackupCodes(command) => {
+                self.regenerate_backup_codes(command, services, sink).await
+            }
             UserCommand::GrantAdmin => self.grant_admin(services, sink).await,
             UserCommand::LockAccount => self.lock_account(services, sink).await,
             UserCommand::UnlockAccount => self.unlock_account(services, sink).await,
@@ -272,6 +279,41 @@ impl Aggregate for User {
                 self.password_reset = None;
                 if let Some(account) = self.account.as_mut() {
                     account.password_hash = password_hash;
+                }
+            }
+            UserEvent::SecondFactorConfirmed {
+                factor,
+                totp_step,
+                backup_code_index,
+                ..
+            } => {
+                *self.throttles.get_mut(factor.into()) = Throttle::default();
+                if totp_step.is_some() {
+                    self.last_totp_step = totp_step;
+                }
+                if let Some(slot) = backup_code_index
+                    .and_then(|index| self.tfa.as_mut()?.backup_codes.get_mut(index))
+                {
+                    *slot = None;
+                }
+            }
+            UserEvent::TfaDisabled { .. } => {
+                self.tfa = None;
+                self.challenges.clear();
+            }
+            UserEvent::TfaDeviceChanged {
+                device,
+                backup_codes,
+                ..
+            } => {
+                self.tfa = Some(TfaSettings {
+                    device,
+                    backup_codes: backup_codes.into_iter().map(Some).collect(),
+                });
+            }
+            UserEvent::BackupCodesRegenerated { backup_codes, .. } => {
+                if let Some(tfa) = self.tfa.as_mut() {
+                    tfa.backup_codes = backup_codes.into_iter().map(Some).collect();
                 }
             }
             UserEvent::AccountLocked { .. } => self.account_locked = true,

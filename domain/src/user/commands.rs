@@ -30,6 +30,12 @@ pub enum UserCommand {
     RequestPasswordReset(RequestPasswordReset),
     /// Set a new password with a reset token.
     ResetPassword(ResetPassword),
+    /// Turn two-factor authentication off (password and a current second factor).
+    DisableTfa(DisableTfa),
+    /// Replace the second-factor device (password and a current second factor).
+    SwitchTfaDevice(SwitchTfaDevice),
+    /// Replace the backup codes (a current second factor).
+    RegenerateBackupCodes(RegenerateBackupCodes),
     /// Give the user the admin role.
     GrantAdmin,
     /// Lock the account (an admin's action).
@@ -165,4 +171,33 @@ pub struct ResetPassword {
     pub token: SecretString,
     /// The new password.
     pub new: NewPassword,
+}
+
+/// Turns two-factor authentication off.
+#[derive(Debug, Clone)]
+pub struct DisableTfa {
+    /// The password.
+    pub password: SecretString,
+    /// A current TOTP code or a backup code.
+    pub code: SecretString,
+}
+
+/// Replaces the device; a new set of backup codes comes with it.
+#[derive(Debug, Clone)]
+pub struct SwitchTfaDevice {
+    /// The password.
+    pub password: SecretString,
+    /// A current TOTP code or a backup code.
+    pub code: SecretString,
+    /// The new device and backup codes.
+    pub enrolment: TfaEnrolment,
+}
+
+/// Replaces the backup codes; the old ones stop working.
+#[derive(Debug, Clone)]
+pub struct RegenerateBackupCodes {
+    /// A current TOTP code or a backup code.
+    pub code: SecretString,
+    /// The new codes in clear (the caller mails them).
+    pub codes: Vec<SecretString>,
 }

@@ -197,6 +197,38 @@ pub enum UserEvent {
         /// When.
         at: OffsetDateTime,
     },
+    /// A current second factor was proven for a sensitive change (and is spent).
+    SecondFactorConfirmed {
+        /// `totp` or `backup_code`.
+        factor: Factor,
+        /// For TOTP, the accepted step: it and every earlier step are spent.
+        totp_step: Option<u64>,
+        /// For a backup code, which one (it is consumed).
+        backup_code_index: Option<usize>,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// Two-factor authentication was turned off; its device and backup codes are gone.
+    TfaDisabled {
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// The second-factor device was replaced, with a new set of backup codes.
+    TfaDeviceChanged {
+        /// The new device.
+        device: Device,
+        /// Keyed digests of the new backup codes.
+        backup_codes: Vec<KeyedDigest>,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// The backup codes were replaced; the old ones no longer work.
+    BackupCodesRegenerated {
+        /// Keyed digests of the new codes.
+        backup_codes: Vec<KeyedDigest>,
+        /// When.
+        at: OffsetDateTime,
+    },
     /// An admin locked the account.
     AccountLocked {
         /// When.
@@ -232,6 +264,10 @@ impl DomainEvent for UserEvent {
             Self::PasswordChanged { .. } => "PasswordChanged",
             Self::PasswordResetRequested { .. } => "PasswordResetRequested",
             Self::PasswordReset { .. } => "PasswordReset",
+            Self::SecondFactorConfirmed { .. } => "SecondFactorConfirmed",
+            Self::TfaDisabled { .. } => "TfaDisabled",
+            Self::TfaDeviceChanged { .. } => "TfaDeviceChanged",
+            Self::BackupCodesRegenerated { .. } => "BackupCodesRegenerated",
             Self::AccountLocked { .. } => "AccountLocked",
             Self::AccountUnlocked { .. } => "AccountUnlocked",
             Self::AdminGranted { .. } => "AdminGranted",

@@ -7,6 +7,7 @@ mod commands;
 mod error;
 mod events;
 mod login;
+mod manage;
 mod password;
 mod sessions;
 mod signup;
@@ -17,9 +18,9 @@ mod throttle;
 
 pub use aggregate::User;
 pub use commands::{
-    ChangePassword, EnableTfa, EndOtherSessions, EndSession, LogIn, NewDevice, RefreshSession,
-    RequestPasswordReset, ResetPassword, SignUp, TfaEnrolment, UseBackupCode, UserCommand,
-    VerifyTfaCode,
+    ChangePassword, DisableTfa, EnableTfa, EndOtherSessions, EndSession, LogIn, NewDevice,
+    RefreshSession, RegenerateBackupCodes, RequestPasswordReset, ResetPassword, SignUp,
+    SwitchTfaDevice, TfaEnrolment, UseBackupCode, UserCommand, VerifyTfaCode,
 };
 pub use error::UserError;
 pub use events::{Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};

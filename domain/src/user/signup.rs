@@ -55,6 +55,19 @@ impl User {
 
 /// Seals the seed and digests the backup codes: nothing enrolled is recorded in clear.
 fn tfa_enabled(enrolment: TfaEnrolment, services: &UserServices) -> UserEvent {
+    let (device, backup_codes) = enrolled(enrolment, services);
+    UserEvent::TfaEnabled {
+        device,
+        backup_codes,
+        at: services.clock.now(),
+    }
+}
+
+/// The device record and backup-code digests of an enrolment.
+pub(super) fn enrolled(
+    enrolment: TfaEnrolment,
+    services: &UserServices,
+) -> (Device, Vec<crate::values::KeyedDigest>) {
     let secret = match enrolment.device {
         NewDevice::Email => DeviceSecret::Email,
         NewDevice::CodeGenerator { seed } => DeviceSecret::CodeGenerator {
@@ -70,12 +83,9 @@ fn tfa_enabled(enrolment: TfaEnrolment, services: &UserServices) -> UserEvent {
                 .digest(backup_codes::canonical(code).expose_secret().as_bytes())
         })
         .collect();
-    UserEvent::TfaEnabled {
-        device: Device {
-            id: DeviceId::from_uuid(services.rng.uuid()),
-            secret,
-        },
-        backup_codes,
-        at: services.clock.now(),
-    }
+    let device = Device {
+        id: DeviceId::from_uuid(services.rng.uuid()),
+        secret,
+    };
+    (device, backup_codes)
 }

@@ -60,6 +60,17 @@ fn one_of_each() -> Vec<UserEvent> {
             password_hash: PasswordHash::from_phc("plain$y".to_owned()),
             at: at(4),
         },
+        UserEvent::SecondFactorConfirmed {
+            factor: Factor::BackupCode,
+            totp_step: None,
+            backup_code_index: Some(0),
+            at: at(0),
+        },
+        UserEvent::TfaDisabled { at: at(0) },
+        UserEvent::BackupCodesRegenerated {
+            backup_codes: backup_digests(),
+            at: at(0),
+        },
         UserEvent::AccountLocked { at: at(5) },
         UserEvent::AccountUnlocked { at: at(6) },
         UserEvent::AdminGranted { at: at(0) },

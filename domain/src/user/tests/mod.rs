@@ -5,6 +5,7 @@ mod admin;
 mod backup_codes;
 mod events;
 mod login;
+mod manage;
 mod password;
 mod sessions;
 mod signup;

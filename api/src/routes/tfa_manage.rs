@@ -1,0 +1,225 @@
+//! `/tfa/disable_tfa`, `/tfa/switch_device` and `/tfa/backup_codes`: managing the second
+//! factor once it is on. Each needs a current second factor (a TOTP code or a backup code);
+//! turning it off and switching device need the password too. Every change sends a notice.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::Router;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use twofold_domain::backup_codes;
+use twofold_domain::user::{DisableTfa, RegenerateBackupCodes, SwitchTfaDevice};
+use twofold_domain::values::DeviceType;
+use twofold_domain::{Factor, User, UserCommand, UserEvent};
+
+use super::{enrolment_response, new_enrolment, unknown_user_is_invalid_token};
+use crate::error::ApiError;
+use crate::extract::{AccessToken, Json, RequestContext};
+use crate::gateway::MailPlan;
+use crate::jwt::Claims;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/disable_tfa", post(disable_tfa))
+        .route("/switch_device", put(switch_device))
+        .route(
+            "/backup_codes",
+            get(backup_codes_left).post(regenerate_backup_codes),
+        )
+}
+
+/// Runs a management command; `done` tells its success event apart. A wrong password or
+/// code is a recorded failure, answered 403.
+async fn manage(
+    state: &AppState,
+    context: &RequestContext,
+    claims: &Claims,
+    command: UserCommand,
+    mail: MailPlan<'_>,
+    done: fn(&UserEvent) -> bool,
+) -> Result<(), ApiError> {
+    let actor = format!("user:{}", claims.sub);
+    let events = state
+        .users
+        .execute(claims.sub, command, context.metadata(actor), mail)
+        .await
+        .map_err(unknown_user_is_invalid_token)?;
+    if events.iter().any(done) {
+        return Ok(());
+    }
+    let wrong_password = events.iter().any(|event| {
+        matches!(
+            event,
+            UserEvent::LoginFailed {
+                factor: Factor::Password,
+                ..
+            }
+        )
+    });
+    Err(if wrong_password {
+        ApiError::WrongPassword
+    } else {
+        ApiError::WrongTfaCode
+    })
+}
+
+#[derive(Deserialize)]
+pub struct DisableTfaRequest {
+    password: SecretString,
+    code: SecretString,
+}
+
+#[tracing::instrument(skip_all)]
+async fn disable_tfa(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+    Json(request): Json<DisableTfaRequest>,
+) -> Result<StatusCode, ApiError> {
+    let command = UserCommand::DisableTfa(DisableTfa {
+        password: request.password,
+        code: request.code,
+    });
+    let mail = |user: &User, events: &[UserEvent]| {
+        let disabled = events
+            .iter()
+            .any(|event| matches!(event, UserEvent::TfaDisabled { .. }));
+        match user.email() {
+            Some(to) if disabled => {
+                vec![state
+                    .mail
+                    .tfa_disabled(claims.sub, to.as_str(), context.request_id())]
+            }
+            _ => Vec::new(),
+        }
+    };
+    manage(&state, &context, &claims, command, &mail, |event| {
+        matches!(event, UserEvent::TfaDisabled { .. })
+    })
+    .await?;
+    tracing::info!(target: "security", user_id = %claims.sub, "two-factor authentication disabled");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct SwitchDeviceRequest {
+    password: SecretString,
+    code: SecretString,
+    device_type: DeviceType,
+}
+
+/// Replaces the device: a QR code for a new authenticator app, or an empty body for email;
+/// new backup codes are emailed.
+#[tracing::instrument(skip_all)]
+async fn switch_device(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+    Json(request): Json<SwitchDeviceRequest>,
+) -> Result<Response, ApiError> {
+    let (enrolment, secrets) = new_enrolment(&state, request.device_type);
+    let command = UserCommand::SwitchTfaDevice(SwitchTfaDevice {
+        password: request.password,
+        code: request.code,
+        enrolment,
+    });
+    let mail = |user: &User, events: &[UserEvent]| {
+        let changed = events
+            .iter()
+            .any(|event| matches!(event, UserEvent::TfaDeviceChanged { .. }));
+        match user.email() {
+            Some(to) if changed => vec![
+                state.mail.backup_codes(
+                    claims.sub,
+                    to.as_str(),
+                    context.request_id(),
+                    &secrets.codes,
+                ),
+                state.mail.tfa_enabled(
+                    claims.sub,
+                    to.as_str(),
+                    context.request_id(),
+                    request.device_type,
+                ),
+            ],
+            _ => Vec::new(),
+        }
+    };
+    manage(&state, &context, &claims, command, &mail, |event| {
+        matches!(event, UserEvent::TfaDeviceChanged { .. })
+    })
+    .await?;
+    let view = state
+        .directory
+        .find(claims.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    let email = twofold_domain::values::Email::parse(&view.email)?;
+    enrolment_response(&state, claims.sub, &email, secrets).await
+}
+
+#[derive(Deserialize)]
+pub struct RegenerateRequest {
+    code: SecretString,
+}
+
+/// Replaces the backup codes (the new ones are emailed); the old ones stop working.
+#[tracing::instrument(skip_all)]
+async fn regenerate_backup_codes(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+    Json(request): Json<RegenerateRequest>,
+) -> Result<StatusCode, ApiError> {
+    let rng: &dyn twofold_domain::services::Randomness = state.services.rng.as_ref();
+    let codes = backup_codes::generate_set(rng, state.backup_codes);
+    let clear: Vec<String> = codes
+        .iter()
+        .map(|code| secrecy::ExposeSecret::expose_secret(code).to_owned())
+        .collect();
+    let command = UserCommand::RegenerateBackupCodes(RegenerateBackupCodes {
+        code: request.code,
+        codes,
+    });
+    let mail = |user: &User, events: &[UserEvent]| {
+        let regenerated = events
+            .iter()
+            .any(|event| matches!(event, UserEvent::BackupCodesRegenerated { .. }));
+        match user.email() {
+            Some(to) if regenerated => {
+                vec![state
+                    .mail
+                    .backup_codes(claims.sub, to.as_str(), context.request_id(), &clear)]
+            }
+            _ => Vec::new(),
+        }
+    };
+    manage(&state, &context, &claims, command, &mail, |event| {
+        matches!(event, UserEvent::BackupCodesRegenerated { .. })
+    })
+    .await?;
+    tracing::info!(target: "security", user_id = %claims.sub, "backup codes regenerated");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct BackupCodesLeft {
+    remaining: usize,
+}
+
+#[tracing::instrument(skip_all)]
+async fn backup_codes_left(
+    State(state): State<AppState>,
+    AccessToken(claims): AccessToken,
+) -> Result<Json<BackupCodesLeft>, ApiError> {
+    let user = state.users.load(claims.sub).await?;
+    if user.email().is_none() {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(Json(BackupCodesLeft {
+        remaining: user.backup_codes_remaining(),
+    }))
+}
