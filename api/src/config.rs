@@ -143,7 +143,12 @@ pub struct Config {
     pub hash_queue: usize,
     /// Where emails go in the embedded mode: `stdout`, `file:DIR` or `smtp://…` (on the real
     /// stack the mailer's own setting applies).
-    #[arg(long, env = "TWOFOLD_MAIL_TRANSPORT", default_value = "stdout")]
+    #[arg(
+        long,
+        env = "TWOFOLD_MAIL_TRANSPORT",
+        default_value = "stdout",
+        hide_env_values = true
+    )]
     pub mail_transport: String,
     /// The From address of emails.
     #[arg(
@@ -152,6 +157,13 @@ pub struct Config {
         default_value = "Twofold <twofold@localhost>"
     )]
     pub mail_from: String,
+    /// Requests per minute one client address may make to the endpoints callable without a
+    /// token (sign-up, login, refresh, password reset, second step); 0 disables the limit.
+    #[arg(long, env = "TWOFOLD_IP_RATE_LIMIT", default_value_t = 120)]
+    pub ip_rate_limit: u32,
+    /// Proxies whose `X-Forwarded-For` names the client (comma-separated IP addresses).
+    #[arg(long, env = "TWOFOLD_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
     /// Origins allowed to call the API from a browser (comma-separated); none by default.
     #[arg(long, env = "TWOFOLD_CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,
@@ -186,11 +198,21 @@ impl std::fmt::Debug for Config {
             .field("argon2_parallelism", &self.argon2_parallelism)
             .field("hash_workers", &self.hash_workers)
             .field("hash_queue", &self.hash_queue)
-            .field("mail_transport", &self.mail_transport)
+            .field("mail_transport", &redact_userinfo(&self.mail_transport))
             .field("mail_from", &self.mail_from)
+            .field("ip_rate_limit", &self.ip_rate_limit)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
             .field("log_format", &self.log_format)
             .finish()
+    }
+}
+
+/// `smtp://user:pass@host` with the credentials replaced, for logs.
+fn redact_userinfo(spec: &str) -> String {
+    match (spec.split_once("://"), spec.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://[redacted]{}", &spec[at..]),
+        _ => spec.to_owned(),
     }
 }
 
@@ -241,6 +263,8 @@ impl Config {
             hash_queue: 1024,
             mail_transport: format!("file:{}", work_dir.join("mail").display()),
             mail_from: "Twofold <twofold@localhost>".to_owned(),
+            ip_rate_limit: 0,
+            trusted_proxies: String::new(),
             cors_origins: String::new(),
             log_format: LogFormat::Pretty,
         })
@@ -305,5 +329,33 @@ impl Config {
                     .to_owned(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_credentials_and_keys() {
+        let mut config = Config::for_tests(
+            None,
+            None,
+            "t",
+            &std::env::temp_dir().join("twofold-debug-test"),
+        )
+        .unwrap();
+        config.mail_transport = "smtp://mailer:hunter2hunter2@smtp.example:587".to_owned();
+        config.nats_url = Some("nats://user:natspass@127.0.0.1:4222".to_owned());
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("natspass"), "{printed}");
+        assert!(
+            printed.contains("smtp://[redacted]@smtp.example:587"),
+            "{printed}"
+        );
+        let sealing =
+            secrecy::ExposeSecret::expose_secret(config.sealing_key.as_ref().unwrap()).to_owned();
+        assert!(!printed.contains(&sealing), "{printed}");
     }
 }

@@ -11,6 +11,7 @@ pub mod hygiene;
 pub mod jwt;
 pub mod mail;
 pub mod qr;
+pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -45,7 +45,7 @@ impl MailFactory {
         request_id: Option<&str>,
         codes: &[String],
     ) -> MailJob {
-        let codes = self.sealer.seal_codes(codes);
+        let codes = self.sealer.seal_codes(codes, to);
         self.job(owner, to, request_id, Mail::BackupCodes { codes })
     }
 
@@ -59,7 +59,7 @@ impl MailFactory {
     ) -> MailJob {
         let valid_minutes =
             u32::try_from(twofold_domain::user::EMAIL_CODE_TTL.whole_minutes()).unwrap_or(10);
-        let code = self.sealer.seal(code.expose_secret());
+        let code = self.sealer.seal(code.expose_secret(), to);
         self.job(
             owner,
             to,
@@ -115,7 +115,7 @@ impl MailFactory {
     ) -> MailJob {
         let valid_minutes =
             u32::try_from(twofold_domain::user::RESET_TOKEN_TTL.whole_minutes()).unwrap_or(15);
-        let token = self.sealer.seal(token.expose_secret());
+        let token = self.sealer.seal(token.expose_secret(), to);
         self.job(
             owner,
             to,

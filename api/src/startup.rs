@@ -26,6 +26,7 @@ use crate::config::{Config, Keys};
 use crate::gateway::{CommandGateway, Users};
 use crate::jwt::TokenService;
 use crate::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
+use crate::rate_limit::ClientRateLimit;
 use crate::state::AppState;
 use crate::store::{MemEventRepository, PgEventRepository};
 use crate::telemetry::REQUEST_ID_HEADER;
@@ -206,6 +207,8 @@ impl Application {
         let lifetimes = config.lifetimes().map_err(anyhow::Error::msg)?;
         let cors_origins =
             crate::hygiene::parse_origins(&config.cors_origins).map_err(anyhow::Error::msg)?;
+        let trusted_proxies = crate::rate_limit::parse_proxies(&config.trusted_proxies)
+            .map_err(anyhow::Error::msg)?;
         if keys.ephemeral {
             tracing::warn!("{EMBEDDED_WARNING}");
         }
@@ -234,9 +237,15 @@ impl Application {
             ),
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-        let router = crate::routes::router()
+        let mut router = crate::routes::router()
             .with_state(state)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+        if let Some(limit) = ClientRateLimit::new(config.ip_rate_limit, trusted_proxies) {
+            router = router.layer(axum::middleware::from_fn_with_state(
+                limit,
+                crate::rate_limit::limit,
+            ));
+        }
         let router = crate::hygiene::apply(router, &cors_origins)
             .layer(PropagateRequestIdLayer::new(request_id.clone()))
             .layer(

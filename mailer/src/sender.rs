@@ -311,7 +311,7 @@ mod tests {
         let sealer = MailSealer::new(&[3u8; 32]);
         let codes = vec!["ABCD-EFGH-JKLM-NPQR-STUV-WXYZ".to_owned()];
         let job = job(Mail::BackupCodes {
-            codes: sealer.seal_codes(&codes),
+            codes: sealer.seal_codes(&codes, "ada@example.com"),
         });
 
         sender.send(&job, &sealer).await.unwrap();
@@ -381,7 +381,7 @@ mod tests {
 
         let other_key = MailSealer::new(&[4u8; 32]);
         let sealed = job(Mail::LoginCode {
-            code: other_key.seal("123456"),
+            code: other_key.seal("123456", "ada@example.com"),
             valid_minutes: 5,
         });
         let error = sender.send(&sealed, &sealer).await.unwrap_err();

@@ -88,7 +88,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
     };
     let (template, values) = match &job.mail {
         Mail::BackupCodes { codes } => {
-            let codes = sealer.open_codes(codes).map_err(sealed)?;
+            let codes = sealer.open_codes(codes, &job.to).map_err(sealed)?;
             let text = Zeroizing::new(
                 codes
                     .iter()
@@ -109,7 +109,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
             code,
             valid_minutes,
         } => {
-            let code = sealer.open(code).map_err(sealed)?;
+            let code = sealer.open(code, &job.to).map_err(sealed)?;
             let validity = match valid_minutes {
                 1 => "1 minute".to_owned(),
                 minutes => format!("{minutes} minutes"),
@@ -126,7 +126,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
             token,
             valid_minutes,
         } => {
-            let token = sealer.open(token).map_err(sealed)?;
+            let token = sealer.open(token, &job.to).map_err(sealed)?;
             let validity = format!("{valid_minutes} minutes");
             (
                 &PASSWORD_RESET,
@@ -289,14 +289,14 @@ mod tests {
         let codes: Vec<String> = CODES.iter().map(|code| (*code).to_owned()).collect();
         vec![
             Mail::BackupCodes {
-                codes: sealer.seal_codes(&codes),
+                codes: sealer.seal_codes(&codes, "ada@example.com"),
             },
             Mail::LoginCode {
-                code: sealer.seal("123456"),
+                code: sealer.seal("123456", "ada@example.com"),
                 valid_minutes: 10,
             },
             Mail::PasswordReset {
-                token: sealer.seal("a-reset-token"),
+                token: sealer.seal("a-reset-token", "ada@example.com"),
                 valid_minutes: 15,
             },
             Mail::Test,
@@ -313,7 +313,7 @@ mod tests {
                 remaining: usize::MAX,
             },
             Mail::LoginCode {
-                code: sealer.seal("123456"),
+                code: sealer.seal("123456", "ada@example.com"),
                 valid_minutes: u32::MAX,
             },
         ]
@@ -416,7 +416,7 @@ mod tests {
     fn a_code_sealed_under_another_key_is_a_render_error() {
         let other = MailSealer::new(&[1u8; 32]);
         let mail = Mail::LoginCode {
-            code: other.seal("123456"),
+            code: other.seal("123456", "ada@example.com"),
             valid_minutes: 5,
         };
         let error = render(&job(mail), &sealer()).unwrap_err();

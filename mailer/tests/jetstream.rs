@@ -200,11 +200,14 @@ impl RunningMailer {
     }
 }
 
+/// The recipient of every test job; codes are sealed for it.
+const RECIPIENT: &str = "ada@example.com";
+
 fn job(mail: Mail) -> MailJob {
     MailJob {
         id: Uuid::new_v4(),
         owner: Uuid::new_v4(),
-        to: format!("user-{}@example.com", Uuid::new_v4().simple()),
+        to: RECIPIENT.to_owned(),
         request_id: Some(format!("req-{}", Uuid::new_v4().simple())),
         mail,
     }
@@ -261,10 +264,10 @@ async fn published_jobs_are_each_delivered_once_and_recorded_as_success() {
         "GGGG-HHHH-JJJJ-KKKK-LLLL-MMMM".to_owned(),
     ];
     let backup_codes = job(Mail::BackupCodes {
-        codes: sealer.seal_codes(&codes),
+        codes: sealer.seal_codes(&codes, RECIPIENT),
     });
     let login_code = job(Mail::LoginCode {
-        code: sealer.seal("246810"),
+        code: sealer.seal("246810", RECIPIENT),
         valid_minutes: 5,
     });
     let jobs = vec![
@@ -352,7 +355,7 @@ async fn a_failing_transport_is_retried_then_dead_lettered_without_logging_the_c
     let sealer = MailSealer::new(&KEY);
     let code = "QZ7391";
     let doomed = job(Mail::LoginCode {
-        code: sealer.seal(code),
+        code: sealer.seal(code, RECIPIENT),
         valid_minutes: 5,
     });
     let transport = Transport::parse(&format!("smtp://127.0.0.1:{}", free_port())).unwrap();
@@ -530,7 +533,7 @@ async fn an_smtp_server_that_comes_up_after_the_mailer_gets_the_email() {
         ..nats.settings(transport)
     });
     let login = job(Mail::LoginCode {
-        code: sealer.seal("135790"),
+        code: sealer.seal("135790", RECIPIENT),
         valid_minutes: 5,
     });
     nats.publish(&login).await;

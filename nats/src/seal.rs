@@ -1,10 +1,12 @@
 //! Sealing the codes inside mail jobs, so they are never in clear in the outbox table or the
 //! stream. The key is derived with HKDF from the sealing key both the API and the mailer are
 //! configured with, under its own label, so it never equals the key that seals TOTP seeds.
+//! The recipient address is authenticated with each code (AEAD associated data): a sealed code
+//! copied into a job addressed to someone else does not open.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -49,14 +51,20 @@ impl MailSealer {
         }
     }
 
-    /// Seals `plaintext`.
-    pub fn seal(&self, plaintext: &str) -> SealedText {
+    /// Seals `plaintext` for `recipient`.
+    pub fn seal(&self, plaintext: &str, recipient: &str) -> SealedText {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         // Encryption only fails for plaintexts beyond 256 GiB.
         let ciphertext = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), plaintext.as_bytes())
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: &associated_data(recipient),
+                },
+            )
             .unwrap_or_default();
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
@@ -66,16 +74,20 @@ impl MailSealer {
         }
     }
 
-    /// Seals a list of codes (as a JSON array).
-    pub fn seal_codes(&self, codes: &[String]) -> SealedText {
+    /// Seals a list of codes (as a JSON array) for `recipient`.
+    pub fn seal_codes(&self, codes: &[String], recipient: &str) -> SealedText {
         let mut json = serde_json::to_string(codes).unwrap_or_default();
-        let sealed = self.seal(&json);
+        let sealed = self.seal(&json, recipient);
         json.zeroize();
         sealed
     }
 
-    /// Opens sealed text.
-    pub fn open(&self, sealed: &SealedText) -> Result<Zeroizing<String>, OpenFailed> {
+    /// Opens text sealed for `recipient`.
+    pub fn open(
+        &self,
+        sealed: &SealedText,
+        recipient: &str,
+    ) -> Result<Zeroizing<String>, OpenFailed> {
         if sealed.key_id != self.key_id {
             return Err(OpenFailed::UnknownKey(sealed.key_id.clone()));
         }
@@ -88,19 +100,34 @@ impl MailSealer {
         let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
         let plaintext = self
             .cipher
-            .decrypt(XNonce::from_slice(nonce), ciphertext)
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &associated_data(recipient),
+                },
+            )
             .map_err(|_| OpenFailed::Corrupt)?;
         String::from_utf8(plaintext)
             .map(Zeroizing::new)
             .map_err(|_| OpenFailed::Corrupt)
     }
 
-    /// Opens a sealed list of codes.
-    pub fn open_codes(&self, sealed: &SealedText) -> Result<Vec<Zeroizing<String>>, OpenFailed> {
-        let json = self.open(sealed)?;
+    /// Opens a list of codes sealed for `recipient`.
+    pub fn open_codes(
+        &self,
+        sealed: &SealedText,
+        recipient: &str,
+    ) -> Result<Vec<Zeroizing<String>>, OpenFailed> {
+        let json = self.open(sealed, recipient)?;
         let codes: Vec<String> = serde_json::from_str(&json).map_err(|_| OpenFailed::Corrupt)?;
         Ok(codes.into_iter().map(Zeroizing::new).collect())
     }
+}
+
+/// The associated data a code is sealed with: the recipient, case-folded as addresses are.
+fn associated_data(recipient: &str) -> Vec<u8> {
+    format!("twofold mail to {}", recipient.trim().to_lowercase()).into_bytes()
 }
 
 #[cfg(test)]
@@ -111,10 +138,10 @@ mod tests {
     fn sealed_codes_open_with_the_same_key_only_and_hide_the_plaintext() {
         let sealer = MailSealer::new(&[7u8; 32]);
         let codes = vec!["AAAA-BBBB".to_owned(), "CCCC-DDDD".to_owned()];
-        let sealed = sealer.seal_codes(&codes);
+        let sealed = sealer.seal_codes(&codes, "ada@example.com");
         assert!(!sealed.ciphertext.contains("AAAA"));
         let opened: Vec<String> = sealer
-            .open_codes(&sealed)
+            .open_codes(&sealed, "ada@example.com")
             .unwrap()
             .iter()
             .map(|code| code.to_string())
@@ -122,7 +149,7 @@ mod tests {
         assert_eq!(opened, codes);
         let other = MailSealer::new(&[8u8; 32]);
         assert!(matches!(
-            other.open(&sealed),
+            other.open(&sealed, "ada@example.com"),
             Err(OpenFailed::UnknownKey(_))
         ));
     }
@@ -130,10 +157,13 @@ mod tests {
     #[test]
     fn tampered_sealed_text_is_refused() {
         let sealer = MailSealer::new(&[7u8; 32]);
-        let mut sealed = sealer.seal("123456");
+        let mut sealed = sealer.seal("123456", "ada@example.com");
         let mut bytes = STANDARD.decode(&sealed.ciphertext).unwrap();
         bytes[30] ^= 1;
         sealed.ciphertext = STANDARD.encode(bytes);
-        assert!(matches!(sealer.open(&sealed), Err(OpenFailed::Corrupt)));
+        assert!(matches!(
+            sealer.open(&sealed, "ada@example.com"),
+            Err(OpenFailed::Corrupt)
+        ));
     }
 }

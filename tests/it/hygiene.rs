@@ -76,3 +76,55 @@ async fn error_details_are_ours_not_the_parsers() {
     .await;
     assert_eq!(body["detail"], "a field has a value of the wrong type");
 }
+
+#[tokio::test]
+async fn one_address_is_rate_limited_on_the_unauthenticated_endpoints_only() {
+    let mut config = test_config(Store::Embedded, None, None);
+    config.ip_rate_limit = 5;
+    let app = spawn_app_with(config).await;
+    for _ in 0..5 {
+        let response = app.login("nobody@example.com", "whatever password").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = app.login("nobody@example.com", "whatever password").await;
+    assert!(limited.headers().contains_key("retry-after"));
+    let (status, body) = problem(limited).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["code"], "request.rate_limited");
+    // Endpoints that need no guessing are not counted.
+    let jwks = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let mut config = test_config(Store::Embedded, None, None);
+    config.ip_rate_limit = 2;
+    config.trusted_proxies = "127.0.0.1".to_owned();
+    let app = spawn_app_with(config).await;
+    let login_from = |client: &'static str| {
+        app.http
+            .post(app.url("/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.99, {client}"))
+            .form(&[("username", "nobody@example.com"), ("password", "whatever")])
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            login_from("203.0.113.1").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let limited = login_from("203.0.113.1").await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy is not affected, whatever it prepends.
+    assert_eq!(
+        login_from("203.0.113.2").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

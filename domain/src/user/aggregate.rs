@@ -88,6 +88,17 @@ impl User {
         self.account.as_ref().ok_or(UserError::UnknownUser)
     }
 
+    /// A new password voids everything the old one opened: a pending reset token, open login
+    /// challenges, and the password's failure count.
+    fn set_new_password(&mut self, password_hash: PasswordHash) {
+        if let Some(account) = self.account.as_mut() {
+            account.password_hash = password_hash;
+        }
+        self.password_reset = None;
+        self.challenges.clear();
+        *self.throttles.get_mut(ThrottledFactor::Password) = Throttle::default();
+    }
+
     pub(super) fn challenge(&self, id: ChallengeId) -> Option<&Challenge> {
         self.challenges.iter().find(|challenge| challenge.id == id)
     }
@@ -215,6 +226,7 @@ impl Aggregate for User {
                 totp_step,
                 ..
             } => {
+                *self.throttles.get_mut(ThrottledFactor::SecondFactor) = Throttle::default();
                 self.challenges
                     .retain(|challenge| challenge.id != challenge_id);
                 if totp_step.is_some() {
@@ -226,6 +238,7 @@ impl Aggregate for User {
                 index,
                 ..
             } => {
+                *self.throttles.get_mut(ThrottledFactor::BackupCode) = Throttle::default();
                 self.challenges
                     .retain(|challenge| challenge.id != challenge_id);
                 if let Some(slot) = self
@@ -266,9 +279,7 @@ impl Aggregate for User {
                 self.sessions.retain(|session| session.id != session_id);
             }
             UserEvent::PasswordChanged { password_hash, .. } => {
-                if let Some(account) = self.account.as_mut() {
-                    account.password_hash = password_hash;
-                }
+                self.set_new_password(password_hash);
             }
             UserEvent::PasswordResetRequested {
                 digest, expires_at, ..
@@ -276,10 +287,7 @@ impl Aggregate for User {
                 self.password_reset = Some((digest, expires_at));
             }
             UserEvent::PasswordReset { password_hash, .. } => {
-                self.password_reset = None;
-                if let Some(account) = self.account.as_mut() {
-                    account.password_hash = password_hash;
-                }
+                self.set_new_password(password_hash);
             }
             UserEvent::SecondFactorConfirmed {
                 factor,

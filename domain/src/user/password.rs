@@ -38,6 +38,7 @@ impl User {
             self.record_failure(Factor::Password, None, at, sink).await;
             return Ok(());
         }
+        self.ensure_account_open()?;
         let password_hash = services.hasher.hash(&command.new).await?;
         sink.write(UserEvent::PasswordChanged { password_hash, at }, self)
             .await;

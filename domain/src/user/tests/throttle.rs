@@ -198,3 +198,63 @@ fn wrong_codes_across_challenges_add_up_to_a_lock() {
             locked(ThrottledFactor::SecondFactor, 0, 1),
         ]);
 }
+
+#[test]
+fn a_right_code_resets_the_second_factor_count() {
+    let mut given = vec![
+        signed_up(),
+        code_generator_enabled(),
+        second_factor_required(1),
+    ];
+    given.extend(wrong_codes(4, 1));
+    given.push(UserEvent::TfaVerified {
+        challenge_id: challenge(1),
+        factor: Factor::Totp,
+        totp_step: Some(totp::step_at(at(0))),
+        at: at(0),
+    });
+    given.push(second_factor_required(2));
+    test_at(0)
+        .given(given)
+        .when(UserCommand::VerifyTfaCode(VerifyTfaCode {
+            challenge_id: challenge(2),
+            code: secret("000000"),
+        }))
+        .then_expect_events(vec![UserEvent::LoginFailed {
+            factor: Factor::Totp,
+            challenge_id: Some(challenge(2)),
+            at: at(0),
+        }]);
+}
+
+#[test]
+fn a_used_backup_code_resets_the_backup_code_count() {
+    let mut given = vec![
+        signed_up(),
+        code_generator_enabled(),
+        second_factor_required(1),
+    ];
+    given.extend((0..4).map(|_| UserEvent::LoginFailed {
+        factor: Factor::BackupCode,
+        challenge_id: Some(challenge(1)),
+        at: at(0),
+    }));
+    given.push(UserEvent::BackupCodeConsumed {
+        challenge_id: challenge(1),
+        index: 0,
+        remaining: 1,
+        at: at(0),
+    });
+    given.push(second_factor_required(2));
+    test_at(0)
+        .given(given)
+        .when(UserCommand::UseBackupCode(UseBackupCode {
+            challenge_id: challenge(2),
+            code: secret("NOT0-A0CO-DE00"),
+        }))
+        .then_expect_events(vec![UserEvent::LoginFailed {
+            factor: Factor::BackupCode,
+            challenge_id: Some(challenge(2)),
+            at: at(0),
+        }]);
+}
