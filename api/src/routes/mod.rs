@@ -92,6 +92,40 @@ async fn enrolment_response(
     }
 }
 
+/// The emails a committed enrolment sends: the backup codes, and the notice that 2FA is on.
+fn enrolment_mail(
+    state: &AppState,
+    owner: UserId,
+    to: &Email,
+    request_id: Option<&str>,
+    secrets: &EnrolmentSecrets,
+    device_type: DeviceType,
+) -> Vec<twofold_nats::MailJob> {
+    vec![
+        state
+            .mail
+            .backup_codes(owner, to.as_str(), request_id, &secrets.codes),
+        state
+            .mail
+            .tfa_enabled(owner, to.as_str(), request_id, device_type),
+    ]
+}
+
+/// [`enrolment_response`] for the calling user, whose address comes from the user view.
+async fn caller_enrolment_response(
+    state: &AppState,
+    owner: UserId,
+    secrets: EnrolmentSecrets,
+) -> Result<Response, ApiError> {
+    let view = state
+        .directory
+        .find(owner)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    let email = Email::parse(&view.email)?;
+    enrolment_response(state, owner, &email, secrets).await
+}
+
 /// A random 6-digit code for an email second factor.
 fn email_code(state: &AppState) -> SecretString {
     let rng: &dyn Randomness = state.services.rng.as_ref();

@@ -11,7 +11,9 @@ use twofold_domain::{totp, User, UserCommand, UserError, UserEvent};
 
 use super::auth::DeviceRequest;
 use super::dto::TokenResponse;
-use super::{enrolment_response, new_enrolment, png, unknown_user_is_invalid_token};
+use super::{
+    caller_enrolment_response, enrolment_mail, new_enrolment, png, unknown_user_is_invalid_token,
+};
 use crate::error::ApiError;
 use crate::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
 use crate::gateway::no_mail;
@@ -150,20 +152,14 @@ async fn enable_tfa(
     let (enrolment, secrets) = new_enrolment(&state, request.device_type);
     let command = UserCommand::EnableTfa(EnableTfa { enrolment });
     let mail = |user: &User, _: &[UserEvent]| match user.email() {
-        Some(to) => vec![
-            state.mail.backup_codes(
-                claims.sub,
-                to.as_str(),
-                context.request_id(),
-                &secrets.codes,
-            ),
-            state.mail.tfa_enabled(
-                claims.sub,
-                to.as_str(),
-                context.request_id(),
-                request.device_type,
-            ),
-        ],
+        Some(to) => enrolment_mail(
+            &state,
+            claims.sub,
+            to,
+            context.request_id(),
+            &secrets,
+            request.device_type,
+        ),
         None => Vec::new(),
     };
     state
@@ -171,11 +167,5 @@ async fn enable_tfa(
         .execute(claims.sub, command, context.metadata(actor(&claims)), &mail)
         .await
         .map_err(unknown_user_is_invalid_token)?;
-    let view = state
-        .directory
-        .find(claims.sub)
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
-    let email = twofold_domain::values::Email::parse(&view.email)?;
-    enrolment_response(&state, claims.sub, &email, secrets).await
+    caller_enrolment_response(&state, claims.sub, secrets).await
 }

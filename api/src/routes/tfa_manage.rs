@@ -14,7 +14,9 @@ use twofold_domain::user::{DisableTfa, RegenerateBackupCodes, SwitchTfaDevice};
 use twofold_domain::values::DeviceType;
 use twofold_domain::{Factor, User, UserCommand, UserEvent};
 
-use super::{enrolment_response, new_enrolment, unknown_user_is_invalid_token};
+use super::{
+    caller_enrolment_response, enrolment_mail, new_enrolment, unknown_user_is_invalid_token,
+};
 use crate::error::ApiError;
 use crate::extract::{AccessToken, Json, RequestContext};
 use crate::gateway::MailPlan;
@@ -131,20 +133,14 @@ async fn switch_device(
             .iter()
             .any(|event| matches!(event, UserEvent::TfaDeviceChanged { .. }));
         match user.email() {
-            Some(to) if changed => vec![
-                state.mail.backup_codes(
-                    claims.sub,
-                    to.as_str(),
-                    context.request_id(),
-                    &secrets.codes,
-                ),
-                state.mail.tfa_enabled(
-                    claims.sub,
-                    to.as_str(),
-                    context.request_id(),
-                    request.device_type,
-                ),
-            ],
+            Some(to) if changed => enrolment_mail(
+                &state,
+                claims.sub,
+                to,
+                context.request_id(),
+                &secrets,
+                request.device_type,
+            ),
             _ => Vec::new(),
         }
     };
@@ -152,13 +148,7 @@ async fn switch_device(
         matches!(event, UserEvent::TfaDeviceChanged { .. })
     })
     .await?;
-    let view = state
-        .directory
-        .find(claims.sub)
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
-    let email = twofold_domain::values::Email::parse(&view.email)?;
-    enrolment_response(&state, claims.sub, &email, secrets).await
+    caller_enrolment_response(&state, claims.sub, secrets).await
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,28 @@ use crate::services::UserServices;
 use crate::values::ChallengeId;
 
 impl User {
+    /// Checks a password as every command that takes one does: refused while the password is
+    /// locked (before it is checked, so a locked attempt says nothing about it); a wrong one
+    /// is a recorded, throttled failure (`Ok(false)`); a right one for an account an admin
+    /// locked is refused (so only someone who knows the password learns of the lock).
+    pub(super) async fn check_password(
+        &mut self,
+        password: &secrecy::SecretString,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<bool, UserError> {
+        let password_hash = self.account()?.password_hash.clone();
+        self.ensure_unlocked(ThrottledFactor::Password, services.clock.now())?;
+        let correct = services.hasher.verify(password, &password_hash).await?;
+        if !correct {
+            let at = services.clock.now();
+            self.record_failure(Factor::Password, None, at, sink).await;
+            return Ok(false);
+        }
+        self.ensure_account_open()?;
+        Ok(true)
+    }
+
     /// A wrong password is a recorded `LoginFailed`, not an error, so that it is stored.
     /// A right one completes the login, or opens a challenge for the second factor.
     pub(super) async fn log_in(
@@ -17,20 +39,13 @@ impl User {
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
-        let password_hash = self.account()?.password_hash.clone();
-        // Checked before the password, so a locked attempt says nothing about it.
-        self.ensure_unlocked(ThrottledFactor::Password, services.clock.now())?;
-        let correct = services
-            .hasher
-            .verify(&command.password, &password_hash)
-            .await?;
-        let at = services.clock.now();
-        if !correct {
-            self.record_failure(Factor::Password, None, at, sink).await;
+        if !self
+            .check_password(&command.password, services, sink)
+            .await?
+        {
             return Ok(());
         }
-        // Only someone who knows the password learns that the account is locked.
-        self.ensure_account_open()?;
+        let at = services.clock.now();
         let Some(tfa) = &self.tfa else {
             sink.write(UserEvent::LoggedIn { at }, self).await;
             self.start_session(services, at, sink).await;

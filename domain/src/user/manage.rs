@@ -96,24 +96,18 @@ impl User {
         Ok(())
     }
 
-    /// Checks the password; a wrong one is a recorded, throttled failure (`Ok(false)`).
+    /// Checks the password of a sensitive change (see [`User::check_password`]).
     async fn verify_password_for_change(
         &mut self,
         password: &SecretString,
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<bool, UserError> {
-        let hash = self.account()?.password_hash.clone();
+        self.account()?;
         if self.tfa.is_none() {
             return Err(UserError::TfaNotEnabled);
         }
-        self.ensure_unlocked(ThrottledFactor::Password, services.clock.now())?;
-        let correct = services.hasher.verify(password, &hash).await?;
-        if !correct {
-            let at = services.clock.now();
-            self.record_failure(Factor::Password, None, at, sink).await;
-        }
-        Ok(correct)
+        self.check_password(password, services, sink).await
     }
 
     /// Checks a current second factor: a TOTP code (for an authenticator app) or a backup

@@ -11,8 +11,7 @@ use secrecy::ExposeSecret;
 
 use super::aggregate::User;
 use super::{
-    ChangePassword, Factor, RequestPasswordReset, ResetPassword, SessionEndReason, ThrottledFactor,
-    UserError, UserEvent,
+    ChangePassword, RequestPasswordReset, ResetPassword, SessionEndReason, UserError, UserEvent,
 };
 use crate::services::UserServices;
 use crate::values::SessionId;
@@ -27,18 +26,13 @@ impl User {
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
-        let current_hash = self.account()?.password_hash.clone();
-        self.ensure_unlocked(ThrottledFactor::Password, services.clock.now())?;
-        let correct = services
-            .hasher
-            .verify(&command.current, &current_hash)
-            .await?;
-        let at = services.clock.now();
-        if !correct {
-            self.record_failure(Factor::Password, None, at, sink).await;
+        if !self
+            .check_password(&command.current, services, sink)
+            .await?
+        {
             return Ok(());
         }
-        self.ensure_account_open()?;
+        let at = services.clock.now();
         let password_hash = services.hasher.hash(&command.new).await?;
         sink.write(UserEvent::PasswordChanged { password_hash, at }, self)
             .await;
