@@ -97,6 +97,10 @@ pub struct Config {
     /// File with the Ed25519 JWT signing key (PKCS#8 PEM). Required with DATABASE_URL.
     #[arg(long, env = "TWOFOLD_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
+    /// Earlier JWT keys (PKCS#8 PEM files, comma-separated) that still verify tokens and stay
+    /// in the JWKS until their tokens expire.
+    #[arg(long, env = "TWOFOLD_JWT_RETIRED_KEY_FILES", value_delimiter = ',')]
+    pub jwt_retired_key_files: Vec<PathBuf>,
     /// 32 random bytes, base64, sealing TOTP seeds and keying code digests. Required with
     /// DATABASE_URL.
     #[arg(long, env = "TWOFOLD_SEALING_KEY", hide_env_values = true)]
@@ -181,6 +185,7 @@ impl std::fmt::Debug for Config {
                 &self.database_url.as_ref().map(|_| "[redacted]"),
             )
             .field("jwt_key_file", &self.jwt_key_file)
+            .field("jwt_retired_key_files", &self.jwt_retired_key_files)
             .field(
                 "sealing_key",
                 &self.sealing_key.as_ref().map(|_| "[redacted]"),
@@ -220,6 +225,8 @@ fn redact_userinfo(spec: &str) -> String {
 pub struct Keys {
     /// Signs tokens.
     pub jwt: JwtKey,
+    /// Verify tokens signed before a rotation.
+    pub retired_jwt: Vec<JwtKey>,
     /// Seals seeds and keys digests.
     pub sealing: SealingKey,
     /// Whether they were generated at start-up (embedded mode).
@@ -247,6 +254,7 @@ impl Config {
             nats_prefix: nats_prefix.to_owned(),
             database_max_connections: 20,
             jwt_key_file: Some(jwt_key_file),
+            jwt_retired_key_files: Vec::new(),
             sealing_key: Some(SecretString::from(SealingKey::generate().to_base64())),
             jwt_issuer: "twofold".to_owned(),
             jwt_audience: "twofold".to_owned(),
@@ -309,16 +317,30 @@ impl Config {
                         path.display()
                     )
                 })?;
+                let retired_jwt = self
+                    .jwt_retired_key_files
+                    .iter()
+                    .map(|path| {
+                        std::fs::read_to_string(path)
+                            .map_err(|error| error.to_string())
+                            .and_then(|pem| JwtKey::from_pem(&pem))
+                            .map_err(|error| {
+                                format!("TWOFOLD_JWT_RETIRED_KEY_FILES {}: {error}", path.display())
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(Keys {
                     jwt: JwtKey::from_pem(&pem).map_err(|error| {
                         format!("TWOFOLD_JWT_KEY_FILE {}: {error}", path.display())
                     })?,
+                    retired_jwt,
                     sealing: SealingKey::from_base64(sealing.expose_secret())?,
                     ephemeral: false,
                 })
             }
             (None, None) if self.database_url.is_none() => Ok(Keys {
                 jwt: JwtKey::generate()?,
+                retired_jwt: Vec::new(),
                 sealing: SealingKey::generate(),
                 ephemeral: true,
             }),

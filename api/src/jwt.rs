@@ -171,6 +171,9 @@ pub struct Jwk {
 /// Issues and verifies tokens.
 pub struct TokenService {
     key: JwtKey,
+    /// Keys that signed earlier and still verify (and stay in the JWKS) until their tokens
+    /// expire: rotation without downtime.
+    retired: Vec<JwtKey>,
     issuer: String,
     audience: String,
     lifetimes: Lifetimes,
@@ -181,10 +184,20 @@ impl TokenService {
     pub fn new(key: JwtKey, issuer: String, audience: String, lifetimes: Lifetimes) -> Self {
         Self {
             key,
+            retired: Vec::new(),
             issuer,
             audience,
             lifetimes,
         }
+    }
+
+    /// Also verifies tokens signed by `retired` keys, and publishes them.
+    pub fn with_retired_keys(self, retired: Vec<JwtKey>) -> Self {
+        Self { retired, ..self }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &JwtKey> {
+        std::iter::once(&self.key).chain(&self.retired)
     }
 
     /// The lifetime of `kind`.
@@ -261,16 +274,17 @@ impl TokenService {
     /// The claims of `token` if it is a valid, unexpired token of `kind` signed by our key.
     pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, ApiError> {
         let header = decode_header(token).map_err(|_| ApiError::InvalidToken)?;
-        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
-            return Err(ApiError::InvalidToken);
-        }
+        let key = self
+            .keys()
+            .find(|key| header.kid.as_deref() == Some(key.kid.as_str()))
+            .ok_or(ApiError::InvalidToken)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[self.audience(kind)]);
         validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
-        let claims = decode::<Claims>(token, &self.key.decoding, &validation)
+        let claims = decode::<Claims>(token, &key.decoding, &validation)
             .map_err(|_| ApiError::InvalidToken)?
             .claims;
         if claims.typ != kind {
@@ -282,14 +296,17 @@ impl TokenService {
     /// The JWKS document.
     pub fn jwks(&self) -> Jwks {
         Jwks {
-            keys: vec![Jwk {
-                kty: "OKP".to_owned(),
-                crv: "Ed25519".to_owned(),
-                x: self.key.public_x.clone(),
-                kid: self.key.kid.clone(),
-                alg: "EdDSA".to_owned(),
-                usage: "sig".to_owned(),
-            }],
+            keys: self
+                .keys()
+                .map(|key| Jwk {
+                    kty: "OKP".to_owned(),
+                    crv: "Ed25519".to_owned(),
+                    x: key.public_x.clone(),
+                    kid: key.kid.clone(),
+                    alg: "EdDSA".to_owned(),
+                    usage: "sig".to_owned(),
+                })
+                .collect(),
         }
     }
 }
@@ -324,6 +341,32 @@ mod tests {
                 assert_eq!(result.is_ok(), kind == expected, "{kind:?} as {expected:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_retired_key_still_verifies_and_is_published_until_dropped() {
+        let old = service();
+        let token = old
+            .issue(
+                TokenKind::Access,
+                UserId::new_random(),
+                Uuid::new_v4(),
+                None,
+                None,
+            )
+            .unwrap();
+        let retired = JwtKey::from_pem(&JwtKey::generate_pem().unwrap()).unwrap();
+        let old_kid = old.key.kid.clone();
+        let rotated = TokenService {
+            retired: vec![old.key],
+            ..service()
+        };
+        assert!(rotated.verify(&token, TokenKind::Access).is_ok());
+        let kids: Vec<String> = rotated.jwks().keys.into_iter().map(|key| key.kid).collect();
+        assert_eq!(kids.len(), 2);
+        assert!(kids.contains(&old_kid));
+        let without = service().with_retired_keys(vec![retired]);
+        assert!(without.verify(&token, TokenKind::Access).is_err());
     }
 
     #[test]

@@ -221,7 +221,8 @@ impl Application {
             config.jwt_issuer.clone(),
             config.jwt_audience.clone(),
             lifetimes,
-        );
+        )
+        .with_retired_keys(keys.retired_jwt);
         let state = AppState {
             users: backend.users,
             directory: backend.directory,

@@ -226,3 +226,129 @@ async fn tokens_work_only_where_they_belong_and_forgeries_are_refused() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn tokens_with_a_wrong_audience_or_issuer_or_an_hmac_signature_are_refused() {
+    let app = spawn_app(Store::Postgres).await;
+    let email = unique_email("forged");
+    app.signup(&signup_body(&email, None)).await;
+    let access = app.login_expecting(&email, StatusCode::OK).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kid = kid_of(&access);
+    for (claim, value) in [
+        ("aud", "someone-else"),
+        ("iss", "someone-else"),
+        ("typ", "admin"),
+    ] {
+        let mut claims = claims_of(&access);
+        claims[claim] = json!(value);
+        let forged = sign(&app, &kid, &claims);
+        assert_refused(
+            &app,
+            "/auth/test-token",
+            false,
+            &forged,
+            "auth.invalid_token",
+        )
+        .await;
+    }
+    // HMAC keyed with the public key (the classic algorithm confusion).
+    let jwks: Value = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let public = URL_SAFE_NO_PAD
+        .decode(jwks["keys"][0]["x"].as_str().unwrap())
+        .unwrap();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(kid);
+    let confused = encode(
+        &header,
+        &claims_of(&access),
+        &EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &confused,
+        "auth.invalid_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_keeps_verifying_its_tokens_on_every_instance() {
+    let old = spawn_app(Store::Postgres).await;
+    let email = unique_email("rotation");
+    old.signup(&signup_body(&email, None)).await;
+    let before = old.login_expecting(&email, StatusCode::OK).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A new instance signs with a new key and keeps the old one as retired.
+    let retired = old.config.jwt_key_file.clone().unwrap();
+    let mut rotated = old.config.clone();
+    let new_key = retired.with_file_name("jwt-next.pem");
+    std::fs::write(
+        &new_key,
+        twofold_api::jwt::JwtKey::generate_pem().unwrap().as_bytes(),
+    )
+    .unwrap();
+    rotated.jwt_key_file = Some(new_key.clone());
+    rotated.jwt_retired_key_files = vec![retired];
+    let new = spawn_app_with(rotated.clone()).await;
+    assert_eq!(
+        new.get_with("/auth/test-token", &before).await.status(),
+        StatusCode::OK
+    );
+    let after = new.login_expecting(&email, StatusCode::OK).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(kid_of(&before), kid_of(&after));
+    let jwks: Value = new
+        .http
+        .get(format!("{}/.well-known/jwks.json", new.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kids,
+        vec![kid_of(&after).as_str(), kid_of(&before).as_str()]
+    );
+
+    // Once the retired key is dropped, its tokens stop working.
+    rotated.jwt_retired_key_files = Vec::new();
+    let dropped = spawn_app_with(rotated).await;
+    assert_refused(
+        &dropped,
+        "/auth/test-token",
+        false,
+        &before,
+        "auth.invalid_token",
+    )
+    .await;
+    assert_eq!(
+        dropped.get_with("/auth/test-token", &after).await.status(),
+        StatusCode::OK
+    );
+}
