@@ -86,7 +86,7 @@ pub struct Config {
     pub database_url: Option<String>,
     /// NATS server URL (with JetStream); required with DATABASE_URL, since emails leave
     /// through the outbox and JetStream to the mailer.
-    #[arg(long, env = "NATS_URL")]
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// Prefix of every NATS stream, subject, consumer and bucket name.
     #[arg(long, env = "TWOFOLD_NATS_PREFIX", default_value = "twofold")]
@@ -184,6 +184,8 @@ impl std::fmt::Debug for Config {
                 "database_url",
                 &self.database_url.as_ref().map(|_| "[redacted]"),
             )
+            .field("nats_url", &self.nats_url.as_deref().map(redact_userinfo))
+            .field("nats_prefix", &self.nats_prefix)
             .field("jwt_key_file", &self.jwt_key_file)
             .field("jwt_retired_key_files", &self.jwt_retired_key_files)
             .field(

@@ -104,7 +104,7 @@ pub enum LogFormat {
 )]
 pub struct MailerArgs {
     /// NATS server URL (required).
-    #[arg(long, env = "NATS_URL")]
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// Prefix of the stream, consumer and bucket names (same as the API's).
     #[arg(long, env = "TWOFOLD_NATS_PREFIX", default_value = "twofold")]

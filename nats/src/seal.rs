@@ -155,6 +155,17 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_code_does_not_open_for_another_recipient() {
+        let sealer = MailSealer::new(&[7u8; 32]);
+        let sealed = sealer.seal("reset-token", "victim@example.com");
+        assert!(sealer.open(&sealed, "Victim@Example.com").is_ok());
+        assert!(matches!(
+            sealer.open(&sealed, "attacker@example.com"),
+            Err(OpenFailed::Corrupt)
+        ));
+    }
+
+    #[test]
     fn tampered_sealed_text_is_refused() {
         let sealer = MailSealer::new(&[7u8; 32]);
         let mut sealed = sealer.seal("123456", "ada@example.com");

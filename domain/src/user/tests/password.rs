@@ -158,3 +158,59 @@ fn after_a_reset_the_old_password_fails() {
             at: at(90),
         }]);
 }
+
+fn changed() -> UserEvent {
+    UserEvent::PasswordChanged {
+        password_hash: new_hash(),
+        at: at(20),
+    }
+}
+
+#[test]
+fn a_password_change_voids_a_pending_reset_token() {
+    test_at(60)
+        .given(vec![signed_up(), reset_requested(), changed()])
+        .when(reset(TOKEN))
+        .then_expect_error(UserError::ResetTokenInvalid);
+}
+
+#[test]
+fn a_password_change_closes_open_login_challenges() {
+    test_at(60)
+        .given(vec![
+            signed_up(),
+            email_device_enabled(),
+            second_factor_required(1),
+            changed(),
+        ])
+        .when(UserCommand::VerifyTfaCode(crate::user::VerifyTfaCode {
+            challenge_id: challenge(1),
+            code: secret("123456"),
+        }))
+        .then_expect_error(UserError::ChallengeClosed);
+}
+
+#[test]
+fn a_password_reset_clears_the_password_failure_count() {
+    let mut given = vec![signed_up(), reset_requested()];
+    given.extend((0..4).map(|_| UserEvent::LoginFailed {
+        factor: Factor::Password,
+        challenge_id: None,
+        at: at(0),
+    }));
+    given.push(UserEvent::PasswordReset {
+        password_hash: new_hash(),
+        at: at(30),
+    });
+    test_at(60)
+        .given(given)
+        .when(UserCommand::LogIn(LogIn {
+            password: secret("a wrong guess"),
+            email_code: secret("123456"),
+        }))
+        .then_expect_events(vec![UserEvent::LoginFailed {
+            factor: Factor::Password,
+            challenge_id: None,
+            at: at(60),
+        }]);
+}
