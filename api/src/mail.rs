@@ -94,6 +94,17 @@ impl MailFactory {
         self.job(owner, to, request_id, Mail::TfaDisabled)
     }
 
+    /// The security notice that the password was changed or reset.
+    pub fn password_changed(
+        &self,
+        owner: UserId,
+        to: &str,
+        request_id: Option<&str>,
+        reset: bool,
+    ) -> MailJob {
+        self.job(owner, to, request_id, Mail::PasswordChanged { reset })
+    }
+
     /// The security notice that a backup code was used.
     pub fn backup_code_used(
         &self,

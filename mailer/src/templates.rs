@@ -30,6 +30,7 @@ const TFA_ENABLED: Template = template!("tfa_enabled");
 const BACKUP_CODE_USED: Template = template!("backup_code_used");
 const PASSWORD_RESET: Template = template!("password_reset");
 const TFA_DISABLED: Template = template!("tfa_disabled");
+const PASSWORD_CHANGED: Template = template!("password_changed");
 
 /// An email ready to send. Its subject and bodies may hold codes: its `Debug` shows only the
 /// recipient's domain and the subject's length, and the text is wiped from memory on drop.
@@ -138,6 +139,14 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
         }
         Mail::Test => (&TEST, Vec::new()),
         Mail::TfaDisabled => (&TFA_DISABLED, Vec::new()),
+        Mail::PasswordChanged { reset } => {
+            let how = if *reset {
+                "reset with an emailed token"
+            } else {
+                "changed"
+            };
+            (&PASSWORD_CHANGED, vec![Value::plain("how", how)])
+        }
         Mail::TfaEnabled { device_type } => {
             let device = match device_type.as_str() {
                 "email" => "a code sent to this email address".to_owned(),
@@ -301,6 +310,7 @@ mod tests {
             },
             Mail::Test,
             Mail::TfaDisabled,
+            Mail::PasswordChanged { reset: true },
             Mail::TfaEnabled {
                 device_type: "code_generator".to_owned(),
             },

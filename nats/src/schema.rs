@@ -52,6 +52,11 @@ pub enum Mail {
     },
     /// Security notice: two-factor authentication was turned off.
     TfaDisabled,
+    /// Security notice: the password was changed (`reset` when by a reset token).
+    PasswordChanged {
+        /// Whether it was a reset rather than a change.
+        reset: bool,
+    },
     /// Security notice: a backup code was used to log in.
     BackupCodeUsed {
         /// Unused codes left.
@@ -69,6 +74,7 @@ impl Mail {
             Self::Test => "test",
             Self::TfaEnabled { .. } => "tfa_enabled",
             Self::TfaDisabled => "tfa_disabled",
+            Self::PasswordChanged { .. } => "password_changed",
             Self::BackupCodeUsed { .. } => "backup_code_used",
         }
     }

@@ -49,6 +49,8 @@ async fn a_password_change_needs_the_current_one_and_ends_the_other_sessions() {
         change(PASSWORD).await.unwrap().status(),
         StatusCode::NO_CONTENT
     );
+    app.wait_for_email(&email, "Your Twofold password was changed")
+        .await;
 
     assert_eq!(
         app.login(&email, PASSWORD).await.status(),
@@ -114,6 +116,10 @@ async fn a_forgotten_password_is_reset_once_with_the_emailed_token_and_2fa_still
         reset(token.clone()).await.unwrap().status(),
         StatusCode::NO_CONTENT
     );
+    let notice = app
+        .wait_for_email(&email, "Your Twofold password was changed")
+        .await;
+    assert!(notice.contains("reset with an emailed token"));
     let (_, body) = problem(reset(token).await.unwrap()).await;
     assert_eq!(
         body["code"], "auth.reset_token_invalid",

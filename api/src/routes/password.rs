@@ -16,7 +16,6 @@ use twofold_domain::{User, UserCommand, UserError, UserEvent};
 use super::unknown_user_is_invalid_token;
 use crate::error::ApiError;
 use crate::extract::{AccessToken, Json, RequestContext};
-use crate::gateway::no_mail;
 use crate::state::AppState;
 
 /// Bytes of randomness in a reset token (256 bits).
@@ -49,9 +48,23 @@ async fn change_password(
         keep_session: claims.sid,
     });
     let actor = format!("user:{}", claims.sub);
+    let mail = |user: &User, events: &[UserEvent]| {
+        let changed = events
+            .iter()
+            .any(|event| matches!(event, UserEvent::PasswordChanged { .. }));
+        match user.email() {
+            Some(to) if changed => vec![state.mail.password_changed(
+                claims.sub,
+                to.as_str(),
+                context.request_id(),
+                false,
+            )],
+            _ => Vec::new(),
+        }
+    };
     let events = state
         .users
-        .execute(claims.sub, command, context.metadata(actor), &no_mail)
+        .execute(claims.sub, command, context.metadata(actor), &mail)
         .await
         .map_err(unknown_user_is_invalid_token)?;
     if events
@@ -154,13 +167,21 @@ async fn reset_password(
         token: request.token,
         new,
     });
+    let mail = |user: &User, _: &[UserEvent]| match user.email() {
+        Some(to) => {
+            vec![state
+                .mail
+                .password_changed(user_id, to.as_str(), context.request_id(), true)]
+        }
+        None => Vec::new(),
+    };
     state
         .users
         .execute(
             user_id,
             command,
             context.metadata("anonymous".to_owned()),
-            &no_mail,
+            &mail,
         )
         .await?;
     tracing::info!(target: "security", %user_id, "password reset");
