@@ -97,6 +97,10 @@ pub struct Config {
     /// File with the Ed25519 JWT signing key (PKCS#8 PEM). Required with DATABASE_URL.
     #[arg(long, env = "TWOFOLD_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
+    /// Sign tokens with HS256 and this shared secret (at least 32 bytes) instead of EdDSA, for
+    /// clients of the original service that verify with a shared secret. Prefer EdDSA.
+    #[arg(long, env = "TWOFOLD_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<SecretString>,
     /// Earlier JWT keys (PKCS#8 PEM files, comma-separated) that still verify tokens and stay
     /// in the JWKS until their tokens expire.
     #[arg(long, env = "TWOFOLD_JWT_RETIRED_KEY_FILES", value_delimiter = ',')]
@@ -189,6 +193,10 @@ impl std::fmt::Debug for Config {
             .field("jwt_key_file", &self.jwt_key_file)
             .field("jwt_retired_key_files", &self.jwt_retired_key_files)
             .field(
+                "jwt_hs256_secret",
+                &self.jwt_hs256_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
                 "sealing_key",
                 &self.sealing_key.as_ref().map(|_| "[redacted]"),
             )
@@ -257,6 +265,7 @@ impl Config {
             database_max_connections: 20,
             jwt_key_file: Some(jwt_key_file),
             jwt_retired_key_files: Vec::new(),
+            jwt_hs256_secret: None,
             sealing_key: Some(SecretString::from(SealingKey::generate().to_base64())),
             jwt_issuer: "twofold".to_owned(),
             jwt_audience: "twofold".to_owned(),
@@ -310,6 +319,18 @@ impl Config {
     /// The configured keys; with no database and no keys, fresh ephemeral ones. With a
     /// database, keys must be configured so every instance shares them.
     pub fn keys(&self) -> Result<Keys, String> {
+        use secrecy::ExposeSecret;
+        let mut keys = self.asymmetric_keys()?;
+        if let Some(secret) = &self.jwt_hs256_secret {
+            let hs256 = JwtKey::hs256(secret.expose_secret().as_bytes())?;
+            // The EdDSA key, configured or generated, still verifies (it may have signed before).
+            keys.retired_jwt
+                .push(std::mem::replace(&mut keys.jwt, hs256));
+        }
+        Ok(keys)
+    }
+
+    fn asymmetric_keys(&self) -> Result<Keys, String> {
         use secrecy::ExposeSecret;
         match (&self.jwt_key_file, &self.sealing_key) {
             (Some(path), Some(sealing)) => {

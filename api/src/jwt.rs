@@ -91,10 +91,17 @@ pub struct Lifetimes {
 /// The Ed25519 signing key and what is derived from it.
 pub struct JwtKey {
     kid: String,
-    public_x: String,
+    /// The algorithm this key signs with; a token naming another is refused.
+    algorithm: Algorithm,
+    /// The Ed25519 public key, published in the JWKS; `None` for a shared HMAC secret,
+    /// which is never published.
+    public_x: Option<String>,
     encoding: EncodingKey,
     decoding: DecodingKey,
 }
+
+/// The shortest HS256 secret accepted: 256 bits, the hash's own size (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,9 +143,29 @@ impl JwtKey {
         let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
         Ok(Self {
             kid,
-            public_x,
+            algorithm: Algorithm::EdDSA,
+            public_x: Some(public_x),
             encoding,
             decoding,
+        })
+    }
+
+    /// A shared HS256 secret, for clients of the original service that verify tokens with
+    /// the secret they share with it. Prefer EdDSA: any holder of this secret can mint tokens.
+    pub fn hs256(secret: &[u8]) -> Result<Self, String> {
+        if secret.len() < MIN_HS256_SECRET_BYTES {
+            return Err(format!(
+                "TWOFOLD_JWT_HS256_SECRET must have at least {MIN_HS256_SECRET_BYTES} bytes"
+            ));
+        }
+        // The kid names the secret without revealing it: a hash of a hash of it.
+        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(Sha256::digest(secret))[..12]);
+        Ok(Self {
+            kid: format!("hs256-{kid}"),
+            algorithm: Algorithm::HS256,
+            public_x: None,
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
         })
     }
 }
@@ -265,7 +292,7 @@ impl TokenService {
             cid: challenge,
             sid: session,
         };
-        let mut header = Header::new(Algorithm::EdDSA);
+        let mut header = Header::new(self.key.algorithm);
         header.kid = Some(self.key.kid.clone());
         encode(&header, &claims, &self.key.encoding)
             .map_err(|error| ApiError::Internal(Box::new(error)))
@@ -278,7 +305,8 @@ impl TokenService {
             .keys()
             .find(|key| header.kid.as_deref() == Some(key.kid.as_str()))
             .ok_or(ApiError::InvalidToken)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
+        // The key's own algorithm, never the token's `alg` header.
+        let mut validation = Validation::new(key.algorithm);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
@@ -298,13 +326,15 @@ impl TokenService {
         Jwks {
             keys: self
                 .keys()
-                .map(|key| Jwk {
-                    kty: "OKP".to_owned(),
-                    crv: "Ed25519".to_owned(),
-                    x: key.public_x.clone(),
-                    kid: key.kid.clone(),
-                    alg: "EdDSA".to_owned(),
-                    usage: "sig".to_owned(),
+                .filter_map(|key| {
+                    Some(Jwk {
+                        kty: "OKP".to_owned(),
+                        crv: "Ed25519".to_owned(),
+                        x: key.public_x.clone()?,
+                        kid: key.kid.clone(),
+                        alg: "EdDSA".to_owned(),
+                        usage: "sig".to_owned(),
+                    })
                 })
                 .collect(),
         }
@@ -367,6 +397,26 @@ mod tests {
         assert!(kids.contains(&old_kid));
         let without = service().with_retired_keys(vec![retired]);
         assert!(without.verify(&token, TokenKind::Access).is_err());
+    }
+
+    #[test]
+    fn an_hs256_service_verifies_its_own_tokens_publishes_nothing_and_refuses_eddsa_ones() {
+        let hs256 = TokenService {
+            key: JwtKey::hs256(&[9u8; 32]).unwrap(),
+            ..service()
+        };
+        let user = UserId::new_random();
+        let token = hs256
+            .issue(TokenKind::Access, user, Uuid::new_v4(), None, None)
+            .unwrap();
+        assert_eq!(decode_header(&token).unwrap().alg, Algorithm::HS256);
+        assert!(hs256.verify(&token, TokenKind::Access).is_ok());
+        assert!(hs256.jwks().keys.is_empty());
+        let eddsa = service()
+            .issue(TokenKind::Access, user, Uuid::new_v4(), None, None)
+            .unwrap();
+        assert!(hs256.verify(&eddsa, TokenKind::Access).is_err());
+        assert!(JwtKey::hs256(&[9u8; 31]).is_err());
     }
 
     #[test]

@@ -352,3 +352,50 @@ async fn a_rotated_signing_key_keeps_verifying_its_tokens_on_every_instance() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn in_hs256_mode_clients_verify_tokens_with_the_shared_secret() {
+    const SECRET: &str = "a shared secret of at least thirty-two bytes";
+    let mut config = test_config(Store::Embedded, None, None);
+    config.jwt_hs256_secret = Some(SECRET.into());
+    let app = spawn_app_with(config).await;
+    let email = unique_email("hs256");
+    app.signup(&signup_body(&email, None)).await;
+    let access = app.login_expecting(&email, StatusCode::OK).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        jsonwebtoken::decode_header(&access).unwrap().alg,
+        Algorithm::HS256
+    );
+    assert_eq!(
+        app.get_with("/auth/test-token", &access).await.status(),
+        StatusCode::OK
+    );
+
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.set_audience(&["twofold"]);
+    validation.set_issuer(&["twofold"]);
+    let key = jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes());
+    let claims = jsonwebtoken::decode::<Value>(&access, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["typ"], "access");
+
+    // A token signed with another secret is refused.
+    let forged = encode(
+        &jsonwebtoken::decode_header(&access).unwrap(),
+        &claims,
+        &EncodingKey::from_secret(b"another secret that is long enough!!"),
+    )
+    .unwrap();
+    assert_refused(
+        &app,
+        "/auth/test-token",
+        false,
+        &forged,
+        "auth.invalid_token",
+    )
+    .await;
+}
