@@ -242,6 +242,26 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Logs in, asserts the status, and returns the `access_token` (a pre-2FA token on 202).
+    pub async fn login_token(&self, email: &str, status: StatusCode) -> String {
+        self.login_expecting(email, status).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The JWKS document.
+    pub async fn jwks(&self) -> Value {
+        self.http
+            .get(format!("{}/.well-known/jwks.json", self.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_with(&self, path: &str, token: &str) -> Response {
         self.http
             .get(self.url(path))

@@ -128,10 +128,7 @@ async fn with_a_code_generator(app: &TestApp) {
     assert_eq!(seed_from_uri(&again), seed);
 
     // A backup code works once.
-    let pre_tfa = app.login_expecting(&email, StatusCode::ACCEPTED).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;
     let recovered = app
         .post_with(
             &format!("/tfa/recover_tfa?tfa_backup_token={}", backup_codes[0]),
@@ -139,10 +136,7 @@ async fn with_a_code_generator(app: &TestApp) {
         )
         .await;
     assert_eq!(recovered.status(), StatusCode::OK);
-    let pre_tfa = app.login_expecting(&email, StatusCode::ACCEPTED).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;
     let reused = app
         .post_with(
             &format!("/tfa/recover_tfa?tfa_backup_token={}", backup_codes[0]),
@@ -166,10 +160,7 @@ async fn with_an_email_device(app: &TestApp) {
     assert!(response.bytes().await.unwrap().is_empty());
     assert_eq!(app.backup_codes(&email).await.len(), 5);
 
-    let pre_tfa = app.login_expecting(&email, StatusCode::ACCEPTED).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;
     let codes = app.login_codes(&email, 1).await;
     assert_eq!(codes.len(), 1);
     assert_eq!(codes[0].len(), 6);
@@ -200,10 +191,7 @@ async fn enabling_tfa_later(app: &TestApp) {
     assert_eq!(app.backup_codes(&email).await.len(), 5);
 
     // The next login needs the second factor at once: the change committed before the answer.
-    let pre_tfa = app.login_expecting(&email, StatusCode::ACCEPTED).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;
     let code = current_code(&seed);
     let done = app
         .post_with(&format!("/tfa/login_tfa?tfa_token={code}"), &pre_tfa)

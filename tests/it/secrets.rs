@@ -45,10 +45,7 @@ async fn no_secret_is_stored_or_logged() {
         .await
         .unwrap();
     secrets.push(pre_tfa);
-    let pre_tfa = app.login_expecting(&totp_email, StatusCode::ACCEPTED).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pre_tfa = app.login_token(&totp_email, StatusCode::ACCEPTED).await;
     let recovered = app
         .post_with(
             &format!("/tfa/recover_tfa?tfa_backup_token={}", backup_codes[1]),
@@ -64,10 +61,7 @@ async fn no_secret_is_stored_or_logged() {
     let mail_email = unique_email("secret-mail");
     app.signup(&signup_body(&mail_email, Some("email"))).await;
     secrets.extend(app.backup_codes(&mail_email).await);
-    let pre_tfa = app.login_expecting(&mail_email, StatusCode::ACCEPTED).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pre_tfa = app.login_token(&mail_email, StatusCode::ACCEPTED).await;
     let login_code = app.login_codes(&mail_email, 1).await.remove(0);
     let done = app
         .post_with(&format!("/tfa/login_tfa?tfa_token={login_code}"), &pre_tfa)

@@ -5,13 +5,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-async fn pre_tfa_token(app: &TestApp, email: &str) -> String {
-    app.login_expecting(email, StatusCode::ACCEPTED).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn five_wrong_passwords_lock_the_password_on_every_instance() {
     let first = spawn_app(Store::Postgres).await;
@@ -53,7 +46,7 @@ async fn failing_the_second_factor_locks_neither_the_password_nor_the_backup_cod
     let seed = seed_from_uri(&otpauth_uri_from_png(&png));
     let backup_codes = app.backup_codes(&email).await;
 
-    let pre_tfa = pre_tfa_token(&app, &email).await;
+    let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;
     let code = current_code(&seed);
     let wrong = format!(
         "{:06}",
@@ -67,7 +60,7 @@ async fn failing_the_second_factor_locks_neither_the_password_nor_the_backup_cod
     }
 
     // The password still works; the authenticator code is locked even when right.
-    let pre_tfa = pre_tfa_token(&app, &email).await;
+    let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;
     let refused = app
         .post_with(
             &format!("/tfa/login_tfa?tfa_token={}", current_code(&seed)),
@@ -102,7 +95,7 @@ async fn of_fifty_concurrent_second_steps_with_one_totp_code_exactly_one_succeed
     let seed = seed_from_uri(&otpauth_uri_from_png(&png));
     let mut tokens = Vec::new();
     for _ in 0..50 {
-        tokens.push(pre_tfa_token(&app, &email).await);
+        tokens.push(app.login_token(&email, StatusCode::ACCEPTED).await);
     }
     let code = current_code(&seed);
     let attempts = tokens.iter().map(|token| {
@@ -134,7 +127,7 @@ async fn of_fifty_concurrent_recoveries_with_one_backup_code_exactly_one_succeed
     let backup_codes = app.backup_codes(&email).await;
     let mut tokens = Vec::new();
     for _ in 0..50 {
-        tokens.push(pre_tfa_token(&app, &email).await);
+        tokens.push(app.login_token(&email, StatusCode::ACCEPTED).await);
     }
     let attempts = tokens.iter().map(|token| {
         let app = &app;
@@ -154,7 +147,7 @@ async fn of_fifty_concurrent_recoveries_with_one_backup_code_exactly_one_succeed
     }
     assert_eq!(succeeded, 1);
     // The spent code stays spent; the others still work.
-    let pre_tfa = pre_tfa_token(&app, &email).await;
+    let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;
     let again = app
         .post_with(
             &format!("/tfa/recover_tfa?tfa_backup_token={}", backup_codes[2]),

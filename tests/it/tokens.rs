@@ -51,21 +51,10 @@ async fn tokens_work_only_where_they_belong_and_forgeries_are_refused() {
     let totp_email = unique_email("tokens-totp");
     app.signup(&signup_body(&totp_email, Some("code_generator")))
         .await;
-    let pre_tfa = app.login_expecting(&totp_email, StatusCode::ACCEPTED).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pre_tfa = app.login_token(&totp_email, StatusCode::ACCEPTED).await;
 
     // The JWKS publishes the key the tokens name.
-    let jwks: Value = app
-        .http
-        .get(format!("{}/.well-known/jwks.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = app.jwks().await;
     assert_eq!(jwks["keys"][0]["kid"], kid_of(&access).as_str());
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
@@ -232,10 +221,7 @@ async fn tokens_with_a_wrong_audience_or_issuer_or_an_hmac_signature_are_refused
     let app = spawn_app(Store::Postgres).await;
     let email = unique_email("forged");
     app.signup(&signup_body(&email, None)).await;
-    let access = app.login_expecting(&email, StatusCode::OK).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = app.login_token(&email, StatusCode::OK).await;
     let kid = kid_of(&access);
     for (claim, value) in [
         ("aud", "someone-else"),
@@ -255,15 +241,7 @@ async fn tokens_with_a_wrong_audience_or_issuer_or_an_hmac_signature_are_refused
         .await;
     }
     // HMAC keyed with the public key (the classic algorithm confusion).
-    let jwks: Value = app
-        .http
-        .get(format!("{}/.well-known/jwks.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = app.jwks().await;
     let public = URL_SAFE_NO_PAD
         .decode(jwks["keys"][0]["x"].as_str().unwrap())
         .unwrap();
@@ -290,10 +268,7 @@ async fn a_rotated_signing_key_keeps_verifying_its_tokens_on_every_instance() {
     let old = spawn_app(Store::Postgres).await;
     let email = unique_email("rotation");
     old.signup(&signup_body(&email, None)).await;
-    let before = old.login_expecting(&email, StatusCode::OK).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let before = old.login_token(&email, StatusCode::OK).await;
 
     // A new instance signs with a new key and keeps the old one as retired.
     let retired = old.config.jwt_key_file.clone().unwrap();
@@ -311,20 +286,9 @@ async fn a_rotated_signing_key_keeps_verifying_its_tokens_on_every_instance() {
         new.get_with("/auth/test-token", &before).await.status(),
         StatusCode::OK
     );
-    let after = new.login_expecting(&email, StatusCode::OK).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let after = new.login_token(&email, StatusCode::OK).await;
     assert_ne!(kid_of(&before), kid_of(&after));
-    let jwks: Value = new
-        .http
-        .get(format!("{}/.well-known/jwks.json", new.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = new.jwks().await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -361,10 +325,7 @@ async fn in_hs256_mode_clients_verify_tokens_with_the_shared_secret() {
     let app = spawn_app_with(config).await;
     let email = unique_email("hs256");
     app.signup(&signup_body(&email, None)).await;
-    let access = app.login_expecting(&email, StatusCode::OK).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = app.login_token(&email, StatusCode::OK).await;
     assert_eq!(
         jsonwebtoken::decode_header(&access).unwrap().alg,
         Algorithm::HS256
