@@ -109,6 +109,15 @@ pub struct Config {
     /// DATABASE_URL.
     #[arg(long, env = "TWOFOLD_SEALING_KEY", hide_env_values = true)]
     pub sealing_key: Option<SecretString>,
+    /// Sealing keys retired by a rotation, base64, comma-separated: they still open what they
+    /// sealed and check the digests they keyed until `twofold keys reseal` has moved the seeds.
+    #[arg(
+        long,
+        env = "TWOFOLD_SEALING_RETIRED_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub sealing_retired_keys: Vec<SecretString>,
     /// The `iss` claim of issued tokens.
     #[arg(long, env = "TWOFOLD_JWT_ISSUER", default_value = "twofold")]
     pub jwt_issuer: String,
@@ -178,6 +187,9 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "TWOFOLD_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    /// How long, in seconds, a stopping service waits for requests in flight to finish.
+    #[arg(long, env = "TWOFOLD_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -200,6 +212,10 @@ impl std::fmt::Debug for Config {
                 "sealing_key",
                 &self.sealing_key.as_ref().map(|_| "[redacted]"),
             )
+            .field(
+                "sealing_retired_keys",
+                &format!("[{} redacted]", self.sealing_retired_keys.len()),
+            )
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("access_token_ttl", &self.access_token_ttl)
@@ -219,6 +235,7 @@ impl std::fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
             .field("log_format", &self.log_format)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()
     }
 }
@@ -239,6 +256,8 @@ pub struct Keys {
     pub retired_jwt: Vec<JwtKey>,
     /// Seals seeds and keys digests.
     pub sealing: SealingKey,
+    /// Open and check what was sealed and digested before a rotation.
+    pub retired_sealing: Vec<SealingKey>,
     /// Whether they were generated at start-up (embedded mode).
     pub ephemeral: bool,
 }
@@ -267,6 +286,7 @@ impl Config {
             jwt_retired_key_files: Vec::new(),
             jwt_hs256_secret: None,
             sealing_key: Some(SecretString::from(SealingKey::generate().to_base64())),
+            sealing_retired_keys: Vec::new(),
             jwt_issuer: "twofold".to_owned(),
             jwt_audience: "twofold".to_owned(),
             access_token_ttl: 1800,
@@ -286,6 +306,7 @@ impl Config {
             trusted_proxies: String::new(),
             cors_origins: String::new(),
             log_format: LogFormat::Pretty,
+            shutdown_timeout: 30,
         })
     }
 
@@ -358,6 +379,15 @@ impl Config {
                     })?,
                     retired_jwt,
                     sealing: SealingKey::from_base64(sealing.expose_secret())?,
+                    retired_sealing: self
+                        .sealing_retired_keys
+                        .iter()
+                        .map(|key| {
+                            SealingKey::from_base64(key.expose_secret()).map_err(|error| {
+                                error.replace("TWOFOLD_SEALING_KEY", "TWOFOLD_SEALING_RETIRED_KEYS")
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
                     ephemeral: false,
                 })
             }
@@ -365,6 +395,7 @@ impl Config {
                 jwt: JwtKey::generate()?,
                 retired_jwt: Vec::new(),
                 sealing: SealingKey::generate(),
+                retired_sealing: Vec::new(),
                 ephemeral: true,
             }),
             _ => Err(
