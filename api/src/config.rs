@@ -64,6 +64,9 @@ pub enum KeysCommand {
         #[arg(long, default_value = "twofold-jwt.pem")]
         jwt_key_out: PathBuf,
     },
+    /// After a sealing-key rotation, seal every TOTP seed again under TWOFOLD_SEALING_KEY and
+    /// report which retired keys (TWOFOLD_SEALING_RETIRED_KEYS) are still needed.
+    Reseal,
 }
 
 /// Log output format.

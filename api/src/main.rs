@@ -1,4 +1,5 @@
-//! The `twofold` binary: `serve` (the default), `migrate`, `users grant-admin`, `keys generate`.
+//! The `twofold` binary: `serve` (the default), `migrate`, `users grant-admin`, `keys generate`,
+//! `keys reseal`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ async fn main() -> ExitCode {
         Some(Command::Keys {
             action: KeysCommand::Generate { jwt_key_out },
         }) => generate_keys(&jwt_key_out),
+        Some(Command::Keys {
+            action: KeysCommand::Reseal,
+        }) => reseal(&cli.config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,6 +58,24 @@ async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<()> {
         GrantOutcome::Granted => say(&format!("{email} is now an admin")),
         GrantOutcome::AlreadyAdmin => say(&format!("{email} is already an admin")),
     }
+}
+
+async fn reseal(config: &Config) -> anyhow::Result<()> {
+    let report = admin::reseal(config).await?;
+    say(&format!(
+        "{} users checked, {} TOTP seeds resealed under the current key",
+        report.users, report.resealed
+    ))?;
+    if report.retired_keys_in_use.is_empty() {
+        return say("no user holds a secret under a retired key: they can be removed");
+    }
+    for (key_id, users) in &report.retired_keys_in_use {
+        say(&format!(
+            "retired key {key_id} still keys the backup codes or pending codes of {users} users: \
+             keep it configured until they regenerate their backup codes"
+        ))?;
+    }
+    Ok(())
 }
 
 fn generate_keys(jwt_key_out: &std::path::Path) -> anyhow::Result<()> {

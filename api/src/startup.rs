@@ -63,7 +63,7 @@ pub fn services(config: &Config, keys: &Keys) -> anyhow::Result<(UserServices, A
     );
     let services = UserServices {
         hasher: hasher.clone(),
-        sealer: Arc::new(XChaChaSealer::new(&keys.sealing)),
+        sealer: Arc::new(XChaChaSealer::new(&keys.sealing, &keys.retired_sealing)),
         clock: Arc::new(SystemClock),
         rng: Arc::new(OsRandomness),
     };

@@ -69,6 +69,9 @@ pub trait SecretSealer: Send + Sync {
     fn digest(&self, secret: &[u8]) -> KeyedDigest;
     /// Whether `candidate` has this digest, compared in constant time.
     fn matches(&self, digest: &KeyedDigest, candidate: &[u8]) -> bool;
+    /// The id of the key that seals and digests now; secrets under any other id are due for
+    /// resealing.
+    fn current_key_id(&self) -> &str;
 }
 
 /// The time source.

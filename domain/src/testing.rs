@@ -74,7 +74,11 @@ impl PasswordHasher for PlainHasher {
     }
 }
 
-/// A sealer that "seals" by hex-encoding under key id `test`, and digests the same way.
+/// The key id a [`HexSealer`] still opens but no longer seals under, as after a rotation.
+pub const RETIRED_TEST_KEY: &str = "retired";
+
+/// A sealer that "seals" by hex-encoding under key id `test`, and digests the same way. It
+/// also opens and matches what was "sealed" under [`RETIRED_TEST_KEY`].
 #[derive(Debug, Default)]
 pub struct HexSealer;
 
@@ -91,7 +95,7 @@ impl SecretSealer for HexSealer {
     }
 
     fn open(&self, sealed: &SealedSecret) -> Result<SecretSlice<u8>, SealerError> {
-        if sealed.key_id != "test" {
+        if sealed.key_id != "test" && sealed.key_id != RETIRED_TEST_KEY {
             return Err(SealerError::UnknownKey(sealed.key_id.clone()));
         }
         let text = sealed.ciphertext.as_bytes();
@@ -116,6 +120,10 @@ impl SecretSealer for HexSealer {
 
     fn matches(&self, digest: &KeyedDigest, candidate: &[u8]) -> bool {
         digest.digest == hex(candidate)
+    }
+
+    fn current_key_id(&self) -> &str {
+        "test"
     }
 }
 

@@ -28,6 +28,8 @@ pub struct MailerSettings {
     pub topology: Topology,
     /// The raw 32-byte sealing key the API seals codes under.
     pub sealing_key: Zeroizing<[u8; 32]>,
+    /// Sealing keys retired by a rotation: jobs sealed under them before it still open.
+    pub retired_sealing_keys: Vec<Zeroizing<[u8; 32]>>,
     /// Where emails go.
     pub transport: Transport,
     /// The `From` mailbox.
@@ -48,6 +50,7 @@ impl MailerSettings {
             nats_url: nats_url.to_owned(),
             topology,
             sealing_key,
+            retired_sealing_keys: Vec::new(),
             transport: Transport::Stdout,
             from: DEFAULT_FROM.to_owned(),
             retry_base: DEFAULT_RETRY_BASE,
@@ -63,6 +66,10 @@ impl fmt::Debug for MailerSettings {
             .field("nats_url", &redact_url(&self.nats_url))
             .field("topology", &self.topology)
             .field("sealing_key", &"[redacted]")
+            .field(
+                "retired_sealing_keys",
+                &format!("[{} redacted]", self.retired_sealing_keys.len()),
+            )
             .field("transport", &self.transport)
             .field("from", &self.from)
             .field("retry_base", &self.retry_base)
@@ -113,6 +120,15 @@ pub struct MailerArgs {
     /// (required).
     #[arg(long, env = "TWOFOLD_SEALING_KEY", hide_env_values = true)]
     pub sealing_key: Option<String>,
+    /// The API's retired sealing keys, base64, comma-separated: jobs sealed before a key
+    /// rotation still open.
+    #[arg(
+        long,
+        env = "TWOFOLD_SEALING_RETIRED_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub sealing_retired_keys: Vec<String>,
     /// `stdout`, `file:DIR` or `smtp://[user:pass@]host:port[?tls=starttls|tls]`.
     #[arg(
         long,
@@ -178,7 +194,21 @@ impl MailerArgs {
         if self.mail_concurrency == 0 {
             return Err(SettingsError::Concurrency);
         }
+        let retired_sealing_keys = self
+            .sealing_retired_keys
+            .iter()
+            .map(|key| {
+                parse_sealing_key(key).map_err(|error| {
+                    SettingsError::SealingKey(
+                        error
+                            .to_string()
+                            .replace("TWOFOLD_SEALING_KEY", "TWOFOLD_SEALING_RETIRED_KEYS"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(MailerSettings {
+            retired_sealing_keys,
             transport: Transport::parse(&self.mail_transport)?,
             from: self.mail_from,
             retry_base: Duration::from_millis(self.mail_retry_base_ms),

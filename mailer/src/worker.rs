@@ -118,7 +118,8 @@ impl Mailer {
         let worker = Worker {
             jetstream: async_nats::jetstream::new(client),
             topology: settings.topology,
-            sealer: MailSealer::new(&settings.sealing_key),
+            sealer: MailSealer::new(&settings.sealing_key)
+                .with_retired(settings.retired_sealing_keys.iter().map(|key| &**key)),
             sender,
             stats: Arc::clone(&self.stats),
             retry_base: settings.retry_base,

@@ -29,6 +29,13 @@ pub enum OpenFailed {
 
 /// Seals and opens the secret parts of mail jobs.
 pub struct MailSealer {
+    current: MailKey,
+    /// Keys derived from retired sealing keys: jobs sealed before a rotation still open.
+    retired: Vec<MailKey>,
+}
+
+/// A mail key derived from one sealing key, with its id.
+struct MailKey {
     key_id: String,
     cipher: XChaCha20Poly1305,
 }
@@ -36,6 +43,21 @@ pub struct MailSealer {
 impl MailSealer {
     /// A sealer whose key is derived from the 32-byte sealing key.
     pub fn new(sealing_key: &[u8; 32]) -> Self {
+        Self {
+            current: MailKey::derive(sealing_key),
+            retired: Vec::new(),
+        }
+    }
+
+    /// This sealer, also opening jobs sealed under keys derived from `retired` sealing keys.
+    pub fn with_retired<'k>(mut self, retired: impl IntoIterator<Item = &'k [u8; 32]>) -> Self {
+        self.retired = retired.into_iter().map(MailKey::derive).collect();
+        self
+    }
+}
+
+impl MailKey {
+    fn derive(sealing_key: &[u8; 32]) -> Self {
         let mut key = Zeroizing::new([0u8; 32]);
         let expanded = hkdf::Hkdf::<Sha256>::new(None, sealing_key)
             .expand(b"twofold mail job v1", key.as_mut());
@@ -50,13 +72,16 @@ impl MailSealer {
             cipher: XChaCha20Poly1305::new(key.as_ref().into()),
         }
     }
+}
 
+impl MailSealer {
     /// Seals `plaintext` for `recipient`.
     pub fn seal(&self, plaintext: &str, recipient: &str) -> SealedText {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         // Encryption only fails for plaintexts beyond 256 GiB.
         let ciphertext = self
+            .current
             .cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
@@ -69,7 +94,7 @@ impl MailSealer {
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
         SealedText {
-            key_id: self.key_id.clone(),
+            key_id: self.current.key_id.clone(),
             ciphertext: STANDARD.encode(sealed),
         }
     }
@@ -88,9 +113,10 @@ impl MailSealer {
         sealed: &SealedText,
         recipient: &str,
     ) -> Result<Zeroizing<String>, OpenFailed> {
-        if sealed.key_id != self.key_id {
-            return Err(OpenFailed::UnknownKey(sealed.key_id.clone()));
-        }
+        let key = std::iter::once(&self.current)
+            .chain(&self.retired)
+            .find(|key| key.key_id == sealed.key_id)
+            .ok_or_else(|| OpenFailed::UnknownKey(sealed.key_id.clone()))?;
         let bytes = STANDARD
             .decode(&sealed.ciphertext)
             .map_err(|_| OpenFailed::Corrupt)?;
@@ -98,7 +124,7 @@ impl MailSealer {
             return Err(OpenFailed::Corrupt);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
-        let plaintext = self
+        let plaintext = key
             .cipher
             .decrypt(
                 XNonce::from_slice(nonce),
@@ -150,6 +176,22 @@ mod tests {
         let other = MailSealer::new(&[8u8; 32]);
         assert!(matches!(
             other.open(&sealed, "ada@example.com"),
+            Err(OpenFailed::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn a_job_sealed_before_a_rotation_opens_with_the_retired_key() {
+        let before = MailSealer::new(&[7u8; 32]).seal("123456", "ada@example.com");
+        let rotated = MailSealer::new(&[8u8; 32]).with_retired([&[7u8; 32]]);
+        assert_eq!(
+            rotated.open(&before, "ada@example.com").unwrap().as_str(),
+            "123456"
+        );
+        let after = rotated.seal("654321", "ada@example.com");
+        assert_ne!(after.key_id, before.key_id);
+        assert!(matches!(
+            MailSealer::new(&[7u8; 32]).open(&after, "ada@example.com"),
             Err(OpenFailed::UnknownKey(_))
         ));
     }

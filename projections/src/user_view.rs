@@ -91,7 +91,8 @@ impl View<User> for UserView {
             | UserEvent::PasswordResetRequested { .. }
             | UserEvent::PasswordReset { .. }
             | UserEvent::SecondFactorConfirmed { .. }
-            | UserEvent::BackupCodesRegenerated { .. } => {}
+            | UserEvent::BackupCodesRegenerated { .. }
+            | UserEvent::SeedResealed { .. } => {}
         }
     }
 }

@@ -115,6 +115,11 @@ pub fn mailer_settings(config: &Config) -> twofold_mailer::MailerSettings {
     let topology = twofold_nats::Topology::new(&config.nats_prefix).unwrap();
     let mut settings =
         twofold_mailer::MailerSettings::new(config.nats_url.as_deref().unwrap(), topology, key);
+    settings.retired_sealing_keys = config
+        .sealing_retired_keys
+        .iter()
+        .map(|key| twofold_mailer::parse_sealing_key(key.expose_secret()).unwrap())
+        .collect();
     settings.transport = twofold_mailer::Transport::parse(&config.mail_transport).unwrap();
     settings.retry_base = Duration::from_millis(100);
     settings
@@ -377,7 +382,19 @@ pub fn seed_from_uri(uri: &str) -> Vec<u8> {
 
 /// The code an authenticator app shows now for `seed`.
 pub fn current_code(seed: &[u8]) -> String {
-    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, seed.to_vec())
-        .generate_current()
+    totp(seed).generate_current().unwrap()
+}
+
+/// The code an authenticator app showed one time step (30 s) ago: still accepted for clock
+/// drift, and older than [`current_code`].
+pub fn previous_code(seed: &[u8]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
+        .as_secs();
+    totp(seed).generate(now - 30)
+}
+
+fn totp(seed: &[u8]) -> totp_rs::TOTP {
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, seed.to_vec())
 }

@@ -9,6 +9,7 @@ mod errors;
 mod helpers;
 mod hygiene;
 mod journey;
+mod keys;
 mod mail;
 mod nats_server;
 mod password;

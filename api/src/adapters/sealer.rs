@@ -65,16 +65,37 @@ impl std::fmt::Debug for SealingKey {
     }
 }
 
-/// Seals and digests under one configured key.
+/// Seals and digests under the current key; opens and checks under it and the retired keys.
 pub struct XChaChaSealer {
+    current: KeyMaterial,
+    retired: Vec<KeyMaterial>,
+}
+
+/// One sealing key's cipher and digest key, with its id.
+struct KeyMaterial {
     key_id: String,
     cipher: XChaCha20Poly1305,
     digest_key: Zeroizing<[u8; 32]>,
 }
 
 impl XChaChaSealer {
-    /// A sealer using `key`.
-    pub fn new(key: &SealingKey) -> Self {
+    /// A sealer using `key`, which also opens what the `retired` keys sealed.
+    pub fn new(key: &SealingKey, retired: &[SealingKey]) -> Self {
+        Self {
+            current: KeyMaterial::new(key),
+            retired: retired.iter().map(KeyMaterial::new).collect(),
+        }
+    }
+
+    fn key(&self, key_id: &str) -> Option<&KeyMaterial> {
+        std::iter::once(&self.current)
+            .chain(&self.retired)
+            .find(|key| key.key_id == key_id)
+    }
+}
+
+impl KeyMaterial {
+    fn new(key: &SealingKey) -> Self {
         let fingerprint = Sha256::digest(key.0.as_ref());
         let key_id = fingerprint[..8]
             .iter()
@@ -100,25 +121,26 @@ impl XChaChaSealer {
 
 impl SecretSealer for XChaChaSealer {
     fn seal(&self, plaintext: &[u8]) -> SealedSecret {
+        let key = &self.current;
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         // Encryption with a valid key and nonce only fails for plaintexts over 256 GiB.
-        let ciphertext = self
+        let ciphertext = key
             .cipher
             .encrypt(XNonce::from_slice(&nonce), plaintext)
             .unwrap_or_default();
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
         SealedSecret {
-            key_id: self.key_id.clone(),
+            key_id: key.key_id.clone(),
             ciphertext: STANDARD.encode(sealed),
         }
     }
 
     fn open(&self, sealed: &SealedSecret) -> Result<SecretSlice<u8>, SealerError> {
-        if sealed.key_id != self.key_id {
-            return Err(SealerError::UnknownKey(sealed.key_id.clone()));
-        }
+        let key = self
+            .key(&sealed.key_id)
+            .ok_or_else(|| SealerError::UnknownKey(sealed.key_id.clone()))?;
         let bytes = STANDARD
             .decode(&sealed.ciphertext)
             .map_err(|_| SealerError::Corrupt)?;
@@ -126,31 +148,35 @@ impl SecretSealer for XChaChaSealer {
             return Err(SealerError::Corrupt);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
-        self.cipher
+        key.cipher
             .decrypt(XNonce::from_slice(nonce), ciphertext)
             .map(Into::into)
             .map_err(|_| SealerError::Corrupt)
     }
 
     fn digest(&self, secret: &[u8]) -> KeyedDigest {
-        let mut mac = self.mac();
+        let mut mac = self.current.mac();
         mac.update(secret);
         KeyedDigest {
-            key_id: self.key_id.clone(),
+            key_id: self.current.key_id.clone(),
             digest: STANDARD.encode(mac.finalize().into_bytes()),
         }
     }
 
     fn matches(&self, digest: &KeyedDigest, candidate: &[u8]) -> bool {
-        if digest.key_id != self.key_id {
+        let Some(key) = self.key(&digest.key_id) else {
             return false;
-        }
+        };
         let Ok(expected) = STANDARD.decode(&digest.digest) else {
             return false;
         };
-        let mut mac = self.mac();
+        let mut mac = key.mac();
         mac.update(candidate);
         mac.verify_slice(&expected).is_ok()
+    }
+
+    fn current_key_id(&self) -> &str {
+        &self.current.key_id
     }
 }
 
@@ -162,12 +188,12 @@ mod tests {
 
     #[test]
     fn a_sealed_secret_opens_with_the_same_key_only() {
-        let sealer = XChaChaSealer::new(&SealingKey::generate());
+        let sealer = XChaChaSealer::new(&SealingKey::generate(), &[]);
         let sealed = sealer.seal(b"seed bytes");
         assert!(!sealed.ciphertext.contains("seed"));
         assert_eq!(sealer.open(&sealed).unwrap().expose_secret(), b"seed bytes");
 
-        let other = XChaChaSealer::new(&SealingKey::generate());
+        let other = XChaChaSealer::new(&SealingKey::generate(), &[]);
         assert!(matches!(
             other.open(&sealed),
             Err(SealerError::UnknownKey(_))
@@ -176,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_tampered_ciphertext_is_refused() {
-        let sealer = XChaChaSealer::new(&SealingKey::generate());
+        let sealer = XChaChaSealer::new(&SealingKey::generate(), &[]);
         let mut sealed = sealer.seal(b"seed bytes");
         let mut bytes = STANDARD.decode(&sealed.ciphertext).unwrap();
         let last = bytes.len() - 1;
@@ -187,18 +213,41 @@ mod tests {
 
     #[test]
     fn sealing_twice_gives_different_ciphertexts() {
-        let sealer = XChaChaSealer::new(&SealingKey::generate());
+        let sealer = XChaChaSealer::new(&SealingKey::generate(), &[]);
         assert_ne!(sealer.seal(b"x").ciphertext, sealer.seal(b"x").ciphertext);
     }
 
     #[test]
     fn a_digest_matches_its_secret_and_nothing_else() {
-        let sealer = XChaChaSealer::new(&SealingKey::generate());
+        let sealer = XChaChaSealer::new(&SealingKey::generate(), &[]);
         let digest = sealer.digest(b"ABCD");
         assert!(sealer.matches(&digest, b"ABCD"));
         assert!(!sealer.matches(&digest, b"ABCE"));
-        let other = XChaChaSealer::new(&SealingKey::generate());
+        let other = XChaChaSealer::new(&SealingKey::generate(), &[]);
         assert!(!other.matches(&digest, b"ABCD"));
+    }
+
+    #[test]
+    fn a_retired_key_opens_and_checks_what_it_sealed_and_digested() {
+        let old_key = SealingKey::generate();
+        let old = XChaChaSealer::new(&old_key, &[]);
+        let sealed = old.seal(b"seed bytes");
+        let digest = old.digest(b"ABCD");
+
+        let rotated = XChaChaSealer::new(&SealingKey::generate(), &[old_key]);
+        assert_eq!(
+            rotated.open(&sealed).unwrap().expose_secret(),
+            b"seed bytes"
+        );
+        assert!(rotated.matches(&digest, b"ABCD"));
+        assert!(!rotated.matches(&digest, b"ABCE"));
+        let resealed = rotated.seal(b"seed bytes");
+        assert_eq!(resealed.key_id, rotated.current_key_id());
+        assert_ne!(resealed.key_id, sealed.key_id);
+        assert!(matches!(
+            old.open(&resealed),
+            Err(SealerError::UnknownKey(_))
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::throttle::{Throttle, ThrottledFactor};
 use super::{UserCommand, UserError, UserEvent, MAX_OPEN_CHALLENGES};
 use crate::services::UserServices;
-use crate::user::Device;
+use crate::user::{Device, DeviceSecret};
 use crate::values::{ChallengeId, Email, FullName, KeyedDigest, PasswordHash, UserId};
 
 /// One user, as folded from their events.
@@ -154,6 +154,7 @@ impl Aggregate for User {
             UserCommand::LockAccount => self.lock_account(services, sink).await,
             UserCommand::UnlockAccount => self.unlock_account(services, sink).await,
             UserCommand::EndAllSessions => self.end_all_sessions_by_admin(services, sink).await,
+            UserCommand::ResealSecrets => self.reseal_secrets(services, sink).await,
         }
     }
 
@@ -328,6 +329,11 @@ impl Aggregate for User {
             UserEvent::AccountUnlocked { .. } => self.account_locked = false,
             UserEvent::AdminGranted { .. } => {
                 self.is_admin = true;
+            }
+            UserEvent::SeedResealed { seed, .. } => {
+                if let Some(tfa) = self.tfa.as_mut() {
+                    tfa.device.secret = DeviceSecret::CodeGenerator { seed };
+                }
             }
         }
     }

@@ -44,6 +44,8 @@ pub enum UserCommand {
     UnlockAccount,
     /// End every session of the user (an admin's action).
     EndAllSessions,
+    /// Move the sealed TOTP seed to the current sealing key (after a key rotation).
+    ResealSecrets,
 }
 
 /// Creates the account, optionally with two-factor authentication already on.

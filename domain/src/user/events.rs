@@ -244,6 +244,13 @@ pub enum UserEvent {
         /// When.
         at: OffsetDateTime,
     },
+    /// The TOTP seed was sealed again under the current sealing key, after a key rotation.
+    SeedResealed {
+        /// The same seed, under the new key.
+        seed: SealedSecret,
+        /// When.
+        at: OffsetDateTime,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -271,6 +278,7 @@ impl DomainEvent for UserEvent {
             Self::AccountLocked { .. } => "AccountLocked",
             Self::AccountUnlocked { .. } => "AccountUnlocked",
             Self::AdminGranted { .. } => "AdminGranted",
+            Self::SeedResealed { .. } => "SeedResealed",
         };
         name.to_owned()
     }

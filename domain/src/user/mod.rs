@@ -6,6 +6,7 @@ mod aggregate;
 mod commands;
 mod error;
 mod events;
+mod keys;
 mod login;
 mod manage;
 mod password;

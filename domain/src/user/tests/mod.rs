@@ -4,6 +4,7 @@
 mod admin;
 mod backup_codes;
 mod events;
+mod keys;
 mod login;
 mod manage;
 mod password;
