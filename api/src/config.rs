@@ -226,6 +226,7 @@ impl std::fmt::Debug for Config {
             )
             .field("nats_url", &self.nats_url.as_deref().map(redact_userinfo))
             .field("nats_prefix", &self.nats_prefix)
+            .field("database_max_connections", &self.database_max_connections)
             .field("jwt_key_file", &self.jwt_key_file)
             .field("jwt_retired_key_files", &self.jwt_retired_key_files)
             .field(
