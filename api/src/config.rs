@@ -1,16 +1,20 @@
-//! Configuration: command-line flags and environment variables (clap), validated at start-up
-//! into the settings the service runs with. Secrets are wrapped as soon as they are read and
-//! never printed.
+//! Configuration: command-line flags, environment variables and an optional TOML file (clap),
+//! validated at start-up into the settings the service runs with. Secrets are wrapped as soon as
+//! they are read and never printed.
+
+mod check;
+mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+pub use check::{database_target, Checked, ConfigProblems, Keys};
+
 use crate::adapters::{Argon2Params, SealingKey};
-use crate::jwt::{JwtKey, Lifetimes};
+use crate::jwt::JwtKey;
 
 /// Twofold: password login with JWTs and a second factor, event-sourced.
 #[derive(Debug, Parser)]
@@ -19,6 +23,10 @@ pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// A TOML file of settings, keyed by the long flags without `--`; flags and environment
+    /// variables override it.
+    #[arg(long = "config", env = "TWOFOLD_CONFIG", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
     /// Settings shared by every subcommand.
     #[command(flatten)]
     pub config: Config,
@@ -31,6 +39,9 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Validate the configuration (and that the database answers) without serving, then print
+    /// the effective settings with secrets hidden.
+    Check,
     /// Manage users.
     Users {
         /// The user action.
@@ -78,9 +89,21 @@ pub enum LogFormat {
     Json,
 }
 
-/// Every setting, from flags or environment variables.
+/// Where Twofold runs, and so how strict start-up is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    /// Anything goes that works, including the embedded store with keys generated at start-up.
+    Development,
+    /// Refuses the embedded in-memory store and ephemeral keys.
+    Production,
+}
+
+/// Every setting, from flags, environment variables or the configuration file.
 #[derive(Clone, Args)]
 pub struct Config {
+    /// `production` refuses the embedded in-memory store and keys generated at start-up.
+    #[arg(long, env = "TWOFOLD_ENV", value_enum, default_value = "development")]
+    pub env: Environment,
     /// Address to listen on.
     #[arg(long, env = "TWOFOLD_ADDR", default_value = "127.0.0.1:5555")]
     pub addr: SocketAddr,
@@ -198,6 +221,7 @@ pub struct Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
+            .field("env", &self.env)
             .field("addr", &self.addr)
             .field(
                 "database_url",
@@ -205,6 +229,7 @@ impl std::fmt::Debug for Config {
             )
             .field("nats_url", &self.nats_url.as_deref().map(redact_userinfo))
             .field("nats_prefix", &self.nats_prefix)
+            .field("database_max_connections", &self.database_max_connections)
             .field("jwt_key_file", &self.jwt_key_file)
             .field("jwt_retired_key_files", &self.jwt_retired_key_files)
             .field(
@@ -251,20 +276,6 @@ fn redact_userinfo(spec: &str) -> String {
     }
 }
 
-/// Keys, either configured or generated for this process only.
-pub struct Keys {
-    /// Signs tokens.
-    pub jwt: JwtKey,
-    /// Verify tokens signed before a rotation.
-    pub retired_jwt: Vec<JwtKey>,
-    /// Seals seeds and keys digests.
-    pub sealing: SealingKey,
-    /// Open and check what was sealed and digested before a rotation.
-    pub retired_sealing: Vec<SealingKey>,
-    /// Whether they were generated at start-up (embedded mode).
-    pub ephemeral: bool,
-}
-
 impl Config {
     /// The configuration integration tests use: port 0, cheap Argon2, keys written to (and
     /// emails delivered into) `work_dir`.
@@ -280,6 +291,7 @@ impl Config {
         let pem = JwtKey::generate_pem().map_err(std::io::Error::other)?;
         std::fs::write(&jwt_key_file, pem.as_bytes())?;
         Ok(Self {
+            env: Environment::Development,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url,
             nats_url,
@@ -321,94 +333,6 @@ impl Config {
             parallelism: self.argon2_parallelism,
         }
     }
-
-    /// Token lifetimes, after checking none is zero.
-    pub fn lifetimes(&self) -> Result<Lifetimes, String> {
-        for (name, value) in [
-            ("TWOFOLD_ACCESS_TOKEN_TTL", self.access_token_ttl),
-            ("TWOFOLD_REFRESH_TOKEN_TTL", self.refresh_token_ttl),
-            ("TWOFOLD_PRE_2FA_TOKEN_TTL", self.pre_tfa_token_ttl),
-        ] {
-            if value == 0 {
-                return Err(format!("{name} must be at least 1 second"));
-            }
-        }
-        Ok(Lifetimes {
-            access: Duration::from_secs(self.access_token_ttl),
-            refresh: Duration::from_secs(self.refresh_token_ttl),
-            pre_tfa: Duration::from_secs(self.pre_tfa_token_ttl),
-        })
-    }
-
-    /// The configured keys; with no database and no keys, fresh ephemeral ones. With a
-    /// database, keys must be configured so every instance shares them.
-    pub fn keys(&self) -> Result<Keys, String> {
-        use secrecy::ExposeSecret;
-        let mut keys = self.asymmetric_keys()?;
-        if let Some(secret) = &self.jwt_hs256_secret {
-            let hs256 = JwtKey::hs256(secret.expose_secret().as_bytes())?;
-            // The EdDSA key, configured or generated, still verifies (it may have signed before).
-            keys.retired_jwt
-                .push(std::mem::replace(&mut keys.jwt, hs256));
-        }
-        Ok(keys)
-    }
-
-    fn asymmetric_keys(&self) -> Result<Keys, String> {
-        use secrecy::ExposeSecret;
-        match (&self.jwt_key_file, &self.sealing_key) {
-            (Some(path), Some(sealing)) => {
-                let pem = std::fs::read_to_string(path).map_err(|error| {
-                    format!(
-                        "TWOFOLD_JWT_KEY_FILE {} cannot be read: {error}",
-                        path.display()
-                    )
-                })?;
-                let retired_jwt = self
-                    .jwt_retired_key_files
-                    .iter()
-                    .map(|path| {
-                        std::fs::read_to_string(path)
-                            .map_err(|error| error.to_string())
-                            .and_then(|pem| JwtKey::from_pem(&pem))
-                            .map_err(|error| {
-                                format!("TWOFOLD_JWT_RETIRED_KEY_FILES {}: {error}", path.display())
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Keys {
-                    jwt: JwtKey::from_pem(&pem).map_err(|error| {
-                        format!("TWOFOLD_JWT_KEY_FILE {}: {error}", path.display())
-                    })?,
-                    retired_jwt,
-                    sealing: SealingKey::from_base64(sealing.expose_secret())?,
-                    retired_sealing: self
-                        .sealing_retired_keys
-                        .iter()
-                        .map(|key| {
-                            SealingKey::from_base64(key.expose_secret()).map_err(|error| {
-                                error.replace("TWOFOLD_SEALING_KEY", "TWOFOLD_SEALING_RETIRED_KEYS")
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                    ephemeral: false,
-                })
-            }
-            (None, None) if self.database_url.is_none() => Ok(Keys {
-                jwt: JwtKey::generate()?,
-                retired_jwt: Vec::new(),
-                sealing: SealingKey::generate(),
-                retired_sealing: Vec::new(),
-                ephemeral: true,
-            }),
-            _ => Err(
-                "with DATABASE_URL set, both TWOFOLD_JWT_KEY_FILE and TWOFOLD_SEALING_KEY must be \
-                 set, so that every instance signs and seals with the same keys \
-                 (`twofold keys generate` makes a pair)"
-                    .to_owned(),
-            ),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -436,5 +360,31 @@ mod tests {
         let sealing =
             secrecy::ExposeSecret::expose_secret(config.sealing_key.as_ref().unwrap()).to_owned();
         assert!(!printed.contains(&sealing), "{printed}");
+    }
+
+    #[test]
+    fn debug_output_names_every_setting() {
+        use clap::CommandFactory;
+        let config = Config::for_tests(
+            None,
+            None,
+            "t",
+            &std::env::temp_dir().join("twofold-debug-fields-test"),
+        )
+        .unwrap();
+        let printed = format!("{config:?}");
+        let command = Cli::command();
+        let settings: Vec<_> = command
+            .get_arguments()
+            .map(|arg| arg.get_id().as_str())
+            .filter(|id| !["config_file", "help", "version"].contains(id))
+            .collect();
+        assert!(settings.len() > 30, "{settings:?}");
+        for id in settings {
+            assert!(
+                printed.contains(&format!(" {id}: ")),
+                "the redacting Debug of Config leaves out `{id}`: add it (redacted if secret)"
+            );
+        }
     }
 }

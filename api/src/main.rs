@@ -1,22 +1,23 @@
-//! The `twofold` binary: `serve` (the default), `migrate`, `users grant-admin`, `keys generate`,
-//! `keys reseal`.
+//! The `twofold` binary: `serve` (the default), `migrate`, `check`, `users grant-admin`,
+//! `keys generate`, `keys reseal`. A configuration problem exits with status 78 (`EX_CONFIG`),
+//! one line each.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use twofold_api::admin::{self, GrantOutcome};
-use twofold_api::config::{Command, KeysCommand, UsersCommand};
+use twofold_api::config::{Command, ConfigProblems, KeysCommand, UsersCommand};
 use twofold_api::jwt::JwtKey;
 use twofold_api::{adapters, startup, telemetry, Application, Cli, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::load().unwrap_or_else(|error| error.exit());
     telemetry::init(cli.config.log_format);
     let result = match cli.command {
         None | Some(Command::Serve) => serve(cli.config).await,
         Some(Command::Migrate) => migrate(&cli.config).await,
+        Some(Command::Check) => check(&cli.config).await,
         Some(Command::Users {
             action: UsersCommand::GrantAdmin { email },
         }) => grant_admin(&cli.config, &email).await,
@@ -29,12 +30,29 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let _ = writeln!(std::io::stderr(), "twofold: {error:#}");
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints `error` for the operator: each configuration problem on its own line.
+fn report(error: &anyhow::Error) -> ExitCode {
+    let mut stderr = std::io::stderr().lock();
+    match error.downcast_ref::<ConfigProblems>() {
+        Some(problems) => {
+            for problem in &problems.0 {
+                let _ = writeln!(stderr, "twofold: {problem}");
+            }
+            ExitCode::from(EX_CONFIG)
+        }
+        None => {
+            let _ = writeln!(stderr, "twofold: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// The exit status of a configuration error (sysexits.h), which a supervisor should not retry.
+const EX_CONFIG: u8 = 78;
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     Application::build(config)
@@ -42,6 +60,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .run_until_stopped()
         .await?;
     Ok(())
+}
+
+async fn check(config: &Config) -> anyhow::Result<()> {
+    startup::validate(config).await?;
+    say(&format!("{config:#?}"))?;
+    say("configuration ok")
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -22,7 +22,7 @@ use twofold_projections::{
 };
 
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
-use crate::config::{Config, Keys};
+use crate::config::{Checked, Config, ConfigProblems, Keys};
 use crate::gateway::{CommandGateway, Users};
 use crate::jwt::TokenService;
 use crate::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
@@ -72,17 +72,71 @@ pub fn services(config: &Config, keys: &Keys) -> anyhow::Result<(UserServices, A
 
 /// Connects to Postgres and applies the migrations.
 pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
+    let pool = open_pool(database_url, max_connections)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Connects to Postgres, with a message naming where (never the credentials) if it cannot.
+async fn open_pool(database_url: &str, max_connections: u32) -> Result<PgPool, String> {
+    use sqlx::Connection;
+    let target = crate::config::database_target(database_url)?;
+    let unreachable = |reason: &dyn std::fmt::Display| {
+        format!("DATABASE_URL: cannot connect to Postgres at {target}: {reason}")
+    };
+    // One plain connection first: a pool retries until its timeout and then reports only that,
+    // where this reports the cause (refused, unknown host, authentication failed, …).
+    let probe = sqlx::PgConnection::connect(database_url);
+    match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+        Err(_) => return Err(unreachable(&"no answer within 5 seconds")),
+        Ok(Err(error)) => return Err(unreachable(&error)),
+        Ok(Ok(probe)) => {
+            let _closed = probe.close().await;
+        }
+    }
+    PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(CONNECT_TIMEOUT)
         .connect(database_url)
         .await
-        .context("DATABASE_URL: cannot connect to Postgres")?;
+        .map_err(|error| unreachable(&error))
+}
+
+/// How long connecting to Postgres may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR
-        .run(&pool)
+        .run(pool)
         .await
-        .context("applying the database migrations failed")?;
-    Ok(pool)
+        .context("applying the database migrations failed")
+}
+
+/// Validates `config` and, when it names a database, connects to it: every problem is
+/// collected, so that one failed start names them all.
+pub async fn validate(config: &Config) -> Result<(Checked, Option<PgPool>), ConfigProblems> {
+    let checked = config.check();
+    let target_ok = config
+        .database_url
+        .as_deref()
+        .is_some_and(|url| crate::config::database_target(url).is_ok());
+    let pool = match &config.database_url {
+        Some(url) if target_ok => Some(open_pool(url, config.database_max_connections).await),
+        _ => None,
+    };
+    match (checked, pool) {
+        (Ok(checked), None) => Ok((checked, None)),
+        (Ok(checked), Some(Ok(pool))) => Ok((checked, Some(pool))),
+        (Ok(_), Some(Err(unreachable))) => Err(ConfigProblems(vec![unreachable])),
+        (Err(mut problems), pool) => {
+            if let Some(Err(unreachable)) = pool {
+                problems.0.push(unreachable);
+            }
+            Err(problems)
+        }
+    }
 }
 
 /// Where events (and the mail jobs committed with them) are stored.
@@ -150,15 +204,19 @@ struct MailPath {
     relay: Option<OutboxRelay>,
 }
 
-async fn mail_path(config: &Config, keys: &Keys) -> anyhow::Result<MailPath> {
-    match (&config.database_url, &config.nats_url) {
-        (Some(database_url), Some(nats_url)) => {
-            let pool = connect(database_url, config.database_max_connections).await?;
+async fn mail_path(config: &Config, keys: &Keys, pool: Option<PgPool>) -> anyhow::Result<MailPath> {
+    match pool {
+        Some(pool) => {
+            migrate(&pool).await?;
+            let nats_url = config
+                .nats_url
+                .as_deref()
+                .context("with DATABASE_URL set, NATS_URL must be set too")?;
             let topology = Topology::new(&config.nats_prefix).map_err(anyhow::Error::msg)?;
             // Start even while NATS is down: jobs wait in the outbox until it is back.
             let client = async_nats::ConnectOptions::new()
                 .retry_on_initial_connect()
-                .connect(nats_url.as_str())
+                .connect(nats_url)
                 .await
                 .context("NATS_URL is not a valid NATS address")?;
             let jetstream = async_nats::jetstream::new(client);
@@ -170,7 +228,7 @@ async fn mail_path(config: &Config, keys: &Keys) -> anyhow::Result<MailPath> {
                 relay: Some(relay),
             })
         }
-        (None, None) => {
+        None => {
             let transport =
                 Transport::parse(&config.mail_transport).context("TWOFOLD_MAIL_TRANSPORT")?;
             let sender = Sender::new(&transport, &config.mail_from).context("TWOFOLD_MAIL_FROM")?;
@@ -180,13 +238,6 @@ async fn mail_path(config: &Config, keys: &Keys) -> anyhow::Result<MailPath> {
                 queue: Arc::new(queue),
                 relay: None,
             })
-        }
-        (Some(_), None) => anyhow::bail!(
-            "with DATABASE_URL set, NATS_URL must be set too: emails leave through the outbox and \
-             NATS JetStream to the mailer (twofold-mailer)"
-        ),
-        (None, Some(_)) => {
-            anyhow::bail!("NATS_URL needs DATABASE_URL: the mail outbox lives in Postgres")
         }
     }
 }
@@ -201,20 +252,21 @@ const EMBEDDED_WARNING: &str = "
 ################################################################################";
 
 impl Application {
-    /// Validates `config`, wires the service and binds its port.
+    /// Validates `config` (see [`validate`]), wires the service and binds its port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let keys = config.keys().map_err(anyhow::Error::msg)?;
-        let lifetimes = config.lifetimes().map_err(anyhow::Error::msg)?;
-        let cors_origins =
-            crate::hygiene::parse_origins(&config.cors_origins).map_err(anyhow::Error::msg)?;
-        let trusted_proxies = crate::rate_limit::parse_proxies(&config.trusted_proxies)
-            .map_err(anyhow::Error::msg)?;
+        let (checked, pool) = validate(&config).await?;
+        let Checked {
+            keys,
+            lifetimes,
+            cors_origins,
+            trusted_proxies,
+        } = checked;
         if keys.ephemeral {
             tracing::warn!("{EMBEDDED_WARNING}");
         }
         tracing::info!(config = ?config, "starting");
         let (services, hasher) = services(&config, &keys)?;
-        let mail = mail_path(&config, &keys).await?;
+        let mail = mail_path(&config, &keys, pool).await?;
         let backend = backend(&mail.store, services.clone());
         let tokens = TokenService::new(
             keys.jwt,

@@ -1,0 +1,275 @@
+//! Start-up validation: every problem of a configuration is collected, one message each, so an
+//! operator fixes them all in one round. Messages name the setting and never repeat a secret.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use secrecy::ExposeSecret;
+
+use super::{Config, Environment};
+use crate::adapters::SealingKey;
+use crate::jwt::{JwtKey, Lifetimes};
+
+/// Everything wrong with a configuration, one problem per entry.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConfigProblems(pub Vec<String>);
+
+impl std::fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigProblems {}
+
+impl ConfigProblems {
+    /// Notes the problem of `result`, if any, and returns its value otherwise.
+    fn note<T>(&mut self, result: Result<T, String>) -> Option<T> {
+        result.map_err(|problem| self.0.push(problem)).ok()
+    }
+}
+
+/// Keys, either configured or generated for this process only.
+pub struct Keys {
+    /// Signs tokens.
+    pub jwt: JwtKey,
+    /// Verify tokens signed before a rotation.
+    pub retired_jwt: Vec<JwtKey>,
+    /// Seals seeds and keys digests.
+    pub sealing: SealingKey,
+    /// Open and check what was sealed and digested before a rotation.
+    pub retired_sealing: Vec<SealingKey>,
+    /// Whether they were generated at start-up (embedded mode).
+    pub ephemeral: bool,
+}
+
+/// The settings validation turns into the values the service runs with.
+pub struct Checked {
+    /// Signing and sealing keys.
+    pub keys: Keys,
+    /// Token lifetimes.
+    pub lifetimes: Lifetimes,
+    /// Origins allowed by CORS.
+    pub cors_origins: Vec<HeaderValue>,
+    /// Proxies whose `X-Forwarded-For` counts.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Config {
+    /// Checks every setting that needs no network, collecting all problems. Whether the
+    /// database answers is checked by [`crate::startup::validate`].
+    pub fn check(&self) -> Result<Checked, ConfigProblems> {
+        let mut problems = ConfigProblems::default();
+        let keys = self.checked_keys(&mut problems);
+        let lifetimes = self.checked_lifetimes(&mut problems);
+        let cors_origins = problems.note(crate::hygiene::parse_origins(&self.cors_origins));
+        let trusted_proxies =
+            problems.note(crate::rate_limit::parse_proxies(&self.trusted_proxies));
+        self.check_stores(&mut problems);
+        problems.note(twofold_nats::Topology::new(&self.nats_prefix));
+        problems.note(
+            argon2::Params::new(
+                self.argon2_memory_kib,
+                self.argon2_iterations,
+                self.argon2_parallelism,
+                None,
+            )
+            .map_err(|error| format!("TWOFOLD_ARGON2_*: {error}")),
+        );
+        if self.hash_workers == Some(0) {
+            problems
+                .0
+                .push("TWOFOLD_HASH_WORKERS must be at least 1".to_owned());
+        }
+        match (keys, lifetimes, cors_origins, trusted_proxies) {
+            (Some(keys), Some(lifetimes), Some(cors_origins), Some(trusted_proxies))
+                if problems.0.is_empty() =>
+            {
+                Ok(Checked {
+                    keys,
+                    lifetimes,
+                    cors_origins,
+                    trusted_proxies,
+                })
+            }
+            _ => Err(problems),
+        }
+    }
+
+    /// Token lifetimes, after checking none is zero.
+    pub fn lifetimes(&self) -> Result<Lifetimes, String> {
+        let mut problems = ConfigProblems::default();
+        self.checked_lifetimes(&mut problems)
+            .ok_or_else(|| problems.to_string())
+    }
+
+    /// The configured keys; with no database and no keys, fresh ephemeral ones (outside
+    /// production). With a database, keys must be configured so every instance shares them.
+    pub fn keys(&self) -> Result<Keys, String> {
+        let mut problems = ConfigProblems::default();
+        self.checked_keys(&mut problems)
+            .ok_or_else(|| problems.to_string())
+    }
+
+    fn checked_lifetimes(&self, problems: &mut ConfigProblems) -> Option<Lifetimes> {
+        let before = problems.0.len();
+        for (name, value) in [
+            ("TWOFOLD_ACCESS_TOKEN_TTL", self.access_token_ttl),
+            ("TWOFOLD_REFRESH_TOKEN_TTL", self.refresh_token_ttl),
+            ("TWOFOLD_PRE_2FA_TOKEN_TTL", self.pre_tfa_token_ttl),
+        ] {
+            if value == 0 {
+                problems.0.push(format!("{name} must be at least 1 second"));
+            }
+        }
+        (problems.0.len() == before).then(|| Lifetimes {
+            access: Duration::from_secs(self.access_token_ttl),
+            refresh: Duration::from_secs(self.refresh_token_ttl),
+            pre_tfa: Duration::from_secs(self.pre_tfa_token_ttl),
+        })
+    }
+
+    /// The store settings: a database goes with NATS, and production needs both.
+    fn check_stores(&self, problems: &mut ConfigProblems) {
+        match (&self.database_url, &self.nats_url) {
+            (Some(url), nats) => {
+                problems.note(database_target(url));
+                if nats.is_none() {
+                    problems.0.push(
+                        "with DATABASE_URL set, NATS_URL must be set too: emails leave through \
+                         the outbox and NATS JetStream to the mailer (twofold-mailer)"
+                            .to_owned(),
+                    );
+                }
+            }
+            (None, Some(_)) => problems
+                .0
+                .push("NATS_URL needs DATABASE_URL: the mail outbox lives in Postgres".to_owned()),
+            (None, None) if self.env == Environment::Production => problems.0.push(
+                "TWOFOLD_ENV=production refuses the embedded in-memory store: set DATABASE_URL \
+                 and NATS_URL"
+                    .to_owned(),
+            ),
+            (None, None) => {
+                problems.note(
+                    twofold_mailer::Transport::parse(&self.mail_transport)
+                        .map(drop)
+                        .map_err(|error| error.to_string()),
+                );
+            }
+        }
+    }
+
+    fn checked_keys(&self, problems: &mut ConfigProblems) -> Option<Keys> {
+        let before = problems.0.len();
+        let ephemeral = self.jwt_key_file.is_none() && self.sealing_key.is_none();
+        if ephemeral && self.env == Environment::Production {
+            problems.0.push(
+                "TWOFOLD_ENV=production refuses ephemeral keys: set TWOFOLD_JWT_KEY_FILE and \
+                 TWOFOLD_SEALING_KEY (`twofold keys generate` makes a pair)"
+                    .to_owned(),
+            );
+        } else if ephemeral && self.database_url.is_some() {
+            problems.0.push(
+                "with DATABASE_URL set, both TWOFOLD_JWT_KEY_FILE and TWOFOLD_SEALING_KEY must be \
+                 set, so that every instance signs and seals with the same keys \
+                 (`twofold keys generate` makes a pair)"
+                    .to_owned(),
+            );
+        }
+        for (missing, name, other) in [
+            (
+                self.jwt_key_file.is_none(),
+                "TWOFOLD_JWT_KEY_FILE",
+                "TWOFOLD_SEALING_KEY",
+            ),
+            (
+                self.sealing_key.is_none(),
+                "TWOFOLD_SEALING_KEY",
+                "TWOFOLD_JWT_KEY_FILE",
+            ),
+        ] {
+            if missing && !ephemeral {
+                problems.0.push(format!(
+                    "{name} is not set: it goes with {other}, set both or neither (neither \
+                     generates keys for this process only, without a database)"
+                ));
+            }
+        }
+        let jwt = match &self.jwt_key_file {
+            Some(path) => problems.note(read_jwt_key("TWOFOLD_JWT_KEY_FILE", path)),
+            None if ephemeral => problems.note(JwtKey::generate()),
+            None => None,
+        };
+        let retired_jwt: Vec<_> = self
+            .jwt_retired_key_files
+            .iter()
+            .map(|path| problems.note(read_jwt_key("TWOFOLD_JWT_RETIRED_KEY_FILES", path)))
+            .collect();
+        let sealing = match &self.sealing_key {
+            Some(key) => problems.note(SealingKey::from_base64(key.expose_secret())),
+            None => Some(SealingKey::generate()),
+        };
+        let retired_sealing: Vec<_> = self
+            .sealing_retired_keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                problems.note(
+                    SealingKey::from_base64(key.expose_secret()).map_err(|error| {
+                        format!(
+                            "{} (key {} of the list)",
+                            error.replace("TWOFOLD_SEALING_KEY", "TWOFOLD_SEALING_RETIRED_KEYS"),
+                            index + 1
+                        )
+                    }),
+                )
+            })
+            .collect();
+        let hs256 = self
+            .jwt_hs256_secret
+            .as_ref()
+            .map(|secret| problems.note(JwtKey::hs256(secret.expose_secret().as_bytes())));
+        if problems.0.len() != before {
+            return None;
+        }
+        let mut keys = Keys {
+            jwt: jwt?,
+            retired_jwt: retired_jwt.into_iter().collect::<Option<_>>()?,
+            sealing: sealing?,
+            retired_sealing: retired_sealing.into_iter().collect::<Option<_>>()?,
+            ephemeral,
+        };
+        if let Some(hs256) = hs256 {
+            // The EdDSA key, configured or generated, still verifies (it may have signed before).
+            let eddsa = std::mem::replace(&mut keys.jwt, hs256?);
+            keys.retired_jwt.push(eddsa);
+        }
+        Some(keys)
+    }
+}
+
+fn read_jwt_key(setting: &str, path: &std::path::Path) -> Result<JwtKey, String> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|error| format!("{setting}: {} cannot be read: {error}", path.display()))?;
+    JwtKey::from_pem(&pem).map_err(|error| format!("{setting}: {}: {error}", path.display()))
+}
+
+/// Where `DATABASE_URL` points, without its credentials, for messages: `host:port/database`.
+pub fn database_target(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url)
+        .map_err(|error| format!("DATABASE_URL is not a valid URL: {error}"))?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(format!(
+            "DATABASE_URL must start with postgres:// or postgresql://, not {}://",
+            parsed.scheme()
+        ));
+    }
+    Ok(format!(
+        "{}:{}{}",
+        parsed.host_str().unwrap_or("localhost"),
+        parsed.port().unwrap_or(5432),
+        parsed.path()
+    ))
+}
