@@ -11,6 +11,7 @@ mod hygiene;
 mod journey;
 mod mail;
 mod nats_server;
+mod openapi;
 mod password;
 mod secrets;
 mod sessions;
