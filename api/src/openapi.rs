@@ -22,9 +22,9 @@ use crate::error::{ApiError, Problem};
 use twofold_domain::UserError;
 
 /// The media type of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+const PROBLEM_JSON: &str = "application/problem+json";
 /// The media type of the login form.
-pub const FORM: &str = "application/x-www-form-urlencoded";
+const FORM: &str = "application/x-www-form-urlencoded";
 
 /// The fixed parts of the document: its description, security schemes and tags.
 #[derive(utoipa::OpenApi)]
@@ -105,7 +105,7 @@ const ANY_PROBLEMS: [&str; 1] = ["internal"];
 
 /// One error of each code the API answers with, by code: where statuses and examples come
 /// from.
-pub fn problem_catalogue() -> BTreeMap<&'static str, ApiError> {
+fn problem_catalogue() -> BTreeMap<&'static str, ApiError> {
     let domain = [
         UserError::InvalidEmail,
         UserError::InvalidFullName,
@@ -226,7 +226,7 @@ pub fn complete(openapi: &mut OpenApi) {
 }
 
 /// The problem codes named in backticks in a response description.
-pub fn codes_in(description: &str) -> Vec<&str> {
+fn codes_in(description: &str) -> Vec<&str> {
     description
         .split('`')
         .skip(1)

@@ -53,17 +53,21 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(well_known::router())
 }
 
-/// The OpenAPI document of every route, completed with the problem responses.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut document) = api().split_for_parts();
+/// The router and the OpenAPI document, completed with the problem responses.
+fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = api().split_for_parts();
     crate::openapi::complete(&mut document);
-    document
+    (router, document)
+}
+
+/// The OpenAPI document of every route, as served at [`OPENAPI_PATH`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().1
 }
 
 /// Every route, the OpenAPI document at [`OPENAPI_PATH`] and Swagger UI at [`DOCS_PATH`].
 pub fn router() -> Router<AppState> {
-    let (router, mut document) = api().split_for_parts();
-    crate::openapi::complete(&mut document);
+    let (router, document) = documented();
     let docs = Router::from(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, document)).layer(
         SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
