@@ -104,8 +104,8 @@ const QUERY_PROBLEMS: [&str; 1] = ["request.invalid_query"];
 const ANY_PROBLEMS: [&str; 1] = ["internal"];
 
 /// One error of each code the API answers with, by code: where statuses and examples come
-/// from.
-fn problem_catalogue() -> BTreeMap<&'static str, ApiError> {
+/// from. `form` picks the wording of an operation whose body is a form.
+fn problem_catalogue(form: bool) -> BTreeMap<&'static str, ApiError> {
     let domain = [
         UserError::InvalidEmail,
         UserError::InvalidFullName,
@@ -153,7 +153,11 @@ fn problem_catalogue() -> BTreeMap<&'static str, ApiError> {
         request(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "request.unsupported_media_type",
-            "the body must be JSON with `Content-Type: application/json`",
+            if form {
+                "the body must be a form with `Content-Type: application/x-www-form-urlencoded`"
+            } else {
+                "the body must be JSON with `Content-Type: application/json`"
+            },
         ),
         request(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -210,7 +214,6 @@ fn problem_catalogue() -> BTreeMap<&'static str, ApiError> {
 
 /// Completes every operation's problem responses (see the module documentation).
 pub fn complete(openapi: &mut OpenApi) {
-    let catalogue = problem_catalogue();
     for item in openapi.paths.paths.values_mut() {
         let operations = [
             &mut item.get,
@@ -220,7 +223,7 @@ pub fn complete(openapi: &mut OpenApi) {
             &mut item.patch,
         ];
         for operation in operations.into_iter().flatten() {
-            complete_operation(operation, &catalogue);
+            complete_operation(operation);
         }
     }
 }
@@ -240,7 +243,12 @@ fn codes_in(description: &str) -> Vec<&str> {
         .collect()
 }
 
-fn complete_operation(operation: &mut Operation, catalogue: &BTreeMap<&'static str, ApiError>) {
+fn complete_operation(operation: &mut Operation) {
+    let form = operation
+        .request_body
+        .as_ref()
+        .is_some_and(|body| body.content.contains_key(FORM));
+    let catalogue = &problem_catalogue(form);
     let mut implied: Vec<&str> = ANY_PROBLEMS.to_vec();
     if operation
         .security
@@ -383,7 +391,7 @@ mod tests {
 
     #[test]
     fn every_documented_problem_code_is_answered_with_the_documented_status() {
-        let catalogue = problem_catalogue();
+        let catalogue = problem_catalogue(false);
         let responses = problem_responses();
         assert!(!responses.is_empty());
         for (operation, status, response) in responses {
