@@ -66,14 +66,29 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// A problem details body (RFC 9457), as every error answers with
+/// `Content-Type: application/problem+json`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "urn:twofold:problem:auth.invalid_credentials",
+    "title": "Unauthorized",
+    "status": 401,
+    "detail": "incorrect email or password",
+    "code": "auth.invalid_credentials"
+}))]
+pub struct Problem {
+    /// `urn:twofold:problem:` followed by the code.
     #[serde(rename = "type")]
     kind: String,
-    title: &'a str,
+    /// The reason phrase of the status.
+    title: &'static str,
+    /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
+    /// What went wrong, for humans; clients should read `code` instead.
     detail: String,
-    code: &'a str,
+    /// The stable machine-readable code (`area.snake_case`).
+    code: &'static str,
 }
 
 impl ApiError {
@@ -132,26 +147,41 @@ fn domain_status(error: UserError) -> StatusCode {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// What went wrong, for humans.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl ApiError {
+    /// The body this error answers with. A 5xx says no more than its status.
+    pub fn problem(&self) -> Problem {
         let (status, code) = self.status_and_code();
-        let detail = match &self {
-            Self::Unavailable(_) | Self::Internal(_) => {
-                tracing::error!(error.cause_chain = ?self, code, "request failed");
-                status
-                    .canonical_reason()
-                    .unwrap_or("internal error")
-                    .to_owned()
-            }
+        let detail = match self {
+            Self::Unavailable(_) | Self::Internal(_) => status
+                .canonical_reason()
+                .unwrap_or("internal error")
+                .to_owned(),
             other => other.to_string(),
         };
-        let problem = Problem {
+        Problem {
             kind: format!("urn:twofold:problem:{code}"),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail,
             code,
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let Self::Unavailable(_) | Self::Internal(_) = &self {
+            tracing::error!(error.cause_chain = ?self, code, "request failed");
+        }
+        let problem = self.problem();
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(

@@ -171,14 +171,14 @@ impl JwtKey {
 }
 
 /// The JWK Set document (RFC 7517) of the verification keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Jwks {
     /// The keys.
     pub keys: Vec<Jwk>,
 }
 
 /// One public key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Jwk {
     /// `OKP`.
     pub kty: String,

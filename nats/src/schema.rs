@@ -108,6 +108,7 @@ impl std::fmt::Debug for SealedText {
 
 /// Task states, with the names of the original service (Celery's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TaskState {
     /// Queued, not yet handed to a transport.

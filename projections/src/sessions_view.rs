@@ -17,7 +17,7 @@ pub struct SessionsView {
 }
 
 /// One live session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionSummary {
     /// The session id.
     pub id: SessionId,

@@ -6,7 +6,7 @@ use twofold_domain::values::{DeviceId, DeviceType, UserId};
 use twofold_domain::{User, UserEvent};
 
 /// A user as clients see them.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     /// The user id (absent only before sign-up is projected).
     pub id: Option<UserId>,
@@ -25,7 +25,7 @@ pub struct UserView {
 }
 
 /// A second-factor device as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceView {
     /// The device id.
     pub id: DeviceId,

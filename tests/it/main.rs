@@ -12,6 +12,7 @@ mod journey;
 mod keys;
 mod mail;
 mod nats_server;
+mod openapi;
 mod password;
 mod secrets;
 mod sessions;

@@ -3,14 +3,15 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use secrecy::SecretString;
 use serde::Deserialize;
 use twofold_domain::user::{LogIn, RefreshSession, SessionEndReason, SignUp};
 use twofold_domain::values::{DeviceType, Email, FullName, NewPassword, RefreshTokenId, UserId};
 use twofold_domain::{User, UserCommand, UserError, UserEvent};
 use twofold_projections::UserView;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::dto::TokenResponse;
 use super::{email_code, enrolment_response, new_enrolment, unknown_user_is_invalid_token};
@@ -20,33 +21,69 @@ use crate::gateway::no_mail;
 use crate::jwt::TokenKind;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/signup", post(sign_up))
-        .route("/login", post(log_in))
-        .route("/test-token", get(test_token))
-        .route("/refresh", post(refresh))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sign_up))
+        .routes(routes!(log_in))
+        .routes(routes!(test_token))
+        .routes(routes!(refresh))
         .merge(super::sessions::router())
         .merge(super::password::router())
 }
 
-#[derive(Deserialize)]
+/// A new account, optionally with a second factor.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({
+    "email": "ada@example.com",
+    "full_name": "Ada Lovelace",
+    "password": "correct horse battery",
+    "tfa_enabled": true,
+    "device": {"device_type": "code_generator"}
+}))]
 pub struct SignUpRequest {
+    /// The email address, unique in any letter case.
+    #[schema(format = Email)]
     email: String,
+    /// The display name: 1 to 200 characters without control characters.
     full_name: String,
+    /// 8 to 128 characters, not a common password.
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     password: SecretString,
+    /// Whether logins need a second factor (default `false`).
     #[serde(default)]
     tfa_enabled: bool,
+    /// The second-factor device: required when `tfa_enabled` is true, ignored otherwise.
     #[serde(default)]
     device: Option<DeviceRequest>,
 }
 
 /// The device part of sign-up and enable-2FA requests.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"device_type": "code_generator"}))]
 pub struct DeviceRequest {
+    /// `code_generator` for an authenticator app (answered with a QR code), or `email`.
     pub device_type: DeviceType,
 }
 
+/// Creates an account. With a second factor, the backup codes are emailed and a
+/// `code_generator` device is answered with the QR code to scan.
+#[utoipa::path(
+    post,
+    path = "/signup",
+    tag = "auth",
+    request_body = SignUpRequest,
+    responses(
+        (status = 200, description = "Signed up. With a `code_generator` device the body is the \
+            QR code (PNG) of the `otpauth://totp/` URI to scan; otherwise it is empty.",
+            content_type = "image/png"),
+        (status = 409, description = "`user.email_taken`, `concurrency.conflict`"),
+        (status = 422, description = "`user.invalid_email`, `user.invalid_full_name`, \
+            `user.password_too_short`, `user.password_too_long`, `user.password_too_common`, \
+            `tfa.device_required`"),
+        (status = 429, description = "`request.rate_limited`"),
+        (status = 503, description = "`service.busy`, `service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn sign_up(
     State(state): State<AppState>,
@@ -101,14 +138,51 @@ async fn sign_up(
     }
 }
 
-#[derive(Deserialize)]
+/// The OAuth2 password form. `scope`, `client_id` and `client_secret` are accepted and
+/// ignored, as in the original.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"username": "ada@example.com", "password": "correct horse battery"}))]
 pub struct LoginForm {
+    /// The email address.
     username: String,
+    /// The password.
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
+    /// Empty or `password`.
     #[serde(default)]
     grant_type: Option<String>,
 }
 
+/// Checks the password. Without a second factor the answer is a token pair; with one it is
+/// a pre-2FA token for `/tfa/login_tfa` or `/tfa/recover_tfa` (and an email device gets its
+/// code by email). An unknown email and a wrong password answer alike.
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "auth",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Logged in: an access and a refresh token.",
+            body = TokenResponse, example = json!({
+                "access_token": "eyJhbGciOiJFZERTQSIs…",
+                "refresh_token": "eyJhbGciOiJFZERTQSIs…",
+                "token_type": "bearer"
+            })),
+        (status = 202, description = "The password is right and a second factor is required: \
+            `access_token` is a pre-2FA token and `refresh_token` is null.",
+            body = TokenResponse, example = json!({
+                "access_token": "eyJhbGciOiJFZERTQSIs…",
+                "refresh_token": null,
+                "token_type": "bearer"
+            })),
+        (status = 401, description = "`auth.invalid_credentials`"),
+        (status = 403, description = "`auth.account_locked`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 422, description = "`request.unsupported_grant_type`"),
+        (status = 429, description = "`auth.locked`, `request.rate_limited`"),
+        (status = 503, description = "`service.busy`, `service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn log_in(
     State(state): State<AppState>,
@@ -184,6 +258,17 @@ async fn log_in(
     Err(ApiError::InvalidCredentials)
 }
 
+/// The calling user. Never a secret.
+#[utoipa::path(
+    get,
+    path = "/test-token",
+    tag = "auth",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The calling user.", body = UserView),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn test_token(
     State(state): State<AppState>,
@@ -197,12 +282,31 @@ async fn test_token(
         .ok_or(ApiError::InvalidToken)
 }
 
-#[derive(Deserialize)]
+/// A refresh token to exchange.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"refresh_token": "eyJhbGciOiJFZERTQSIs…"}))]
 pub struct RefreshRequest {
+    /// The `refresh_token` of a login or of the last refresh.
     refresh_token: String,
 }
 
 /// Rotates the session's refresh token; a rotated one presented again revokes the session.
+#[utoipa::path(
+    post,
+    path = "/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new access and refresh token; the old refresh token is \
+            spent.", body = TokenResponse),
+        (status = 401, description = "`auth.invalid_token`, `auth.refresh_token_reused`, \
+            `auth.session_ended`"),
+        (status = 403, description = "`auth.account_locked`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 429, description = "`request.rate_limited`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn refresh(
     State(state): State<AppState>,

@@ -8,13 +8,14 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The token pair of the original API (OAuth2 token response shape).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// An access token, or a pre-2FA token when a second factor is pending.
     pub access_token: String,
     /// A refresh token; `null` while a second factor is pending.
     pub refresh_token: Option<String>,
     /// Always `bearer`.
+    #[schema(example = "bearer")]
     pub token_type: &'static str,
 }
 

@@ -10,30 +10,72 @@ mod tfa_manage;
 mod users;
 mod well_known;
 
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use secrecy::SecretString;
+use tower_http::set_header::SetResponseHeaderLayer;
 use twofold_domain::services::Randomness;
 use twofold_domain::user::{NewDevice, TfaEnrolment};
 use twofold_domain::values::{DeviceType, Email, UserId};
 use twofold_domain::{backup_codes, totp};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
+use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
-/// Every route.
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+/// Where Swagger UI is served.
+pub const DOCS_PATH: &str = "/docs";
+
+/// Swagger UI runs its own scripts and styles (all served from here, none inline) and fetches
+/// the document; everything else keeps the API's `default-src 'none'`. Its React components
+/// set inline `style` attributes and its stylesheet embeds SVG icons as `data:` URLs.
+const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+     frame-ancestors 'none'";
+
+/// Every API route, each declared once for both the router and the OpenAPI document.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(
             "/api/v1",
-            Router::new()
+            OpenApiRouter::new()
                 .nest("/auth", auth::router())
                 .nest("/tfa", tfa::router())
                 .nest("/users", users::router())
                 .nest("/tasks", tasks::router()),
         )
         .merge(well_known::router())
+}
+
+/// The router and the OpenAPI document, completed with the problem responses.
+fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = api().split_for_parts();
+    crate::openapi::complete(&mut document);
+    (router, document)
+}
+
+/// The OpenAPI document of every route, as served at [`OPENAPI_PATH`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().1
+}
+
+/// Every route, the OpenAPI document at [`OPENAPI_PATH`] and Swagger UI at [`DOCS_PATH`].
+pub fn router() -> Router<AppState> {
+    let (router, document) = documented();
+    let docs = Router::from(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, document)).layer(
+        SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CONTENT_SECURITY_POLICY),
+        ),
+    );
+    router
+        .merge(docs)
         .fallback(|| async { ApiError::NotFound("no such endpoint") })
 }
 

@@ -2,8 +2,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{post, put};
-use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use secrecy::SecretString;
@@ -12,6 +10,9 @@ use twofold_domain::services::Randomness;
 use twofold_domain::user::{ChangePassword, RequestPasswordReset, ResetPassword};
 use twofold_domain::values::{Email, NewPassword};
 use twofold_domain::{User, UserCommand, UserError, UserEvent};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::unknown_user_is_invalid_token;
 use crate::error::ApiError;
@@ -21,20 +22,45 @@ use crate::state::AppState;
 /// Bytes of randomness in a reset token (256 bits).
 const RESET_TOKEN_BYTES: usize = 32;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/password", put(change_password))
-        .route("/forgot-password", post(forgot_password))
-        .route("/reset-password", post(reset_password))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(change_password))
+        .routes(routes!(forgot_password))
+        .routes(routes!(reset_password))
 }
 
-#[derive(Deserialize)]
+/// The current password and its replacement.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({
+    "current_password": "correct horse battery",
+    "new_password": "a brand new passphrase"
+}))]
 pub struct ChangePasswordRequest {
+    /// The current password.
+    #[schema(value_type = String, format = Password)]
     current_password: SecretString,
+    /// 8 to 128 characters, not a common password.
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     new_password: SecretString,
 }
 
-/// Changes the password; every other session of the user ends.
+/// Changes the password; every other session of the user ends and a notice is emailed.
+#[utoipa::path(
+    put,
+    path = "/password",
+    tag = "auth",
+    security(("access_token" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed."),
+        (status = 403, description = "`auth.wrong_password`, `auth.account_locked`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 422, description = "`user.password_too_short`, `user.password_too_long`, \
+            `user.password_too_common`"),
+        (status = 429, description = "`auth.locked`"),
+        (status = 503, description = "`service.busy`, `service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn change_password(
     State(state): State<AppState>,
@@ -79,14 +105,28 @@ async fn change_password(
     }
 }
 
-#[derive(Deserialize)]
+/// Whose password to reset.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com"}))]
 pub struct ForgotPasswordRequest {
+    /// The account's email address.
     email: String,
 }
 
 /// Emails a reset token if the account exists. The answer is the same, and as fast, either
 /// way: the work happens after the response, so neither status nor timing tells whether the
 /// address has an account.
+#[utoipa::path(
+    post,
+    path = "/forgot-password",
+    tag = "auth",
+    request_body = ForgotPasswordRequest,
+    responses(
+        (status = 202, description = "Accepted, whether or not the account exists. If it does, \
+            a reset token valid for 15 minutes is emailed."),
+        (status = 429, description = "`request.rate_limited`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn forgot_password(
     State(state): State<AppState>,
@@ -140,15 +180,41 @@ async fn issue_reset_token(
     Ok(())
 }
 
-#[derive(Deserialize)]
+/// A new password, with the emailed reset token.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({
+    "email": "ada@example.com",
+    "token": "q3Xr0wJ9c2W4nQ7b1VYtE5kLmA8sD6fH0gZpR2uN4yI",
+    "new_password": "a brand new passphrase"
+}))]
 pub struct ResetPasswordRequest {
+    /// The account's email address.
     email: String,
+    /// The token from the reset email; it works once.
+    #[schema(value_type = String)]
     token: SecretString,
+    /// 8 to 128 characters, not a common password.
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     new_password: SecretString,
 }
 
 /// Sets a new password with an emailed token; every session ends. An unknown email and a
 /// wrong token get the same answer.
+#[utoipa::path(
+    post,
+    path = "/reset-password",
+    tag = "auth",
+    request_body = ResetPasswordRequest,
+    responses(
+        (status = 204, description = "The password is reset; a notice is emailed."),
+        (status = 400, description = "`auth.reset_token_invalid`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 422, description = "`user.password_too_short`, `user.password_too_long`, \
+            `user.password_too_common`"),
+        (status = 429, description = "`request.rate_limited`"),
+        (status = 503, description = "`service.busy`, `service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn reset_password(
     State(state): State<AppState>,

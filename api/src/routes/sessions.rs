@@ -6,13 +6,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::Router;
 use serde::Serialize;
 use twofold_domain::user::{EndOtherSessions, EndSession, SessionEndReason};
 use twofold_domain::values::SessionId;
 use twofold_domain::{UserCommand, UserError};
 use twofold_projections::SessionSummary;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::unknown_user_is_invalid_token;
 use crate::error::ApiError;
@@ -21,11 +22,11 @@ use crate::gateway::no_mail;
 use crate::jwt::Claims;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/logout", post(log_out))
-        .route("/sessions", get(list_sessions).delete(end_other_sessions))
-        .route("/sessions/{session_id}", delete(end_session))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(log_out))
+        .routes(routes!(list_sessions, end_other_sessions))
+        .routes(routes!(end_session))
 }
 
 fn session_of(claims: &Claims) -> Result<SessionId, ApiError> {
@@ -48,6 +49,17 @@ async fn end(
 }
 
 /// Ends the caller's session. Logging out of an ended session succeeds too.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "sessions",
+    security(("access_token" = [])),
+    responses(
+        (status = 204, description = "Logged out: the session's refresh token stops working."),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn log_out(
     State(state): State<AppState>,
@@ -67,13 +79,26 @@ async fn log_out(
     }
 }
 
-#[derive(Serialize)]
+/// The caller's live sessions.
+#[derive(Serialize, ToSchema)]
 struct SessionsResponse {
     /// The session the calling token belongs to.
     current_session_id: Option<SessionId>,
+    /// Oldest first.
     sessions: Vec<SessionSummary>,
 }
 
+/// The caller's live sessions, with where each was last used from.
+#[utoipa::path(
+    get,
+    path = "/sessions",
+    tag = "sessions",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The sessions.", body = SessionsResponse),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn list_sessions(
     State(state): State<AppState>,
@@ -86,6 +111,20 @@ async fn list_sessions(
     }))
 }
 
+/// Ends one of the caller's sessions.
+#[utoipa::path(
+    delete,
+    path = "/sessions/{session_id}",
+    tag = "sessions",
+    security(("access_token" = [])),
+    params(("session_id" = uuid::Uuid, Path, description = "A session id from `GET /sessions`")),
+    responses(
+        (status = 204, description = "Ended."),
+        (status = 404, description = "`auth.session_not_found`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn end_session(
     State(state): State<AppState>,
@@ -102,6 +141,18 @@ async fn end_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Ends every session of the caller's but the current one.
+#[utoipa::path(
+    delete,
+    path = "/sessions",
+    tag = "sessions",
+    security(("access_token" = [])),
+    responses(
+        (status = 204, description = "Ended."),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn end_other_sessions(
     State(state): State<AppState>,

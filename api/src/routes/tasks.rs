@@ -1,27 +1,41 @@
 //! `/tasks`: a test email and the status of queued emails.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use twofold_nats::TaskState;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{AccessToken, Json, Query, RequestContext};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/test-celery", get(test_email))
-        .route("/taskstatus", get(task_status))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(test_email))
+        .routes(routes!(task_status))
 }
 
-#[derive(Serialize)]
+/// A queued email.
+#[derive(Serialize, ToSchema)]
 struct TaskCreated {
+    /// Its id, for `/tasks/taskstatus`.
     task_id: Uuid,
 }
 
+/// Queues a test email to the caller.
+#[utoipa::path(
+    get,
+    path = "/test-celery",
+    tag = "tasks",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "Queued.", body = TaskCreated),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn test_email(
     State(state): State<AppState>,
@@ -41,17 +55,36 @@ async fn test_email(
     Ok(Json(TaskCreated { task_id }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TaskQuery {
+    /// The `task_id` of `/tasks/test-celery`.
     task_id: Uuid,
 }
 
-#[derive(Serialize)]
+/// Where a queued email is.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"state": "SUCCESS", "result": "email sent"}))]
 struct TaskStatusResponse {
+    /// The state, with the original service's names.
     state: TaskState,
+    /// What happened, once it is known.
     result: Option<&'static str>,
 }
 
+/// The state of one of the caller's queued emails (an admin may ask about anyone's).
+#[utoipa::path(
+    get,
+    path = "/taskstatus",
+    tag = "tasks",
+    security(("access_token" = [])),
+    params(TaskQuery),
+    responses(
+        (status = 200, description = "The state.", body = TaskStatusResponse),
+        (status = 404, description = "`request.not_found`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn task_status(
     State(state): State<AppState>,

@@ -2,12 +2,13 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post, put};
-use axum::Router;
 use secrecy::SecretString;
 use serde::Deserialize;
 use twofold_domain::user::{DeviceSecret, EnableTfa, UseBackupCode, VerifyTfaCode};
 use twofold_domain::{totp, User, UserCommand, UserError, UserEvent};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::DeviceRequest;
 use super::dto::TokenResponse;
@@ -20,17 +21,20 @@ use crate::gateway::no_mail;
 use crate::jwt::Claims;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/login_tfa", post(login_tfa))
-        .route("/recover_tfa", post(recover_tfa))
-        .route("/get_my_qrcode", get(get_my_qrcode))
-        .route("/enable_tfa", put(enable_tfa))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login_tfa))
+        .routes(routes!(recover_tfa))
+        .routes(routes!(get_my_qrcode))
+        .routes(routes!(enable_tfa))
         .merge(super::tfa_manage::router())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LoginTfaQuery {
+    /// The 6-digit code of the authenticator app, or the emailed code.
+    #[param(value_type = String, example = "123456")]
     tfa_token: SecretString,
 }
 
@@ -38,6 +42,26 @@ fn actor(claims: &Claims) -> String {
     format!("user:{}", claims.sub)
 }
 
+/// The second login step with a TOTP or emailed code. A wrong code is 403; after 5 the
+/// challenge closes and the login must start again.
+#[utoipa::path(
+    post,
+    path = "/login_tfa",
+    tag = "tfa",
+    security(("pre_2fa_token" = [])),
+    params(LoginTfaQuery),
+    responses(
+        (status = 200, description = "Logged in: an access and a refresh token.",
+            body = TokenResponse),
+        (status = 400, description = "`tfa.not_enabled`"),
+        (status = 401, description = "`tfa.challenge_closed`"),
+        (status = 403, description = "`tfa.invalid_code`, `tfa.code_replayed`, \
+            `tfa.email_code_expired`, `auth.account_locked`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 429, description = "`auth.locked`, `request.rate_limited`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
 async fn login_tfa(
     State(state): State<AppState>,
@@ -73,11 +97,33 @@ async fn login_tfa(
     Err(ApiError::WrongTfaCode)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecoverTfaQuery {
+    /// One of the emailed backup codes; it works once.
+    #[param(value_type = String, example = "7G3K-Q9WX-2M4T-HV8P-RC6N-JD1Z")]
     tfa_backup_token: SecretString,
 }
 
+/// The second login step with a backup code, which is spent; a notice is emailed.
+#[utoipa::path(
+    post,
+    path = "/recover_tfa",
+    tag = "tfa",
+    security(("pre_2fa_token" = [])),
+    params(RecoverTfaQuery),
+    responses(
+        (status = 200, description = "Logged in: an access and a refresh token.",
+            body = TokenResponse),
+        (status = 400, description = "`tfa.not_enabled`"),
+        (status = 401, description = "`tfa.challenge_closed`"),
+        (status = 403, description = "`tfa.invalid_backup_code`, `auth.account_locked`"),
+        (status = 404, description = "`tfa.no_backup_codes_left`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 429, description = "`auth.locked`, `request.rate_limited`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
 async fn recover_tfa(
     State(state): State<AppState>,
@@ -122,6 +168,19 @@ async fn recover_tfa(
     Err(ApiError::WrongBackupCode)
 }
 
+/// The QR code of the caller's authenticator app, again.
+#[utoipa::path(
+    get,
+    path = "/get_my_qrcode",
+    tag = "tfa",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The QR code (PNG) of the `otpauth://totp/` URI.",
+            content_type = "image/png"),
+        (status = 400, description = "`tfa.no_code_generator`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
 async fn get_my_qrcode(
     State(state): State<AppState>,
@@ -142,6 +201,21 @@ async fn get_my_qrcode(
     Ok(png(crate::qr::png(uri).await?))
 }
 
+/// Turns on the second factor; the backup codes and a notice are emailed.
+#[utoipa::path(
+    put,
+    path = "/enable_tfa",
+    tag = "tfa",
+    security(("access_token" = [])),
+    request_body = DeviceRequest,
+    responses(
+        (status = 200, description = "Enabled. For a `code_generator` device the body is the QR \
+            code (PNG) to scan; for `email` it is empty.", content_type = "image/png"),
+        (status = 400, description = "`tfa.already_enabled`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
 async fn enable_tfa(
     State(state): State<AppState>,

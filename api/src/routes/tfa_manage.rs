@@ -5,14 +5,15 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post, put};
-use axum::Router;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use twofold_domain::backup_codes;
 use twofold_domain::user::{DisableTfa, RegenerateBackupCodes, SwitchTfaDevice};
 use twofold_domain::values::DeviceType;
 use twofold_domain::{Factor, User, UserCommand, UserEvent};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{
     caller_enrolment_response, enrolment_mail, new_enrolment, unknown_user_is_invalid_token,
@@ -23,14 +24,11 @@ use crate::gateway::MailPlan;
 use crate::jwt::Claims;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/disable_tfa", post(disable_tfa))
-        .route("/switch_device", put(switch_device))
-        .route(
-            "/backup_codes",
-            get(backup_codes_left).post(regenerate_backup_codes),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(disable_tfa))
+        .routes(routes!(switch_device))
+        .routes(routes!(backup_codes_left, regenerate_backup_codes))
 }
 
 /// Runs a management command; `done` tells its success event apart. A wrong password or
@@ -68,12 +66,35 @@ async fn manage(
     })
 }
 
-#[derive(Deserialize)]
+/// The proofs needed to turn the second factor off.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"password": "correct horse battery", "code": "123456"}))]
 pub struct DisableTfaRequest {
+    /// The current password.
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
+    /// A current TOTP code or an unused backup code.
+    #[schema(value_type = String)]
     code: SecretString,
 }
 
+/// Turns the second factor off; a notice is emailed.
+#[utoipa::path(
+    post,
+    path = "/disable_tfa",
+    tag = "tfa",
+    security(("access_token" = [])),
+    request_body = DisableTfaRequest,
+    responses(
+        (status = 204, description = "Turned off."),
+        (status = 400, description = "`tfa.not_enabled`"),
+        (status = 403, description = "`auth.wrong_password`, `tfa.invalid_code`, \
+            `tfa.code_replayed`, `auth.account_locked`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 429, description = "`auth.locked`"),
+        (status = 503, description = "`service.busy`, `service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn disable_tfa(
     State(state): State<AppState>,
@@ -106,15 +127,43 @@ async fn disable_tfa(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// The proofs needed to replace the device, and the new device.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({
+    "password": "correct horse battery",
+    "code": "123456",
+    "device_type": "email"
+}))]
 pub struct SwitchDeviceRequest {
+    /// The current password.
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
+    /// A current TOTP code or an unused backup code.
+    #[schema(value_type = String)]
     code: SecretString,
+    /// The new device.
     device_type: DeviceType,
 }
 
 /// Replaces the device: a QR code for a new authenticator app, or an empty body for email;
 /// new backup codes are emailed.
+#[utoipa::path(
+    put,
+    path = "/switch_device",
+    tag = "tfa",
+    security(("access_token" = [])),
+    request_body = SwitchDeviceRequest,
+    responses(
+        (status = 200, description = "Switched. For a `code_generator` device the body is the \
+            QR code (PNG) to scan; for `email` it is empty.", content_type = "image/png"),
+        (status = 400, description = "`tfa.not_enabled`"),
+        (status = 403, description = "`auth.wrong_password`, `tfa.invalid_code`, \
+            `tfa.code_replayed`, `auth.account_locked`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 429, description = "`auth.locked`"),
+        (status = 503, description = "`service.busy`, `service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn switch_device(
     State(state): State<AppState>,
@@ -151,12 +200,31 @@ async fn switch_device(
     caller_enrolment_response(&state, claims.sub, secrets).await
 }
 
-#[derive(Deserialize)]
+/// The proof needed to replace the backup codes.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"code": "123456"}))]
 pub struct RegenerateRequest {
+    /// A current TOTP code or an unused backup code.
+    #[schema(value_type = String)]
     code: SecretString,
 }
 
 /// Replaces the backup codes (the new ones are emailed); the old ones stop working.
+#[utoipa::path(
+    post,
+    path = "/backup_codes",
+    tag = "tfa",
+    security(("access_token" = [])),
+    request_body = RegenerateRequest,
+    responses(
+        (status = 204, description = "Replaced; the new codes are emailed."),
+        (status = 400, description = "`tfa.not_enabled`"),
+        (status = 403, description = "`tfa.invalid_code`, `tfa.code_replayed`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 429, description = "`auth.locked`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn regenerate_backup_codes(
     State(state): State<AppState>,
@@ -195,11 +263,25 @@ async fn regenerate_backup_codes(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+/// How many backup codes are left.
+#[derive(Serialize, ToSchema)]
 struct BackupCodesLeft {
+    /// Unused backup codes.
+    #[schema(example = 5)]
     remaining: usize,
 }
 
+/// How many backup codes the caller has left.
+#[utoipa::path(
+    get,
+    path = "/backup_codes",
+    tag = "tfa",
+    security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The count.", body = BackupCodesLeft),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn backup_codes_left(
     State(state): State<AppState>,

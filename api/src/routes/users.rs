@@ -2,12 +2,13 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::Router;
 use serde::Deserialize;
 use twofold_domain::values::UserId;
 use twofold_domain::UserCommand;
 use twofold_projections::UserView;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::{AdminToken, Json, Query, RequestContext};
@@ -18,19 +19,24 @@ use crate::state::AppState;
 const DEFAULT_PER_PAGE: u64 = 100;
 const MAX_PER_PAGE: u64 = 500;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/users", get(list_users))
-        .route("/{user_id}/lock", post(lock))
-        .route("/{user_id}/unlock", post(unlock))
-        .route("/{user_id}/sessions", delete(end_sessions))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users))
+        .routes(routes!(lock))
+        .routes(routes!(unlock))
+        .routes(routes!(end_sessions))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// The page, from 1.
     #[serde(default = "first_page")]
+    #[param(minimum = 1, default = 1)]
     page: u64,
+    /// Users per page, 1 to 500.
     #[serde(default = "default_per_page")]
+    #[param(minimum = 1, maximum = 500, default = 100)]
     per_page: u64,
 }
 
@@ -44,10 +50,22 @@ fn default_per_page() -> u64 {
 
 /// One page of users, ordered by email (`?page=1&per_page=100`; the original had no paging
 /// and its clients get the first 100).
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    security(("access_token" = [])),
+    params(Page),
+    responses(
+        (status = 200, description = "One page of users.", body = Vec<UserView>),
+        (status = 403, description = "`auth.admin_only`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn list_users(
     State(state): State<AppState>,
-    AdminToken(_): AdminToken,
+    _admin: AdminToken,
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
     if page.page == 0 || page.per_page == 0 || page.per_page > MAX_PER_PAGE {
@@ -82,6 +100,21 @@ async fn act(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Locks an account: no login completes and every session ends until it is unlocked.
+#[utoipa::path(
+    post,
+    path = "/{user_id}/lock",
+    tag = "users",
+    security(("access_token" = [])),
+    params(("user_id" = uuid::Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "Done."),
+        (status = 403, description = "`auth.admin_only`"),
+        (status = 404, description = "`user.not_found`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn lock(
     State(state): State<AppState>,
@@ -99,6 +132,21 @@ async fn lock(
     .await
 }
 
+/// Unlocks an account.
+#[utoipa::path(
+    post,
+    path = "/{user_id}/unlock",
+    tag = "users",
+    security(("access_token" = [])),
+    params(("user_id" = uuid::Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "Done."),
+        (status = 403, description = "`auth.admin_only`"),
+        (status = 404, description = "`user.not_found`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn unlock(
     State(state): State<AppState>,
@@ -116,6 +164,21 @@ async fn unlock(
     .await
 }
 
+/// Ends every session of a user.
+#[utoipa::path(
+    delete,
+    path = "/{user_id}/sessions",
+    tag = "users",
+    security(("access_token" = [])),
+    params(("user_id" = uuid::Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "Done."),
+        (status = 403, description = "`auth.admin_only`"),
+        (status = 404, description = "`user.not_found`"),
+        (status = 409, description = "`concurrency.conflict`"),
+        (status = 503, description = "`service.unavailable`"),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn end_sessions(
     State(state): State<AppState>,
