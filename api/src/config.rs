@@ -216,6 +216,26 @@ pub struct Config {
     /// How long, in seconds, a stopping service waits for requests in flight to finish.
     #[arg(long, env = "TWOFOLD_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// How sign-up answers an email that already has an account: `conflict` (409, the API
+    /// contract) or `conceal` (the answer a new account gets, and a notice to the owner).
+    #[arg(
+        long,
+        env = "TWOFOLD_SIGNUP_EXISTING_EMAIL",
+        value_enum,
+        default_value = "conflict"
+    )]
+    pub signup_existing_email: ExistingEmail,
+}
+
+/// How sign-up answers an email that already has an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExistingEmail {
+    /// 409 with `user.email_taken`: clear for clients, but it tells anyone that the address
+    /// has an account.
+    Conflict,
+    /// The same status and body as a new account; the owner gets an email saying someone
+    /// tried to sign up with their address.
+    Conceal,
 }
 
 impl std::fmt::Debug for Config {
@@ -264,6 +284,7 @@ impl std::fmt::Debug for Config {
             .field("cors_origins", &self.cors_origins)
             .field("log_format", &self.log_format)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("signup_existing_email", &self.signup_existing_email)
             .finish()
     }
 }
@@ -322,6 +343,7 @@ impl Config {
             cors_origins: String::new(),
             log_format: LogFormat::Pretty,
             shutdown_timeout: 30,
+            signup_existing_email: ExistingEmail::Conflict,
         })
     }
 
