@@ -18,6 +18,7 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod unknown_accounts;
 
 pub use config::{Cli, Config};
 pub use startup::Application;

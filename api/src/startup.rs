@@ -30,6 +30,9 @@ use crate::rate_limit::ClientRateLimit;
 use crate::state::AppState;
 use crate::store::{MemEventRepository, PgEventRepository};
 use crate::telemetry::REQUEST_ID_HEADER;
+use crate::unknown_accounts::{
+    MemUnknownAccountThrottle, PgUnknownAccountThrottle, UnknownAccountThrottle,
+};
 
 /// Largest request body accepted; every Twofold request is a few hundred bytes.
 const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -50,6 +53,8 @@ pub struct Backend {
     pub users: Arc<dyn Users>,
     /// Views.
     pub directory: Arc<dyn UserDirectory>,
+    /// Failed logins to addresses without an account.
+    pub unknown_accounts: Arc<dyn UnknownAccountThrottle>,
 }
 
 /// The domain's ports with their production adapters.
@@ -174,6 +179,7 @@ pub fn backend(store: &Store, services: UserServices) -> Backend {
             Backend {
                 users: Arc::new(gateway),
                 directory: Arc::new(PgUserDirectory::new(pool.clone())),
+                unknown_accounts: Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
             }
         }
         Store::Memory(outbox) => {
@@ -192,6 +198,7 @@ pub fn backend(store: &Store, services: UserServices) -> Backend {
             Backend {
                 users: Arc::new(gateway),
                 directory: Arc::new(MemUserDirectory::new(views, sessions)),
+                unknown_accounts: Arc::new(MemUnknownAccountThrottle::default()),
             }
         }
     }
@@ -278,6 +285,7 @@ impl Application {
         let state = AppState {
             users: backend.users,
             directory: backend.directory,
+            unknown_accounts: backend.unknown_accounts,
             tokens: Arc::new(tokens),
             mail: Arc::new(MailFactory::new(keys.sealing.mail_sealer())),
             mail_queue: mail.queue,

@@ -9,6 +9,7 @@ use crate::adapters::Argon2Hasher;
 use crate::gateway::Users;
 use crate::jwt::TokenService;
 use crate::mail::{MailFactory, MailQueue};
+use crate::unknown_accounts::UnknownAccountThrottle;
 
 /// Shared application state.
 #[derive(Clone)]
@@ -17,6 +18,8 @@ pub struct AppState {
     pub users: Arc<dyn Users>,
     /// The user views.
     pub directory: Arc<dyn UserDirectory>,
+    /// Failed logins to addresses without an account, throttled like a password.
+    pub unknown_accounts: Arc<dyn UnknownAccountThrottle>,
     /// Issues and verifies tokens.
     pub tokens: Arc<TokenService>,
     /// Builds mail jobs with their codes sealed.

@@ -33,6 +33,53 @@ async fn five_wrong_passwords_lock_the_password_on_every_instance() {
     assert_eq!(wrong_body["code"], body["code"]);
 }
 
+/// Every answer to `attempts` logins with a wrong password, split over two instances, then
+/// one more: status, `Retry-After` and body.
+async fn lockout_answers(
+    first: &TestApp,
+    second: &TestApp,
+    email: &str,
+) -> Vec<(StatusCode, Option<String>, Value)> {
+    let mut answers = Vec::new();
+    for attempt in 0..6 {
+        let app = if attempt % 2 == 0 { first } else { second };
+        let response = app.login(email, "not the password").await;
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|value| value.to_str().unwrap().to_owned());
+        let (status, body) = problem(response).await;
+        answers.push((status, retry_after, body));
+    }
+    answers
+}
+
+#[tokio::test]
+async fn a_lockout_answers_alike_whether_or_not_the_account_exists() {
+    let first = spawn_app(Store::Postgres).await;
+    let second = first.another_instance().await;
+    let known = unique_email("exists");
+    first.signup(&signup_body(&known, None)).await;
+
+    let for_known = lockout_answers(&first, &second, &known).await;
+    let for_unknown = lockout_answers(&first, &second, &unique_email("nobody")).await;
+    let statuses: Vec<_> = for_unknown.iter().map(|answer| answer.0).collect();
+    assert_eq!(
+        statuses,
+        [
+            [StatusCode::UNAUTHORIZED; 5].as_slice(),
+            &[StatusCode::TOO_MANY_REQUESTS]
+        ]
+        .concat(),
+        "an address with no account locks after five failures too, across instances"
+    );
+    for (known, unknown) in for_known.iter().zip(&for_unknown) {
+        assert_eq!(known.0, unknown.0);
+        assert_eq!(known.1.is_some(), unknown.1.is_some());
+        assert_eq!(known.2, unknown.2, "the same body");
+    }
+}
+
 #[tokio::test]
 async fn failing_the_second_factor_locks_neither_the_password_nor_the_backup_codes() {
     let app = spawn_app(Store::Postgres).await;

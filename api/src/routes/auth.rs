@@ -203,14 +203,7 @@ async fn log_in(
         Err(_) => None,
     };
     let Some(user_id) = user_id else {
-        // Same work and same answer as a wrong password: no account enumeration by timing.
-        state
-            .hasher
-            .verify_dummy(&form.password)
-            .await
-            .map_err(UserError::from)?;
-        tracing::info!(target: "security", "login failed: unknown account");
-        return Err(ApiError::InvalidCredentials);
+        return refuse_unknown_account(&state, &form).await;
     };
     let code = email_code(&state);
     let command = UserCommand::LogIn(LogIn {
@@ -259,6 +252,25 @@ async fn log_in(
 }
 
 /// The calling user. Never a secret.
+/// A login to an address with no account: the same work, throttle and answer as a wrong
+/// password, so neither the answer, its timing nor a lockout tells whether the account exists.
+async fn refuse_unknown_account(state: &AppState, form: &LoginForm) -> Result<Response, ApiError> {
+    let address = form.username.trim().to_lowercase();
+    let key = state.services.sealer.digest(address.as_bytes()).digest;
+    let now = state.services.clock.now();
+    state.unknown_accounts.check(&key, now).await?;
+    state
+        .hasher
+        .verify_dummy(&form.password)
+        .await
+        .map_err(UserError::from)?;
+    if let Some(until) = state.unknown_accounts.record_failure(&key, now).await? {
+        tracing::info!(target: "security", %until, "logins to an address with no account locked");
+    }
+    tracing::info!(target: "security", "login failed: unknown account");
+    Err(ApiError::InvalidCredentials)
+}
+
 #[utoipa::path(
     get,
     path = "/test-token",

@@ -27,7 +27,7 @@ pub use error::UserError;
 pub use events::{Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
 pub use password::RESET_TOKEN_TTL;
 pub use sessions::{SessionEndReason, MAX_SESSIONS, SESSION_MAX_AGE};
-pub use throttle::{ThrottledFactor, FIRST_LOCK, LOCK_AFTER_FAILURES, MAX_LOCK};
+pub use throttle::{Throttle, ThrottledFactor, FIRST_LOCK, LOCK_AFTER_FAILURES, MAX_LOCK};
 
 /// How long an emailed login code stays valid (OWASP ASVS 5.0 §6.5.5 allows at most 10 minutes).
 pub const EMAIL_CODE_TTL: time::Duration = time::Duration::minutes(10);

@@ -44,11 +44,44 @@ impl From<Factor> for ThrottledFactor {
     }
 }
 
-/// The failure count and lock of one factor.
+/// The failure count and lock of one factor, or of logins to an address no account has.
+///
+/// Keeping the second kind under the same policy makes a lockout answer the same whether or
+/// not the account exists: without it, only real accounts would ever answer 429.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Throttle {
-    pub(super) failures: u32,
-    pub(super) locked_until: Option<OffsetDateTime>,
+pub struct Throttle {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Locked until then.
+    pub locked_until: Option<OffsetDateTime>,
+}
+
+impl Throttle {
+    /// Refuses an attempt while locked, saying when to retry.
+    pub fn check(&self, now: OffsetDateTime) -> Result<(), UserError> {
+        match self.locked_until {
+            Some(until) if until > now => {
+                let seconds = (until - now).whole_seconds().max(1);
+                Err(UserError::Locked {
+                    retry_after_secs: u64::try_from(seconds).unwrap_or(1),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The lock that the `failures`-th consecutive failure, at `at`, sets, if any.
+    pub fn lock_after(failures: u32, at: OffsetDateTime) -> Option<OffsetDateTime> {
+        (failures >= LOCK_AFTER_FAILURES).then(|| at + lock_length(failures))
+    }
+
+    /// Records a failure at `at`, locking when it crosses the threshold.
+    pub fn record_failure(&mut self, at: OffsetDateTime) {
+        self.failures += 1;
+        if let Some(until) = Self::lock_after(self.failures, at) {
+            self.locked_until = Some(until);
+        }
+    }
 }
 
 /// A throttle per kind of factor.
@@ -95,15 +128,7 @@ impl User {
         factor: ThrottledFactor,
         now: OffsetDateTime,
     ) -> Result<(), UserError> {
-        match self.throttles.get(factor).locked_until {
-            Some(until) if until > now => {
-                let seconds = (until - now).whole_seconds().max(1);
-                Err(UserError::Locked {
-                    retry_after_secs: u64::try_from(seconds).unwrap_or(1),
-                })
-            }
-            _ => Ok(()),
-        }
+        self.throttles.get(factor).check(now)
     }
 
     /// Records a failure of `factor`, and locks it if that failure crosses the threshold.
@@ -121,11 +146,10 @@ impl User {
         };
         sink.write(failed, self).await;
         let throttled = ThrottledFactor::from(factor);
-        let failures = self.throttles.get(throttled).failures;
-        if failures >= LOCK_AFTER_FAILURES {
+        if let Some(until) = Throttle::lock_after(self.throttles.get(throttled).failures, at) {
             let locked = UserEvent::FactorLocked {
                 factor: throttled,
-                until: at + lock_length(failures),
+                until,
                 at,
             };
             sink.write(locked, self).await;
@@ -144,5 +168,25 @@ mod tests {
         assert_eq!(lock_length(8), Duration::minutes(8));
         assert_eq!(lock_length(11), Duration::minutes(60));
         assert_eq!(lock_length(40), Duration::hours(1));
+    }
+
+    #[test]
+    fn a_standalone_throttle_follows_the_same_policy() {
+        let at = OffsetDateTime::UNIX_EPOCH;
+        let mut throttle = Throttle::default();
+        for _ in 0..LOCK_AFTER_FAILURES - 1 {
+            throttle.record_failure(at);
+            assert_eq!(throttle.check(at), Ok(()));
+        }
+        throttle.record_failure(at);
+        assert_eq!(
+            throttle.check(at + Duration::seconds(1)),
+            Err(UserError::Locked {
+                retry_after_secs: 59
+            })
+        );
+        assert_eq!(throttle.check(at + FIRST_LOCK), Ok(()));
+        throttle.record_failure(at + FIRST_LOCK);
+        assert_eq!(throttle.locked_until, Some(at + FIRST_LOCK * 3));
     }
 }
