@@ -10,6 +10,7 @@ mod helpers;
 mod hygiene;
 mod journey;
 mod mail;
+mod metrics;
 mod nats_server;
 mod password;
 mod secrets;

@@ -2,6 +2,7 @@
 
 mod auth;
 mod dto;
+mod health;
 mod password;
 mod sessions;
 mod tasks;
@@ -22,6 +23,8 @@ use twofold_domain::{backup_codes, totp};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub use health::Readiness;
+
 /// Every route.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -34,6 +37,7 @@ pub fn router() -> Router<AppState> {
                 .nest("/tasks", tasks::router()),
         )
         .merge(well_known::router())
+        .merge(health::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint") })
 }
 

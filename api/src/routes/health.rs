@@ -1,0 +1,130 @@
+//! `/health/live` and `/health/ready` for orchestrators, and `/metrics` for Prometheus.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::state::AppState;
+
+/// How long one dependency may take to answer a readiness check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// What the service depends on to answer requests.
+#[derive(Clone)]
+pub enum Readiness {
+    /// The embedded mode: everything is in this process's memory.
+    Embedded,
+    /// Postgres (events, views, outbox) and NATS JetStream (mail).
+    Services {
+        /// The event store's pool.
+        pool: PgPool,
+        /// The client the outbox relay publishes through (boxed: it is large).
+        jetstream: Box<async_nats::jetstream::Context>,
+    },
+}
+
+/// The readiness answer: each check by name, and the names of those that failed.
+#[derive(Serialize)]
+struct ReadyBody {
+    status: &'static str,
+    checks: Vec<Check>,
+    failed: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Check {
+    name: &'static str,
+    status: &'static str,
+}
+
+impl Readiness {
+    async fn checks(&self) -> Vec<(&'static str, bool)> {
+        match self {
+            Self::Embedded => vec![("memory", true)],
+            Self::Services { pool, jetstream } => {
+                let (postgres, nats) = tokio::join!(postgres_up(pool), nats_up(jetstream));
+                vec![("postgres", postgres), ("nats", nats)]
+            }
+        }
+    }
+}
+
+async fn postgres_up(pool: &PgPool) -> bool {
+    let query = sqlx::query("SELECT 1").execute(pool);
+    match tokio::time::timeout(CHECK_TIMEOUT, query).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "readiness: Postgres does not answer");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("readiness: Postgres did not answer in time");
+            false
+        }
+    }
+}
+
+/// JetStream answers an account query only when the connection is up and JetStream enabled.
+async fn nats_up(jetstream: &async_nats::jetstream::Context) -> bool {
+    match tokio::time::timeout(CHECK_TIMEOUT, jetstream.query_account()).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "readiness: NATS JetStream does not answer");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("readiness: NATS JetStream did not answer in time");
+            false
+        }
+    }
+}
+
+/// 200 while the process serves requests.
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// 200 when every dependency answers, 503 naming those that do not.
+async fn ready(State(state): State<AppState>) -> Response {
+    let results = state.readiness.checks().await;
+    let failed: Vec<&'static str> = results
+        .iter()
+        .filter(|(_, up)| !up)
+        .map(|(name, _)| *name)
+        .collect();
+    let checks = results
+        .into_iter()
+        .map(|(name, up)| Check {
+            name,
+            status: if up { "up" } else { "down" },
+        })
+        .collect();
+    let (status, word) = if failed.is_empty() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    let body = ReadyBody {
+        status: word,
+        checks,
+        failed,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    crate::metrics::serve(State(state.metrics)).await
+}
