@@ -173,14 +173,14 @@ async fn mail_path(config: &Config, keys: &Keys, metrics: &Metrics) -> anyhow::R
                 .connect(nats_url.as_str())
                 .await
                 .context("NATS_URL is not a valid NATS address")?;
-            let jetstream = async_nats::jetstream::new(client);
+            let jetstream = async_nats::jetstream::new(client.clone());
             let relay = OutboxRelay::new(pool.clone(), jetstream.clone(), topology.clone())
                 .with_recorder(metrics.recorder());
             let queue = OutboxMailQueue::new(pool.clone(), jetstream.clone(), topology);
             Ok(MailPath {
                 readiness: Readiness::Services {
                     pool: pool.clone(),
-                    jetstream: Box::new(jetstream),
+                    nats: client,
                 },
                 store: Store::Postgres(pool),
                 queue: Arc::new(queue),

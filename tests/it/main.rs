@@ -6,6 +6,7 @@
 
 mod concurrency;
 mod errors;
+mod health;
 mod helpers;
 mod hygiene;
 mod journey;

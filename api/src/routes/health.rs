@@ -14,6 +14,8 @@ use crate::state::AppState;
 
 /// How long one dependency may take to answer a readiness check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The JetStream API subject of the account information request.
+const JETSTREAM_INFO: &str = "$JS.API.INFO";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,8 +33,8 @@ pub enum Readiness {
     Services {
         /// The event store's pool.
         pool: PgPool,
-        /// The client the outbox relay publishes through (boxed: it is large).
-        jetstream: Box<async_nats::jetstream::Context>,
+        /// The NATS connection the outbox relay publishes through.
+        nats: async_nats::Client,
     },
 }
 
@@ -54,8 +56,8 @@ impl Readiness {
     async fn checks(&self) -> Vec<(&'static str, bool)> {
         match self {
             Self::Embedded => vec![("memory", true)],
-            Self::Services { pool, jetstream } => {
-                let (postgres, nats) = tokio::join!(postgres_up(pool), nats_up(jetstream));
+            Self::Services { pool, nats } => {
+                let (postgres, nats) = tokio::join!(postgres_up(pool), nats_up(nats));
                 vec![("postgres", postgres), ("nats", nats)]
             }
         }
@@ -77,9 +79,11 @@ async fn postgres_up(pool: &PgPool) -> bool {
     }
 }
 
-/// JetStream answers an account query only when the connection is up and JetStream enabled.
-async fn nats_up(jetstream: &async_nats::jetstream::Context) -> bool {
-    match tokio::time::timeout(CHECK_TIMEOUT, jetstream.query_account()).await {
+/// JetStream's API answers an account-info request only when the connection is up and
+/// JetStream is enabled; without JetStream the request finds no responder.
+async fn nats_up(nats: &async_nats::Client) -> bool {
+    let request = nats.request(JETSTREAM_INFO, Default::default());
+    match tokio::time::timeout(CHECK_TIMEOUT, request).await {
         Ok(Ok(_)) => true,
         Ok(Err(error)) => {
             tracing::warn!(error = %error, "readiness: NATS JetStream does not answer");
