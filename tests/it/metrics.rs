@@ -189,3 +189,21 @@ async fn the_embedded_mode_counts_the_emails_it_sends() {
     }
     assert_eq!(sent, Some(1.0));
 }
+
+#[tokio::test]
+async fn the_outbox_relay_counts_the_jobs_it_publishes() {
+    let app = spawn_app(Store::Postgres).await;
+    let email = unique_email("metrics-relay");
+    let response = app.signup(&signup_body(&email, Some("email"))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let mut published = None;
+    for _ in 0..50 {
+        published = sample(&scrape(&app).await, "twofold_outbox_published_total", &[]);
+        if published.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(published, Some(1.0), "the backup-codes email was relayed");
+}
