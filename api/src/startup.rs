@@ -313,14 +313,14 @@ impl Application {
 
     /// Serves until SIGINT or SIGTERM. Then it stops accepting connections, lets the requests
     /// in flight finish for at most the shutdown timeout (`TWOFOLD_SHUTDOWN_TIMEOUT`), and
-    /// stops the outbox relay between two batches; rows not yet relayed stay in the outbox
+    /// stops the outbox relay after a last drain; rows it could not relay stay in the outbox
     /// for the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
         let relay = self.relay.map(|relay| {
-            let mut stopped = stopped.clone();
             tokio::spawn(relay.run_until(async move {
-                let _ = stopped.wait_for(|stopping| *stopping).await;
+                let _ = relay_stopped.await;
             }))
         });
         let signal = async move {
@@ -336,7 +336,6 @@ impl Application {
         .into_future();
         let timeout = self.shutdown_timeout;
         let deadline = async {
-            let mut stopped = stopped.clone();
             let _ = stopped.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(timeout).await;
         };
@@ -348,9 +347,12 @@ impl Application {
                 Ok(())
             }
         };
+        // Only now, so that the emails of the last requests are relayed too.
+        let _ = stop_relay.send(());
         if let Some(relay) = relay {
-            // The relay finishes its batch; a NATS or Postgres that hangs must not hold the
-            // process, and an interrupted batch is only re-published (deduplicated) later.
+            // The relay finishes its batch and drains once more; a NATS or Postgres that hangs
+            // must not hold the process, and an interrupted batch is only re-published
+            // (deduplicated by JetStream) at the next start.
             let abort = relay.abort_handle();
             if tokio::time::timeout(RELAY_STOP_TIMEOUT, relay)
                 .await

@@ -125,7 +125,8 @@ struct Api {
 }
 
 impl Api {
-    /// A sign-up of a fresh address: one Argon2 hash.
+    /// A sign-up of a fresh address with email 2FA: one Argon2 hash, and a backup-codes
+    /// email committed to the outbox.
     fn sign_up(&self) -> reqwest::RequestBuilder {
         reqwest::Client::new()
             .post(format!("http://127.0.0.1:{}/api/v1/auth/signup", self.port))
@@ -133,6 +134,8 @@ impl Api {
                 "email": format!("shutdown-{}@example.com", Uuid::new_v4().simple()),
                 "full_name": "Ada Lovelace",
                 "password": "correct horse battery staple",
+                "tfa_enabled": true,
+                "device": { "device_type": "email" },
             }))
     }
 
@@ -200,6 +203,15 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
     let (code, logs) = api.exit().await;
     assert_eq!(code, Some(0), "{logs}");
     assert!(logs.contains("relay: stopped"), "the relay stopped: {logs}");
+    let mut db = PgConnection::connect(&stack.database_url).await.unwrap();
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting, 0,
+        "the last request's email was relayed before the exit"
+    );
 }
 
 #[tokio::test]

@@ -95,8 +95,9 @@ impl OutboxRelay {
         self.run_until(std::future::pending()).await;
     }
 
-    /// Relays until `stop` resolves, then returns between two batches: a batch in progress
-    /// is finished (published and deleted) first, so stopping leaves no row half-relayed.
+    /// Relays until `stop` resolves, then drains the outbox once more and returns. A batch in
+    /// progress is always finished (published and deleted) first, so stopping leaves no row
+    /// half-relayed, and jobs committed by the last requests are not left waiting.
     pub async fn run_until(self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         let mut listener = self.listen().await;
@@ -123,6 +124,14 @@ impl OutboxRelay {
             tokio::select! {
                 () = &mut stop => break,
                 () = pause => {}
+            }
+        }
+        if declared {
+            match self.drain().await {
+                Ok(published) => tracing::debug!(published, "relay: final drain"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "relay: final drain failed; the jobs stay in the outbox");
+                }
             }
         }
         tracing::info!("relay: stopped");
