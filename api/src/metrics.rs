@@ -61,6 +61,12 @@ impl Metrics {
         self.handle.render()
     }
 
+    /// The `GET /metrics` response.
+    pub fn response(&self) -> Response {
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        ([(header::CONTENT_TYPE, content_type)], self.render()).into_response()
+    }
+
     fn record(&self, record: impl FnOnce()) {
         metrics::with_local_recorder(self.recorder.as_ref(), record);
     }
@@ -114,18 +120,6 @@ impl Metrics {
             .record(took.as_secs_f64());
         });
     }
-}
-
-/// `GET /metrics`.
-pub async fn serve(State(metrics): State<Metrics>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        metrics.render(),
-    )
-        .into_response()
 }
 
 /// The route template a request matched, carried out on its response so that the outer

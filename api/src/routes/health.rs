@@ -129,6 +129,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus' scrape endpoint.
 async fn metrics(State(state): State<AppState>) -> Response {
-    crate::metrics::serve(State(state.metrics)).await
+    state.metrics.response()
 }
