@@ -8,16 +8,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore, Query};
+use twofold_domain::user::ThrottledFactor;
 use twofold_domain::values::{Email, UserId};
 use twofold_domain::{User, UserCommand, UserEvent, UserServices};
 use twofold_nats::{MailJob, OUTBOX_METADATA_KEY};
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::store::EmailIndex;
 
 /// Commit attempts before a command gives up with `409 concurrency.conflict`.
@@ -85,6 +88,7 @@ pub struct CommandGateway<R: PersistedEventRepository> {
     index: Arc<dyn EmailIndex>,
     queries: Vec<Box<dyn Query<User>>>,
     services: UserServices,
+    metrics: Metrics,
 }
 
 impl<R: PersistedEventRepository> CommandGateway<R> {
@@ -101,13 +105,28 @@ impl<R: PersistedEventRepository> CommandGateway<R> {
             index,
             queries,
             services,
+            metrics: Metrics::new(),
         }
     }
-}
 
-#[async_trait]
-impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
-    async fn execute(
+    /// Records command latency and lockouts into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Security log lines and the lockout counter for factors that this commit locked.
+    fn log_lockouts(&self, id: UserId, committed: &[cqrs_es::EventEnvelope<User>]) {
+        for envelope in committed {
+            if let UserEvent::FactorLocked { factor, until, .. } = &envelope.payload {
+                tracing::info!(target: "security", user_id = %id, ?factor, %until, "factor locked");
+                self.metrics.lockout(factor_label(factor));
+            }
+        }
+    }
+
+    /// Runs the command: load, handle, commit, dispatch; retried on a lost race.
+    async fn run(
         &self,
         id: UserId,
         command: UserCommand,
@@ -134,7 +153,7 @@ impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
             }
             match self.store.commit(events, context, metadata).await {
                 Ok(committed) => {
-                    log_lockouts(id, &committed);
+                    self.log_lockouts(id, &committed);
                     if !committed.is_empty() {
                         for query in &self.queries {
                             query.dispatch(&aggregate_id, &committed).await;
@@ -153,6 +172,27 @@ impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
         }
         Err(ApiError::Conflict)
     }
+}
+
+#[async_trait]
+impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
+    async fn execute(
+        &self,
+        id: UserId,
+        command: UserCommand,
+        metadata: CommandMetadata,
+        mail: MailPlan<'_>,
+    ) -> Result<Vec<UserEvent>, ApiError> {
+        let name = command_name(&command);
+        let started = Instant::now();
+        let result = self.run(id, command, metadata, mail).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.status_and_code().1,
+        };
+        self.metrics.command(name, outcome, started.elapsed());
+        result
+    }
 
     async fn load(&self, id: UserId) -> Result<User, ApiError> {
         let mut context = self.store.load_aggregate(&id.to_string()).await?;
@@ -164,11 +204,36 @@ impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
     }
 }
 
-/// Security log lines for factors that this commit locked.
-fn log_lockouts(id: UserId, committed: &[cqrs_es::EventEnvelope<User>]) {
-    for envelope in committed {
-        if let UserEvent::FactorLocked { factor, until, .. } = &envelope.payload {
-            tracing::info!(target: "security", user_id = %id, ?factor, %until, "factor locked");
-        }
+/// The metric label of a locked factor.
+fn factor_label(factor: &ThrottledFactor) -> &'static str {
+    match factor {
+        ThrottledFactor::Password => "password",
+        ThrottledFactor::SecondFactor => "second_factor",
+        ThrottledFactor::BackupCode => "backup_code",
+    }
+}
+
+/// The metric label of a command.
+fn command_name(command: &UserCommand) -> &'static str {
+    match command {
+        UserCommand::SignUp(_) => "sign_up",
+        UserCommand::EnableTfa(_) => "enable_tfa",
+        UserCommand::LogIn(_) => "log_in",
+        UserCommand::VerifyTfaCode(_) => "verify_tfa_code",
+        UserCommand::UseBackupCode(_) => "use_backup_code",
+        UserCommand::RefreshSession(_) => "refresh_session",
+        UserCommand::EndSession(_) => "end_session",
+        UserCommand::EndOtherSessions(_) => "end_other_sessions",
+        UserCommand::ChangePassword(_) => "change_password",
+        UserCommand::RequestPasswordReset(_) => "request_password_reset",
+        UserCommand::ResetPassword(_) => "reset_password",
+        UserCommand::DisableTfa(_) => "disable_tfa",
+        UserCommand::SwitchTfaDevice(_) => "switch_tfa_device",
+        UserCommand::RegenerateBackupCodes(_) => "regenerate_backup_codes",
+        UserCommand::GrantAdmin => "grant_admin",
+        UserCommand::LockAccount => "lock_account",
+        UserCommand::UnlockAccount => "unlock_account",
+        UserCommand::EndAllSessions => "end_all_sessions",
+        UserCommand::ResealSecrets => "reseal_secrets",
     }
 }

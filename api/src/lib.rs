@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod hygiene;
 pub mod jwt;
 pub mod mail;
+pub mod metrics;
 pub mod openapi;
 pub mod qr;
 pub mod rate_limit;

@@ -15,6 +15,7 @@ use twofold_nats::{Mail, MailJob, MailSealer, TaskState, TaskStatus, Topology};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// Builds mail jobs, sealing the codes they carry.
 pub struct MailFactory {
@@ -243,10 +244,11 @@ pub struct InProcessMailQueue {
 
 impl InProcessMailQueue {
     /// Starts the worker; jobs sent on the returned channel (by the event repository) are
-    /// delivered like those enqueued here.
+    /// delivered like those enqueued here, and counted in `metrics`.
     pub fn start(
         sender: Sender,
         sealer: MailSealer,
+        metrics: Metrics,
     ) -> (Self, tokio::sync::mpsc::UnboundedSender<MailJob>) {
         let (jobs, mut receiver) = tokio::sync::mpsc::unbounded_channel::<MailJob>();
         let tasks: Arc<Mutex<Tasks>> = Arc::default();
@@ -258,10 +260,12 @@ impl InProcessMailQueue {
                 let template = job.mail.template();
                 let state = match sender.send(&job, &sealer).await {
                     Ok(()) => {
+                        metrics.email("sent");
                         tracing::info!(job_id = %job.id, template, "email sent");
                         TaskState::Success
                     }
                     Err(error) => {
+                        metrics.email("failed");
                         tracing::error!(job_id = %job.id, template, error = %error, "email not sent");
                         TaskState::Failure
                     }

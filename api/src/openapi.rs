@@ -48,6 +48,7 @@ const FORM: &str = "application/x-www-form-urlencoded";
         (name = "users", description = "Admin endpoints"),
         (name = "tasks", description = "A test email and the status of queued emails"),
         (name = "keys", description = "The public keys that verify Twofold's tokens"),
+        (name = "operations", description = "Health checks and metrics for operators"),
     )
 )]
 pub struct ApiDoc;

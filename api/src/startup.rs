@@ -1,6 +1,7 @@
 //! The composition root: concrete adapters wired to the domain's ports, the store chosen from
 //! configuration, and the HTTP server.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,9 @@ use crate::config::{Checked, Config, ConfigProblems, Keys};
 use crate::gateway::{CommandGateway, Users};
 use crate::jwt::TokenService;
 use crate::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
+use crate::metrics::Metrics;
 use crate::rate_limit::ClientRateLimit;
+use crate::routes::Readiness;
 use crate::state::AppState;
 use crate::store::{MemEventRepository, PgEventRepository};
 use crate::telemetry::REQUEST_ID_HEADER;
@@ -45,6 +48,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
     relay: Option<OutboxRelay>,
+    shutdown_timeout: Duration,
 }
 
 /// The command and query sides over the configured store.
@@ -152,8 +156,13 @@ pub enum Store {
     Memory(tokio::sync::mpsc::UnboundedSender<MailJob>),
 }
 
-/// The command and query sides over `store`.
+/// The command and query sides over `store`, for a command-line tool (no metrics served).
 pub fn backend(store: &Store, services: UserServices) -> Backend {
+    instrumented_backend(store, services, &Metrics::new())
+}
+
+/// The command and query sides over `store`, recording command latency into `metrics`.
+fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics) -> Backend {
     match store {
         Store::Postgres(pool) => {
             let events = PgEventRepository::new(pool.clone());
@@ -175,7 +184,8 @@ pub fn backend(store: &Store, services: UserServices) -> Backend {
                     Box::new(Projection::new(sessions)),
                 ],
                 services,
-            );
+            )
+            .with_metrics(metrics.clone());
             Backend {
                 users: Arc::new(gateway),
                 directory: Arc::new(PgUserDirectory::new(pool.clone())),
@@ -194,7 +204,8 @@ pub fn backend(store: &Store, services: UserServices) -> Backend {
                     Box::new(Projection::new(Arc::clone(&sessions))),
                 ],
                 services,
-            );
+            )
+            .with_metrics(metrics.clone());
             Backend {
                 users: Arc::new(gateway),
                 directory: Arc::new(MemUserDirectory::new(views, sessions)),
@@ -209,9 +220,15 @@ struct MailPath {
     store: Store,
     queue: Arc<dyn MailQueue>,
     relay: Option<OutboxRelay>,
+    readiness: Readiness,
 }
 
-async fn mail_path(config: &Config, keys: &Keys, pool: Option<PgPool>) -> anyhow::Result<MailPath> {
+async fn mail_path(
+    config: &Config,
+    keys: &Keys,
+    pool: Option<PgPool>,
+    metrics: &Metrics,
+) -> anyhow::Result<MailPath> {
     match pool {
         Some(pool) => {
             migrate(&pool).await?;
@@ -226,10 +243,15 @@ async fn mail_path(config: &Config, keys: &Keys, pool: Option<PgPool>) -> anyhow
                 .connect(nats_url)
                 .await
                 .context("NATS_URL is not a valid NATS address")?;
-            let jetstream = async_nats::jetstream::new(client);
-            let relay = OutboxRelay::new(pool.clone(), jetstream.clone(), topology.clone());
-            let queue = OutboxMailQueue::new(pool.clone(), jetstream, topology);
+            let jetstream = async_nats::jetstream::new(client.clone());
+            let relay = OutboxRelay::new(pool.clone(), jetstream.clone(), topology.clone())
+                .with_recorder(metrics.recorder());
+            let queue = OutboxMailQueue::new(pool.clone(), jetstream.clone(), topology);
             Ok(MailPath {
+                readiness: Readiness::Services {
+                    pool: pool.clone(),
+                    nats: client,
+                },
                 store: Store::Postgres(pool),
                 queue: Arc::new(queue),
                 relay: Some(relay),
@@ -239,11 +261,13 @@ async fn mail_path(config: &Config, keys: &Keys, pool: Option<PgPool>) -> anyhow
             let transport =
                 Transport::parse(&config.mail_transport).context("TWOFOLD_MAIL_TRANSPORT")?;
             let sender = Sender::new(&transport, &config.mail_from).context("TWOFOLD_MAIL_FROM")?;
-            let (queue, outbox) = InProcessMailQueue::start(sender, keys.sealing.mail_sealer());
+            let (queue, outbox) =
+                InProcessMailQueue::start(sender, keys.sealing.mail_sealer(), metrics.clone());
             Ok(MailPath {
                 store: Store::Memory(outbox),
                 queue: Arc::new(queue),
                 relay: None,
+                readiness: Readiness::Embedded,
             })
         }
     }
@@ -273,8 +297,9 @@ impl Application {
         }
         tracing::info!(config = ?config, "starting");
         let (services, hasher) = services(&config, &keys)?;
-        let mail = mail_path(&config, &keys, pool).await?;
-        let backend = backend(&mail.store, services.clone());
+        let metrics = Metrics::new();
+        let mail = mail_path(&config, &keys, pool, &metrics).await?;
+        let backend = instrumented_backend(&mail.store, services.clone(), &metrics);
         let tokens = TokenService::new(
             keys.jwt,
             config.jwt_issuer.clone(),
@@ -296,9 +321,12 @@ impl Application {
             refresh_reuse_grace: time::Duration::seconds(
                 i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
             ),
+            metrics: metrics.clone(),
+            readiness: mail.readiness,
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
         let mut router = crate::routes::router()
+            .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
             .with_state(state)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
         if let Some(limit) = ClientRateLimit::new(config.ip_rate_limit, trusted_proxies) {
@@ -308,6 +336,10 @@ impl Application {
             ));
         }
         let router = crate::hygiene::apply(router, &cors_origins)
+            .layer(axum::middleware::from_fn_with_state(
+                metrics,
+                crate::metrics::track,
+            ))
             .layer(PropagateRequestIdLayer::new(request_id.clone()))
             .layer(
                 TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -333,6 +365,7 @@ impl Application {
             listener,
             router,
             relay: mail.relay,
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         })
     }
 
@@ -343,23 +376,63 @@ impl Application {
             .map_or(0, |address| address.port())
     }
 
-    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight. The outbox relay
-    /// runs alongside; stopping it at any point is safe (rows stay until acknowledged).
+    /// Serves until SIGINT or SIGTERM. Then it stops accepting connections, lets the requests
+    /// in flight finish for at most the shutdown timeout (`TWOFOLD_SHUTDOWN_TIMEOUT`), and
+    /// stops the outbox relay after a last drain; rows it could not relay stay in the outbox
+    /// for the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let relay = self.relay.map(|relay| tokio::spawn(relay.run()));
-        let served = axum::serve(
+        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay = self.relay.map(|relay| {
+            tokio::spawn(relay.run_until(async move {
+                let _ = relay_stopped.await;
+            }))
+        });
+        let signal = async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        };
+        let server = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+        .with_graceful_shutdown(signal)
+        .into_future();
+        let timeout = self.shutdown_timeout;
+        let deadline = async {
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(timeout).await;
+        };
+        let served = tokio::select! {
+            served = server => served,
+            () = deadline => {
+                tracing::warn!(timeout_seconds = timeout.as_secs(),
+                    "shutdown timeout reached: requests still in flight are cut off");
+                Ok(())
+            }
+        };
+        // Only now, so that the emails of the last requests are relayed too.
+        let _ = stop_relay.send(());
         if let Some(relay) = relay {
-            relay.abort();
+            // The relay finishes its batch and drains once more; a NATS or Postgres that hangs
+            // must not hold the process, and an interrupted batch is only re-published
+            // (deduplicated by JetStream) at the next start.
+            let abort = relay.abort_handle();
+            if tokio::time::timeout(RELAY_STOP_TIMEOUT, relay)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
+        tracing::info!("stopped");
         served
     }
 }
+
+/// How long the outbox relay may take to finish its batch once the server has stopped.
+const RELAY_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();

@@ -9,6 +9,8 @@ use crate::adapters::Argon2Hasher;
 use crate::gateway::Users;
 use crate::jwt::TokenService;
 use crate::mail::{MailFactory, MailQueue};
+use crate::metrics::Metrics;
+use crate::routes::Readiness;
 use crate::unknown_accounts::UnknownAccountThrottle;
 
 /// Shared application state.
@@ -36,4 +38,8 @@ pub struct AppState {
     pub backup_codes: usize,
     /// How long a rotated refresh token stays acceptable.
     pub refresh_reuse_grace: time::Duration,
+    /// This service's Prometheus metrics.
+    pub metrics: Metrics,
+    /// What `/health/ready` checks.
+    pub readiness: Readiness,
 }

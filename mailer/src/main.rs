@@ -12,6 +12,18 @@ use twofold_mailer::{LogFormat, MailerArgs};
 async fn main() -> ExitCode {
     let args = MailerArgs::parse();
     init_telemetry(args.log_format);
+    if let Some(address) = args.metrics_addr {
+        let exporter = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(address)
+            .install();
+        if let Err(error) = exporter {
+            tracing::error!(
+                "TWOFOLD_MAILER_METRICS_ADDR: cannot serve metrics on {address}: {error}"
+            );
+            return ExitCode::from(2);
+        }
+        tracing::info!(%address, "serving metrics");
+    }
     let settings = match args.into_settings() {
         Ok(settings) => settings,
         Err(error) => {

@@ -149,6 +149,9 @@ pub struct MailerArgs {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "TWOFOLD_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    /// Address of the Prometheus scrape endpoint (e.g. `0.0.0.0:9091`); none when unset.
+    #[arg(long, env = "TWOFOLD_MAILER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A setting is invalid. Messages name the variable and never repeat a secret.
@@ -176,6 +179,7 @@ impl fmt::Debug for MailerArgs {
         f.debug_struct("MailerArgs")
             .field("nats_prefix", &self.nats_prefix)
             .field("log_format", &self.log_format)
+            .field("metrics_addr", &self.metrics_addr)
             .finish_non_exhaustive()
     }
 }

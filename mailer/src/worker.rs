@@ -290,6 +290,7 @@ impl Worker {
         match send_with_progress(&message, lease.progress_every, send).await {
             Ok(()) => {
                 MailerStats::count(&self.stats.sent);
+                count_email("sent");
                 if let Err(error) = message.double_ack().await {
                     tracing::warn!(job_id = %job.id, template, error = %error,
                         "mailer: sent, but the acknowledgement failed: JetStream may redeliver it");
@@ -309,6 +310,7 @@ impl Worker {
             Err(error) => {
                 MailerStats::count(&self.stats.failed);
                 MailerStats::count(&self.stats.retried);
+                count_email("retried");
                 let delay = retry_delay(self.retry_base, self.retry_max, delivered);
                 put_status(&lease.status, &job, TaskState::Pending, attempts).await;
                 if let Err(nak_error) = message.ack_with(AckKind::Nak(Some(delay))).await {
@@ -339,6 +341,7 @@ impl Worker {
             .await
         {
             MailerStats::count(&self.stats.dead_lettered);
+            count_email("dead_lettered");
             terminate(message).await;
             let attempts = u32::try_from(delivered).unwrap_or(u32::MAX);
             put_status(&lease.status, job, TaskState::Failure, attempts).await;
@@ -378,6 +381,7 @@ impl Worker {
             .await
         {
             MailerStats::count(&self.stats.dead_lettered);
+            count_email("dead_lettered");
             terminate(message).await;
             tracing::error!(stream_sequence, subject = %message.subject, reason,
                 "mailer: dead-lettered a payload that is not a mail job");
@@ -469,6 +473,13 @@ async fn put_status(status: &kv::Store, job: &MailJob, state: TaskState, attempt
     if let Err(error) = stored {
         tracing::warn!(job_id = %job.id, ?state, error = %error, "mailer: cannot record the job's status");
     }
+}
+
+/// Counts a settled job in `twofold_emails_total{outcome}` (`sent`, `retried`,
+/// `dead_lettered`) on the global metrics recorder, which the binary serves when
+/// `TWOFOLD_MAILER_METRICS_ADDR` is set.
+fn count_email(outcome: &'static str) {
+    metrics::counter!("twofold_emails_total", "outcome" => outcome).increment(1);
 }
 
 #[cfg(test)]

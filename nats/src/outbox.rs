@@ -5,6 +5,8 @@
 //! drops as a duplicate of the same `Nats-Msg-Id`. Relays on several instances share the rows
 //! through `FOR UPDATE SKIP LOCKED`, so each row is in flight in one relay at a time.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::Context;
@@ -58,6 +60,7 @@ pub struct OutboxRelay {
     pool: PgPool,
     jetstream: Context,
     topology: Topology,
+    recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
 }
 
 impl OutboxRelay {
@@ -67,52 +70,97 @@ impl OutboxRelay {
             pool,
             jetstream,
             topology,
+            recorder: None,
+        }
+    }
+
+    /// Records the relay's metrics into `recorder` rather than the global one:
+    /// `twofold_outbox_published_total`, and the gauges `twofold_outbox_waiting` and
+    /// `twofold_outbox_oldest_seconds` (its lag).
+    pub fn with_recorder(mut self, recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    fn record(&self, record: impl FnOnce()) {
+        match &self.recorder {
+            Some(recorder) => metrics::with_local_recorder(recorder.as_ref(), record),
+            None => record(),
         }
     }
 
     /// Relays until the task is dropped. Failures (NATS or Postgres down) are logged and
     /// retried with back-off; rows stay in the outbox meanwhile.
     pub async fn run(self) {
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// Relays until `stop` resolves, then drains the outbox once more and returns. A batch in
+    /// progress is always finished (published and deleted) first, so stopping leaves no row
+    /// half-relayed, and jobs committed by the last requests are not left waiting.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
         let mut listener = self.listen().await;
         let mut declared = false;
         let mut backoff = Duration::from_millis(100);
-        let mut last_report = tokio::time::Instant::now();
+        let mut last_report: Option<tokio::time::Instant> = None;
         loop {
-            if last_report.elapsed() >= LAG_REPORT_INTERVAL {
+            if last_report.is_none_or(|last| last.elapsed() >= LAG_REPORT_INTERVAL) {
                 self.report_lag().await;
-                last_report = tokio::time::Instant::now();
+                last_report = Some(tokio::time::Instant::now());
             }
-            if !declared {
-                match self.topology.declare(&self.jetstream).await {
-                    Ok(()) => declared = true,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "relay: cannot declare the mail streams yet");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
+            let wait = self.step(&mut declared, &mut backoff).await;
+            // After a failure wait out the back-off; when drained, wait for a notification
+            // or the next poll.
+            let pause = async {
+                match (wait, listener.as_mut()) {
+                    (Some(wait), _) => tokio::time::sleep(wait).await,
+                    (None, Some(listener)) => {
+                        let _ = tokio::time::timeout(POLL_INTERVAL, listener.recv()).await;
                     }
+                    (None, None) => tokio::time::sleep(POLL_INTERVAL).await,
                 }
+            };
+            tokio::select! {
+                () = &mut stop => break,
+                () = pause => {}
             }
+        }
+        if declared {
             match self.drain().await {
-                Ok(published) => {
-                    backoff = Duration::from_millis(100);
-                    if published > 0 {
-                        tracing::debug!(published, "relay: published mail jobs");
-                    }
-                }
+                Ok(published) => tracing::debug!(published, "relay: final drain"),
                 Err(error) => {
-                    self.report_lag().await;
-                    tracing::warn!(error = %error, "relay: publishing failed; the jobs stay in the outbox");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
+                    tracing::warn!(error = %error, "relay: final drain failed; the jobs stay in the outbox");
                 }
             }
-            match listener.as_mut() {
-                Some(listener) => {
-                    let _ = tokio::time::timeout(POLL_INTERVAL, listener.recv()).await;
+        }
+        tracing::info!("relay: stopped");
+    }
+
+    /// One round: declare the streams if needed, then drain. Returns the back-off to wait
+    /// after a failure, or `None` when the outbox was drained.
+    async fn step(&self, declared: &mut bool, backoff: &mut Duration) -> Option<Duration> {
+        if !*declared {
+            match self.topology.declare(&self.jetstream).await {
+                Ok(()) => *declared = true,
+                Err(error) => {
+                    tracing::warn!(error = %error, "relay: cannot declare the mail streams yet");
+                    return Some(next_backoff(backoff));
                 }
-                None => tokio::time::sleep(POLL_INTERVAL).await,
+            }
+        }
+        match self.drain().await {
+            Ok(published) => {
+                *backoff = Duration::from_millis(100);
+                if published > 0 {
+                    tracing::debug!(published, "relay: published mail jobs");
+                }
+                None
+            }
+            Err(error) => {
+                self.report_lag().await;
+                tracing::warn!(error = %error, "relay: publishing failed; the jobs stay in the outbox");
+                Some(next_backoff(backoff))
             }
         }
     }
@@ -156,6 +204,8 @@ impl OutboxRelay {
                 .await?;
             tx.commit().await?;
             total += published.len();
+            let count = u64::try_from(published.len()).unwrap_or(u64::MAX);
+            self.record(|| metrics::counter!("twofold_outbox_published_total").increment(count));
             if let Some(error) = failure {
                 return Err(error.into());
             }
@@ -171,6 +221,11 @@ impl OutboxRelay {
         .fetch_one(&self.pool)
         .await;
         if let Ok((waiting, oldest_seconds)) = lag {
+            self.record(|| {
+                #[allow(clippy::cast_precision_loss)] // a row count far below 2^52
+                metrics::gauge!("twofold_outbox_waiting").set(waiting as f64);
+                metrics::gauge!("twofold_outbox_oldest_seconds").set(oldest_seconds);
+            });
             if oldest_seconds > LAG_WARNING.as_secs_f64() {
                 tracing::warn!(waiting, oldest_seconds, "relay lag");
             } else {
@@ -178,4 +233,11 @@ impl OutboxRelay {
             }
         }
     }
+}
+
+/// The current back-off, doubling the next one up to [`MAX_BACKOFF`].
+fn next_backoff(backoff: &mut Duration) -> Duration {
+    let current = *backoff;
+    *backoff = (current * 2).min(MAX_BACKOFF);
+    current
 }

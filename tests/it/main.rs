@@ -6,11 +6,13 @@
 
 mod concurrency;
 mod errors;
+mod health;
 mod helpers;
 mod hygiene;
 mod journey;
 mod keys;
 mod mail;
+mod metrics;
 mod nats_server;
 mod openapi;
 mod password;

@@ -67,7 +67,7 @@ async fn a_password_change_needs_the_current_one_and_ends_the_other_sessions() {
     assert_eq!(refresh_status(&app, &here).await, StatusCode::OK);
 }
 
-fn reset_token(email_text: &str) -> String {
+pub fn reset_token(email_text: &str) -> String {
     email_text
         .lines()
         .map(str::trim)

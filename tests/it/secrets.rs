@@ -1,11 +1,31 @@
-//! After a full journey, no password, seed, code or token appears in the event store, the
-//! views or the logs.
+//! After a full journey (sign-up with TOTP and email second factors, both login steps, a
+//! backup code, refresh, password change and reset, enrolment after sign-up, logout), no
+//! password, seed, code or token appears in the event store, the views or the logs.
 
 use base64::Engine;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
+use crate::password::reset_token;
+
+/// The seed of a QR code, in every spelling a log line could hold it.
+fn seed_spellings(png: &[u8]) -> Vec<String> {
+    let uri = otpauth_uri_from_png(png);
+    let seed = seed_from_uri(&uri);
+    let secret_param = url::Url::parse(&uri)
+        .unwrap()
+        .query_pairs()
+        .find(|(key, _)| key == "secret")
+        .unwrap()
+        .1
+        .into_owned();
+    vec![
+        secret_param,
+        base64::engine::general_purpose::STANDARD.encode(&seed),
+        seed.iter().map(|b| format!("{b:02x}")).collect(),
+    ]
+}
 
 #[tokio::test]
 async fn no_secret_is_stored_or_logged() {
@@ -19,18 +39,8 @@ async fn no_secret_is_stored_or_logged() {
         .bytes()
         .await
         .unwrap();
-    let uri = otpauth_uri_from_png(&png);
-    let seed = seed_from_uri(&uri);
-    let secret_param = url::Url::parse(&uri)
-        .unwrap()
-        .query_pairs()
-        .find(|(key, _)| key == "secret")
-        .unwrap()
-        .1
-        .into_owned();
-    secrets.push(secret_param);
-    secrets.push(base64::engine::general_purpose::STANDARD.encode(&seed));
-    secrets.push(seed.iter().map(|b| format!("{b:02x}")).collect());
+    let seed = seed_from_uri(&otpauth_uri_from_png(&png));
+    secrets.extend(seed_spellings(&png));
     let backup_codes = app.backup_codes(&totp_email).await;
     secrets.extend(backup_codes.iter().cloned());
     secrets.extend(backup_codes.iter().map(|code| code.replace('-', "")));
@@ -75,6 +85,76 @@ async fn no_secret_is_stored_or_logged() {
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     secrets.push("a wrong password here".to_owned());
 
+    // Refresh: the rotated pair is as secret as the first.
+    let refreshed: Value = app
+        .http
+        .post(app.url("/auth/refresh"))
+        .json(&json!({ "refresh_token": tokens["refresh_token"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for token in ["access_token", "refresh_token"] {
+        secrets.push(refreshed[token].as_str().unwrap().to_owned());
+    }
+
+    // A password change, a forgotten password reset with its emailed token, and a TOTP
+    // enrolment after sign-up, on an account without 2FA.
+    let plain_email = unique_email("secret-plain");
+    app.signup(&signup_body(&plain_email, None)).await;
+    let access = app.login_token(&plain_email, StatusCode::OK).await;
+    secrets.push(access.clone());
+    let changed_password = "a changed passphrase for the secrets journey";
+    let changed = app
+        .http
+        .put(app.url("/auth/password"))
+        .bearer_auth(&access)
+        .json(&json!({ "current_password": PASSWORD, "new_password": changed_password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    secrets.push(changed_password.to_owned());
+    let forgot = app
+        .http
+        .post(app.url("/auth/forgot-password"))
+        .json(&json!({ "email": plain_email }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forgot.status(), StatusCode::ACCEPTED);
+    let token = reset_token(
+        &app.wait_for_email(&plain_email, "Reset your Twofold password")
+            .await,
+    );
+    let reset_password = "a reset passphrase for the secrets journey";
+    let reset = app
+        .http
+        .post(app.url("/auth/reset-password"))
+        .json(&json!({ "email": plain_email, "token": token, "new_password": reset_password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    secrets.push(token);
+    secrets.push(reset_password.to_owned());
+    let after_reset = app.login(&plain_email, reset_password).await;
+    assert_eq!(after_reset.status(), StatusCode::OK);
+    let after_reset: Value = after_reset.json().await.unwrap();
+    let access = after_reset["access_token"].as_str().unwrap().to_owned();
+    secrets.push(access.clone());
+    secrets.push(after_reset["refresh_token"].as_str().unwrap().to_owned());
+    let enrolled = app.enable_tfa(&access, "code_generator").await;
+    assert_eq!(enrolled.status(), StatusCode::OK);
+    secrets.extend(seed_spellings(&enrolled.bytes().await.unwrap()));
+    let enrolled_codes = app.backup_codes(&plain_email).await;
+    secrets.extend(enrolled_codes.iter().map(|code| code.replace('-', "")));
+    secrets.extend(enrolled_codes);
+    let logout = app.post_with("/auth/logout", &access).await;
+    assert!(logout.status().is_success());
+
     let db = app.db.as_ref().unwrap();
     let stored: Vec<String> = sqlx::query_scalar(
         "SELECT concat_ws(' ', aggregate_id, event_type, payload::text, metadata::text) FROM events \
@@ -91,10 +171,16 @@ async fn no_secret_is_stored_or_logged() {
         "passwords are stored as Argon2id hashes"
     );
     let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
-    assert!(
-        logs.contains("second factor accepted"),
-        "the logs were captured"
-    );
+    for outcome in [
+        "second factor accepted",
+        "backup code used",
+        "password changed",
+        "password reset",
+        "two-factor authentication enabled",
+        "logged out",
+    ] {
+        assert!(logs.contains(outcome), "the security log has {outcome:?}");
+    }
     for secret in &secrets {
         assert!(
             !stored.contains(secret.as_str()),

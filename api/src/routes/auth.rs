@@ -223,7 +223,7 @@ async fn log_in(
             _ => Vec::new(),
         }
     };
-    let events = state
+    let events = match state
         .users
         .execute(
             user_id,
@@ -231,16 +231,27 @@ async fn log_in(
             context.metadata("anonymous".to_owned()),
             &mail,
         )
-        .await?;
+        .await
+    {
+        Ok(events) => events,
+        Err(error) => {
+            let code = error.status_and_code().1;
+            tracing::info!(target: "security", %user_id, code, "login refused");
+            state.metrics.login("password", code);
+            return Err(error);
+        }
+    };
     for event in &events {
         match event {
             UserEvent::LoggedIn { .. } => {
                 tracing::info!(target: "security", %user_id, "login succeeded");
+                state.metrics.login("password", "ok");
                 let tokens = TokenResponse::for_session(&state, user_id, &events)?;
                 return Ok(Json(tokens).into_response());
             }
             UserEvent::SecondFactorRequired { challenge_id, .. } => {
                 tracing::info!(target: "security", %user_id, "password accepted; second factor required");
+                state.metrics.login("password", "second_factor_required");
                 let body = TokenResponse::pre_tfa(&state, user_id, *challenge_id)?;
                 return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
             }
@@ -248,6 +259,7 @@ async fn log_in(
         }
     }
     tracing::info!(target: "security", %user_id, "login failed: wrong password");
+    state.metrics.login("password", "wrong_password");
     Err(ApiError::InvalidCredentials)
 }
 
@@ -268,6 +280,7 @@ async fn refuse_unknown_account(state: &AppState, form: &LoginForm) -> Result<Re
         tracing::info!(target: "security", %until, "logins to an address with no account locked");
     }
     tracing::info!(target: "security", "login failed: unknown account");
+    state.metrics.login("password", "unknown_account");
     Err(ApiError::InvalidCredentials)
 }
 

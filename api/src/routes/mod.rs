@@ -2,6 +2,7 @@
 
 mod auth;
 mod dto;
+mod health;
 mod password;
 mod sessions;
 mod tasks;
@@ -27,6 +28,8 @@ use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
+pub use health::Readiness;
+
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
 /// Where Swagger UI is served.
@@ -51,6 +54,7 @@ fn api() -> OpenApiRouter<AppState> {
                 .nest("/tasks", tasks::router()),
         )
         .merge(well_known::router())
+        .merge(health::router())
 }
 
 /// The router and the OpenAPI document, completed with the problem responses.

@@ -92,7 +92,11 @@ async fn change_password(
         .users
         .execute(claims.sub, command, context.metadata(actor), &mail)
         .await
-        .map_err(unknown_user_is_invalid_token)?;
+        .map_err(unknown_user_is_invalid_token)
+        .inspect_err(|error| {
+            tracing::info!(target: "security", user_id = %claims.sub,
+                code = error.status_and_code().1, "password change refused");
+        })?;
     if events
         .iter()
         .any(|event| matches!(event, UserEvent::PasswordChanged { .. }))
@@ -227,6 +231,7 @@ async fn reset_password(
         Err(_) => None,
     };
     let Some(user_id) = user_id else {
+        tracing::info!(target: "security", "password reset refused: unknown account");
         return Err(UserError::ResetTokenInvalid.into());
     };
     let command = UserCommand::ResetPassword(ResetPassword {
@@ -241,7 +246,7 @@ async fn reset_password(
         }
         None => Vec::new(),
     };
-    state
+    if let Err(error) = state
         .users
         .execute(
             user_id,
@@ -249,7 +254,12 @@ async fn reset_password(
             context.metadata("anonymous".to_owned()),
             &mail,
         )
-        .await?;
+        .await
+    {
+        let code = error.status_and_code().1;
+        tracing::info!(target: "security", %user_id, code, "password reset refused");
+        return Err(error);
+    }
     tracing::info!(target: "security", %user_id, "password reset");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -74,7 +74,7 @@ async fn login_tfa(
         challenge_id,
         code: query.tfa_token,
     });
-    let events = state
+    let events = match state
         .users
         .execute(
             claims.sub,
@@ -83,17 +83,28 @@ async fn login_tfa(
             &no_mail,
         )
         .await
-        .map_err(unknown_user_is_invalid_token)?;
+        .map_err(unknown_user_is_invalid_token)
+    {
+        Ok(events) => events,
+        Err(error) => {
+            let code = error.status_and_code().1;
+            tracing::info!(target: "security", user_id = %claims.sub, code, "second factor refused");
+            state.metrics.login("second_factor", code);
+            return Err(error);
+        }
+    };
     if events
         .iter()
         .any(|event| matches!(event, UserEvent::TfaVerified { .. }))
     {
         tracing::info!(target: "security", user_id = %claims.sub, "second factor accepted");
+        state.metrics.login("second_factor", "ok");
         return Ok(Json(TokenResponse::for_session(
             &state, claims.sub, &events,
         )?));
     }
-    tracing::info!(target: "security", user_id = %claims.sub, "second factor refused");
+    tracing::info!(target: "security", user_id = %claims.sub, "second factor refused: wrong code");
+    state.metrics.login("second_factor", "wrong_code");
     Err(ApiError::WrongTfaCode)
 }
 
@@ -151,20 +162,31 @@ async fn recover_tfa(
             _ => Vec::new(),
         }
     };
-    let events = state
+    let events = match state
         .users
         .execute(claims.sub, command, context.metadata(actor(&claims)), &mail)
         .await
-        .map_err(unknown_user_is_invalid_token)?;
+        .map_err(unknown_user_is_invalid_token)
+    {
+        Ok(events) => events,
+        Err(error) => {
+            let code = error.status_and_code().1;
+            tracing::info!(target: "security", user_id = %claims.sub, code, "backup code refused");
+            state.metrics.login("backup_code", code);
+            return Err(error);
+        }
+    };
     for event in &events {
         if let UserEvent::BackupCodeConsumed { remaining, .. } = event {
             tracing::info!(target: "security", user_id = %claims.sub, remaining, "backup code used");
+            state.metrics.login("backup_code", "ok");
             return Ok(Json(TokenResponse::for_session(
                 &state, claims.sub, &events,
             )?));
         }
     }
-    tracing::info!(target: "security", user_id = %claims.sub, "backup code refused");
+    tracing::info!(target: "security", user_id = %claims.sub, "backup code refused: wrong or used code");
+    state.metrics.login("backup_code", "wrong_code");
     Err(ApiError::WrongBackupCode)
 }
 

@@ -46,7 +46,11 @@ async fn manage(
         .users
         .execute(claims.sub, command, context.metadata(actor), mail)
         .await
-        .map_err(unknown_user_is_invalid_token)?;
+        .map_err(unknown_user_is_invalid_token)
+        .inspect_err(|error| {
+            tracing::info!(target: "security", user_id = %claims.sub,
+                code = error.status_and_code().1, "two-factor change refused");
+        })?;
     if events.iter().any(done) {
         return Ok(());
     }
@@ -59,11 +63,14 @@ async fn manage(
             }
         )
     });
-    Err(if wrong_password {
+    let refusal = if wrong_password {
         ApiError::WrongPassword
     } else {
         ApiError::WrongTfaCode
-    })
+    };
+    tracing::info!(target: "security", user_id = %claims.sub, code = refusal.status_and_code().1,
+        "two-factor change refused");
+    Err(refusal)
 }
 
 /// The proofs needed to turn the second factor off.
@@ -197,6 +204,8 @@ async fn switch_device(
         matches!(event, UserEvent::TfaDeviceChanged { .. })
     })
     .await?;
+    tracing::info!(target: "security", user_id = %claims.sub, device_type = ?request.device_type,
+        "two-factor device switched");
     caller_enrolment_response(&state, claims.sub, secrets).await
 }
 

@@ -1,0 +1,168 @@
+//! Prometheus metrics, served at `/metrics`: HTTP requests by route template and status,
+//! logins by outcome, lockouts, emails, event-store command latency and the outbox relay.
+//!
+//! Each [`Metrics`] owns its own recorder rather than installing a global one, so several
+//! services in one process (the integration tests start many) never count each other's work.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// Histogram buckets in seconds, from a cache-speed command to a slow Argon2 login.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The route label of requests that matched no route (404s, and answers from layers that
+/// run before routing, such as the per-client rate limit).
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The recorder of one service and the handle that renders it.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh, empty set of metrics.
+    pub fn new() -> Self {
+        // The buckets are valid constants, so this cannot fail; summaries would do if it did.
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        Self {
+            recorder: Arc::new(recorder),
+            handle,
+        }
+    }
+
+    /// The recorder, for components outside this crate (the outbox relay) to record into.
+    pub fn recorder(&self) -> Arc<dyn metrics::Recorder + Send + Sync> {
+        Arc::clone(&self.recorder) as Arc<dyn metrics::Recorder + Send + Sync>
+    }
+
+    /// Everything recorded, in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+
+    /// The `GET /metrics` response.
+    pub fn response(&self) -> Response {
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        ([(header::CONTENT_TYPE, content_type)], self.render()).into_response()
+    }
+
+    fn record(&self, record: impl FnOnce()) {
+        metrics::with_local_recorder(self.recorder.as_ref(), record);
+    }
+
+    /// One HTTP request answered.
+    pub fn http_request(&self, method: &str, route: &str, status: StatusCode, took: Duration) {
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.as_u16().to_string()),
+        ];
+        self.record(|| {
+            metrics::counter!("twofold_http_requests_total", &labels).increment(1);
+            metrics::histogram!("twofold_http_request_duration_seconds", &labels)
+                .record(took.as_secs_f64());
+        });
+    }
+
+    /// One login step ended: `step` is `password`, `second_factor` or `backup_code`; `outcome`
+    /// is `ok`, `second_factor_required`, `wrong_password`, `unknown_account`, `wrong_code`,
+    /// or the stable error code that refused it (`auth.locked`, `auth.account_locked`…).
+    pub fn login(&self, step: &'static str, outcome: &'static str) {
+        self.record(|| {
+            metrics::counter!("twofold_logins_total", "step" => step, "outcome" => outcome)
+                .increment(1);
+        });
+    }
+
+    /// A factor was locked after too many failures.
+    pub fn lockout(&self, factor: &'static str) {
+        self.record(|| {
+            metrics::counter!("twofold_lockouts_total", "factor" => factor).increment(1);
+        });
+    }
+
+    /// An email left (`sent`) or could not (`failed`) in the embedded mode's in-process queue.
+    pub fn email(&self, outcome: &'static str) {
+        self.record(|| {
+            metrics::counter!("twofold_emails_total", "outcome" => outcome).increment(1);
+        });
+    }
+
+    /// One command ran against the event store, from load to commit (retries included).
+    pub fn command(&self, command: &'static str, outcome: &'static str, took: Duration) {
+        self.record(|| {
+            metrics::histogram!(
+                "twofold_command_duration_seconds",
+                "command" => command,
+                "outcome" => outcome
+            )
+            .record(took.as_secs_f64());
+        });
+    }
+}
+
+/// The route template a request matched, carried out on its response so that the outer
+/// [`track`] layer (which runs before routing) can label it.
+#[derive(Clone)]
+struct MatchedRoute(Arc<str>);
+
+/// Route layer: copies the matched route template onto the response.
+pub async fn mark_route(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| MatchedRoute(Arc::from(path.as_str())));
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
+    response
+}
+
+/// Outermost layer: counts and times every request by method, route template and status.
+pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    let route = response
+        .extensions()
+        .get::<MatchedRoute>()
+        .map_or(UNMATCHED_ROUTE, |route| &route.0);
+    metrics.http_request(method, route, response.status(), started.elapsed());
+    response
+}
+
+/// The method as a label; clients can send any token, so unknown ones share one label.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
