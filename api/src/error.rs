@@ -2,7 +2,8 @@
 //! Every failure a client can see has a status and a stable `code`; internal causes are logged
 //! once and never sent.
 
-use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::persist::PersistenceError;
@@ -42,7 +43,7 @@ pub enum ApiError {
     /// A wrong or already used backup code.
     #[error("the backup code is not valid or was already used")]
     WrongBackupCode,
-    /// The request itself is malformed (body, form, query).
+    /// The request itself is malformed (body, form, query, path).
     #[error("{detail}")]
     Request {
         /// 400, 413, 415 or 422.
@@ -320,6 +321,30 @@ impl From<QueryRejection> for ApiError {
             "request.invalid_query",
             serde_detail(rejection.body_text()),
         )
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        match rejection {
+            PathRejection::FailedToDeserializePathParams(error) => {
+                let detail = match error.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::DeserializeError { key, .. } => {
+                        format!("the path parameter `{key}` is not valid")
+                    }
+                    _ => "a path parameter is not valid".to_owned(),
+                };
+                Self::request(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "request.invalid_path",
+                    detail,
+                )
+            }
+            // The route and its handler disagree: our fault, not the client's.
+            other => Self::Internal(Box::new(other)),
+        }
     }
 }
 

@@ -136,3 +136,49 @@ async fn bad_requests_get_problem_details_with_stable_codes() {
             .unwrap();
     assert_eq!((reservations, signups), (2, 2));
 }
+
+#[tokio::test]
+async fn malformed_path_parameters_get_problem_details() {
+    let app = spawn_app(Store::Postgres).await;
+    let email = unique_email("paths");
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    twofold_api::admin::grant_admin(&app.config, &email)
+        .await
+        .unwrap();
+    let access = app.login_token(&email, StatusCode::OK).await;
+
+    let requests = [
+        (
+            reqwest::Method::DELETE,
+            "/auth/sessions/not-a-uuid",
+            "session_id",
+        ),
+        (reqwest::Method::POST, "/users/not-a-uuid/lock", "user_id"),
+        (reqwest::Method::POST, "/users/12345/unlock", "user_id"),
+        (
+            reqwest::Method::DELETE,
+            "/users/%E2%9C%93/sessions",
+            "user_id",
+        ),
+    ];
+    for (method, path, parameter) in requests {
+        let response = app
+            .http
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = problem(response).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{method} {path}");
+        assert_eq!(body["code"], "request.invalid_path", "{method} {path}");
+        assert_eq!(
+            body["detail"],
+            format!("the path parameter `{parameter}` is not valid"),
+            "{method} {path}"
+        );
+    }
+}
