@@ -113,6 +113,16 @@ impl ApiError {
         }
     }
 
+    /// A refused authentication or authorisation: a missing or refused token, a non-admin at
+    /// an admin endpoint, a wrong or replayed proof, a throttled factor or an admin-locked
+    /// account. Each is logged under the `security` target when it is answered.
+    fn is_security_refusal(&self) -> bool {
+        let (status, _) = self.status_and_code();
+        status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+            || matches!(self, Self::Domain(UserError::Locked { .. }))
+    }
+
     fn request(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self::Request {
             status,
@@ -181,6 +191,11 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         if let Self::Unavailable(_) | Self::Internal(_) = &self {
             tracing::error!(error.cause_chain = ?self, code, "request failed");
+        }
+        if self.is_security_refusal() {
+            // The request span adds the method, path and request id; the code names the
+            // refusal. Neither the body nor any credential is logged.
+            tracing::info!(target: "security", code, status = status.as_u16(), "request refused");
         }
         let problem = self.problem();
         let mut response = (status, axum::Json(problem)).into_response();
