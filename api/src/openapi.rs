@@ -483,7 +483,10 @@ mod tests {
                 with_path += usize::from(takes_path);
             }
         }
-        assert_eq!(with_path, 4, "the operations with path parameters");
+        assert!(
+            with_path >= 4,
+            "only {with_path} operations with path parameters"
+        );
     }
 
     #[test]
