@@ -2,7 +2,8 @@
 //! Every failure a client can see has a status and a stable `code`; internal causes are logged
 //! once and never sent.
 
-use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::persist::PersistenceError;
@@ -42,7 +43,7 @@ pub enum ApiError {
     /// A wrong or already used backup code.
     #[error("the backup code is not valid or was already used")]
     WrongBackupCode,
-    /// The request itself is malformed (body, form, query).
+    /// The request itself is malformed (body, form, query, path).
     #[error("{detail}")]
     Request {
         /// 400, 413, 415 or 422.
@@ -110,6 +111,16 @@ impl ApiError {
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service.unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
+    }
+
+    /// A refused authentication or authorisation: a missing or refused token, a non-admin at
+    /// an admin endpoint, a wrong or replayed proof, a throttled factor or an admin-locked
+    /// account. Each is logged under the `security` target when it is answered.
+    fn is_security_refusal(&self) -> bool {
+        let (status, _) = self.status_and_code();
+        status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+            || matches!(self, Self::Domain(UserError::Locked { .. }))
     }
 
     fn request(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
@@ -180,6 +191,11 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         if let Self::Unavailable(_) | Self::Internal(_) = &self {
             tracing::error!(error.cause_chain = ?self, code, "request failed");
+        }
+        if self.is_security_refusal() {
+            // The request span adds the method, path and request id; the code names the
+            // refusal. Neither the body nor any credential is logged.
+            tracing::info!(target: "security", code, status = status.as_u16(), "request refused");
         }
         let problem = self.problem();
         let mut response = (status, axum::Json(problem)).into_response();
@@ -320,6 +336,30 @@ impl From<QueryRejection> for ApiError {
             "request.invalid_query",
             serde_detail(rejection.body_text()),
         )
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        match rejection {
+            PathRejection::FailedToDeserializePathParams(error) => {
+                let detail = match error.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::DeserializeError { key, .. } => {
+                        format!("the path parameter `{key}` is not valid")
+                    }
+                    _ => "a path parameter is not valid".to_owned(),
+                };
+                Self::request(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "request.invalid_path",
+                    detail,
+                )
+            }
+            // The route and its handler disagree: our fault, not the client's.
+            other => Self::Internal(Box::new(other)),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Request extractors: bodies that fail as problem+json, bearer tokens of each kind, and the
+//! Request extractors: bodies, queries and paths that fail as problem+json, bearer tokens of each kind, and the
 //! request context stored as event metadata.
 
 use axum::extract::{FromRef, FromRequest, FromRequestParts};
@@ -30,6 +30,11 @@ pub struct Form<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
+
+/// Path parameters; malformed ones answer problem+json.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts

@@ -4,7 +4,7 @@
 //! Handlers name the problems they answer in `#[utoipa::path]` as a status whose description
 //! lists the codes in backticks, e.g. ``(status = 409, description = "`user.email_taken`")``.
 //! [`complete`] then adds the problems every operation of a kind answers (401 for a bearer
-//! token, the body, form and query rejections, 500), and gives each problem response its
+//! token, the body, form, query and path rejections, 500), and gives each problem response its
 //! `application/problem+json` content with one example per code, built by [`ApiError`]
 //! itself so that an example is exactly what the service sends.
 
@@ -101,6 +101,8 @@ const FORM_PROBLEMS: [&str; 4] = [
 ];
 /// What every operation with query parameters can answer.
 const QUERY_PROBLEMS: [&str; 1] = ["request.invalid_query"];
+/// What every operation with path parameters can answer.
+const PATH_PROBLEMS: [&str; 1] = ["request.invalid_path"];
 /// What any operation can answer.
 const ANY_PROBLEMS: [&str; 1] = ["internal"];
 
@@ -179,6 +181,11 @@ fn problem_catalogue(form: bool) -> BTreeMap<&'static str, ApiError> {
             StatusCode::UNPROCESSABLE_ENTITY,
             "request.invalid_query",
             "the field `tfa_token` is missing",
+        ),
+        request(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.invalid_path",
+            "the path parameter `session_id` is not valid",
         ),
         request(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -266,13 +273,18 @@ fn complete_operation(operation: &mut Operation) {
             implied.extend(FORM_PROBLEMS);
         }
     }
-    let has_query = operation
-        .parameters
-        .iter()
-        .flatten()
-        .any(|parameter| parameter.parameter_in == ParameterIn::Query);
-    if has_query {
+    let has_parameter_in = |place: ParameterIn| {
+        operation
+            .parameters
+            .iter()
+            .flatten()
+            .any(|parameter| parameter.parameter_in == place)
+    };
+    if has_parameter_in(ParameterIn::Query) {
         implied.extend(QUERY_PROBLEMS);
+    }
+    if has_parameter_in(ParameterIn::Path) {
+        implied.extend(PATH_PROBLEMS);
     }
 
     let responses = &mut operation.responses.responses;
@@ -446,6 +458,36 @@ mod tests {
                 assert_eq!(example["status"].to_string(), status);
             }
         }
+    }
+
+    #[test]
+    fn operations_list_the_path_rejection_exactly_when_they_take_path_parameters() {
+        let document = crate::routes::openapi();
+        let mut with_path = 0;
+        for (path, item) in document.paths.paths {
+            let operations = [item.get, item.put, item.post, item.delete, item.patch];
+            for operation in operations.into_iter().flatten() {
+                let takes_path = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|parameter| parameter.parameter_in == ParameterIn::Path);
+                let lists_it = operation
+                    .responses
+                    .responses
+                    .get("422")
+                    .is_some_and(|response| {
+                        matches!(response, RefOr::T(response)
+                            if codes_in(&response.description).contains(&"request.invalid_path"))
+                    });
+                assert_eq!(takes_path, lists_it, "{path}");
+                with_path += usize::from(takes_path);
+            }
+        }
+        assert!(
+            with_path >= 4,
+            "only {with_path} operations with path parameters"
+        );
     }
 
     #[test]

@@ -136,3 +136,180 @@ async fn bad_requests_get_problem_details_with_stable_codes() {
             .unwrap();
     assert_eq!((reservations, signups), (2, 2));
 }
+
+#[tokio::test]
+async fn malformed_path_parameters_get_problem_details() {
+    let app = spawn_app(Store::Postgres).await;
+    let email = unique_email("paths");
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    twofold_api::admin::grant_admin(&app.config, &email)
+        .await
+        .unwrap();
+    let access = app.login_token(&email, StatusCode::OK).await;
+
+    let requests = [
+        (
+            reqwest::Method::DELETE,
+            "/auth/sessions/not-a-uuid",
+            "session_id",
+        ),
+        (reqwest::Method::POST, "/users/not-a-uuid/lock", "user_id"),
+        (reqwest::Method::POST, "/users/12345/unlock", "user_id"),
+        (
+            reqwest::Method::DELETE,
+            "/users/%E2%9C%93/sessions",
+            "user_id",
+        ),
+    ];
+    for (method, path, parameter) in requests {
+        let response = app
+            .http
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = problem(response).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{method} {path}");
+        assert_eq!(body["code"], "request.invalid_path", "{method} {path}");
+        assert_eq!(
+            body["detail"],
+            format!("the path parameter `{parameter}` is not valid"),
+            "{method} {path}"
+        );
+    }
+}
+
+/// The captured log lines that mention `request_id`.
+fn log_lines_of(request_id: &str) -> Vec<String> {
+    String::from_utf8_lossy(&LOGS.lock().unwrap())
+        .lines()
+        .filter(|line| line.contains(request_id))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn refused_authorisation_locked_accounts_and_refused_proofs_are_logged_as_security_events() {
+    let app = spawn_app(Store::Postgres).await;
+    let admin = unique_email("admin");
+    assert_eq!(
+        app.signup(&signup_body(&admin, None)).await.status(),
+        StatusCode::OK
+    );
+    twofold_api::admin::grant_admin(&app.config, &admin)
+        .await
+        .unwrap();
+    let admin_access = app.login_token(&admin, StatusCode::OK).await;
+    let user = unique_email("refused");
+    let png = app
+        .signup(&signup_body(&user, Some("code_generator")))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let seed = seed_from_uri(&otpauth_uri_from_png(&png));
+    let pre_tfa = app.login_expecting(&user, StatusCode::ACCEPTED).await;
+    let tokens: serde_json::Value = app
+        .post_with(
+            &format!("/tfa/login_tfa?tfa_token={}", current_code(&seed)),
+            pre_tfa["access_token"].as_str().unwrap(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+
+    // Each refused request carries its own request id, so its log line can be found.
+    let send = |request: reqwest::RequestBuilder| async move {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let response = request
+            .header("x-request-id", &request_id)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = problem(response).await;
+        (
+            request_id,
+            status,
+            body["code"].as_str().unwrap().to_owned(),
+        )
+    };
+    let mut refused = Vec::new();
+    // A refused 2FA-management proof.
+    refused.push(
+        send(
+            app.http
+                .post(app.url("/tfa/backup_codes"))
+                .bearer_auth(&access)
+                .json(&json!({ "code": "NOT0-A0CO-DE00" })),
+        )
+        .await,
+    );
+    // A non-admin at an admin endpoint, and a forged token.
+    refused.push(send(app.http.get(app.url("/users/users")).bearer_auth(&access)).await);
+    refused.push(
+        send(
+            app.http
+                .get(app.url("/auth/sessions"))
+                .bearer_auth("not.a.token"),
+        )
+        .await,
+    );
+    // An account an admin locked: its login with the right password is refused.
+    let users: Vec<serde_json::Value> = app
+        .get_with("/users/users", &admin_access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let user_id = users
+        .iter()
+        .find(|listed| listed["email"] == user.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lock = app
+        .http
+        .post(app.url(&format!("/users/{user_id}/lock")))
+        .bearer_auth(&admin_access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lock.status(), StatusCode::NO_CONTENT);
+    refused.push(
+        send(
+            app.http
+                .post(app.url("/auth/login"))
+                .form(&[("username", user.as_str()), ("password", PASSWORD)]),
+        )
+        .await,
+    );
+
+    let expected = [
+        (StatusCode::FORBIDDEN, "tfa.invalid_code"),
+        (StatusCode::FORBIDDEN, "auth.admin_only"),
+        (StatusCode::UNAUTHORIZED, "auth.invalid_token"),
+        (StatusCode::FORBIDDEN, "auth.account_locked"),
+    ];
+    for ((request_id, status, code), (expected_status, expected_code)) in
+        refused.iter().zip(expected)
+    {
+        assert_eq!((*status, code.as_str()), (expected_status, expected_code));
+        let lines = log_lines_of(request_id);
+        assert!(
+            lines.iter().any(|line| line.contains("security")
+                && line.contains("request refused")
+                && line.contains(&format!("code=\"{code}\""))),
+            "no security line for {code}: {lines:#?}"
+        );
+        for line in &lines {
+            assert!(!line.contains(PASSWORD) && !line.contains("NOT0-A0CO-DE00"));
+        }
+    }
+}

@@ -148,3 +148,49 @@ async fn sessions_are_listed_ended_one_by_one_or_all_but_the_callers_and_logged_
         .unwrap();
     assert!(listed["sessions"].as_array().unwrap().is_empty());
 }
+
+/// Sessions a user keeps at once (`MAX_SESSIONS`, documented in SECURITY.md).
+const MAX_SESSIONS: usize = 100;
+
+#[tokio::test]
+async fn at_the_session_cap_a_login_ends_the_oldest_session_in_the_list_too() {
+    let app = spawn_app(Store::Postgres).await;
+    let email = unique_email("cap");
+    app.signup(&signup_body(&email, None)).await;
+    let first = app.login_expecting(&email, StatusCode::OK).await;
+    for _ in 0..MAX_SESSIONS {
+        app.login_expecting(&email, StatusCode::OK).await;
+    }
+
+    // The first session's access token still verifies until it expires, so it can list.
+    let listed: Value = app
+        .get_with("/auth/sessions", first["access_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|session| session["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), MAX_SESSIONS);
+    let first_id = listed["current_session_id"].as_str().unwrap();
+    assert!(
+        !ids.contains(&first_id),
+        "the ended session is still listed"
+    );
+    // Its refresh token is refused, and it ended by a recorded event.
+    let (status, body) = problem(refresh(&app, &refresh_token(&first)).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "auth.session_ended");
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'SessionEnded' \
+         AND payload->'SessionEnded'->>'reason' = 'session_limit'",
+    )
+    .fetch_one(app.db.as_ref().unwrap())
+    .await
+    .unwrap();
+    assert_eq!(ended, 1);
+}

@@ -4,7 +4,7 @@
 //! own signature and claims, without a database read per request, so an access token of an
 //! ended session keeps working until it expires (30 minutes by default).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use twofold_domain::user::{EndOtherSessions, EndSession, SessionEndReason};
@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::unknown_user_is_invalid_token;
 use crate::error::ApiError;
-use crate::extract::{AccessToken, Json, RequestContext};
+use crate::extract::{AccessToken, Json, Path, RequestContext};
 use crate::gateway::no_mail;
 use crate::jwt::Claims;
 use crate::state::AppState;

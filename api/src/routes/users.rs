@@ -1,6 +1,6 @@
 //! `/users`: the admin endpoints. Every change is a command whose metadata names the admin.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use twofold_domain::values::UserId;
@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::extract::{AdminToken, Json, Query, RequestContext};
+use crate::extract::{AdminToken, Json, Path, Query, RequestContext};
 use crate::gateway::no_mail;
 use crate::state::AppState;
 

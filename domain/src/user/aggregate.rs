@@ -256,9 +256,6 @@ impl Aggregate for User {
                 expires_at,
                 ..
             } => {
-                if self.sessions.len() >= super::MAX_SESSIONS {
-                    self.sessions.remove(0);
-                }
                 self.sessions.push(super::sessions::Session {
                     id: session_id,
                     current: refresh_id,

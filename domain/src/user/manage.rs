@@ -75,6 +75,8 @@ impl User {
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
         self.account()?;
+        // Refused before the proof is checked, so a locked account spends no code on it.
+        self.ensure_account_open()?;
         if !self
             .confirm_second_factor(&command.code, services, sink)
             .await?

@@ -18,7 +18,7 @@ use crate::values::{RefreshTokenId, SessionId};
 
 /// A session's absolute lifetime: refreshing never extends it past this.
 pub const SESSION_MAX_AGE: Duration = Duration::days(30);
-/// Sessions kept at once; a new login pushes out the oldest.
+/// Sessions kept at once; a new login ends the oldest.
 pub const MAX_SESSIONS: usize = 100;
 
 /// Why a session ended.
@@ -37,6 +37,8 @@ pub enum SessionEndReason {
     PasswordChanged,
     /// An admin ended it (or locked the account).
     EndedByAdmin,
+    /// A new login found the user at [`MAX_SESSIONS`]; the oldest session made room.
+    SessionLimit,
 }
 
 /// A live session.
@@ -49,13 +51,24 @@ pub(super) struct Session {
 }
 
 impl User {
-    /// Starts a session after a completed login.
+    /// Starts a session after a completed login. At [`MAX_SESSIONS`] the oldest sessions are
+    /// ended first, as recorded events, so that every view of the sessions drops them too.
     pub(super) async fn start_session(
         &mut self,
         services: &UserServices,
         at: OffsetDateTime,
         sink: &EventSink<Self>,
     ) {
+        let excess = (self.sessions.len() + 1).saturating_sub(MAX_SESSIONS);
+        let oldest: Vec<SessionId> = self.sessions.iter().take(excess).map(|s| s.id).collect();
+        for session_id in oldest {
+            let ended = UserEvent::SessionEnded {
+                session_id,
+                reason: SessionEndReason::SessionLimit,
+                at,
+            };
+            sink.write(ended, self).await;
+        }
         let started = UserEvent::SessionStarted {
             session_id: SessionId::from_uuid(services.rng.uuid()),
             refresh_id: RefreshTokenId::from_uuid(services.rng.uuid()),

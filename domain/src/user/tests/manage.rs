@@ -100,6 +100,21 @@ fn a_backup_code_proves_the_second_factor_for_new_codes_and_is_consumed() {
 }
 
 #[test]
+fn regenerating_backup_codes_is_refused_for_an_account_an_admin_locked() {
+    test_at(0)
+        .given(vec![
+            signed_up(),
+            email_device_enabled(),
+            UserEvent::AccountLocked { at: at(0) },
+        ])
+        .when(UserCommand::RegenerateBackupCodes(RegenerateBackupCodes {
+            code: secret(BACKUP_CODES[1]),
+            codes: vec![secret("ZZZZ-YYYY")],
+        }))
+        .then_expect_error(UserError::AccountLocked);
+}
+
+#[test]
 fn switching_device_replaces_it_and_the_backup_codes() {
     test_at(0)
         .given(vec![signed_up(), code_generator_enabled()])

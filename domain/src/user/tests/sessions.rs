@@ -3,7 +3,7 @@ use time::Duration;
 use super::*;
 use crate::user::{
     EndOtherSessions, EndSession, RefreshSession, SessionEndReason, UserCommand, UserError,
-    SESSION_MAX_AGE,
+    MAX_SESSIONS, SESSION_MAX_AGE,
 };
 use crate::values::{RefreshTokenId, SessionId};
 
@@ -143,5 +143,77 @@ fn ending_other_sessions_keeps_the_callers() {
         .then_expect_events(vec![
             ended(0, SessionEndReason::EndedByUser, 5),
             ended(2, SessionEndReason::EndedByUser, 5),
+        ]);
+}
+
+/// The i-th of many sessions, started in order one second apart.
+fn many_started(count: u128) -> Vec<UserEvent> {
+    (0..count)
+        .map(|i| {
+            let offset = i64::try_from(i).unwrap();
+            UserEvent::SessionStarted {
+                session_id: SessionId::from_uuid(Uuid::from_u128(0x5e55_0000 + i)),
+                refresh_id: RefreshTokenId::from_uuid(Uuid::from_u128(0x7e75_0000 + i)),
+                expires_at: at(offset) + SESSION_MAX_AGE,
+                at: at(offset),
+            }
+        })
+        .collect()
+}
+
+fn ended_by_limit(i: u128, offset: i64) -> UserEvent {
+    UserEvent::SessionEnded {
+        session_id: SessionId::from_uuid(Uuid::from_u128(0x5e55_0000 + i)),
+        reason: SessionEndReason::SessionLimit,
+        at: at(offset),
+    }
+}
+
+fn log_in() -> UserCommand {
+    UserCommand::LogIn(crate::user::LogIn {
+        password: secret(PASSWORD),
+        email_code: secret("123456"),
+    })
+}
+
+#[test]
+fn a_login_at_the_session_cap_ends_the_oldest_session_with_an_event() {
+    let mut given = vec![signed_up()];
+    given.extend(many_started(MAX_SESSIONS as u128));
+    test_at(600)
+        .given(given)
+        .when(log_in())
+        .then_expect_events(vec![
+            UserEvent::LoggedIn { at: at(600) },
+            ended_by_limit(0, 600),
+            session_started(600),
+        ]);
+}
+
+#[test]
+fn a_login_below_the_session_cap_ends_no_session() {
+    let mut given = vec![signed_up()];
+    given.extend(many_started(MAX_SESSIONS as u128 - 1));
+    test_at(600)
+        .given(given)
+        .when(log_in())
+        .then_expect_events(vec![
+            UserEvent::LoggedIn { at: at(600) },
+            session_started(600),
+        ]);
+}
+
+#[test]
+fn sessions_over_the_cap_in_an_older_stream_are_all_ended_at_the_next_login() {
+    let mut given = vec![signed_up()];
+    given.extend(many_started(MAX_SESSIONS as u128 + 1));
+    test_at(600)
+        .given(given)
+        .when(log_in())
+        .then_expect_events(vec![
+            UserEvent::LoggedIn { at: at(600) },
+            ended_by_limit(0, 600),
+            ended_by_limit(1, 600),
+            session_started(600),
         ]);
 }
