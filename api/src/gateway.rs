@@ -235,5 +235,6 @@ fn command_name(command: &UserCommand) -> &'static str {
         UserCommand::UnlockAccount => "unlock_account",
         UserCommand::EndAllSessions => "end_all_sessions",
         UserCommand::ResealSecrets => "reseal_secrets",
+        UserCommand::NoteSignUpAttempt => "note_sign_up_attempt",
     }
 }

@@ -95,6 +95,11 @@ impl MailFactory {
         self.job(owner, to, request_id, Mail::TfaDisabled)
     }
 
+    /// The notice that someone tried to sign up with the owner's address.
+    pub fn sign_up_attempted(&self, owner: UserId, to: &str, request_id: Option<&str>) -> MailJob {
+        self.job(owner, to, request_id, Mail::SignUpAttempted)
+    }
+
     /// The security notice that the password was changed or reset.
     pub fn password_changed(
         &self,

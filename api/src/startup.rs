@@ -318,6 +318,7 @@ impl Application {
             hasher,
             totp_issuer: Arc::from(config.totp_issuer.as_str()),
             backup_codes: config.backup_codes,
+            signup_existing_email: config.signup_existing_email,
             refresh_reuse_grace: time::Duration::seconds(
                 i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
             ),

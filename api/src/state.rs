@@ -36,6 +36,8 @@ pub struct AppState {
     pub totp_issuer: Arc<str>,
     /// Backup codes per enrolment.
     pub backup_codes: usize,
+    /// How sign-up answers an address that already has an account.
+    pub signup_existing_email: crate::config::ExistingEmail,
     /// How long a rotated refresh token stays acceptable.
     pub refresh_reuse_grace: time::Duration,
     /// This service's Prometheus metrics.

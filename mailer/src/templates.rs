@@ -31,6 +31,7 @@ const BACKUP_CODE_USED: Template = template!("backup_code_used");
 const PASSWORD_RESET: Template = template!("password_reset");
 const TFA_DISABLED: Template = template!("tfa_disabled");
 const PASSWORD_CHANGED: Template = template!("password_changed");
+const SIGN_UP_ATTEMPTED: Template = template!("sign_up_attempted");
 
 /// An email ready to send. Its subject and bodies may hold codes: its `Debug` shows only the
 /// recipient's domain and the subject's length, and the text is wiped from memory on drop.
@@ -139,6 +140,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
         }
         Mail::Test => (&TEST, Vec::new()),
         Mail::TfaDisabled => (&TFA_DISABLED, Vec::new()),
+        Mail::SignUpAttempted => (&SIGN_UP_ATTEMPTED, Vec::new()),
         Mail::PasswordChanged { reset } => {
             let how = if *reset {
                 "reset with an emailed token"
@@ -310,6 +312,7 @@ mod tests {
             },
             Mail::Test,
             Mail::TfaDisabled,
+            Mail::SignUpAttempted,
             Mail::PasswordChanged { reset: true },
             Mail::TfaEnabled {
                 device_type: "code_generator".to_owned(),

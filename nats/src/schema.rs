@@ -62,6 +62,9 @@ pub enum Mail {
         /// Unused codes left.
         remaining: usize,
     },
+    /// Notice: someone tried to sign up with an address that already has an account (sent
+    /// when sign-up conceals existing accounts).
+    SignUpAttempted,
 }
 
 impl Mail {
@@ -76,6 +79,7 @@ impl Mail {
             Self::TfaDisabled => "tfa_disabled",
             Self::PasswordChanged { .. } => "password_changed",
             Self::BackupCodeUsed { .. } => "backup_code_used",
+            Self::SignUpAttempted => "sign_up_attempted",
         }
     }
 }

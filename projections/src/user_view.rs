@@ -92,7 +92,8 @@ impl View<User> for UserView {
             | UserEvent::PasswordReset { .. }
             | UserEvent::SecondFactorConfirmed { .. }
             | UserEvent::BackupCodesRegenerated { .. }
-            | UserEvent::SeedResealed { .. } => {}
+            | UserEvent::SeedResealed { .. }
+            | UserEvent::SignUpAttempted { .. } => {}
         }
     }
 }

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 use super::dto::TokenResponse;
 use super::{email_code, enrolment_response, new_enrolment, unknown_user_is_invalid_token};
+use crate::config::ExistingEmail;
 use crate::error::ApiError;
 use crate::extract::{AccessToken, Form, Json, RequestContext};
 use crate::gateway::no_mail;
@@ -66,7 +67,10 @@ pub struct DeviceRequest {
 }
 
 /// Creates an account. With a second factor, the backup codes are emailed and a
-/// `code_generator` device is answered with the QR code to scan.
+/// `code_generator` device is answered with the QR code to scan. A taken address answers 409
+/// by default; when the service conceals existing accounts
+/// (`TWOFOLD_SIGNUP_EXISTING_EMAIL=conceal`) it gets a new account's answer instead and its
+/// owner an email.
 #[utoipa::path(
     post,
     path = "/signup",
@@ -122,7 +126,7 @@ async fn sign_up(
         }
         None => Vec::new(),
     };
-    state
+    let signed_up = state
         .users
         .execute(
             user_id,
@@ -130,12 +134,59 @@ async fn sign_up(
             context.metadata("anonymous".to_owned()),
             &mail,
         )
-        .await?;
-    tracing::info!(target: "security", %user_id, "signed up");
+        .await;
+    match signed_up {
+        Ok(_) => {
+            tracing::info!(target: "security", %user_id, "signed up");
+            if secrets.is_some() {
+                tracing::info!(target: "security", %user_id, "two-factor authentication enabled");
+            }
+        }
+        Err(ApiError::Domain(UserError::EmailTaken))
+            if state.signup_existing_email == ExistingEmail::Conceal =>
+        {
+            tell_owner_of_sign_up_attempt(&state, &email, &context).await?;
+        }
+        Err(error) => return Err(error),
+    }
+    // Concealed or not, the answer is a new account's: the QR code of a seed that, for a
+    // taken address, was never stored.
     match secrets {
-        Some(secrets) => enrolment_response(&state, user_id, &email, secrets).await,
+        Some(secrets) => enrolment_response(&state, &email, secrets).await,
         None => Ok(StatusCode::OK.into_response()),
     }
+}
+
+/// A sign-up with a taken address, when sign-up conceals existing accounts: the owner is
+/// told by email (at most once per `SIGN_UP_NOTICE_INTERVAL`), and nothing else changes.
+async fn tell_owner_of_sign_up_attempt(
+    state: &AppState,
+    email: &Email,
+    context: &RequestContext,
+) -> Result<(), ApiError> {
+    let Some(owner) = state.users.find_by_email(email).await? else {
+        // Addresses are never released, so this cannot happen; the answer stays the same.
+        return Ok(());
+    };
+    let mail = |user: &User, events: &[UserEvent]| match user.email() {
+        Some(to) if !events.is_empty() => {
+            vec![state
+                .mail
+                .sign_up_attempted(owner, to.as_str(), context.request_id())]
+        }
+        _ => Vec::new(),
+    };
+    state
+        .users
+        .execute(
+            owner,
+            UserCommand::NoteSignUpAttempt,
+            context.metadata("anonymous".to_owned()),
+            &mail,
+        )
+        .await?;
+    tracing::info!(target: "security", user_id = %owner, "sign-up with a taken address concealed");
+    Ok(())
 }
 
 /// The OAuth2 password form. `scope`, `client_id` and `client_secret` are accepted and

@@ -124,11 +124,9 @@ fn new_enrolment(state: &AppState, device_type: DeviceType) -> (TfaEnrolment, En
 /// empty body for email.
 async fn enrolment_response(
     state: &AppState,
-    owner: UserId,
     email: &Email,
     secrets: EnrolmentSecrets,
 ) -> Result<Response, ApiError> {
-    tracing::info!(target: "security", user_id = %owner, "two-factor authentication enabled");
     match secrets.seed {
         Some(seed) => {
             let uri = totp::otpauth_uri(&state.totp_issuer, email, &seed);
@@ -169,7 +167,7 @@ async fn caller_enrolment_response(
         .await?
         .ok_or(ApiError::InvalidToken)?;
     let email = Email::parse(&view.email)?;
-    enrolment_response(state, owner, &email, secrets).await
+    enrolment_response(state, &email, secrets).await
 }
 
 /// A random 6-digit code for an email second factor.

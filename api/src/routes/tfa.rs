@@ -263,5 +263,6 @@ async fn enable_tfa(
         .execute(claims.sub, command, context.metadata(actor(&claims)), &mail)
         .await
         .map_err(unknown_user_is_invalid_token)?;
+    tracing::info!(target: "security", user_id = %claims.sub, "two-factor authentication enabled");
     caller_enrolment_response(&state, claims.sub, secrets).await
 }

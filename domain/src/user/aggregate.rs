@@ -28,6 +28,9 @@ pub struct User {
     pub(super) sessions: Vec<super::sessions::Session>,
     /// Failure counts and locks, per kind of factor.
     pub(super) throttles: super::throttle::Throttles,
+    /// When the owner was last told of a sign-up attempt with their address.
+    #[serde(default)]
+    pub(super) last_sign_up_notice: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +158,7 @@ impl Aggregate for User {
             UserCommand::UnlockAccount => self.unlock_account(services, sink).await,
             UserCommand::EndAllSessions => self.end_all_sessions_by_admin(services, sink).await,
             UserCommand::ResealSecrets => self.reseal_secrets(services, sink).await,
+            UserCommand::NoteSignUpAttempt => self.note_sign_up_attempt(services, sink).await,
         }
     }
 
@@ -327,6 +331,7 @@ impl Aggregate for User {
             UserEvent::AdminGranted { .. } => {
                 self.is_admin = true;
             }
+            UserEvent::SignUpAttempted { at } => self.last_sign_up_notice = Some(at),
             UserEvent::SeedResealed { seed, .. } => {
                 if let Some(tfa) = self.tfa.as_mut() {
                     tfa.device.secret = DeviceSecret::CodeGenerator { seed };

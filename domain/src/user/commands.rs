@@ -46,6 +46,9 @@ pub enum UserCommand {
     EndAllSessions,
     /// Move the sealed TOTP seed to the current sealing key (after a key rotation).
     ResealSecrets,
+    /// Someone tried to sign up with this user's address (sign-up conceals existing
+    /// accounts): tell the owner, at most once per [`super::SIGN_UP_NOTICE_INTERVAL`].
+    NoteSignUpAttempt,
 }
 
 /// Creates the account, optionally with two-factor authentication already on.

@@ -244,6 +244,12 @@ pub enum UserEvent {
         /// When.
         at: OffsetDateTime,
     },
+    /// Someone tried to sign up with the user's address, and the owner is told by email.
+    /// Attempts within [`super::SIGN_UP_NOTICE_INTERVAL`] of a notice record nothing.
+    SignUpAttempted {
+        /// When.
+        at: OffsetDateTime,
+    },
     /// The TOTP seed was sealed again under the current sealing key, after a key rotation.
     SeedResealed {
         /// The same seed, under the new key.
@@ -279,6 +285,7 @@ impl DomainEvent for UserEvent {
             Self::AccountUnlocked { .. } => "AccountUnlocked",
             Self::AdminGranted { .. } => "AdminGranted",
             Self::SeedResealed { .. } => "SeedResealed",
+            Self::SignUpAttempted { .. } => "SignUpAttempted",
         };
         name.to_owned()
     }

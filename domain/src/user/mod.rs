@@ -29,6 +29,9 @@ pub use password::RESET_TOKEN_TTL;
 pub use sessions::{SessionEndReason, MAX_SESSIONS, SESSION_MAX_AGE};
 pub use throttle::{Throttle, ThrottledFactor, FIRST_LOCK, LOCK_AFTER_FAILURES, MAX_LOCK};
 
+/// The shortest time between two notices of sign-up attempts with a user's address, so that
+/// repeated attempts cannot flood the owner's inbox or their event stream.
+pub const SIGN_UP_NOTICE_INTERVAL: time::Duration = time::Duration::hours(1);
 /// How long an emailed login code stays valid (OWASP ASVS 5.0 §6.5.5 allows at most 10 minutes).
 pub const EMAIL_CODE_TTL: time::Duration = time::Duration::minutes(10);
 /// Wrong second-factor attempts after which a login challenge (and its pre-2FA token) is dead.

@@ -6,6 +6,7 @@ use secrecy::ExposeSecret;
 use super::aggregate::User;
 use super::{
     Device, DeviceSecret, EnableTfa, NewDevice, SignUp, TfaEnrolment, UserError, UserEvent,
+    SIGN_UP_NOTICE_INTERVAL,
 };
 use crate::backup_codes;
 use crate::services::UserServices;
@@ -33,6 +34,24 @@ impl User {
         sink.write(signed_up, self).await;
         if let Some(enrolment) = command.tfa {
             sink.write(tfa_enabled(enrolment, services), self).await;
+        }
+        Ok(())
+    }
+
+    /// Records that someone tried to sign up with this address, unless the owner was told of
+    /// an attempt less than [`SIGN_UP_NOTICE_INTERVAL`] ago.
+    pub(super) async fn note_sign_up_attempt(
+        &mut self,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        self.account()?;
+        let at = services.clock.now();
+        let told_recently = self
+            .last_sign_up_notice
+            .is_some_and(|last| at - last < SIGN_UP_NOTICE_INTERVAL);
+        if !told_recently {
+            sink.write(UserEvent::SignUpAttempted { at }, self).await;
         }
         Ok(())
     }

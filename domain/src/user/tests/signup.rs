@@ -114,3 +114,42 @@ impl crate::services::PasswordHasher for SaturatedHasher {
         Err(crate::services::HasherError::Saturated)
     }
 }
+
+mod sign_up_attempts {
+    use super::super::*;
+    use crate::user::{UserCommand, UserError, SIGN_UP_NOTICE_INTERVAL};
+
+    #[test]
+    fn an_attempt_with_a_taken_address_tells_the_owner() {
+        test_at(5)
+            .given(vec![signed_up()])
+            .when(UserCommand::NoteSignUpAttempt)
+            .then_expect_events(vec![UserEvent::SignUpAttempted { at: at(5) }]);
+    }
+
+    #[test]
+    fn attempts_within_the_interval_of_a_notice_record_nothing() {
+        let just_inside = SIGN_UP_NOTICE_INTERVAL.whole_seconds() - 1;
+        test_at(just_inside)
+            .given(vec![signed_up(), UserEvent::SignUpAttempted { at: at(0) }])
+            .when(UserCommand::NoteSignUpAttempt)
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn an_attempt_after_the_interval_tells_the_owner_again() {
+        let after = SIGN_UP_NOTICE_INTERVAL.whole_seconds();
+        test_at(after)
+            .given(vec![signed_up(), UserEvent::SignUpAttempted { at: at(0) }])
+            .when(UserCommand::NoteSignUpAttempt)
+            .then_expect_events(vec![UserEvent::SignUpAttempted { at: at(after) }]);
+    }
+
+    #[test]
+    fn an_attempt_on_a_user_who_never_signed_up_is_refused() {
+        test_at(5)
+            .given_no_previous_events()
+            .when(UserCommand::NoteSignUpAttempt)
+            .then_expect_error(UserError::UnknownUser);
+    }
+}
