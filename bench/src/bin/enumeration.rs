@@ -329,6 +329,7 @@ async fn run(
     config.argon2_memory_kib = argon2.memory_kib;
     config.argon2_iterations = argon2.iterations;
     config.argon2_parallelism = argon2.parallelism;
+    // The production defaults: one hash worker per core, 256 hashes waiting at most.
     config.hash_workers = None;
     config.hash_queue = 256;
     config.ip_rate_limit = 0;
@@ -433,11 +434,11 @@ fn mailer_settings(config: &Config) -> anyhow::Result<twofold_mailer::MailerSett
         .context("the configuration has a sealing key")?;
     let key = twofold_mailer::parse_sealing_key(key.expose_secret())?;
     let topology = twofold_nats::Topology::new(&config.nats_prefix).map_err(anyhow::Error::msg)?;
-    let mut settings = twofold_mailer::MailerSettings::new(
-        &config.nats_url.clone().unwrap_or_default(),
-        topology,
-        key,
-    );
+    let nats_url = config
+        .nats_url
+        .as_deref()
+        .context("the configuration has a NATS URL")?;
+    let mut settings = twofold_mailer::MailerSettings::new(nats_url, topology, key);
     settings.transport = twofold_mailer::Transport::parse(&config.mail_transport)?;
     Ok(settings)
 }
