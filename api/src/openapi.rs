@@ -236,6 +236,12 @@ pub fn complete(openapi: &mut OpenApi) {
     }
 }
 
+/// Whether an error response documents a body of its own rather than a problem (the
+/// readiness check's 503 lists the failed checks).
+fn has_own_body(response: &utoipa::openapi::Response) -> bool {
+    !response.content.is_empty() && !response.content.contains_key(PROBLEM_JSON)
+}
+
 /// The problem codes named in backticks in a response description.
 fn codes_in(description: &str) -> Vec<&str> {
     description
@@ -291,7 +297,7 @@ fn complete_operation(operation: &mut Operation) {
     let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (status, response) in responses.iter() {
         if let RefOr::T(response) = response {
-            if status.as_str() >= "400" {
+            if status.as_str() >= "400" && !has_own_body(response) {
                 let codes = codes_in(&response.description)
                     .into_iter()
                     .map(String::from);
@@ -392,7 +398,7 @@ mod tests {
                 let Some(operation) = operation else { continue };
                 for (status, response) in operation.responses.responses {
                     if let RefOr::T(response) = response {
-                        if status.as_str() >= "400" {
+                        if status.as_str() >= "400" && !has_own_body(&response) {
                             found.push((format!("{method} {path}"), status, response));
                         }
                     }

@@ -205,13 +205,7 @@ async fn refused_authorisation_locked_accounts_and_refused_proofs_are_logged_as_
         .unwrap();
     let admin_access = app.login_token(&admin, StatusCode::OK).await;
     let user = unique_email("refused");
-    let png = app
-        .signup(&signup_body(&user, Some("code_generator")))
-        .await
-        .bytes()
-        .await
-        .unwrap();
-    let seed = seed_from_uri(&otpauth_uri_from_png(&png));
+    let seed = app.signup_with_authenticator(&user).await;
     let pre_tfa = app.login_expecting(&user, StatusCode::ACCEPTED).await;
     let tokens: serde_json::Value = app
         .post_with(

@@ -231,6 +231,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Signs up `email` with an authenticator app; returns the TOTP seed from the QR code.
+    pub async fn signup_with_authenticator(&self, email: &str) -> Vec<u8> {
+        let png = self
+            .signup(&signup_body(email, Some("code_generator")))
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        seed_from_uri(&otpauth_uri_from_png(&png))
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> Response {
         self.http
             .post(self.url("/auth/login"))

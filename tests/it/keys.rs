@@ -20,13 +20,7 @@ async fn second_step(app: &TestApp, email: &str, path: &str) -> StatusCode {
 async fn a_rotated_sealing_key_keeps_old_secrets_working_until_resealed() {
     let mut before = spawn_app(Store::Postgres).await;
     let email = unique_email("rotate");
-    let png = before
-        .signup(&signup_body(&email, Some("code_generator")))
-        .await
-        .bytes()
-        .await
-        .unwrap();
-    let seed = seed_from_uri(&otpauth_uri_from_png(&png));
+    let seed = before.signup_with_authenticator(&email).await;
     let backup_codes = before.backup_codes(&email).await;
 
     // A reset email sealed under the old key waits in the stream while no mailer runs.

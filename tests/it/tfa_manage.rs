@@ -24,13 +24,7 @@ fn backup_code_sets(app: &TestApp, email: &str) -> Vec<Vec<String>> {
 async fn second_factor_management_needs_a_current_factor_and_sends_notices() {
     let app = spawn_app(Store::Postgres).await;
     let email = unique_email("manage");
-    let png = app
-        .signup(&signup_body(&email, Some("code_generator")))
-        .await
-        .bytes()
-        .await
-        .unwrap();
-    let seed = seed_from_uri(&otpauth_uri_from_png(&png));
+    let seed = app.signup_with_authenticator(&email).await;
     let old_codes = app.backup_codes(&email).await;
     let pre_tfa = app.login_expecting(&email, StatusCode::ACCEPTED).await;
     let tokens: Value = app

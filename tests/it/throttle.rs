@@ -84,13 +84,7 @@ async fn a_lockout_answers_alike_whether_or_not_the_account_exists() {
 async fn failing_the_second_factor_locks_neither_the_password_nor_the_backup_codes() {
     let app = spawn_app(Store::Postgres).await;
     let email = unique_email("tfa-locked");
-    let png = app
-        .signup(&signup_body(&email, Some("code_generator")))
-        .await
-        .bytes()
-        .await
-        .unwrap();
-    let seed = seed_from_uri(&otpauth_uri_from_png(&png));
+    let seed = app.signup_with_authenticator(&email).await;
     let backup_codes = app.backup_codes(&email).await;
 
     let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;
@@ -133,13 +127,7 @@ async fn failing_the_second_factor_locks_neither_the_password_nor_the_backup_cod
 async fn of_fifty_concurrent_second_steps_with_one_totp_code_exactly_one_succeeds() {
     let app = spawn_app(Store::Postgres).await;
     let email = unique_email("totp-race");
-    let png = app
-        .signup(&signup_body(&email, Some("code_generator")))
-        .await
-        .bytes()
-        .await
-        .unwrap();
-    let seed = seed_from_uri(&otpauth_uri_from_png(&png));
+    let seed = app.signup_with_authenticator(&email).await;
     let mut tokens = Vec::new();
     for _ in 0..50 {
         tokens.push(app.login_token(&email, StatusCode::ACCEPTED).await);

@@ -126,7 +126,7 @@ async fn live() -> StatusCode {
             "checks": [{ "name": "postgres", "status": "up" }, { "name": "nats", "status": "up" }],
             "failed": []
         })),
-        (status = 503, description = "A dependency does not answer; `failed` names it.", body = ReadyBody, example = json!({
+        (status = 503, description = "A dependency does not answer; the failed list names it.", body = ReadyBody, example = json!({
             "status": "unavailable",
             "checks": [{ "name": "postgres", "status": "up" }, { "name": "nats", "status": "down" }],
             "failed": ["nats"]
