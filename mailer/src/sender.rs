@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -203,22 +204,45 @@ impl Sender {
     }
 
     /// The message for `job`: multipart/alternative, plain text then HTML, with the job id in
-    /// its `Message-ID`.
+    /// its `Message-ID` and the id of the request that caused it in `X-Request-Id`.
     fn message(&self, job: &MailJob, email: &RenderedEmail) -> Result<Message, SendError> {
         let to = email
             .to
             .parse::<Mailbox>()
             .map_err(|_| SendError::Recipient)?;
-        Message::builder()
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(email.subject.clone())
-            .message_id(Some(message_id(job)))
+            .message_id(Some(message_id(job)));
+        if let Some(request_id) = &job.request_id {
+            builder = builder.header(RequestId(request_id.clone()));
+        }
+        builder
             .multipart(MultiPart::alternative_plain_html(
                 email.text.clone(),
                 email.html.clone(),
             ))
             .map_err(|error| SendError::Build(error.to_string()))
+    }
+}
+
+/// The `X-Request-Id` header: the request id that is also in the log lines and the stored
+/// events of the request that sent the email.
+#[derive(Clone)]
+struct RequestId(String);
+
+impl Header for RequestId {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Request-Id")
+    }
+
+    fn parse(value: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(value.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
     }
 }
 

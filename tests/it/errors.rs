@@ -183,15 +183,6 @@ async fn malformed_path_parameters_get_problem_details() {
     }
 }
 
-/// The captured log lines that mention `request_id`.
-fn log_lines_of(request_id: &str) -> Vec<String> {
-    String::from_utf8_lossy(&LOGS.lock().unwrap())
-        .lines()
-        .filter(|line| line.contains(request_id))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test]
 async fn refused_authorisation_locked_accounts_and_refused_proofs_are_logged_as_security_events() {
     let app = spawn_app(Store::Postgres).await;

@@ -162,6 +162,15 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     }
 }
 
+/// The captured log lines that mention `request_id`.
+pub fn log_lines_of(request_id: &str) -> Vec<String> {
+    String::from_utf8_lossy(&LOGS.lock().unwrap())
+        .lines()
+        .filter(|line| line.contains(request_id))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A unique email for this test.
 pub fn unique_email(label: &str) -> String {
     format!("{label}-{}@example.com", Uuid::new_v4().simple())

@@ -180,3 +180,43 @@ async fn no_code_is_in_clear_in_the_outbox_or_the_stream() {
     }
     app.stop_mailer();
 }
+
+#[tokio::test]
+async fn one_request_id_links_the_log_lines_the_stored_events_and_the_email() {
+    let app = spawn_app(Store::Postgres).await;
+    let email = unique_email("traced");
+    let request_id = format!("trace-{}", uuid::Uuid::new_v4());
+    let response = app
+        .http
+        .post(app.url("/auth/signup"))
+        .header("x-request-id", &request_id)
+        .json(&signup_body(&email, Some("email")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-request-id"], request_id.as_str());
+
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE metadata->>'request_id' = $1 ORDER BY sequence",
+    )
+    .bind(&request_id)
+    .fetch_all(app.db.as_ref().unwrap())
+    .await
+    .unwrap();
+    assert_eq!(stored, ["SignedUp", "TfaEnabled"]);
+
+    let sent = app
+        .wait_for_email(&email, "Your Twofold backup codes")
+        .await;
+    assert!(
+        sent.contains(&format!("X-Request-Id: {request_id}")),
+        "{sent}"
+    );
+    assert!(
+        log_lines_of(&request_id)
+            .iter()
+            .any(|line| line.contains("signed up")),
+        "a security log line carries the request id"
+    );
+}
