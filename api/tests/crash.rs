@@ -6,33 +6,15 @@
 // Test code: any step that fails should fail the test at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection, PgPool};
-use twofold_api::adapters::SealingKey;
-use twofold_api::jwt::JwtKey;
+use common::{free_port, wait_for_port, Deployment};
+use sqlx::PgPool;
 use uuid::Uuid;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_for_port(port: u16, what: &str) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not listen on {port}");
-}
 
 struct Killed(Child);
 
@@ -43,52 +25,27 @@ impl Drop for Killed {
     }
 }
 
+/// A deployment whose NATS server this test starts, on its own port.
 struct Stack {
-    database_url: String,
+    base: Deployment,
     nats_port: u16,
     api_port: u16,
-    prefix: String,
-    work_dir: PathBuf,
-    sealing_key: String,
 }
 
 impl Stack {
     async fn new() -> Self {
-        let server = std::env::var("TWOFOLD_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
-            .await
-            .unwrap_or_else(|error| panic!("Postgres at {server} is not reachable: {error}"));
-        let name = format!("twofold_test_{}", Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let work_dir = std::env::temp_dir().join(format!("twofold-crash-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&work_dir).unwrap();
-        std::fs::write(
-            work_dir.join("jwt.pem"),
-            JwtKey::generate_pem().unwrap().as_bytes(),
-        )
-        .unwrap();
         Self {
-            database_url: format!("{server}/{name}"),
+            base: Deployment::new("crash").await,
             nats_port: free_port(),
             api_port: free_port(),
-            prefix: format!("crash-{}", Uuid::new_v4().simple()),
-            work_dir,
-            sealing_key: SealingKey::generate().to_base64(),
         }
     }
 
     fn api(&self) -> Killed {
         let child = Command::new(env!("CARGO_BIN_EXE_twofold"))
-            .env("DATABASE_URL", &self.database_url)
+            .envs(self.base.shared_env())
             .env("NATS_URL", format!("nats://127.0.0.1:{}", self.nats_port))
-            .env("TWOFOLD_NATS_PREFIX", &self.prefix)
             .env("TWOFOLD_ADDR", format!("127.0.0.1:{}", self.api_port))
-            .env("TWOFOLD_JWT_KEY_FILE", self.work_dir.join("jwt.pem"))
-            .env("TWOFOLD_SEALING_KEY", &self.sealing_key)
             .env("TWOFOLD_ARGON2_MEMORY_KIB", "64")
             .env("TWOFOLD_ARGON2_ITERATIONS", "1")
             .env("RUST_LOG", "warn")
@@ -109,7 +66,7 @@ impl Stack {
                 "-js",
                 "-sd",
             ])
-            .arg(self.work_dir.join("nats"))
+            .arg(self.base.work_dir.join("nats"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -118,7 +75,7 @@ impl Stack {
     }
 
     fn mail_dir(&self) -> PathBuf {
-        self.work_dir.join("mail")
+        self.base.work_dir.join("mail")
     }
 }
 
@@ -135,7 +92,7 @@ fn emails_in(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn an_email_committed_before_a_sigkill_is_sent_after_the_restart() {
     let stack = Stack::new().await;
-    let db = PgPool::connect(&stack.database_url).await.unwrap();
+    let db = PgPool::connect(&stack.base.database_url).await.unwrap();
 
     // NATS is not running, so nothing can be published after the commit.
     let api = stack.api();
@@ -168,8 +125,8 @@ async fn an_email_committed_before_a_sigkill_is_sent_after_the_restart() {
     wait_for_port(stack.api_port, "twofold").await;
     let mut settings = twofold_mailer::MailerSettings::new(
         &format!("nats://127.0.0.1:{}", stack.nats_port),
-        twofold_nats::Topology::new(&stack.prefix).unwrap(),
-        twofold_mailer::parse_sealing_key(&stack.sealing_key).unwrap(),
+        twofold_nats::Topology::new(&stack.base.prefix).unwrap(),
+        twofold_mailer::parse_sealing_key(&stack.base.sealing_key).unwrap(),
     );
     settings.transport = twofold_mailer::Transport::File(stack.mail_dir());
     let mailer = tokio::spawn(twofold_mailer::run(settings, std::future::pending::<()>()));

@@ -10,16 +10,15 @@
 // Test code: any step that fails should fail the test at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
+mod common;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{free_port, wait_for_port, Deployment};
 use sqlx::{Connection, PgConnection};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
-use twofold_api::adapters::SealingKey;
-use twofold_api::jwt::JwtKey;
 use uuid::Uuid;
 
 /// Argon2 memory of every run here: 64 MiB, so the passes set the time.
@@ -27,45 +26,14 @@ const MEMORY_KIB: u32 = 64 * 1024;
 /// Passes of the timing run.
 const PROBE_PASSES: u32 = 4;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Stack {
-    database_url: String,
-    work_dir: PathBuf,
-    sealing_key: String,
-    prefix: String,
+    base: Deployment,
 }
 
 impl Stack {
     async fn new() -> Self {
-        let server = std::env::var("TWOFOLD_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
-            .await
-            .unwrap_or_else(|error| panic!("Postgres at {server} is not reachable: {error}"));
-        let name = format!("twofold_test_{}", Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let work_dir = std::env::temp_dir().join(format!("twofold-shutdown-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&work_dir).unwrap();
-        std::fs::write(
-            work_dir.join("jwt.pem"),
-            JwtKey::generate_pem().unwrap().as_bytes(),
-        )
-        .unwrap();
         Self {
-            database_url: format!("{server}/{name}"),
-            work_dir,
-            sealing_key: SealingKey::generate().to_base64(),
-            prefix: format!("shutdown-{}", Uuid::new_v4().simple()),
+            base: Deployment::new("shutdown").await,
         }
     }
 
@@ -76,12 +44,9 @@ impl Stack {
         let nats_url = std::env::var("TWOFOLD_TEST_NATS_URL")
             .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
         let child = Command::new(env!("CARGO_BIN_EXE_twofold"))
-            .env("DATABASE_URL", &self.database_url)
+            .envs(self.base.shared_env())
             .env("NATS_URL", nats_url)
-            .env("TWOFOLD_NATS_PREFIX", &self.prefix)
             .env("TWOFOLD_ADDR", format!("127.0.0.1:{port}"))
-            .env("TWOFOLD_JWT_KEY_FILE", self.work_dir.join("jwt.pem"))
-            .env("TWOFOLD_SEALING_KEY", &self.sealing_key)
             .env("TWOFOLD_ARGON2_MEMORY_KIB", MEMORY_KIB.to_string())
             .env("TWOFOLD_ARGON2_ITERATIONS", passes.to_string())
             .env("TWOFOLD_ARGON2_PARALLELISM", "1")
@@ -93,14 +58,8 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let api = Api { child, port };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return api;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("twofold did not listen on {port}");
+        wait_for_port(port, "twofold").await;
+        Api { child, port }
     }
 
     /// Argon2 passes that make a sign-up take about `target` on this machine, measured.
@@ -203,7 +162,9 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
     let (code, logs) = api.exit().await;
     assert_eq!(code, Some(0), "{logs}");
     assert!(logs.contains("relay: stopped"), "the relay stopped: {logs}");
-    let mut db = PgConnection::connect(&stack.database_url).await.unwrap();
+    let mut db = PgConnection::connect(&stack.base.database_url)
+        .await
+        .unwrap();
     let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
         .fetch_one(&mut db)
         .await
