@@ -14,7 +14,7 @@ use secrecy::SecretString;
 pub use check::{database_target, Checked, ConfigProblems, Keys};
 
 use crate::adapters::{Argon2Params, SealingKey};
-use crate::jwt::JwtKey;
+use crate::http::jwt::JwtKey;
 
 /// Twofold: password login with JWTs and a second factor, event-sourced.
 #[derive(Debug, Parser)]

@@ -5,9 +5,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use twofold_api::admin::{self, GrantOutcome};
+use twofold_api::app::admin::{self, GrantOutcome};
 use twofold_api::config::{Command, ConfigProblems, KeysCommand, UsersCommand};
-use twofold_api::jwt::JwtKey;
+use twofold_api::http::jwt::JwtKey;
 use twofold_api::{adapters, startup, telemetry, Application, Cli, Config};
 
 #[tokio::main]

@@ -23,19 +23,19 @@ use twofold_projections::{
 };
 
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
-use crate::config::{Checked, Config, ConfigProblems, Keys};
-use crate::gateway::{CommandGateway, Users};
-use crate::jwt::TokenService;
-use crate::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
-use crate::metrics::Metrics;
-use crate::rate_limit::ClientRateLimit;
-use crate::routes::Readiness;
-use crate::state::AppState;
-use crate::store::{MemEventRepository, PgEventRepository};
-use crate::telemetry::REQUEST_ID_HEADER;
-use crate::unknown_accounts::{
+use crate::app::gateway::{CommandGateway, Users};
+use crate::app::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
+use crate::app::store::{MemEventRepository, PgEventRepository};
+use crate::app::unknown_accounts::{
     MemUnknownAccountThrottle, PgUnknownAccountThrottle, UnknownAccountThrottle,
 };
+use crate::config::{Checked, Config, ConfigProblems, Keys};
+use crate::http::jwt::TokenService;
+use crate::http::rate_limit::ClientRateLimit;
+use crate::http::routes::Readiness;
+use crate::http::state::AppState;
+use crate::metrics::Metrics;
+use crate::telemetry::REQUEST_ID_HEADER;
 
 /// Largest request body accepted; every Twofold request is a few hundred bytes.
 const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -326,17 +326,17 @@ impl Application {
             readiness: mail.readiness,
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-        let mut router = crate::routes::router()
+        let mut router = crate::http::routes::router()
             .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
             .with_state(state)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
         if let Some(limit) = ClientRateLimit::new(config.ip_rate_limit, trusted_proxies) {
             router = router.layer(axum::middleware::from_fn_with_state(
                 limit,
-                crate::rate_limit::limit,
+                crate::http::rate_limit::limit,
             ));
         }
-        let router = crate::hygiene::apply(router, &cors_origins)
+        let router = crate::http::hygiene::apply(router, &cors_origins)
             .layer(axum::middleware::from_fn_with_state(
                 metrics,
                 crate::metrics::track,

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use clap::CommandFactory;
 use twofold_api::adapters::SealingKey;
-use twofold_api::jwt::JwtKey;
+use twofold_api::http::jwt::JwtKey;
 use twofold_api::Cli;
 use uuid::Uuid;
 

@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use twofold_api::admin::{grant_admin, GrantOutcome};
+use twofold_api::app::admin::{grant_admin, GrantOutcome};
 
 use crate::helpers::*;
 

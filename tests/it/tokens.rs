@@ -276,7 +276,9 @@ async fn a_rotated_signing_key_keeps_verifying_its_tokens_on_every_instance() {
     let new_key = retired.with_file_name("jwt-next.pem");
     std::fs::write(
         &new_key,
-        twofold_api::jwt::JwtKey::generate_pem().unwrap().as_bytes(),
+        twofold_api::http::jwt::JwtKey::generate_pem()
+            .unwrap()
+            .as_bytes(),
     )
     .unwrap();
     rotated.jwt_key_file = Some(new_key.clone());

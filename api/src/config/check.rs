@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 
 use super::{Config, Environment};
 use crate::adapters::SealingKey;
-use crate::jwt::{JwtKey, Lifetimes};
+use crate::http::jwt::{JwtKey, Lifetimes};
 
 /// Everything wrong with a configuration, one problem per entry.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -63,9 +63,10 @@ impl Config {
         let mut problems = ConfigProblems::default();
         let keys = self.checked_keys(&mut problems);
         let lifetimes = self.checked_lifetimes(&mut problems);
-        let cors_origins = problems.note(crate::hygiene::parse_origins(&self.cors_origins));
-        let trusted_proxies =
-            problems.note(crate::rate_limit::parse_proxies(&self.trusted_proxies));
+        let cors_origins = problems.note(crate::http::hygiene::parse_origins(&self.cors_origins));
+        let trusted_proxies = problems.note(crate::http::rate_limit::parse_proxies(
+            &self.trusted_proxies,
+        ));
         self.check_stores(&mut problems);
         problems.note(twofold_nats::Topology::new(&self.nats_prefix));
         problems.note(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
 use twofold_api::adapters::SealingKey;
-use twofold_api::jwt::JwtKey;
+use twofold_api::http::jwt::JwtKey;
 use uuid::Uuid;
 
 /// A port nothing listens on now.

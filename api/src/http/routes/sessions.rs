@@ -16,11 +16,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::unknown_user_is_invalid_token;
-use crate::error::ApiError;
-use crate::extract::{AccessToken, Json, Path, RequestContext};
-use crate::gateway::no_mail;
-use crate::jwt::Claims;
-use crate::state::AppState;
+use crate::app::gateway::no_mail;
+use crate::http::error::ApiError;
+use crate::http::extract::{AccessToken, Json, Path, RequestContext};
+use crate::http::jwt::Claims;
+use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -24,9 +24,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::ApiError;
-use crate::openapi::ApiDoc;
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::openapi::ApiDoc;
+use crate::http::state::AppState;
 
 pub use health::Readiness;
 
@@ -60,7 +60,7 @@ fn api() -> OpenApiRouter<AppState> {
 /// The router and the OpenAPI document, completed with the problem responses.
 fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut document) = api().split_for_parts();
-    crate::openapi::complete(&mut document);
+    crate::http::openapi::complete(&mut document);
     (router, document)
 }
 
@@ -130,7 +130,7 @@ async fn enrolment_response(
     match secrets.seed {
         Some(seed) => {
             let uri = totp::otpauth_uri(&state.totp_issuer, email, &seed);
-            Ok(png(crate::qr::png(uri).await?))
+            Ok(png(crate::http::qr::png(uri).await?))
         }
         None => Ok(StatusCode::OK.into_response()),
     }

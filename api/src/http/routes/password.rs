@@ -15,9 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::unknown_user_is_invalid_token;
-use crate::error::ApiError;
-use crate::extract::{AccessToken, Json, RequestContext};
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{AccessToken, Json, RequestContext};
+use crate::http::state::AppState;
 
 /// Bytes of randomness in a reset token (256 bits).
 const RESET_TOKEN_BYTES: usize = 32;

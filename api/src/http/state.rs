@@ -6,12 +6,12 @@ use twofold_domain::UserServices;
 use twofold_projections::UserDirectory;
 
 use crate::adapters::Argon2Hasher;
-use crate::gateway::Users;
-use crate::jwt::TokenService;
-use crate::mail::{MailFactory, MailQueue};
+use crate::app::gateway::Users;
+use crate::app::mail::{MailFactory, MailQueue};
+use crate::app::unknown_accounts::UnknownAccountThrottle;
+use crate::http::jwt::TokenService;
+use crate::http::routes::Readiness;
 use crate::metrics::Metrics;
-use crate::routes::Readiness;
-use crate::unknown_accounts::UnknownAccountThrottle;
 
 /// Shared application state.
 #[derive(Clone)]

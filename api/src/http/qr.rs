@@ -2,7 +2,7 @@
 
 use qrcode::QrCode;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The PNG of a QR code holding `text`. Blocking work; runs on the blocking pool.
 pub async fn png(text: String) -> Result<Vec<u8>, ApiError> {

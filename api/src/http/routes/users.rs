@@ -10,10 +10,10 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
-use crate::extract::{AdminToken, Json, Path, Query, RequestContext};
-use crate::gateway::no_mail;
-use crate::state::AppState;
+use crate::app::gateway::no_mail;
+use crate::http::error::ApiError;
+use crate::http::extract::{AdminToken, Json, Path, Query, RequestContext};
+use crate::http::state::AppState;
 
 /// Users per page unless `per_page` says otherwise, and the most one page may hold.
 const DEFAULT_PER_PAGE: u64 = 100;

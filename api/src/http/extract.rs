@@ -5,10 +5,10 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
 
-use crate::error::ApiError;
-use crate::gateway::CommandMetadata;
-use crate::jwt::{Claims, TokenKind};
-use crate::state::AppState;
+use crate::app::gateway::CommandMetadata;
+use crate::http::error::ApiError;
+use crate::http::jwt::{Claims, TokenKind};
+use crate::http::state::AppState;
 
 /// A JSON body; malformed ones answer problem+json.
 #[derive(FromRequest)]

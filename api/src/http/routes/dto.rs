@@ -4,8 +4,8 @@ use serde::Serialize;
 use twofold_domain::values::{ChallengeId, UserId};
 use twofold_domain::UserEvent;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 
 /// The token pair of the original API (OAuth2 token response shape).
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use twofold_domain::user::Throttle;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Failure counts of logins to addresses without an account, keyed by an address digest.
 #[async_trait]

@@ -11,7 +11,7 @@ use cqrs_es::AggregateError;
 use serde::Serialize;
 use twofold_domain::UserError;
 
-use crate::store::EmailTaken;
+use crate::app::store::EmailTaken;
 
 /// Everything that can go wrong in a request.
 #[derive(Debug, thiserror::Error)]

@@ -15,11 +15,11 @@ use super::dto::TokenResponse;
 use super::{
     caller_enrolment_response, enrolment_mail, new_enrolment, png, unknown_user_is_invalid_token,
 };
-use crate::error::ApiError;
-use crate::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
-use crate::gateway::no_mail;
-use crate::jwt::Claims;
-use crate::state::AppState;
+use crate::app::gateway::no_mail;
+use crate::http::error::ApiError;
+use crate::http::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
+use crate::http::jwt::Claims;
+use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -220,7 +220,7 @@ async fn get_my_qrcode(
         .open(seed)
         .map_err(|_| UserError::SecretUnreadable)?;
     let uri = totp::otpauth_uri(&state.totp_issuer, email, &seed);
-    Ok(png(crate::qr::png(uri).await?))
+    Ok(png(crate::http::qr::png(uri).await?))
 }
 
 /// Turns on the second factor; the backup codes and a notice are emailed.

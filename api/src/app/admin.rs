@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use twofold_domain::values::{Email, UserId};
 use twofold_domain::{UserCommand, UserEvent};
 
+use crate::app::gateway::{no_mail, CommandMetadata};
 use crate::config::Config;
-use crate::gateway::{no_mail, CommandMetadata};
 use crate::startup;
 
 /// What `users grant-admin` did.

@@ -14,7 +14,7 @@ use twofold_mailer::Sender;
 use twofold_nats::{Mail, MailJob, MailSealer, TaskState, TaskStatus, Topology};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 
 /// Builds mail jobs, sealing the codes they carry.

@@ -22,7 +22,7 @@ use twofold_domain::values::{ChallengeId, RefreshTokenId, SessionId, UserId};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Clock skew tolerated when checking `exp` and `nbf`, in seconds.
 const LEEWAY_SECONDS: u64 = 5;

@@ -18,7 +18,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Object, OpenApi, Ref, RefOr, ResponseBuilder, Type};
 use utoipa::Modify;
 
-use crate::error::{ApiError, Problem};
+use crate::http::error::{ApiError, Problem};
 use twofold_domain::UserError;
 
 /// The media type of every error body.
@@ -384,7 +384,7 @@ mod tests {
     use super::*;
 
     fn problem_responses() -> Vec<(String, String, utoipa::openapi::Response)> {
-        let document = crate::routes::openapi();
+        let document = crate::http::routes::openapi();
         let mut found = Vec::new();
         for (path, item) in document.paths.paths {
             let operations = [
@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn operations_list_the_path_rejection_exactly_when_they_take_path_parameters() {
-        let document = crate::routes::openapi();
+        let document = crate::http::routes::openapi();
         let mut with_path = 0;
         for (path, item) in document.paths.paths {
             let operations = [item.get, item.put, item.post, item.delete, item.patch];

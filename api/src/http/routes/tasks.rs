@@ -8,9 +8,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::extract::{AccessToken, Json, Query, RequestContext};
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{AccessToken, Json, Query, RequestContext};
+use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

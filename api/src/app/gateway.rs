@@ -19,9 +19,9 @@ use twofold_domain::values::{Email, UserId};
 use twofold_domain::{User, UserCommand, UserEvent, UserServices};
 use twofold_nats::{MailJob, OUTBOX_METADATA_KEY};
 
-use crate::error::ApiError;
+use crate::app::store::EmailIndex;
+use crate::http::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::EmailIndex;
 
 /// Commit attempts before a command gives up with `409 concurrency.conflict`.
 const MAX_ATTEMPTS: usize = 16;

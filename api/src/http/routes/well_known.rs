@@ -4,9 +4,9 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::Json;
-use crate::jwt::Jwks;
-use crate::state::AppState;
+use crate::http::extract::Json;
+use crate::http::jwt::Jwks;
+use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(jwks))

@@ -15,12 +15,12 @@ use utoipa_axum::routes;
 
 use super::dto::TokenResponse;
 use super::{email_code, enrolment_response, new_enrolment, unknown_user_is_invalid_token};
+use crate::app::gateway::no_mail;
 use crate::config::ExistingEmail;
-use crate::error::ApiError;
-use crate::extract::{AccessToken, Form, Json, RequestContext};
-use crate::gateway::no_mail;
-use crate::jwt::TokenKind;
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{AccessToken, Form, Json, RequestContext};
+use crate::http::jwt::TokenKind;
+use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -18,11 +18,11 @@ use utoipa_axum::routes;
 use super::{
     caller_enrolment_response, enrolment_mail, new_enrolment, unknown_user_is_invalid_token,
 };
-use crate::error::ApiError;
-use crate::extract::{AccessToken, Json, RequestContext};
-use crate::gateway::MailPlan;
-use crate::jwt::Claims;
-use crate::state::AppState;
+use crate::app::gateway::MailPlan;
+use crate::http::error::ApiError;
+use crate::http::extract::{AccessToken, Json, RequestContext};
+use crate::http::jwt::Claims;
+use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
