@@ -3,6 +3,7 @@
 //! reaches hashing, sealing, time and randomness. This crate performs no I/O.
 
 pub mod backup_codes;
+pub mod metadata;
 pub mod services;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -10,5 +11,6 @@ pub mod totp;
 pub mod user;
 pub mod values;
 
+pub use metadata::{Actor, EventMetadata};
 pub use services::UserServices;
 pub use user::{Factor, User, UserCommand, UserError, UserEvent};

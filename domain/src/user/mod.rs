@@ -9,6 +9,7 @@ mod events;
 mod keys;
 mod login;
 mod manage;
+mod outcome;
 mod password;
 mod sessions;
 mod signup;
@@ -25,6 +26,7 @@ pub use commands::{
 };
 pub use error::UserError;
 pub use events::{Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
+pub use outcome::{ChangeOutcome, LoginOutcome, NoDecision, RefreshOutcome, Refusal, SessionGrant};
 pub use password::RESET_TOKEN_TTL;
 pub use sessions::{SessionEndReason, MAX_SESSIONS, SESSION_MAX_AGE};
 pub use throttle::{Throttle, ThrottledFactor, FIRST_LOCK, LOCK_AFTER_FAILURES, MAX_LOCK};

@@ -7,6 +7,7 @@ mod events;
 mod keys;
 mod login;
 mod manage;
+mod outcome;
 mod password;
 mod sessions;
 mod signup;

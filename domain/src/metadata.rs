@@ -1,0 +1,176 @@
+//! Who caused an event and from where. Stored beside each event (cqrs-es keeps metadata as a
+//! map of strings), never in payloads, so the facts stay about the user and the request
+//! details stay separately readable, and erasable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::values::UserId;
+
+/// Who asked for a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// The user themself, with a token of theirs.
+    User(UserId),
+    /// An admin acting on another user.
+    Admin(UserId),
+    /// Someone not signed in (sign-up, login, password reset).
+    Anonymous,
+    /// An operator on the command line.
+    Cli,
+    /// The service's own configuration (for example `TWOFOLD_ADMIN_EMAILS`).
+    Config,
+}
+
+/// An actor string that names no [`Actor`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` names no actor")]
+pub struct UnknownActor(pub String);
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::User(id) => write!(f, "user:{id}"),
+            Self::Admin(id) => write!(f, "admin:{id}"),
+            Self::Anonymous => f.write_str("anonymous"),
+            Self::Cli => f.write_str("cli"),
+            Self::Config => f.write_str("config"),
+        }
+    }
+}
+
+impl FromStr for Actor {
+    type Err = UnknownActor;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let unknown = || UnknownActor(text.to_owned());
+        let id = |id: &str| id.parse::<UserId>().map_err(|_| unknown());
+        match text.split_once(':') {
+            Some(("user", rest)) => id(rest).map(Self::User),
+            Some(("admin", rest)) => id(rest).map(Self::Admin),
+            None if text == "anonymous" => Ok(Self::Anonymous),
+            None if text == "cli" => Ok(Self::Cli),
+            None if text == "config" => Ok(Self::Config),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+/// The metadata of every event a command records: the actor and, for a request, its id, the
+/// client's address and user agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventMetadata {
+    /// Who asked.
+    pub actor: Actor,
+    /// The `x-request-id` of the request, which its log lines and emails carry too.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub ip: Option<String>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+const ACTOR: &str = "actor";
+const REQUEST_ID: &str = "request_id";
+const IP: &str = "ip";
+const USER_AGENT: &str = "user_agent";
+
+impl EventMetadata {
+    /// Metadata naming only the actor (the command line, the configuration).
+    pub fn of(actor: Actor) -> Self {
+        Self {
+            actor,
+            request_id: None,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    /// The stored form: one string per key, absent keys left out.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::from([(ACTOR.to_owned(), self.actor.to_string())]);
+        let optional = [
+            (REQUEST_ID, &self.request_id),
+            (IP, &self.ip),
+            (USER_AGENT, &self.user_agent),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                map.insert(key.to_owned(), value.clone());
+            }
+        }
+        map
+    }
+
+    /// Reads the stored form back. Keys other than the four are ignored.
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, UnknownActor> {
+        let actor = map
+            .get(ACTOR)
+            .ok_or_else(|| UnknownActor(String::new()))?
+            .parse()?;
+        Ok(Self {
+            actor,
+            request_id: map.get(REQUEST_ID).cloned(),
+            ip: map.get(IP).cloned(),
+            user_agent: map.get(USER_AGENT).cloned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> UserId {
+        UserId::from_uuid(uuid::Uuid::from_u128(7))
+    }
+
+    #[test]
+    fn every_actor_reads_back_from_its_stored_string() {
+        for actor in [
+            Actor::User(user()),
+            Actor::Admin(user()),
+            Actor::Anonymous,
+            Actor::Cli,
+            Actor::Config,
+        ] {
+            assert_eq!(actor.to_string().parse::<Actor>(), Ok(actor));
+        }
+    }
+
+    #[test]
+    fn stored_actor_strings_keep_their_form() {
+        // Events already stored carry these strings: they must keep parsing.
+        let id = "00000000-0000-0000-0000-000000000007";
+        assert_eq!(Actor::User(user()).to_string(), format!("user:{id}"));
+        assert_eq!(Actor::Admin(user()).to_string(), format!("admin:{id}"));
+        assert_eq!(Actor::Cli.to_string(), "cli");
+        assert_eq!(Actor::Anonymous.to_string(), "anonymous");
+    }
+
+    #[test]
+    fn an_actor_that_names_nobody_is_refused() {
+        for text in ["", "user:", "user:42", "root", "admin", "cli:x"] {
+            assert!(text.parse::<Actor>().is_err(), "{text} parsed");
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_through_its_stored_map() {
+        let metadata = EventMetadata {
+            actor: Actor::User(user()),
+            request_id: Some("req-1".to_owned()),
+            ip: Some("192.0.2.7".to_owned()),
+            user_agent: None,
+        };
+        let map = metadata.to_map();
+        assert_eq!(map.len(), 3);
+        assert_eq!(EventMetadata::from_map(&map), Ok(metadata));
+    }
+
+    #[test]
+    fn metadata_without_an_actor_is_refused() {
+        assert!(EventMetadata::from_map(&HashMap::new()).is_err());
+    }
+}
