@@ -1,12 +1,12 @@
 //! The `twofold` binary: `serve` (the default), `migrate`, `check`, `users grant-admin`,
-//! `keys generate`, `keys reseal`. A configuration problem exits with status 78 (`EX_CONFIG`),
-//! one line each.
+//! `keys generate`, `keys reseal`, `views rebuild`. A configuration problem exits with status 78
+//! (`EX_CONFIG`), one line each.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use twofold_api::app::admin::{self, GrantOutcome};
-use twofold_api::config::{Command, ConfigProblems, KeysCommand, UsersCommand};
+use twofold_api::config::{Command, ConfigProblems, KeysCommand, UsersCommand, ViewsCommand};
 use twofold_api::http::jwt::JwtKey;
 use twofold_api::{adapters, startup, telemetry, Application, Cli, Config};
 
@@ -27,6 +27,9 @@ async fn main() -> ExitCode {
         Some(Command::Keys {
             action: KeysCommand::Reseal,
         }) => reseal(&cli.config).await,
+        Some(Command::Views {
+            action: ViewsCommand::Rebuild { apply },
+        }) => rebuild_views(&cli.config, apply).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +103,34 @@ async fn reseal(config: &Config) -> anyhow::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+async fn rebuild_views(config: &Config, apply: bool) -> anyhow::Result<()> {
+    let report = admin::rebuild_views(config, apply).await?;
+    for difference in &report.differences {
+        say(&difference.to_string())?;
+    }
+    say(&format!(
+        "replayed {} events of {} users in {:.3} s: {:.0} events/s ({} events committed meanwhile \
+         applied after)",
+        report.events,
+        report.users,
+        report.elapsed.as_secs_f64(),
+        report.events_per_second(),
+        report.caught_up,
+    ))?;
+    let differences = report.differences.len();
+    match (differences, report.applied) {
+        (0, true) => say("the views matched the log; the rebuilt views are in place"),
+        (_, true) => say(&format!(
+            "{differences} differences; the rebuilt views are in place"
+        )),
+        (0, false) => say("the views match the log"),
+        (_, false) => Err(anyhow::anyhow!(
+            "{differences} differences between the views and the log; \
+             `twofold views rebuild --apply` replaces the views with the rebuilt ones"
+        )),
+    }
 }
 
 fn generate_keys(jwt_key_out: &std::path::Path) -> anyhow::Result<()> {

@@ -17,9 +17,11 @@ use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
 use twofold_nats::{MailJob, OutboxRelay, Topology};
+use twofold_projections::log::{EventLog, PgEventLog, Upcasters};
 use twofold_projections::{
-    MemUserDirectory, MemViewRepository, PgUserDirectory, Projection, SessionsView, UserDirectory,
-    UserView, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
+    CheckpointStore, Follower, MemCheckpointStore, MemUserDirectory, MemViewStore,
+    PgCheckpointStore, PgUserDirectory, PgViewStore, Projection, Projector, SessionsView,
+    UserDirectory, UserView, ViewStore, SESSION_VIEW_TABLE, USER_VIEW_TABLE, VIEWS_PROJECTOR,
 };
 
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
@@ -48,6 +50,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
     relay: Option<OutboxRelay>,
+    projector: Projector,
     shutdown_timeout: Duration,
 }
 
@@ -59,6 +62,54 @@ pub struct Backend {
     pub directory: Arc<dyn UserDirectory>,
     /// Failed logins to addresses without an account.
     pub unknown_accounts: Arc<dyn UnknownAccountThrottle>,
+    /// Follows the log into the views, repairing a view write that failed after a commit.
+    pub projector: Projector,
+    /// The views and the log they are rebuilt from.
+    pub views: ViewSet,
+}
+
+/// The views of a store, for a rebuild.
+#[derive(Clone)]
+pub enum ViewSet {
+    /// In Postgres: the view tables beside `events`.
+    Postgres(PgPool),
+    /// In memory.
+    Memory {
+        /// The in-memory log.
+        log: Arc<dyn EventLog>,
+        /// The user views.
+        users: Arc<MemViewStore<UserView>>,
+        /// The sessions views.
+        sessions: Arc<MemViewStore<SessionsView>>,
+    },
+}
+
+/// The upcasters every reader of stored events goes through. No stored event shape has
+/// changed yet, so there are none.
+pub fn upcasters() -> Upcasters {
+    Upcasters::from(Vec::new())
+}
+
+/// The projections of both views over `log`, kept in `users` and `sessions`: the gateway
+/// dispatches to them after each commit and the projector follows the log into them.
+fn projections(
+    log: &Arc<dyn EventLog>,
+    users: Arc<dyn ViewStore<UserView>>,
+    sessions: Arc<dyn ViewStore<SessionsView>>,
+    checkpoints: Arc<dyn CheckpointStore>,
+) -> (Vec<Box<dyn cqrs_es::Query<User>>>, Projector) {
+    let users = Projection::new(users, Arc::clone(log), upcasters());
+    let sessions = Projection::new(sessions, Arc::clone(log), upcasters());
+    let followers: Vec<Arc<dyn Follower>> =
+        vec![Arc::new(users.clone()), Arc::new(sessions.clone())];
+    let projector = Projector::new(
+        VIEWS_PROJECTOR,
+        Arc::clone(log),
+        checkpoints,
+        followers,
+        upcasters(),
+    );
+    (vec![Box::new(users), Box::new(sessions)], projector)
 }
 
 /// The domain's ports with their production adapters.
@@ -166,50 +217,49 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
     match store {
         Store::Postgres(pool) => {
             let events = PgEventRepository::new(pool.clone());
-            let views = Arc::new(postgres_es::PostgresViewRepository::<UserView, User>::new(
-                USER_VIEW_TABLE,
-                pool.clone(),
-            ));
-            let sessions = Arc::new(
-                postgres_es::PostgresViewRepository::<SessionsView, User>::new(
-                    SESSION_VIEW_TABLE,
-                    pool.clone(),
-                ),
+            let log: Arc<dyn EventLog> = Arc::new(PgEventLog::new(pool.clone()));
+            let (queries, projector) = projections(
+                &log,
+                Arc::new(PgViewStore::new(pool.clone(), USER_VIEW_TABLE)),
+                Arc::new(PgViewStore::new(pool.clone(), SESSION_VIEW_TABLE)),
+                Arc::new(PgCheckpointStore::new(pool.clone())),
             );
-            let gateway = CommandGateway::new(
-                events.clone(),
-                Arc::new(events),
-                vec![
-                    Box::new(Projection::new(views)),
-                    Box::new(Projection::new(sessions)),
-                ],
-                services,
-            )
-            .with_metrics(metrics.clone());
+            let gateway = CommandGateway::new(events.clone(), Arc::new(events), queries, services)
+                .with_metrics(metrics.clone());
             Backend {
                 users: Arc::new(gateway),
                 directory: Arc::new(PgUserDirectory::new(pool.clone())),
                 unknown_accounts: Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
+                projector,
+                views: ViewSet::Postgres(pool.clone()),
             }
         }
         Store::Memory(outbox) => {
             let events = MemEventRepository::new(outbox.clone());
-            let views = Arc::new(MemViewRepository::<UserView, User>::default());
-            let sessions = Arc::new(MemViewRepository::<SessionsView, User>::default());
-            let gateway = CommandGateway::new(
-                events.clone(),
-                Arc::new(events),
-                vec![
-                    Box::new(Projection::new(Arc::clone(&views))),
-                    Box::new(Projection::new(Arc::clone(&sessions))),
-                ],
-                services,
-            )
-            .with_metrics(metrics.clone());
+            let log: Arc<dyn EventLog> = Arc::new(events.clone());
+            let views = Arc::new(MemViewStore::<UserView>::default());
+            let sessions = Arc::new(MemViewStore::<SessionsView>::default());
+            let (queries, projector) = projections(
+                &log,
+                Arc::clone(&views) as _,
+                Arc::clone(&sessions) as _,
+                Arc::new(MemCheckpointStore::default()),
+            );
+            let gateway = CommandGateway::new(events.clone(), Arc::new(events), queries, services)
+                .with_metrics(metrics.clone());
             Backend {
                 users: Arc::new(gateway),
-                directory: Arc::new(MemUserDirectory::new(views, sessions)),
+                directory: Arc::new(MemUserDirectory::new(
+                    Arc::clone(&views),
+                    Arc::clone(&sessions),
+                )),
                 unknown_accounts: Arc::new(MemUnknownAccountThrottle::default()),
+                projector,
+                views: ViewSet::Memory {
+                    log,
+                    users: views,
+                    sessions,
+                },
             }
         }
     }
@@ -366,6 +416,7 @@ impl Application {
             listener,
             router,
             relay: mail.relay,
+            projector: backend.projector,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         })
     }
@@ -389,6 +440,10 @@ impl Application {
                 let _ = relay_stopped.await;
             }))
         });
+        let (stop_projector, projector_stopped) = tokio::sync::oneshot::channel::<()>();
+        let projector = tokio::spawn(self.projector.run_until(async move {
+            let _ = projector_stopped.await;
+        }));
         let signal = async move {
             shutdown_signal().await;
             let _ = stopping.send(true);
@@ -413,6 +468,10 @@ impl Application {
                 Ok(())
             }
         };
+        // A pass of the projector in progress is dropped: it is idempotent, and the next start
+        // resumes from the stored checkpoint.
+        let _ = stop_projector.send(());
+        let _ = projector.await;
         // Only now, so that the emails of the last requests are relayed too.
         let _ = stop_relay.send(());
         if let Some(relay) = relay {

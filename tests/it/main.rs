@@ -22,3 +22,4 @@ mod sessions;
 mod tfa_manage;
 mod throttle;
 mod tokens;
+mod views;

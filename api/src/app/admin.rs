@@ -108,3 +108,20 @@ pub async fn reseal(config: &Config) -> anyhow::Result<ResealReport> {
     }
     Ok(report)
 }
+
+/// Replays the log into fresh views, compares them with the live ones and, with `apply`,
+/// swaps them in (see `twofold_projections::rebuild`).
+pub async fn rebuild_views(
+    config: &Config,
+    apply: bool,
+) -> anyhow::Result<twofold_projections::rebuild::RebuildReport> {
+    let Some(database_url) = &config.database_url else {
+        anyhow::bail!(
+            "views rebuild needs DATABASE_URL: the embedded store lives only inside a running \
+             `twofold serve`"
+        );
+    };
+    let pool = startup::connect(database_url, 4).await?;
+    let views = startup::ViewSet::Postgres(pool);
+    Ok(crate::app::views::rebuild(&views, apply).await?)
+}

@@ -6,3 +6,4 @@ pub mod gateway;
 pub mod mail;
 pub mod store;
 pub mod unknown_accounts;
+pub mod views;
