@@ -119,15 +119,16 @@ async fn rebuild_views(config: &Config, apply: bool) -> anyhow::Result<()> {
         report.events_per_second(),
         report.caught_up,
     ))?;
-    let differences = report.differences.len();
-    match (differences, report.applied) {
-        (0, true) => say("the views matched the log; the rebuilt views are in place"),
-        (_, true) => say(&format!(
-            "{differences} differences; the rebuilt views are in place"
-        )),
-        (0, false) => say("the views match the log"),
-        (_, false) => Err(anyhow::anyhow!(
-            "{differences} differences between the views and the log; \
+    let differences = match report.differences.len() {
+        1 => "1 difference".to_owned(),
+        count => format!("{count} differences"),
+    };
+    match (report.differences.is_empty(), report.applied) {
+        (true, true) => say("the views matched the log; the rebuilt views are in place"),
+        (false, true) => say(&format!("{differences}; the rebuilt views are in place")),
+        (true, false) => say("the views match the log"),
+        (false, false) => Err(anyhow::anyhow!(
+            "{differences} between the views and the log; \
              `twofold views rebuild --apply` replaces the views with the rebuilt ones"
         )),
     }

@@ -374,6 +374,7 @@ impl Application {
             ),
             metrics: metrics.clone(),
             readiness: mail.readiness,
+            views: backend.views,
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
         let mut router = crate::http::routes::router()

@@ -151,3 +151,54 @@ async fn a_view_row_corrupted_by_sql_is_reported_and_apply_repairs_it_while_serv
     );
     assert_eq!(me(&app, &token).await["tfa_enabled"], true);
 }
+
+#[tokio::test]
+async fn an_admin_rebuilds_the_views_of_the_running_service_over_http() {
+    let app = spawn_app(Store::Postgres).await;
+    let admin = unique_email("admin");
+    assert_eq!(
+        app.signup(&signup_body(&admin, None)).await.status(),
+        StatusCode::OK
+    );
+    twofold_api::app::admin::grant_admin(&app.config, &admin)
+        .await
+        .unwrap();
+    let admin_token = app.login_token(&admin, StatusCode::OK).await;
+    let email = unique_email("user");
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    let user_token = app.login_token(&email, StatusCode::OK).await;
+    let rebuild = |token: &str, apply: bool| {
+        app.http
+            .post(app.url(&format!("/admin/views/rebuild?apply={apply}")))
+            .bearer_auth(token)
+            .send()
+    };
+
+    let (status, body) = problem(rebuild(&user_token, false).await.unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("auth.admin_only"))
+    );
+
+    let id = user_id(&app, &email).await;
+    sqlx::query("DELETE FROM user_view WHERE view_id = $1")
+        .bind(&id)
+        .execute(app.db.as_ref().unwrap())
+        .await
+        .unwrap();
+    let response = rebuild(&admin_token, true).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["applied"], true);
+    assert_eq!(
+        report["differences"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(report["differences"][0]["user"], id.as_str());
+    assert_eq!(report["differences"][0]["live"], "absent");
+    assert_eq!(me(&app, &user_token).await["email"], email.as_str());
+}

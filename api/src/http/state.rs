@@ -44,4 +44,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// What `/health/ready` checks.
     pub readiness: Readiness,
+    /// The views and the log they are rebuilt from.
+    pub views: crate::startup::ViewSet,
 }
