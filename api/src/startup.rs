@@ -16,7 +16,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
-use twofold_nats::{MailJob, OutboxRelay, Topology};
+use twofold_nats::{MailJob, MailSealer, OutboxRelay, Topology};
 use twofold_projections::{
     MemUserDirectory, MemViewRepository, PgUserDirectory, Projection, SessionsView, UserDirectory,
     UserView, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
@@ -25,10 +25,12 @@ use twofold_projections::{
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
 use crate::app::gateway::{CommandGateway, Users};
 use crate::app::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
+use crate::app::mail_policy::MailPolicy;
 use crate::app::store::{MemEventRepository, PgEventRepository};
 use crate::app::unknown_accounts::{
     MemUnknownAccountThrottle, PgUnknownAccountThrottle, UnknownAccountThrottle,
 };
+use crate::app::{App, Parts, Settings};
 use crate::config::{Checked, Config, ConfigProblems, Keys};
 use crate::http::jwt::TokenService;
 use crate::http::rate_limit::ClientRateLimit;
@@ -47,18 +49,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
+    app: Arc<App>,
     relay: Option<OutboxRelay>,
     shutdown_timeout: Duration,
-}
-
-/// The command and query sides over the configured store.
-pub struct Backend {
-    /// Commands.
-    pub users: Arc<dyn Users>,
-    /// Views.
-    pub directory: Arc<dyn UserDirectory>,
-    /// Failed logins to addresses without an account.
-    pub unknown_accounts: Arc<dyn UnknownAccountThrottle>,
 }
 
 /// The domain's ports with their production adapters.
@@ -156,16 +149,40 @@ pub enum Store {
     Memory(tokio::sync::mpsc::UnboundedSender<MailJob>),
 }
 
-/// The command and query sides over `store`, for a command-line tool (no metrics served).
-pub fn backend(store: &Store, services: UserServices) -> Backend {
-    instrumented_backend(store, services, &Metrics::new())
+/// The settings of the use cases, from `config`.
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        totp_issuer: config.totp_issuer.clone(),
+        backup_codes: config.backup_codes,
+        signup_existing_email: config.signup_existing_email,
+        refresh_reuse_grace: time::Duration::seconds(
+            i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
+        ),
+    }
 }
 
-/// The command and query sides over `store`, recording command latency into `metrics`.
-fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics) -> Backend {
-    match store {
+/// What the use cases run on besides their store.
+pub struct Adapters {
+    /// The domain's ports.
+    pub services: UserServices,
+    /// The password hasher (also behind `services`).
+    pub hasher: Arc<Argon2Hasher>,
+    /// Seals the secrets in mail jobs.
+    pub mail_sealer: MailSealer,
+    /// Queues the emails no command causes.
+    pub mail_queue: Arc<dyn MailQueue>,
+}
+
+/// The use cases over `store`, recording command latency, logins and lockouts into `metrics`.
+pub fn app(store: &Store, adapters: Adapters, settings: Settings, metrics: &Metrics) -> Arc<App> {
+    let policy = || MailPolicy::new(MailFactory::new(adapters.mail_sealer.clone()));
+    let services = adapters.services.clone();
+    let (users, directory, unknown_accounts): (
+        Arc<dyn Users>,
+        Arc<dyn UserDirectory>,
+        Arc<dyn UnknownAccountThrottle>,
+    ) = match store {
         Store::Postgres(pool) => {
-            let events = PgEventRepository::new(pool.clone());
             let views = Arc::new(postgres_es::PostgresViewRepository::<UserView, User>::new(
                 USER_VIEW_TABLE,
                 pool.clone(),
@@ -177,8 +194,8 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
                 ),
             );
             let gateway = CommandGateway::new(
-                events.clone(),
-                Arc::new(events),
+                PgEventRepository::new(pool.clone()),
+                policy(),
                 vec![
                     Box::new(Projection::new(views)),
                     Box::new(Projection::new(sessions)),
@@ -186,19 +203,18 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
                 services,
             )
             .with_metrics(metrics.clone());
-            Backend {
-                users: Arc::new(gateway),
-                directory: Arc::new(PgUserDirectory::new(pool.clone())),
-                unknown_accounts: Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
-            }
+            (
+                Arc::new(gateway),
+                Arc::new(PgUserDirectory::new(pool.clone())),
+                Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
+            )
         }
         Store::Memory(outbox) => {
-            let events = MemEventRepository::new(outbox.clone());
             let views = Arc::new(MemViewRepository::<UserView, User>::default());
             let sessions = Arc::new(MemViewRepository::<SessionsView, User>::default());
             let gateway = CommandGateway::new(
-                events.clone(),
-                Arc::new(events),
+                MemEventRepository::new(outbox.clone()),
+                policy(),
                 vec![
                     Box::new(Projection::new(Arc::clone(&views))),
                     Box::new(Projection::new(Arc::clone(&sessions))),
@@ -206,13 +222,24 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
                 services,
             )
             .with_metrics(metrics.clone());
-            Backend {
-                users: Arc::new(gateway),
-                directory: Arc::new(MemUserDirectory::new(views, sessions)),
-                unknown_accounts: Arc::new(MemUnknownAccountThrottle::default()),
-            }
+            (
+                Arc::new(gateway),
+                Arc::new(MemUserDirectory::new(views, sessions)),
+                Arc::new(MemUnknownAccountThrottle::default()),
+            )
         }
-    }
+    };
+    let parts = Parts {
+        users,
+        directory,
+        unknown_accounts,
+        mail: MailFactory::new(adapters.mail_sealer),
+        mail_queue: adapters.mail_queue,
+        services: adapters.services,
+        hasher: adapters.hasher,
+        metrics: metrics.clone(),
+    };
+    Arc::new(App::new(parts, settings))
 }
 
 /// The mail path the configuration names, and the store it goes with.
@@ -299,7 +326,13 @@ impl Application {
         let (services, hasher) = services(&config, &keys)?;
         let metrics = Metrics::new();
         let mail = mail_path(&config, &keys, pool, &metrics).await?;
-        let backend = instrumented_backend(&mail.store, services.clone(), &metrics);
+        let adapters = Adapters {
+            services,
+            hasher,
+            mail_sealer: keys.sealing.mail_sealer(),
+            mail_queue: mail.queue,
+        };
+        let app = app(&mail.store, adapters, settings(&config), &metrics);
         let tokens = TokenService::new(
             keys.jwt,
             config.jwt_issuer.clone(),
@@ -308,20 +341,8 @@ impl Application {
         )
         .with_retired_keys(keys.retired_jwt);
         let state = AppState {
-            users: backend.users,
-            directory: backend.directory,
-            unknown_accounts: backend.unknown_accounts,
+            app: Arc::clone(&app),
             tokens: Arc::new(tokens),
-            mail: Arc::new(MailFactory::new(keys.sealing.mail_sealer())),
-            mail_queue: mail.queue,
-            services,
-            hasher,
-            totp_issuer: Arc::from(config.totp_issuer.as_str()),
-            backup_codes: config.backup_codes,
-            signup_existing_email: config.signup_existing_email,
-            refresh_reuse_grace: time::Duration::seconds(
-                i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
-            ),
             metrics: metrics.clone(),
             readiness: mail.readiness,
         };
@@ -365,6 +386,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            app,
             relay: mail.relay,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         })
@@ -413,7 +435,11 @@ impl Application {
                 Ok(())
             }
         };
-        // Only now, so that the emails of the last requests are relayed too.
+        // Work the last requests started in the background (a reset email) may finish; only
+        // then does the relay stop, so that their emails go too.
+        self.app
+            .finish_background_work(BACKGROUND_STOP_TIMEOUT)
+            .await;
         let _ = stop_relay.send(());
         if let Some(relay) = relay {
             // The relay finishes its batch and drains once more; a NATS or Postgres that hangs
@@ -431,6 +457,10 @@ impl Application {
         served
     }
 }
+
+/// How long work started in the background (a password reset) may take once the server has
+/// stopped.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the outbox relay may take to finish its batch once the server has stopped.
 const RELAY_STOP_TIMEOUT: Duration = Duration::from_secs(5);
