@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod operator;
 pub mod startup;
 pub mod telemetry;
 

@@ -5,9 +5,10 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use twofold_api::app::admin::{self, GrantOutcome};
+use twofold_api::app::admin::GrantOutcome;
 use twofold_api::config::{Command, ConfigProblems, KeysCommand, UsersCommand, ViewsCommand};
 use twofold_api::http::jwt::JwtKey;
+use twofold_api::operator;
 use twofold_api::{adapters, startup, telemetry, Application, Cli, Config};
 
 #[tokio::main]
@@ -81,14 +82,14 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<()> {
-    match admin::grant_admin(config, email).await? {
+    match operator::grant_admin(config, email).await? {
         GrantOutcome::Granted => say(&format!("{email} is now an admin")),
         GrantOutcome::AlreadyAdmin => say(&format!("{email} is already an admin")),
     }
 }
 
 async fn reseal(config: &Config) -> anyhow::Result<()> {
-    let report = admin::reseal(config).await?;
+    let report = operator::reseal(config).await?;
     say(&format!(
         "{} users checked, {} TOTP seeds resealed under the current key",
         report.users, report.resealed
@@ -106,7 +107,7 @@ async fn reseal(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn rebuild_views(config: &Config, apply: bool) -> anyhow::Result<()> {
-    let report = admin::rebuild_views(config, apply).await?;
+    let report = operator::rebuild_views(config, apply).await?;
     for difference in &report.differences {
         say(&difference.to_string())?;
     }

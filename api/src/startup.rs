@@ -16,8 +16,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
-use twofold_nats::{MailJob, OutboxRelay, Topology};
-use twofold_projections::log::{EventLog, PgEventLog, Upcasters};
+use twofold_nats::{MailJob, MailSealer, OutboxRelay, Topology};
+use twofold_projections::log::{EventLog, PgEventLog};
 use twofold_projections::{
     CheckpointStore, Follower, MemCheckpointStore, MemUserDirectory, MemViewStore,
     PgCheckpointStore, PgUserDirectory, PgViewStore, Projection, Projector, SessionsView,
@@ -27,10 +27,13 @@ use twofold_projections::{
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
 use crate::app::gateway::{CommandGateway, Users};
 use crate::app::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
+use crate::app::mail_policy::MailPolicy;
 use crate::app::store::{MemEventRepository, PgEventRepository};
 use crate::app::unknown_accounts::{
     MemUnknownAccountThrottle, PgUnknownAccountThrottle, UnknownAccountThrottle,
 };
+use crate::app::views::{upcasters, ViewSet};
+use crate::app::{App, Parts, Settings};
 use crate::config::{Checked, Config, ConfigProblems, Keys};
 use crate::http::jwt::TokenService;
 use crate::http::rate_limit::ClientRateLimit;
@@ -49,67 +52,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
+    app: Arc<App>,
     relay: Option<OutboxRelay>,
     projector: Projector,
     shutdown_timeout: Duration,
-}
-
-/// The command and query sides over the configured store.
-pub struct Backend {
-    /// Commands.
-    pub users: Arc<dyn Users>,
-    /// Views.
-    pub directory: Arc<dyn UserDirectory>,
-    /// Failed logins to addresses without an account.
-    pub unknown_accounts: Arc<dyn UnknownAccountThrottle>,
-    /// Follows the log into the views, repairing a view write that failed after a commit.
-    pub projector: Projector,
-    /// The views and the log they are rebuilt from.
-    pub views: ViewSet,
-}
-
-/// The views of a store, for a rebuild.
-#[derive(Clone)]
-pub enum ViewSet {
-    /// In Postgres: the view tables beside `events`.
-    Postgres(PgPool),
-    /// In memory.
-    Memory {
-        /// The in-memory log.
-        log: Arc<dyn EventLog>,
-        /// The user views.
-        users: Arc<MemViewStore<UserView>>,
-        /// The sessions views.
-        sessions: Arc<MemViewStore<SessionsView>>,
-    },
-}
-
-/// The upcasters every reader of stored events goes through. No stored event shape has
-/// changed yet, so there are none.
-pub fn upcasters() -> Upcasters {
-    Upcasters::from(Vec::new())
-}
-
-/// The projections of both views over `log`, kept in `users` and `sessions`: the gateway
-/// dispatches to them after each commit and the projector follows the log into them.
-fn projections(
-    log: &Arc<dyn EventLog>,
-    users: Arc<dyn ViewStore<UserView>>,
-    sessions: Arc<dyn ViewStore<SessionsView>>,
-    checkpoints: Arc<dyn CheckpointStore>,
-) -> (Vec<Box<dyn cqrs_es::Query<User>>>, Projector) {
-    let users = Projection::new(users, Arc::clone(log), upcasters());
-    let sessions = Projection::new(sessions, Arc::clone(log), upcasters());
-    let followers: Vec<Arc<dyn Follower>> =
-        vec![Arc::new(users.clone()), Arc::new(sessions.clone())];
-    let projector = Projector::new(
-        VIEWS_PROJECTOR,
-        Arc::clone(log),
-        checkpoints,
-        followers,
-        upcasters(),
-    );
-    (vec![Box::new(users), Box::new(sessions)], projector)
 }
 
 /// The domain's ports with their production adapters.
@@ -207,16 +153,77 @@ pub enum Store {
     Memory(tokio::sync::mpsc::UnboundedSender<MailJob>),
 }
 
-/// The command and query sides over `store`, for a command-line tool (no metrics served).
-pub fn backend(store: &Store, services: UserServices) -> Backend {
-    instrumented_backend(store, services, &Metrics::new())
+/// The settings of the use cases, from `config`.
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        totp_issuer: config.totp_issuer.clone(),
+        backup_codes: config.backup_codes,
+        signup_existing_email: config.signup_existing_email,
+        refresh_reuse_grace: time::Duration::seconds(
+            i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
+        ),
+    }
 }
 
-/// The command and query sides over `store`, recording command latency into `metrics`.
-fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics) -> Backend {
-    match store {
+/// What the use cases run on besides their store.
+pub struct Adapters {
+    /// The domain's ports.
+    pub services: UserServices,
+    /// The password hasher (also behind `services`).
+    pub hasher: Arc<Argon2Hasher>,
+    /// Seals the secrets in mail jobs.
+    pub mail_sealer: MailSealer,
+    /// Queues the emails no command causes.
+    pub mail_queue: Arc<dyn MailQueue>,
+}
+
+/// The projections of both views over `log`, kept in `users` and `sessions`: the gateway
+/// dispatches to them after each commit and the projector follows the log into them.
+fn projections(
+    log: &Arc<dyn EventLog>,
+    users: Arc<dyn ViewStore<UserView>>,
+    sessions: Arc<dyn ViewStore<SessionsView>>,
+    checkpoints: Arc<dyn CheckpointStore>,
+) -> (Vec<Box<dyn cqrs_es::Query<User>>>, Projector) {
+    let users = Projection::new(users, Arc::clone(log), upcasters());
+    let sessions = Projection::new(sessions, Arc::clone(log), upcasters());
+    let followers: Vec<Arc<dyn Follower>> =
+        vec![Arc::new(users.clone()), Arc::new(sessions.clone())];
+    let projector = Projector::new(
+        VIEWS_PROJECTOR,
+        Arc::clone(log),
+        checkpoints,
+        followers,
+        upcasters(),
+    );
+    (vec![Box::new(users), Box::new(sessions)], projector)
+}
+
+/// The use cases over `store`, recording command latency, logins and lockouts into `metrics`.
+pub fn app(store: &Store, adapters: Adapters, settings: Settings, metrics: &Metrics) -> Arc<App> {
+    composed(store, adapters, settings, metrics).0
+}
+
+/// What a store gives the use cases.
+struct StoreParts {
+    users: Arc<dyn Users>,
+    directory: Arc<dyn UserDirectory>,
+    unknown_accounts: Arc<dyn UnknownAccountThrottle>,
+    projector: Projector,
+    views: ViewSet,
+}
+
+/// The use cases over `store`, and the projector that keeps their views following the log.
+fn composed(
+    store: &Store,
+    adapters: Adapters,
+    settings: Settings,
+    metrics: &Metrics,
+) -> (Arc<App>, Projector) {
+    let policy = || MailPolicy::new(MailFactory::new(adapters.mail_sealer.clone()));
+    let services = adapters.services.clone();
+    let stored = match store {
         Store::Postgres(pool) => {
-            let events = PgEventRepository::new(pool.clone());
             let log: Arc<dyn EventLog> = Arc::new(PgEventLog::new(pool.clone()));
             let (queries, projector) = projections(
                 &log,
@@ -224,9 +231,14 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
                 Arc::new(PgViewStore::new(pool.clone(), SESSION_VIEW_TABLE)),
                 Arc::new(PgCheckpointStore::new(pool.clone())),
             );
-            let gateway = CommandGateway::new(events.clone(), Arc::new(events), queries, services)
-                .with_metrics(metrics.clone());
-            Backend {
+            let gateway = CommandGateway::new(
+                PgEventRepository::new(pool.clone()),
+                policy(),
+                queries,
+                services,
+            )
+            .with_metrics(metrics.clone());
+            StoreParts {
                 users: Arc::new(gateway),
                 directory: Arc::new(PgUserDirectory::new(pool.clone())),
                 unknown_accounts: Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
@@ -245,9 +257,9 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
                 Arc::clone(&sessions) as _,
                 Arc::new(MemCheckpointStore::default()),
             );
-            let gateway = CommandGateway::new(events.clone(), Arc::new(events), queries, services)
+            let gateway = CommandGateway::new(events, policy(), queries, services)
                 .with_metrics(metrics.clone());
-            Backend {
+            StoreParts {
                 users: Arc::new(gateway),
                 directory: Arc::new(MemUserDirectory::new(
                     Arc::clone(&views),
@@ -262,7 +274,19 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
                 },
             }
         }
-    }
+    };
+    let parts = Parts {
+        users: stored.users,
+        directory: stored.directory,
+        unknown_accounts: stored.unknown_accounts,
+        mail: MailFactory::new(adapters.mail_sealer),
+        mail_queue: adapters.mail_queue,
+        services: adapters.services,
+        hasher: adapters.hasher,
+        metrics: metrics.clone(),
+        views: stored.views,
+    };
+    (Arc::new(App::new(parts, settings)), stored.projector)
 }
 
 /// The mail path the configuration names, and the store it goes with.
@@ -349,7 +373,13 @@ impl Application {
         let (services, hasher) = services(&config, &keys)?;
         let metrics = Metrics::new();
         let mail = mail_path(&config, &keys, pool, &metrics).await?;
-        let backend = instrumented_backend(&mail.store, services.clone(), &metrics);
+        let adapters = Adapters {
+            services,
+            hasher,
+            mail_sealer: keys.sealing.mail_sealer(),
+            mail_queue: mail.queue,
+        };
+        let (app, projector) = composed(&mail.store, adapters, settings(&config), &metrics);
         let tokens = TokenService::new(
             keys.jwt,
             config.jwt_issuer.clone(),
@@ -358,23 +388,10 @@ impl Application {
         )
         .with_retired_keys(keys.retired_jwt);
         let state = AppState {
-            users: backend.users,
-            directory: backend.directory,
-            unknown_accounts: backend.unknown_accounts,
+            app: Arc::clone(&app),
             tokens: Arc::new(tokens),
-            mail: Arc::new(MailFactory::new(keys.sealing.mail_sealer())),
-            mail_queue: mail.queue,
-            services,
-            hasher,
-            totp_issuer: Arc::from(config.totp_issuer.as_str()),
-            backup_codes: config.backup_codes,
-            signup_existing_email: config.signup_existing_email,
-            refresh_reuse_grace: time::Duration::seconds(
-                i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
-            ),
             metrics: metrics.clone(),
             readiness: mail.readiness,
-            views: backend.views,
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
         let mut router = crate::http::routes::router()
@@ -416,8 +433,9 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            app,
             relay: mail.relay,
-            projector: backend.projector,
+            projector,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         })
     }
@@ -473,7 +491,11 @@ impl Application {
         // resumes from the stored checkpoint.
         let _ = stop_projector.send(());
         let _ = projector.await;
-        // Only now, so that the emails of the last requests are relayed too.
+        // Work the last requests started in the background (a reset email) may finish; only
+        // then does the relay stop, so that their emails go too.
+        self.app
+            .finish_background_work(BACKGROUND_STOP_TIMEOUT)
+            .await;
         let _ = stop_relay.send(());
         if let Some(relay) = relay {
             // The relay finishes its batch and drains once more; a NATS or Postgres that hangs
@@ -491,6 +513,10 @@ impl Application {
         served
     }
 }
+
+/// How long work started in the background (a password reset) may take once the server has
+/// stopped.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the outbox relay may take to finish its batch once the server has stopped.
 const RELAY_STOP_TIMEOUT: Duration = Duration::from_secs(5);

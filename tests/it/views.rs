@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use twofold_api::app::admin::rebuild_views;
+use twofold_api::operator::rebuild_views;
 
 use crate::helpers::*;
 
@@ -160,7 +160,7 @@ async fn an_admin_rebuilds_the_views_of_the_running_service_over_http() {
         app.signup(&signup_body(&admin, None)).await.status(),
         StatusCode::OK
     );
-    twofold_api::app::admin::grant_admin(&app.config, &admin)
+    twofold_api::operator::grant_admin(&app.config, &admin)
         .await
         .unwrap();
     let admin_token = app.login_token(&admin, StatusCode::OK).await;

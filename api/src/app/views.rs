@@ -2,9 +2,43 @@
 //! `twofold views rebuild` on Postgres, and the running service's own in-memory views in the
 //! embedded mode.
 
-use twofold_projections::rebuild::{rebuild_memory, rebuild_postgres, RebuildError, RebuildReport};
+use std::sync::Arc;
 
-use crate::startup::{upcasters, ViewSet};
+use sqlx::PgPool;
+use twofold_projections::log::{EventLog, Upcasters};
+use twofold_projections::rebuild::{rebuild_memory, rebuild_postgres, RebuildError, RebuildReport};
+use twofold_projections::{MemViewStore, SessionsView, UserView};
+
+use crate::app::App;
+
+/// The upcasters every reader of stored events goes through. No stored event shape has
+/// changed yet, so there are none.
+pub fn upcasters() -> Upcasters {
+    Upcasters::from(Vec::new())
+}
+
+/// The views of a store and the log they are rebuilt from.
+#[derive(Clone)]
+pub enum ViewSet {
+    /// In Postgres: the view tables beside `events`.
+    Postgres(PgPool),
+    /// In memory.
+    Memory {
+        /// The in-memory log.
+        log: Arc<dyn EventLog>,
+        /// The user views.
+        users: Arc<MemViewStore<UserView>>,
+        /// The sessions views.
+        sessions: Arc<MemViewStore<SessionsView>>,
+    },
+}
+
+impl App {
+    /// Rebuilds this service's views from the log (see [`rebuild`]).
+    pub async fn rebuild_views(&self, apply: bool) -> Result<RebuildReport, RebuildError> {
+        rebuild(&self.views, apply).await
+    }
+}
 
 /// Replays the log into fresh views, compares them with `views` and, with `apply`, puts the
 /// rebuilt ones in their place.

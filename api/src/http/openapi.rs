@@ -19,6 +19,7 @@ use utoipa::openapi::{ContentBuilder, Object, OpenApi, Ref, RefOr, ResponseBuild
 use utoipa::Modify;
 
 use crate::http::error::{ApiError, Problem};
+use twofold_domain::user::Refusal;
 use twofold_domain::UserError;
 
 /// The media type of every error body.
@@ -203,10 +204,10 @@ fn problem_catalogue(form: bool) -> BTreeMap<&'static str, ApiError> {
         ApiError::MissingToken,
         ApiError::InvalidToken,
         ApiError::AdminOnly,
-        ApiError::RefreshTokenReused,
-        ApiError::WrongPassword,
-        ApiError::WrongTfaCode,
-        ApiError::WrongBackupCode,
+        ApiError::Refused(Refusal::RefreshTokenReused),
+        ApiError::Refused(Refusal::WrongPassword),
+        ApiError::Refused(Refusal::WrongCode),
+        ApiError::Refused(Refusal::WrongBackupCode),
         ApiError::NotFound("no such task of yours"),
         ApiError::Conflict,
         ApiError::Unavailable("the database is unreachable".into()),

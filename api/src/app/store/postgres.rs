@@ -11,7 +11,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 use twofold_domain::values::{Email, UserId};
 
-use super::{claimed_email, take_outbox, EmailIndex, EmailTaken};
+use twofold_nats::MailJob;
+
+use super::{claimed_email, EmailIndex, EmailTaken, EventRepository};
 
 const INSERT_EVENT: &str = "INSERT INTO events \
     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
@@ -87,40 +89,7 @@ impl PersistedEventRepository for PgEventRepository {
         events: &[SerializedEvent],
         _snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let (jobs, events) = take_outbox(events)?;
-        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
-        for event in &events {
-            let sequence = i64::try_from(event.sequence)
-                .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
-            sqlx::query(INSERT_EVENT)
-                .bind(A::TYPE)
-                .bind(&event.aggregate_id)
-                .bind(sequence)
-                .bind(&event.event_type)
-                .bind(&event.event_version)
-                .bind(&event.payload)
-                .bind(&event.metadata)
-                .execute(&mut *tx)
-                .await
-                .map_err(persistence_error)?;
-            if let Some((email_key, user_id)) = claimed_email(event)? {
-                sqlx::query(RESERVE_EMAIL)
-                    .bind(email_key)
-                    .bind(user_id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(persistence_error)?;
-            }
-        }
-        for job in &jobs {
-            twofold_nats::enqueue(&mut tx, job)
-                .await
-                .map_err(persistence_error)?;
-        }
-        tx.commit().await.map_err(persistence_error)
+        self.commit(events, &[]).await
     }
 
     async fn stream_events<A: Aggregate>(
@@ -151,5 +120,47 @@ impl EmailIndex for PgEventRepository {
                 })
             })
             .transpose()
+    }
+}
+
+impl EventRepository for PgEventRepository {
+    async fn commit(
+        &self,
+        events: &[SerializedEvent],
+        jobs: &[MailJob],
+    ) -> Result<(), PersistenceError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
+        for event in events {
+            let sequence = i64::try_from(event.sequence)
+                .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+            sqlx::query(INSERT_EVENT)
+                .bind(&event.aggregate_type)
+                .bind(&event.aggregate_id)
+                .bind(sequence)
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(&event.payload)
+                .bind(&event.metadata)
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+            if let Some((email_key, user_id)) = claimed_email(event)? {
+                sqlx::query(RESERVE_EMAIL)
+                    .bind(email_key)
+                    .bind(user_id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(persistence_error)?;
+            }
+        }
+        for job in jobs {
+            twofold_nats::enqueue(&mut tx, job)
+                .await
+                .map_err(persistence_error)?;
+        }
+        tx.commit().await.map_err(persistence_error)
     }
 }

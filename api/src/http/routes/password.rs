@@ -2,25 +2,19 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::services::Randomness;
-use twofold_domain::user::{ChangePassword, RequestPasswordReset, ResetPassword};
-use twofold_domain::values::{Email, NewPassword};
-use twofold_domain::{User, UserCommand, UserError, UserEvent};
+use twofold_domain::user::ChangeOutcome;
+use twofold_domain::values::NewPassword;
+use twofold_domain::Actor;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::unknown_user_is_invalid_token;
+use super::as_caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, RequestContext};
 use crate::http::state::AppState;
-
-/// Bytes of randomness in a reset token (256 bits).
-const RESET_TOKEN_BYTES: usize = 32;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -68,44 +62,20 @@ async fn change_password(
     AccessToken(claims): AccessToken,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let command = UserCommand::ChangePassword(ChangePassword {
-        current: request.current_password,
-        new: NewPassword::parse(request.new_password)?,
-        keep_session: claims.sid,
-    });
-    let actor = format!("user:{}", claims.sub);
-    let mail = |user: &User, events: &[UserEvent]| {
-        let changed = events
-            .iter()
-            .any(|event| matches!(event, UserEvent::PasswordChanged { .. }));
-        match user.email() {
-            Some(to) if changed => vec![state.mail.password_changed(
-                claims.sub,
-                to.as_str(),
-                context.request_id(),
-                false,
-            )],
-            _ => Vec::new(),
-        }
-    };
-    let events = state
-        .users
-        .execute(claims.sub, command, context.metadata(actor), &mail)
+    let outcome = state
+        .app
+        .change_password(
+            claims.sub,
+            request.current_password,
+            NewPassword::parse(request.new_password)?,
+            Some(claims.session_id()),
+            &context.metadata(Actor::User(claims.sub)),
+        )
         .await
-        .map_err(unknown_user_is_invalid_token)
-        .inspect_err(|error| {
-            tracing::info!(target: "security", user_id = %claims.sub,
-                code = error.status_and_code().1, "password change refused");
-        })?;
-    if events
-        .iter()
-        .any(|event| matches!(event, UserEvent::PasswordChanged { .. }))
-    {
-        tracing::info!(target: "security", user_id = %claims.sub, "password changed");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        tracing::info!(target: "security", user_id = %claims.sub, "password change refused: wrong current password");
-        Err(ApiError::WrongPassword)
+        .map_err(as_caller)?;
+    match outcome {
+        ChangeOutcome::Changed => Ok(StatusCode::NO_CONTENT),
+        ChangeOutcome::Refused(refusal) => Err(ApiError::Refused(refusal)),
     }
 }
 
@@ -137,51 +107,10 @@ async fn forgot_password(
     context: RequestContext,
     Json(request): Json<ForgotPasswordRequest>,
 ) -> StatusCode {
-    let Ok(email) = Email::parse(&request.email) else {
-        return StatusCode::ACCEPTED;
-    };
-    tokio::spawn(async move {
-        if let Err(error) = issue_reset_token(&state, &context, &email).await {
-            tracing::warn!(error = %error, "password reset not issued");
-        }
-    });
-    StatusCode::ACCEPTED
-}
-
-async fn issue_reset_token(
-    state: &AppState,
-    context: &RequestContext,
-    email: &Email,
-) -> Result<(), ApiError> {
-    let Some(user_id) = state.users.find_by_email(email).await? else {
-        return Ok(());
-    };
-    let rng: &dyn Randomness = state.services.rng.as_ref();
-    let mut bytes = [0u8; RESET_TOKEN_BYTES];
-    rng.fill(&mut bytes);
-    let token = SecretString::from(URL_SAFE_NO_PAD.encode(bytes));
-    let command = UserCommand::RequestPasswordReset(RequestPasswordReset {
-        token: token.clone(),
-    });
-    let mail = |user: &User, _: &[UserEvent]| match user.email() {
-        Some(to) => {
-            vec![state
-                .mail
-                .password_reset(user_id, to.as_str(), context.request_id(), &token)]
-        }
-        None => Vec::new(),
-    };
     state
-        .users
-        .execute(
-            user_id,
-            command,
-            context.metadata("anonymous".to_owned()),
-            &mail,
-        )
-        .await?;
-    tracing::info!(target: "security", %user_id, "password reset requested");
-    Ok(())
+        .app
+        .forgot_password(&request.email, context.metadata(Actor::Anonymous));
+    StatusCode::ACCEPTED
 }
 
 /// A new password, with the emailed reset token.
@@ -226,40 +155,14 @@ async fn reset_password(
     Json(request): Json<ResetPasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
     let new = NewPassword::parse(request.new_password)?;
-    let user_id = match Email::parse(&request.email) {
-        Ok(email) => state.users.find_by_email(&email).await?,
-        Err(_) => None,
-    };
-    let Some(user_id) = user_id else {
-        tracing::info!(target: "security", "password reset refused: unknown account");
-        return Err(UserError::ResetTokenInvalid.into());
-    };
-    let command = UserCommand::ResetPassword(ResetPassword {
-        token: request.token,
-        new,
-    });
-    let mail = |user: &User, _: &[UserEvent]| match user.email() {
-        Some(to) => {
-            vec![state
-                .mail
-                .password_changed(user_id, to.as_str(), context.request_id(), true)]
-        }
-        None => Vec::new(),
-    };
-    if let Err(error) = state
-        .users
-        .execute(
-            user_id,
-            command,
-            context.metadata("anonymous".to_owned()),
-            &mail,
+    state
+        .app
+        .reset_password(
+            &request.email,
+            request.token,
+            new,
+            &context.metadata(Actor::Anonymous),
         )
-        .await
-    {
-        let code = error.status_and_code().1;
-        tracing::info!(target: "security", %user_id, code, "password reset refused");
-        return Err(error);
-    }
-    tracing::info!(target: "security", %user_id, "password reset");
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,19 +7,16 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use twofold_domain::user::{EndOtherSessions, EndSession, SessionEndReason};
 use twofold_domain::values::SessionId;
-use twofold_domain::{UserCommand, UserError};
+use twofold_domain::Actor;
 use twofold_projections::SessionSummary;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::unknown_user_is_invalid_token;
-use crate::app::gateway::no_mail;
+use super::as_caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, Path, RequestContext};
-use crate::http::jwt::Claims;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,25 +24,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(log_out))
         .routes(routes!(list_sessions, end_other_sessions))
         .routes(routes!(end_session))
-}
-
-fn session_of(claims: &Claims) -> Result<SessionId, ApiError> {
-    claims.sid.ok_or(ApiError::InvalidToken)
-}
-
-async fn end(
-    state: &AppState,
-    context: &RequestContext,
-    claims: &Claims,
-    command: UserCommand,
-) -> Result<(), ApiError> {
-    let actor = format!("user:{}", claims.sub);
-    state
-        .users
-        .execute(claims.sub, command, context.metadata(actor), &no_mail)
-        .await
-        .map_err(unknown_user_is_invalid_token)?;
-    Ok(())
 }
 
 /// Ends the caller's session. Logging out of an ended session succeeds too.
@@ -66,24 +44,23 @@ async fn log_out(
     context: RequestContext,
     AccessToken(claims): AccessToken,
 ) -> Result<StatusCode, ApiError> {
-    let command = UserCommand::EndSession(EndSession {
-        session_id: session_of(&claims)?,
-        reason: SessionEndReason::LoggedOut,
-    });
-    match end(&state, &context, &claims, command).await {
-        Ok(()) | Err(ApiError::Domain(UserError::UnknownSession)) => {
-            tracing::info!(target: "security", user_id = %claims.sub, "logged out");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        Err(error) => Err(error),
-    }
+    state
+        .app
+        .log_out(
+            claims.sub,
+            claims.session_id(),
+            &context.metadata(Actor::User(claims.sub)),
+        )
+        .await
+        .map_err(as_caller)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The caller's live sessions.
 #[derive(Serialize, ToSchema)]
 struct SessionsResponse {
     /// The session the calling token belongs to.
-    current_session_id: Option<SessionId>,
+    current_session_id: SessionId,
     /// Oldest first.
     sessions: Vec<SessionSummary>,
 }
@@ -104,9 +81,9 @@ async fn list_sessions(
     State(state): State<AppState>,
     AccessToken(claims): AccessToken,
 ) -> Result<Json<SessionsResponse>, ApiError> {
-    let view = state.directory.sessions(claims.sub).await?;
+    let view = state.app.sessions(claims.sub).await?;
     Ok(Json(SessionsResponse {
-        current_session_id: claims.sid,
+        current_session_id: claims.session_id(),
         sessions: view.sessions,
     }))
 }
@@ -132,12 +109,15 @@ async fn end_session(
     AccessToken(claims): AccessToken,
     Path(session_id): Path<SessionId>,
 ) -> Result<StatusCode, ApiError> {
-    let command = UserCommand::EndSession(EndSession {
-        session_id,
-        reason: SessionEndReason::EndedByUser,
-    });
-    end(&state, &context, &claims, command).await?;
-    tracing::info!(target: "security", user_id = %claims.sub, %session_id, "session ended by the user");
+    state
+        .app
+        .end_session(
+            claims.sub,
+            session_id,
+            &context.metadata(Actor::User(claims.sub)),
+        )
+        .await
+        .map_err(as_caller)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,10 +139,14 @@ async fn end_other_sessions(
     context: RequestContext,
     AccessToken(claims): AccessToken,
 ) -> Result<StatusCode, ApiError> {
-    let command = UserCommand::EndOtherSessions(EndOtherSessions {
-        keep: session_of(&claims)?,
-    });
-    end(&state, &context, &claims, command).await?;
-    tracing::info!(target: "security", user_id = %claims.sub, "other sessions ended");
+    state
+        .app
+        .end_other_sessions(
+            claims.sub,
+            claims.session_id(),
+            &context.metadata(Actor::User(claims.sub)),
+        )
+        .await
+        .map_err(as_caller)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,21 +4,17 @@ use axum::extract::State;
 use axum::response::Response;
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::user::{DeviceSecret, EnableTfa, UseBackupCode, VerifyTfaCode};
-use twofold_domain::{totp, User, UserCommand, UserError, UserEvent};
+use twofold_domain::user::LoginOutcome;
+use twofold_domain::Actor;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::DeviceRequest;
 use super::dto::TokenResponse;
-use super::{
-    caller_enrolment_response, enrolment_mail, new_enrolment, png, unknown_user_is_invalid_token,
-};
-use crate::app::gateway::no_mail;
+use super::{as_caller, enrolment_response, png};
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
-use crate::http::jwt::Claims;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -36,10 +32,6 @@ pub struct LoginTfaQuery {
     /// The 6-digit code of the authenticator app, or the emailed code.
     #[param(value_type = String, example = "123456")]
     tfa_token: SecretString,
-}
-
-fn actor(claims: &Claims) -> String {
-    format!("user:{}", claims.sub)
 }
 
 /// The second login step with a TOTP or emailed code. A wrong code is 403; after 5 the
@@ -69,43 +61,31 @@ async fn login_tfa(
     PreTfaToken(claims): PreTfaToken,
     Query(query): Query<LoginTfaQuery>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let challenge_id = claims.cid.ok_or(ApiError::InvalidToken)?;
-    let command = UserCommand::VerifyTfaCode(VerifyTfaCode {
-        challenge_id,
-        code: query.tfa_token,
-    });
-    let events = match state
-        .users
-        .execute(
+    let outcome = state
+        .app
+        .verify_tfa_code(
             claims.sub,
-            command,
-            context.metadata(actor(&claims)),
-            &no_mail,
+            claims.challenge_id(),
+            query.tfa_token,
+            &context.metadata(Actor::User(claims.sub)),
         )
         .await
-        .map_err(unknown_user_is_invalid_token)
-    {
-        Ok(events) => events,
-        Err(error) => {
-            let code = error.status_and_code().1;
-            tracing::info!(target: "security", user_id = %claims.sub, code, "second factor refused");
-            state.metrics.login("second_factor", code);
-            return Err(error);
-        }
-    };
-    if events
-        .iter()
-        .any(|event| matches!(event, UserEvent::TfaVerified { .. }))
-    {
-        tracing::info!(target: "security", user_id = %claims.sub, "second factor accepted");
-        state.metrics.login("second_factor", "ok");
-        return Ok(Json(TokenResponse::for_session(
-            &state, claims.sub, &events,
-        )?));
+        .map_err(as_caller)?;
+    second_step_answer(&state, outcome)
+}
+
+/// The answer of a second login step.
+fn second_step_answer(
+    state: &AppState,
+    outcome: LoginOutcome,
+) -> Result<Json<TokenResponse>, ApiError> {
+    match outcome {
+        LoginOutcome::LoggedIn(grant) => Ok(Json(TokenResponse::for_session(state, grant)?)),
+        LoginOutcome::Refused(refusal) => Err(ApiError::Refused(refusal)),
+        LoginOutcome::SecondFactorRequired { .. } => Err(ApiError::Internal(
+            "a second login step asked for a second factor".into(),
+        )),
     }
-    tracing::info!(target: "security", user_id = %claims.sub, "second factor refused: wrong code");
-    state.metrics.login("second_factor", "wrong_code");
-    Err(ApiError::WrongTfaCode)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -142,52 +122,17 @@ async fn recover_tfa(
     PreTfaToken(claims): PreTfaToken,
     Query(query): Query<RecoverTfaQuery>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let challenge_id = claims.cid.ok_or(ApiError::InvalidToken)?;
-    let command = UserCommand::UseBackupCode(UseBackupCode {
-        challenge_id,
-        code: query.tfa_backup_token,
-    });
-    let mail = |user: &User, events: &[UserEvent]| {
-        let remaining = events.iter().find_map(|event| match event {
-            UserEvent::BackupCodeConsumed { remaining, .. } => Some(*remaining),
-            _ => None,
-        });
-        match (user.email(), remaining) {
-            (Some(to), Some(remaining)) => vec![state.mail.backup_code_used(
-                claims.sub,
-                to.as_str(),
-                context.request_id(),
-                remaining,
-            )],
-            _ => Vec::new(),
-        }
-    };
-    let events = match state
-        .users
-        .execute(claims.sub, command, context.metadata(actor(&claims)), &mail)
+    let outcome = state
+        .app
+        .use_backup_code(
+            claims.sub,
+            claims.challenge_id(),
+            query.tfa_backup_token,
+            &context.metadata(Actor::User(claims.sub)),
+        )
         .await
-        .map_err(unknown_user_is_invalid_token)
-    {
-        Ok(events) => events,
-        Err(error) => {
-            let code = error.status_and_code().1;
-            tracing::info!(target: "security", user_id = %claims.sub, code, "backup code refused");
-            state.metrics.login("backup_code", code);
-            return Err(error);
-        }
-    };
-    for event in &events {
-        if let UserEvent::BackupCodeConsumed { remaining, .. } = event {
-            tracing::info!(target: "security", user_id = %claims.sub, remaining, "backup code used");
-            state.metrics.login("backup_code", "ok");
-            return Ok(Json(TokenResponse::for_session(
-                &state, claims.sub, &events,
-            )?));
-        }
-    }
-    tracing::info!(target: "security", user_id = %claims.sub, "backup code refused: wrong or used code");
-    state.metrics.login("backup_code", "wrong_code");
-    Err(ApiError::WrongBackupCode)
+        .map_err(as_caller)?;
+    second_step_answer(&state, outcome)
 }
 
 /// The QR code of the caller's authenticator app, again.
@@ -208,19 +153,12 @@ async fn get_my_qrcode(
     State(state): State<AppState>,
     AccessToken(claims): AccessToken,
 ) -> Result<Response, ApiError> {
-    let user = state.users.load(claims.sub).await?;
-    let email = user.email().ok_or(ApiError::InvalidToken)?;
-    let Some(DeviceSecret::CodeGenerator { seed }) = user.tfa_device().map(|device| &device.secret)
-    else {
-        return Err(UserError::NoCodeGenerator.into());
-    };
-    let seed = state
-        .services
-        .sealer
-        .open(seed)
-        .map_err(|_| UserError::SecretUnreadable)?;
-    let uri = totp::otpauth_uri(&state.totp_issuer, email, &seed);
-    Ok(png(crate::http::qr::png(uri).await?))
+    let code = state
+        .app
+        .authenticator_code(claims.sub)
+        .await
+        .map_err(as_caller)?;
+    Ok(png(crate::http::qr::png(code.uri().to_owned()).await?))
 }
 
 /// Turns on the second factor; the backup codes and a notice are emailed.
@@ -245,24 +183,14 @@ async fn enable_tfa(
     AccessToken(claims): AccessToken,
     Json(request): Json<DeviceRequest>,
 ) -> Result<Response, ApiError> {
-    let (enrolment, secrets) = new_enrolment(&state, request.device_type);
-    let command = UserCommand::EnableTfa(EnableTfa { enrolment });
-    let mail = |user: &User, _: &[UserEvent]| match user.email() {
-        Some(to) => enrolment_mail(
-            &state,
+    let code = state
+        .app
+        .enable_tfa(
             claims.sub,
-            to,
-            context.request_id(),
-            &secrets,
             request.device_type,
-        ),
-        None => Vec::new(),
-    };
-    state
-        .users
-        .execute(claims.sub, command, context.metadata(actor(&claims)), &mail)
+            &context.metadata(Actor::User(claims.sub)),
+        )
         .await
-        .map_err(unknown_user_is_invalid_token)?;
-    tracing::info!(target: "security", user_id = %claims.sub, "two-factor authentication enabled");
-    caller_enrolment_response(&state, claims.sub, secrets).await
+        .map_err(as_caller)?;
+    enrolment_response(code).await
 }

@@ -4,13 +4,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use twofold_domain::values::UserId;
-use twofold_domain::UserCommand;
+use twofold_domain::Actor;
 use twofold_projections::UserView;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::gateway::no_mail;
+use crate::app::admin::AdminAction;
 use crate::http::error::ApiError;
 use crate::http::extract::{AdminToken, Json, Path, Query, RequestContext};
 use crate::http::state::AppState;
@@ -76,7 +76,7 @@ async fn list_users(
         });
     }
     let offset = (page.page - 1).saturating_mul(page.per_page);
-    Ok(Json(state.directory.list(offset, page.per_page).await?))
+    Ok(Json(state.app.list_users(offset, page.per_page).await?))
 }
 
 async fn act(
@@ -84,19 +84,12 @@ async fn act(
     context: &RequestContext,
     admin: UserId,
     user: UserId,
-    command: UserCommand,
+    action: AdminAction,
 ) -> Result<StatusCode, ApiError> {
-    let what = format!("{command:?}");
     state
-        .users
-        .execute(
-            user,
-            command,
-            context.metadata(format!("admin:{admin}")),
-            &no_mail,
-        )
+        .app
+        .act_on_user(user, action, &context.metadata(Actor::Admin(admin)))
         .await?;
-    tracing::info!(target: "security", %admin, user_id = %user, action = %what, "admin action");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -122,14 +115,7 @@ async fn lock(
     AdminToken(admin): AdminToken,
     Path(user_id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
-    act(
-        &state,
-        &context,
-        admin.sub,
-        user_id,
-        UserCommand::LockAccount,
-    )
-    .await
+    act(&state, &context, admin.sub, user_id, AdminAction::Lock).await
 }
 
 /// Unlocks an account.
@@ -154,14 +140,7 @@ async fn unlock(
     AdminToken(admin): AdminToken,
     Path(user_id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
-    act(
-        &state,
-        &context,
-        admin.sub,
-        user_id,
-        UserCommand::UnlockAccount,
-    )
-    .await
+    act(&state, &context, admin.sub, user_id, AdminAction::Unlock).await
 }
 
 /// Ends every session of a user.
@@ -191,7 +170,7 @@ async fn end_sessions(
         &context,
         admin.sub,
         user_id,
-        UserCommand::EndAllSessions,
+        AdminAction::EndSessions,
     )
     .await
 }

@@ -107,11 +107,13 @@ async fn rebuild(
     AdminToken(admin): AdminToken,
     Query(params): Query<RebuildParams>,
 ) -> Result<Json<RebuildResult>, ApiError> {
-    let report = crate::app::views::rebuild(&state.views, params.apply)
+    let report = state
+        .app
+        .rebuild_views(params.apply)
         .await
         .map_err(|error| match error {
             RebuildError::Busy => ApiError::Conflict,
-            RebuildError::Store(error) => error.into(),
+            RebuildError::Store(error) => crate::app::AppError::from(error).into(),
             other => ApiError::Internal(Box::new(other)),
         })?;
     tracing::info!(target: "security", admin = %admin.sub, apply = params.apply,
