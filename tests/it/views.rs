@@ -184,11 +184,14 @@ async fn an_admin_rebuilds_the_views_of_the_running_service_over_http() {
     );
 
     let id = user_id(&app, &email).await;
-    sqlx::query("DELETE FROM user_view WHERE view_id = $1")
-        .bind(&id)
-        .execute(app.db.as_ref().unwrap())
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE user_view SET payload = jsonb_set(payload::jsonb, '{is_locked}', 'true')::json \
+         WHERE view_id = $1",
+    )
+    .bind(&id)
+    .execute(app.db.as_ref().unwrap())
+    .await
+    .unwrap();
     let response = rebuild(&admin_token, true).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let report: Value = response.json().await.unwrap();
@@ -199,6 +202,8 @@ async fn an_admin_rebuilds_the_views_of_the_running_service_over_http() {
         "{report}"
     );
     assert_eq!(report["differences"][0]["user"], id.as_str());
-    assert_eq!(report["differences"][0]["live"], "absent");
-    assert_eq!(me(&app, &user_token).await["email"], email.as_str());
+    assert_eq!(report["differences"][0]["field"], "is_locked");
+    assert_eq!(report["differences"][0]["live"], "true");
+    assert_eq!(report["differences"][0]["rebuilt"], "false");
+    assert_eq!(me(&app, &user_token).await["is_locked"], false);
 }
