@@ -77,6 +77,11 @@ fn log(db: &TestDb) -> Arc<dyn EventLog> {
 
 /// The views' projector over `db`, polling every 100 ms.
 pub fn projector_for(db: &TestDb) -> Projector {
+    projector_named(db, VIEWS_PROJECTOR)
+}
+
+/// A projector of the views keeping its checkpoint under `name`.
+fn projector_named(db: &TestDb, name: &str) -> Projector {
     let users = Projection::<UserView>::new(Arc::new(user_views(db)), log(db), no_upcasters());
     let sessions = Projection::<SessionsView>::new(
         Arc::new(PgViewStore::new(db.pool.clone(), SESSION_VIEW_TABLE)),
@@ -84,7 +89,7 @@ pub fn projector_for(db: &TestDb) -> Projector {
         no_upcasters(),
     );
     Projector::new(
-        VIEWS_PROJECTOR,
+        name,
         log(db),
         Arc::new(PgCheckpointStore::new(db.pool.clone())),
         vec![Arc::new(users), Arc::new(sessions)],
@@ -199,7 +204,8 @@ async fn an_event_dispatched_again_or_replayed_by_two_projectors_is_applied_once
     projection.dispatch(&user, &committed).await;
     projection.dispatch(&user, &committed).await;
     settle(&db.pool).await;
-    let (one, other) = (projector_for(&db), projector_for(&db));
+    // Two projectors with checkpoints of their own both replay all three events, at once.
+    let (one, other) = (projector_named(&db, "one"), projector_named(&db, "other"));
     let (first, second) = tokio::join!(one.catch_up(), other.catch_up());
     assert_eq!(first.unwrap(), 3);
     assert_eq!(second.unwrap(), 3);
