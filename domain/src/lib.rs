@@ -4,6 +4,7 @@
 
 pub mod backup_codes;
 pub mod metadata;
+mod rfc3339;
 pub mod services;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
