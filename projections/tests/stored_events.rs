@@ -1,6 +1,6 @@
 //! The log stays readable for ever: real rows stored at event version 1.0 (the fixture in
-//! `fixtures/`, never regenerated) still load, fold into each user's state and project into
-//! the views, exactly as they did when they were written.
+//! `fixtures/`, never regenerated) still load through the domain's upcasters, fold into each
+//! user's state and project into the views, exactly as they did when they were written.
 //!
 //! The views are driven through `View::update` alone, so this holds whatever stores them.
 
@@ -9,11 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cqrs_es::persist::SerializedEvent;
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::{Aggregate, EventEnvelope, View};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use twofold_domain::User;
+use twofold_domain::upcasters::upcast;
+use twofold_domain::user::EVENT_VERSION;
+use twofold_domain::{upcasters, User};
 use twofold_projections::{SessionsView, UserView};
 
 /// Rows of the `events` table as stored at version 1.0.
@@ -53,9 +55,14 @@ fn stored_rows() -> Vec<SerializedEvent> {
         .collect()
 }
 
-/// The rows as a reader of the store gets them: typed events, or the first that does not read.
-fn read(rows: Vec<SerializedEvent>) -> Result<Vec<EventEnvelope<User>>, String> {
+/// The rows as a reader of the store gets them, through `upcasters`: typed events, or the
+/// first that does not read.
+fn read(
+    rows: Vec<SerializedEvent>,
+    upcasters: &[Box<dyn EventUpcaster>],
+) -> Result<Vec<EventEnvelope<User>>, String> {
     rows.into_iter()
+        .map(|row| upcast(upcasters, row))
         .map(|row| {
             let described = format!(
                 "{} {} v{}",
@@ -119,7 +126,7 @@ fn the_fixture_holds_every_event_type_at_version_1_0_in_unbroken_sequences() {
 
 #[test]
 fn events_stored_at_version_1_0_fold_and_project_to_the_expected_results() {
-    let folded = fold(read(stored_rows()).unwrap());
+    let folded = fold(read(stored_rows(), &upcasters()).unwrap());
     let expected: BTreeMap<String, Value> = serde_json::from_str(EXPECTED_V1_0).unwrap();
     assert_eq!(
         folded.keys().collect::<Vec<_>>(),
@@ -129,5 +136,30 @@ fn events_stored_at_version_1_0_fold_and_project_to_the_expected_results() {
         for part in ["state", "user_view", "sessions_view"] {
             assert_eq!(user[part], expected[id][part], "{part} of user {id}");
         }
+    }
+}
+
+#[test]
+fn without_the_upcasters_the_1_0_rows_do_not_read() {
+    assert!(read(stored_rows(), &[]).is_err());
+}
+
+#[test]
+fn through_the_upcasters_every_row_reads_at_the_current_version() {
+    let upcasters = upcasters();
+    for row in stored_rows() {
+        let current = upcast(&upcasters, row);
+        assert_eq!(
+            current.event_version, EVENT_VERSION,
+            "{}",
+            current.event_type
+        );
+        let times = current.payload[&current.event_type]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|value| value.is_array() && value.as_array().unwrap().len() == 9)
+            .count();
+        assert_eq!(times, 0, "{} still holds a 1.0 time", current.event_type);
     }
 }

@@ -6,6 +6,9 @@
 //!
 //! Personal data is fixed and fake (`@example.com`); the dump is checked to hold no password,
 //! seed, code or token in clear.
+//!
+//! Beside it, a test that the service keeps working on a log written at version 1.0: the
+//! fixture's rows, loaded into a fresh database, are read through the upcasters.
 
 use std::collections::BTreeSet;
 
@@ -519,4 +522,68 @@ async fn a_journey_records_every_event_type_for_the_stored_events_fixture() {
         .unwrap_or_else(|| std::env::temp_dir().join("twofold-events-fixture.json"));
     std::fs::write(&out, text).unwrap();
     eprintln!("{} rows written to {}", rows.len(), out.display());
+}
+
+/// The committed fixture: rows the service stored at event version 1.0.
+const EVENTS_V1_0: &str = include_str!("../../projections/tests/fixtures/events-v1.0.json");
+
+#[tokio::test]
+async fn a_user_whose_log_was_written_at_version_1_0_logs_in_after_the_upgrade() {
+    let app = spawn_app(Store::Postgres).await;
+    let db = app.db.as_ref().unwrap();
+    let rows: Vec<Value> = serde_json::from_str(EVENTS_V1_0).unwrap();
+    let alan = rows
+        .iter()
+        .find(|row| row["payload"]["SignedUp"]["email"] == "alan@example.com")
+        .map(|row| row["aggregate_id"].as_str().unwrap().to_owned())
+        .unwrap();
+    for row in rows
+        .iter()
+        .filter(|row| row["aggregate_id"] == alan.as_str())
+    {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz)",
+        )
+        .bind(row["aggregate_type"].as_str())
+        .bind(row["aggregate_id"].as_str())
+        .bind(row["sequence"].as_i64())
+        .bind(row["event_type"].as_str())
+        .bind(row["event_version"].as_str())
+        .bind(&row["payload"])
+        .bind(&row["metadata"])
+        .bind(row["recorded_at"].as_str())
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    sqlx::query("INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)")
+        .bind("alan@example.com")
+        .bind(&alan)
+        .execute(db)
+        .await
+        .unwrap();
+
+    // His password (reset in the fixture; its lock long expired) opens a session, and a
+    // second login reads his log of 1.0 and new events together.
+    app.login_expecting("alan@example.com", StatusCode::OK)
+        .await;
+    app.login_expecting("alan@example.com", StatusCode::OK)
+        .await;
+
+    let added: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT event_version, payload FROM events \
+         WHERE aggregate_id = $1 AND event_version <> '1.0' ORDER BY sequence",
+    )
+    .bind(&alan)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert_eq!(added.len(), 4, "two LoggedIn and two SessionStarted");
+    for (version, payload) in added {
+        assert_eq!(version, "2.0");
+        let body = payload.as_object().unwrap().values().next().unwrap();
+        assert!(body["at"].as_str().unwrap().ends_with('Z'), "{payload}");
+    }
 }

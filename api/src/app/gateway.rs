@@ -101,7 +101,8 @@ impl<R: PersistedEventRepository> CommandGateway<R> {
         services: UserServices,
     ) -> Self {
         Self {
-            store: PersistedEventStore::new_event_store(repository),
+            store: PersistedEventStore::new_event_store(repository)
+                .with_upcasters(twofold_domain::upcasters()),
             index,
             queries,
             services,

@@ -3,7 +3,8 @@ use cqrs_es::DomainEvent;
 use super::*;
 use crate::user::{Factor, EVENT_VERSION};
 
-fn one_of_each() -> Vec<UserEvent> {
+/// One event of every type, each with the times it carries.
+pub(super) fn one_of_each() -> Vec<UserEvent> {
     vec![
         signed_up(),
         code_generator_enabled(),
@@ -74,11 +75,30 @@ fn one_of_each() -> Vec<UserEvent> {
         UserEvent::AccountLocked { at: at(5) },
         UserEvent::AccountUnlocked { at: at(6) },
         UserEvent::AdminGranted { at: at(0) },
+        UserEvent::TfaDeviceChanged {
+            device: Device {
+                id: DeviceId::from_uuid(nth_uuid(3)),
+                secret: DeviceSecret::Email,
+            },
+            backup_codes: backup_digests(),
+            at: at(7),
+        },
+        UserEvent::SignUpAttempted { at: at(8) },
+        UserEvent::SeedResealed {
+            seed: SealedSecret {
+                key_id: "new".to_owned(),
+                ciphertext: hex(SEED),
+            },
+            at: at(9),
+        },
     ]
 }
 
 #[test]
 fn every_event_is_stored_under_its_event_type_and_reads_back_unchanged() {
+    let types: std::collections::BTreeSet<String> =
+        one_of_each().iter().map(DomainEvent::event_type).collect();
+    assert_eq!(types.len(), 24, "one of each type");
     for event in one_of_each() {
         let json = serde_json::to_value(&event).unwrap();
         let tag = json.as_object().unwrap().keys().next().unwrap().clone();

@@ -13,6 +13,7 @@ mod sessions;
 mod signup;
 mod tfa;
 mod throttle;
+mod upcasters;
 
 use cqrs_es::test::TestFramework;
 use secrecy::{SecretSlice, SecretString};
