@@ -9,6 +9,7 @@ mod login;
 mod manage;
 mod outcome;
 mod password;
+mod proofs;
 mod sessions;
 mod signup;
 mod tfa;
