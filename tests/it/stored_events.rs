@@ -419,39 +419,17 @@ async fn barbara(app: &TestApp, secrets: &mut Secrets) {
 
 /// Every row of the `events` table, in commit order, as the fixture stores them.
 async fn dump(app: &TestApp) -> Vec<Value> {
-    let rows: Vec<(String, String, i64, String, String, Value, Value, String)> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
-         metadata, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+    sqlx::query_scalar(
+        "SELECT json_build_object('aggregate_type', aggregate_type, \
+         'aggregate_id', aggregate_id, 'sequence', sequence, 'event_type', event_type, \
+         'event_version', event_version, 'payload', payload, 'metadata', metadata, \
+         'recorded_at', \
+         to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) \
          FROM events ORDER BY recorded_at, aggregate_id, sequence",
     )
     .fetch_all(app.db.as_ref().unwrap())
     .await
-    .unwrap();
-    rows.into_iter()
-        .map(
-            |(
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_type,
-                event_version,
-                payload,
-                metadata,
-                recorded_at,
-            )| {
-                json!({
-                    "aggregate_type": aggregate_type,
-                    "aggregate_id": aggregate_id,
-                    "sequence": sequence,
-                    "event_type": event_type,
-                    "event_version": event_version,
-                    "payload": payload,
-                    "metadata": metadata,
-                    "recorded_at": recorded_at,
-                })
-            },
-        )
-        .collect()
+    .unwrap()
 }
 
 #[tokio::test]
