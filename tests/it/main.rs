@@ -19,6 +19,7 @@ mod openapi;
 mod password;
 mod secrets;
 mod sessions;
+mod stored_events;
 mod tfa_manage;
 mod throttle;
 mod tokens;

@@ -74,7 +74,8 @@ impl<R: EventRepository> CommandGateway<R> {
         services: UserServices,
     ) -> Self {
         Self {
-            store: PersistedEventStore::new_event_store(repository.clone()),
+            store: PersistedEventStore::new_event_store(repository.clone())
+                .with_upcasters(twofold_domain::upcasters()),
             repository,
             mail,
             queries,

@@ -11,6 +11,7 @@ mod login;
 mod manage;
 mod outcome;
 mod password;
+mod proofs;
 mod sessions;
 mod signup;
 #[cfg(test)]

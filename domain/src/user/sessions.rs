@@ -46,7 +46,9 @@ pub enum SessionEndReason {
 pub(super) struct Session {
     pub(super) id: SessionId,
     pub(super) current: RefreshTokenId,
+    #[serde(with = "crate::rfc3339::option_pair")]
     pub(super) previous: Option<(RefreshTokenId, OffsetDateTime)>,
+    #[serde(with = "time::serde::rfc3339")]
     pub(super) expires_at: OffsetDateTime,
 }
 
