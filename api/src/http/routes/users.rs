@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use twofold_domain::values::UserId;
-use twofold_domain::Actor;
+use twofold_domain::{Actor, UserError};
 use twofold_projections::UserView;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use crate::app::admin::AdminAction;
 use crate::http::error::ApiError;
 use crate::http::extract::{AdminToken, Json, Path, Query, RequestContext};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 /// Users per page unless `per_page` says otherwise, and the most one page may hold.
@@ -48,6 +49,13 @@ fn default_per_page() -> u64 {
     DEFAULT_PER_PAGE
 }
 
+problems!(
+    /// What `list_users` can answer besides what its inputs and token imply.
+    ListUsersProblems:
+        ApiError::AdminOnly,
+        ApiError::unavailable(),
+);
+
 /// One page of users, ordered by email (`?page=1&per_page=100`; the original had no paging
 /// and its clients get the first 100).
 #[utoipa::path(
@@ -58,8 +66,7 @@ fn default_per_page() -> u64 {
     params(Page),
     responses(
         (status = 200, description = "One page of users.", body = Vec<UserView>),
-        (status = 403, description = "`auth.admin_only`"),
-        (status = 503, description = "`service.unavailable`"),
+        ListUsersProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -93,6 +100,15 @@ async fn act(
     Ok(StatusCode::NO_CONTENT)
 }
 
+problems!(
+    /// What `lock` can answer besides what its inputs and token imply.
+    LockProblems:
+        ApiError::AdminOnly,
+        UserError::UnknownUser,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
 /// Locks an account: no login completes and every session ends until it is unlocked.
 #[utoipa::path(
     post,
@@ -102,10 +118,7 @@ async fn act(
     params(("user_id" = uuid::Uuid, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Done."),
-        (status = 403, description = "`auth.admin_only`"),
-        (status = 404, description = "`user.not_found`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        LockProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -118,6 +131,15 @@ async fn lock(
     act(&state, &context, admin.sub, user_id, AdminAction::Lock).await
 }
 
+problems!(
+    /// What `unlock` can answer besides what its inputs and token imply.
+    UnlockProblems:
+        ApiError::AdminOnly,
+        UserError::UnknownUser,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
 /// Unlocks an account.
 #[utoipa::path(
     post,
@@ -127,10 +149,7 @@ async fn lock(
     params(("user_id" = uuid::Uuid, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Done."),
-        (status = 403, description = "`auth.admin_only`"),
-        (status = 404, description = "`user.not_found`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        UnlockProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -143,6 +162,15 @@ async fn unlock(
     act(&state, &context, admin.sub, user_id, AdminAction::Unlock).await
 }
 
+problems!(
+    /// What `end_sessions` can answer besides what its inputs and token imply.
+    EndSessionsProblems:
+        ApiError::AdminOnly,
+        UserError::UnknownUser,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
 /// Ends every session of a user.
 #[utoipa::path(
     delete,
@@ -152,10 +180,7 @@ async fn unlock(
     params(("user_id" = uuid::Uuid, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Done."),
-        (status = 403, description = "`auth.admin_only`"),
-        (status = 404, description = "`user.not_found`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        EndSessionsProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
