@@ -34,9 +34,9 @@ use crate::app::{App, Parts, Settings};
 use crate::config::{Checked, Config, ConfigProblems, Keys};
 use crate::http::jwt::TokenService;
 use crate::http::rate_limit::ClientRateLimit;
-use crate::http::routes::Readiness;
 use crate::http::state::AppState;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::telemetry::REQUEST_ID_HEADER;
 
 /// Largest request body accepted; every Twofold request is a few hundred bytes.
