@@ -246,5 +246,6 @@ fn command_name(command: &UserCommand) -> &'static str {
         UserCommand::EndAllSessions => "end_all_sessions",
         UserCommand::ResealSecrets => "reseal_secrets",
         UserCommand::NoteSignUpAttempt => "note_sign_up_attempt",
+        UserCommand::RecordAuditRead(_) => "record_audit_read",
     }
 }

@@ -145,7 +145,8 @@ impl MailPolicy {
                 | UserEvent::AccountLocked { .. }
                 | UserEvent::AccountUnlocked { .. }
                 | UserEvent::AdminGranted { .. }
-                | UserEvent::SeedResealed { .. } => {}
+                | UserEvent::SeedResealed { .. }
+                | UserEvent::AuditTrailRead { .. } => {}
             }
         }
         Ok(jobs)

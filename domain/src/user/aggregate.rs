@@ -161,6 +161,9 @@ impl Aggregate for User {
             UserCommand::EndAllSessions => self.end_all_sessions_by_admin(services, sink).await,
             UserCommand::ResealSecrets => self.reseal_secrets(services, sink).await,
             UserCommand::NoteSignUpAttempt => self.note_sign_up_attempt(services, sink).await,
+            UserCommand::RecordAuditRead(scope) => {
+                self.record_audit_read(scope, services, sink).await
+            }
         }
     }
 
@@ -334,6 +337,8 @@ impl Aggregate for User {
                 self.is_admin = true;
             }
             UserEvent::SignUpAttempted { at } => self.last_sign_up_notice = Some(at),
+            // A read changes nothing of the user; it is kept for the record.
+            UserEvent::AuditTrailRead { .. } => {}
             UserEvent::SeedResealed { seed, .. } => {
                 if let Some(tfa) = self.tfa.as_mut() {
                     tfa.device.secret = DeviceSecret::CodeGenerator { seed };

@@ -285,6 +285,28 @@ pub enum UserEvent {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// Someone other than the user read the user's audit trail; the metadata names who and
+    /// in which request, so that the auditors are audited too. Since version 2.0.
+    AuditTrailRead {
+        /// What was read.
+        scope: AuditScope,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+}
+
+/// What part of a user's audit trail was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AuditScope {
+    /// The stored events, with their metadata.
+    Events,
+    /// The user's state as of an instant, folded from the events.
+    StateAsOf,
+    /// The readable timeline of the events (`twofold audit history`).
+    Timeline,
 }
 
 impl DomainEvent for UserEvent {
@@ -313,6 +335,7 @@ impl DomainEvent for UserEvent {
             Self::AccountUnlocked { .. } => "AccountUnlocked",
             Self::AdminGranted { .. } => "AdminGranted",
             Self::SeedResealed { .. } => "SeedResealed",
+            Self::AuditTrailRead { .. } => "AuditTrailRead",
             Self::SignUpAttempted { .. } => "SignUpAttempted",
         };
         name.to_owned()

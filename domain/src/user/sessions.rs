@@ -23,6 +23,7 @@ pub const MAX_SESSIONS: usize = 100;
 
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionEndReason {
     /// The user logged out of it.

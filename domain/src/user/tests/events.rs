@@ -1,7 +1,7 @@
 use cqrs_es::DomainEvent;
 
 use super::*;
-use crate::user::{Factor, EVENT_VERSION};
+use crate::user::{AuditScope, Factor, EVENT_VERSION};
 
 /// One event of every type, each with the times it carries.
 pub(super) fn one_of_each() -> Vec<UserEvent> {
@@ -91,14 +91,35 @@ pub(super) fn one_of_each() -> Vec<UserEvent> {
             },
             at: at(9),
         },
+        UserEvent::AuditTrailRead {
+            scope: AuditScope::Events,
+            at: at(10),
+        },
     ]
+}
+
+/// One event of each type that existed at version 1.0 (and so may be stored in that shape).
+pub(super) fn one_of_each_stored_at_1_0() -> Vec<UserEvent> {
+    one_of_each()
+        .into_iter()
+        .filter(|event| {
+            crate::upcasters::TIME_FIELDS_V1_0
+                .iter()
+                .any(|(event_type, _)| *event_type == event.event_type())
+        })
+        .collect()
 }
 
 #[test]
 fn every_event_is_stored_under_its_event_type_and_reads_back_unchanged() {
     let types: std::collections::BTreeSet<String> =
         one_of_each().iter().map(DomainEvent::event_type).collect();
-    assert_eq!(types.len(), 24, "one of each type");
+    assert_eq!(types.len(), 25, "one of each type");
+    assert_eq!(
+        one_of_each_stored_at_1_0().len(),
+        24,
+        "one of each 1.0 type"
+    );
     for event in one_of_each() {
         let json = serde_json::to_value(&event).unwrap();
         let tag = json.as_object().unwrap().keys().next().unwrap().clone();

@@ -6,7 +6,7 @@ use cqrs_es::persist::SerializedEvent;
 use cqrs_es::DomainEvent;
 use serde_json::{json, Value};
 
-use super::events::one_of_each;
+use super::events::one_of_each_stored_at_1_0;
 use super::*;
 use crate::upcasters::{upcast, upcasters, TIME_FIELDS_V1_0};
 use crate::user::EVENT_VERSION;
@@ -80,7 +80,7 @@ fn a_1_0_time_is_the_nine_numbers_of_the_time_crate_and_reads_as_the_same_instan
 #[test]
 fn every_event_type_stored_at_1_0_reads_back_as_the_event_it_was() {
     let upcasters = upcasters();
-    for event in one_of_each() {
+    for event in one_of_each_stored_at_1_0() {
         let stored = stored_at_v1_0(&event);
         assert!(read(stored.clone()).is_err(), "1.0 needs the upcaster");
         let current = upcast(&upcasters, stored);
@@ -98,7 +98,7 @@ fn the_upcaster_rewrites_exactly_the_fields_that_are_times_in_every_event_type()
             ((*event_type).to_owned(), fields)
         })
         .collect();
-    let found: BTreeSet<(String, BTreeSet<String>)> = one_of_each()
+    let found: BTreeSet<(String, BTreeSet<String>)> = one_of_each_stored_at_1_0()
         .iter()
         .map(|event| (event.event_type(), rfc3339_fields(event)))
         .collect();
@@ -108,7 +108,7 @@ fn the_upcaster_rewrites_exactly_the_fields_that_are_times_in_every_event_type()
 #[test]
 fn an_event_of_the_current_version_is_read_as_it_is() {
     let upcasters = upcasters();
-    for event in one_of_each() {
+    for event in one_of_each_stored_at_1_0() {
         let payload = serde_json::to_value(&event).unwrap();
         let stored = row(event.event_type(), EVENT_VERSION, payload.clone());
         assert_eq!(upcast(&upcasters, stored).payload, payload);
