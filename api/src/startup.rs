@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
 use twofold_nats::{MailJob, MailSealer, OutboxRelay, Topology};
+use twofold_projections::chain::{self, ChainKey};
 use twofold_projections::{
     MemUserDirectory, MemViewRepository, PgUserDirectory, Projection, SessionsView, UserDirectory,
     UserView, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
@@ -70,6 +71,21 @@ pub fn services(config: &Config, keys: &Keys) -> anyhow::Result<(UserServices, A
         rng: Arc::new(OsRandomness),
     };
     Ok((services, hasher))
+}
+
+/// Chains, once, the events stored before the event chain existed, with the current sealing
+/// key's chain key: before anything appends to them (see `twofold_projections::chain`).
+pub async fn chain_older_events(pool: &PgPool, keys: &Keys) -> anyhow::Result<()> {
+    let chained = chain::chain_events_from_before_the_chain(pool, &keys.sealing.chain_key())
+        .await
+        .context("chaining the events stored before the event chain existed failed")?;
+    if chained > 0 {
+        tracing::info!(
+            events = chained,
+            "events stored before the event chain are now chained"
+        );
+    }
+    Ok(())
 }
 
 /// Connects to Postgres and applies the migrations.
@@ -171,6 +187,8 @@ pub struct Adapters {
     pub mail_sealer: MailSealer,
     /// Queues the emails no command causes.
     pub mail_queue: Arc<dyn MailQueue>,
+    /// Chains the events the Postgres store writes (tamper evidence).
+    pub chain_key: Arc<ChainKey>,
 }
 
 /// The use cases over `store`, recording command latency, logins and lockouts into `metrics`.
@@ -194,7 +212,7 @@ pub fn app(store: &Store, adapters: Adapters, settings: Settings, metrics: &Metr
                 ),
             );
             let gateway = CommandGateway::new(
-                PgEventRepository::new(pool.clone()),
+                PgEventRepository::new(pool.clone(), Arc::clone(&adapters.chain_key)),
                 policy(),
                 vec![
                     Box::new(Projection::new(views)),
@@ -259,6 +277,7 @@ async fn mail_path(
     match pool {
         Some(pool) => {
             migrate(&pool).await?;
+            chain_older_events(&pool, keys).await?;
             let nats_url = config
                 .nats_url
                 .as_deref()
@@ -330,6 +349,7 @@ impl Application {
             services,
             hasher,
             mail_sealer: keys.sealing.mail_sealer(),
+            chain_key: Arc::new(keys.sealing.chain_key()),
             mail_queue: mail.queue,
         };
         let app = app(&mail.store, adapters, settings(&config), &metrics);

@@ -1,6 +1,7 @@
 //! Twofold read models: views projected from `User` events, the projection that keeps them
 //! current, and their Postgres and in-memory repositories.
 
+pub mod chain;
 mod directory;
 mod history;
 mod memory;
