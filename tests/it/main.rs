@@ -4,6 +4,7 @@
 // Test code: any step that fails should fail the test at once, helpers included.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod concurrency;
 mod enumeration;
 mod errors;

@@ -52,6 +52,8 @@ pub trait Users: Send + Sync {
     async fn load(&self, id: UserId) -> Result<User, AppError>;
     /// The user who owns `email`, in any letter case.
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError>;
+    /// Every event of user `id`, in sequence order, read through the upcasters.
+    async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError>;
 }
 
 /// The gateway over an event repository `R`.
@@ -211,6 +213,10 @@ impl<R: EventRepository> Users for CommandGateway<R> {
 
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError> {
         Ok(self.repository.find_user(email).await?)
+    }
+
+    async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError> {
+        Ok(self.store.load_events(&id.to_string()).await?)
     }
 }
 
