@@ -7,6 +7,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod operator;
+pub mod readiness;
 pub mod startup;
 pub mod telemetry;
 

@@ -27,10 +27,12 @@ async fn app(config: &Config, what: &str) -> anyhow::Result<(Arc<App>, PgPool)> 
     };
     let (services, hasher) = startup::services(config, &keys)?;
     let pool = startup::connect(database_url, 2).await?;
+    startup::chain_older_events(&pool, &keys).await?;
     let adapters = Adapters {
         services,
         hasher,
         mail_sealer: keys.sealing.mail_sealer(),
+        chain_key: Arc::new(keys.sealing.chain_key()),
         mail_queue: Arc::new(OutboxMailQueue::queue_only(pool.clone())),
     };
     let store = Store::Postgres(pool.clone());

@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
 use twofold_nats::{MailJob, MailSealer, OutboxRelay, Topology};
+use twofold_projections::chain::{self, ChainKey};
 use twofold_projections::log::{EventLog, PgEventLog};
 use twofold_projections::{
     CheckpointStore, Follower, MemCheckpointStore, MemUserDirectory, MemViewStore,
@@ -37,9 +38,9 @@ use crate::app::{App, Parts, Settings};
 use crate::config::{Checked, Config, ConfigProblems, Keys};
 use crate::http::jwt::TokenService;
 use crate::http::rate_limit::ClientRateLimit;
-use crate::http::routes::Readiness;
 use crate::http::state::AppState;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::telemetry::REQUEST_ID_HEADER;
 
 /// Largest request body accepted; every Twofold request is a few hundred bytes.
@@ -74,6 +75,21 @@ pub fn services(config: &Config, keys: &Keys) -> anyhow::Result<(UserServices, A
         rng: Arc::new(OsRandomness),
     };
     Ok((services, hasher))
+}
+
+/// Chains, once, the events stored before the event chain existed, with the current sealing
+/// key's chain key: before anything appends to them (see `twofold_projections::chain`).
+pub async fn chain_older_events(pool: &PgPool, keys: &Keys) -> anyhow::Result<()> {
+    let chained = chain::chain_events_from_before_the_chain(pool, &keys.sealing.chain_key())
+        .await
+        .context("chaining the events stored before the event chain existed failed")?;
+    if chained > 0 {
+        tracing::info!(
+            events = chained,
+            "events stored before the event chain are now chained"
+        );
+    }
+    Ok(())
 }
 
 /// Connects to Postgres and applies the migrations.
@@ -175,6 +191,8 @@ pub struct Adapters {
     pub mail_sealer: MailSealer,
     /// Queues the emails no command causes.
     pub mail_queue: Arc<dyn MailQueue>,
+    /// Chains the events the Postgres store writes (tamper evidence).
+    pub chain_key: Arc<ChainKey>,
 }
 
 /// The projections of both views over `log`, kept in `users` and `sessions`: the gateway
@@ -232,7 +250,7 @@ fn composed(
                 Arc::new(PgCheckpointStore::new(pool.clone())),
             );
             let gateway = CommandGateway::new(
-                PgEventRepository::new(pool.clone()),
+                PgEventRepository::new(pool.clone(), Arc::clone(&adapters.chain_key)),
                 policy(),
                 queries,
                 services,
@@ -306,6 +324,7 @@ async fn mail_path(
     match pool {
         Some(pool) => {
             migrate(&pool).await?;
+            chain_older_events(&pool, keys).await?;
             let nats_url = config
                 .nats_url
                 .as_deref()
@@ -377,6 +396,7 @@ impl Application {
             services,
             hasher,
             mail_sealer: keys.sealing.mail_sealer(),
+            chain_key: Arc::new(keys.sealing.chain_key()),
             mail_queue: mail.queue,
         };
         let (app, projector) = composed(&mail.store, adapters, settings(&config), &metrics);

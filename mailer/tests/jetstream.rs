@@ -16,6 +16,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{kv, Context};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use twofold_domain::values::{DeviceType, Email, UserId};
 use twofold_mailer::{Mailer, MailerSettings, MailerStats, Transport, FAILURE_HEADER, UNPARSEABLE};
 use twofold_nats::{Mail, MailJob, MailSealer, TaskState, TaskStatus, Topology};
 use uuid::Uuid;
@@ -206,8 +207,8 @@ const RECIPIENT: &str = "ada@example.com";
 fn job(mail: Mail) -> MailJob {
     MailJob {
         id: Uuid::new_v4(),
-        owner: Uuid::new_v4(),
-        to: RECIPIENT.to_owned(),
+        owner: UserId::new_random(),
+        to: Email::parse(RECIPIENT).unwrap(),
         request_id: Some(format!("req-{}", Uuid::new_v4().simple())),
         mail,
     }
@@ -275,7 +276,7 @@ async fn published_jobs_are_each_delivered_once_and_recorded_as_success() {
         login_code.clone(),
         job(Mail::Test),
         job(Mail::TfaEnabled {
-            device_type: "email".to_owned(),
+            device_type: DeviceType::Email,
         }),
         job(Mail::BackupCodeUsed { remaining: 4 }),
     ];
@@ -407,7 +408,10 @@ async fn a_failing_transport_is_retried_then_dead_lettered_without_logging_the_c
         && line.contains("login_code")
         && line.contains("dead-lettered")));
     assert!(!logs.contains(code), "a log line holds the code");
-    assert!(!logs.contains(&doomed.to), "a log line holds the address");
+    assert!(
+        !logs.contains(doomed.to.as_str()),
+        "a log line holds the address"
+    );
     nats.clean_up().await;
 }
 

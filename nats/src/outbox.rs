@@ -40,7 +40,7 @@ pub async fn enqueue(connection: &mut PgConnection, job: &MailJob) -> sqlx::Resu
         .await?;
     sqlx::query("INSERT INTO mail_tasks (id, owner) VALUES ($1, $2)")
         .bind(job.id)
-        .bind(job.owner)
+        .bind(job.owner.as_uuid())
         .execute(&mut *connection)
         .await?;
     sqlx::query("SELECT pg_notify($1, '')")

@@ -1,8 +1,10 @@
 //! Twofold read models: views projected from `User` events, the projection that keeps them
 //! current, and their Postgres and in-memory stores; the event log read in commit order, the
-//! catch-up projector that follows it, and the rebuild that replays it.
+//! catch-up projector that follows it, the rebuild that replays it, and its tamper evidence.
 
+pub mod chain;
 mod directory;
+mod history;
 pub mod log;
 mod projection;
 mod projector;
@@ -14,6 +16,7 @@ mod user_view;
 pub use directory::{
     MemUserDirectory, PgUserDirectory, UserDirectory, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
 };
+pub use history::{history_entry, HistoryEntry, HistoryFactor, HistoryType, Initiator};
 pub use projection::{Follower, ProjectedView, Projection, UserBatch};
 pub use projector::{
     by_user, CheckpointStore, MemCheckpointStore, PgCheckpointStore, Projector, POLL_INTERVAL,

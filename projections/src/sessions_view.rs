@@ -61,7 +61,8 @@ impl ProjectedView for SessionsView {
             | UserEvent::SecondFactorConfirmed { .. }
             | UserEvent::BackupCodesRegenerated { .. }
             | UserEvent::SeedResealed { .. }
-            | UserEvent::SignUpAttempted { .. } => false,
+            | UserEvent::SignUpAttempted { .. }
+            | UserEvent::AuditTrailRead { .. } => false,
         }
     }
 }

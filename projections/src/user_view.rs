@@ -61,7 +61,8 @@ impl crate::ProjectedView for UserView {
             | UserEvent::SecondFactorConfirmed { .. }
             | UserEvent::BackupCodesRegenerated { .. }
             | UserEvent::SeedResealed { .. }
-            | UserEvent::SignUpAttempted { .. } => false,
+            | UserEvent::SignUpAttempted { .. }
+            | UserEvent::AuditTrailRead { .. } => false,
         }
     }
 }
@@ -109,7 +110,8 @@ impl View<User> for UserView {
             | UserEvent::SecondFactorConfirmed { .. }
             | UserEvent::BackupCodesRegenerated { .. }
             | UserEvent::SeedResealed { .. }
-            | UserEvent::SignUpAttempted { .. } => {}
+            | UserEvent::SignUpAttempted { .. }
+            | UserEvent::AuditTrailRead { .. } => {}
         }
     }
 }

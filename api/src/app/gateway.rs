@@ -52,6 +52,8 @@ pub trait Users: Send + Sync {
     async fn load(&self, id: UserId) -> Result<User, AppError>;
     /// The user who owns `email`, in any letter case.
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError>;
+    /// Every event of user `id`, in sequence order, read through the upcasters.
+    async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError>;
 }
 
 /// The gateway over an event repository `R`.
@@ -74,7 +76,8 @@ impl<R: EventRepository> CommandGateway<R> {
         services: UserServices,
     ) -> Self {
         Self {
-            store: PersistedEventStore::new_event_store(repository.clone()),
+            store: PersistedEventStore::new_event_store(repository.clone())
+                .with_upcasters(twofold_domain::upcasters()),
             repository,
             mail,
             queries,
@@ -211,6 +214,10 @@ impl<R: EventRepository> Users for CommandGateway<R> {
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError> {
         Ok(self.repository.find_user(email).await?)
     }
+
+    async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError> {
+        Ok(self.store.load_events(&id.to_string()).await?)
+    }
 }
 
 /// The metric label of a locked factor.
@@ -245,5 +252,6 @@ fn command_name(command: &UserCommand) -> &'static str {
         UserCommand::EndAllSessions => "end_all_sessions",
         UserCommand::ResealSecrets => "reseal_secrets",
         UserCommand::NoteSignUpAttempt => "note_sign_up_attempt",
+        UserCommand::RecordAuditRead(_) => "record_audit_read",
     }
 }

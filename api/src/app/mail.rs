@@ -57,8 +57,8 @@ impl Recipient<'_> {
     fn job(&self, mail: Mail) -> MailJob {
         MailJob {
             id: Uuid::new_v4(),
-            owner: self.owner.as_uuid(),
-            to: self.to.as_str().to_owned(),
+            owner: self.owner,
+            to: self.to.clone(),
             request_id: self.request_id.map(str::to_owned),
             mail,
         }
@@ -87,13 +87,7 @@ impl Recipient<'_> {
 
     /// The security notice that two-factor authentication was turned on.
     pub fn tfa_enabled(&self, device_type: DeviceType) -> MailJob {
-        let device_type = match device_type {
-            DeviceType::Email => "email",
-            DeviceType::CodeGenerator => "code_generator",
-        };
-        self.job(Mail::TfaEnabled {
-            device_type: device_type.to_owned(),
-        })
+        self.job(Mail::TfaEnabled { device_type })
     }
 
     /// The security notice that two-factor authentication was turned off.
@@ -247,7 +241,7 @@ impl InProcessMailQueue {
         let worker_tasks = Arc::clone(&tasks);
         tokio::spawn(async move {
             while let Some(job) = receiver.recv().await {
-                let owner = UserId::from_uuid(job.owner);
+                let owner = job.owner;
                 record(&worker_tasks, job.id, owner, TaskState::Pending);
                 let template = job.mail.template();
                 let state = match sender.send(&job, &sealer).await {
@@ -284,12 +278,7 @@ fn record(tasks: &Mutex<Tasks>, id: Uuid, owner: UserId, state: TaskState) {
 #[async_trait]
 impl MailQueue for InProcessMailQueue {
     async fn enqueue(&self, job: MailJob) -> Result<(), AppError> {
-        record(
-            &self.tasks,
-            job.id,
-            UserId::from_uuid(job.owner),
-            TaskState::Pending,
-        );
+        record(&self.tasks, job.id, job.owner, TaskState::Pending);
         self.jobs
             .send(job)
             .map_err(|error| AppError::Internal(Box::new(error)))

@@ -145,7 +145,8 @@ impl MailPolicy {
                 | UserEvent::AccountLocked { .. }
                 | UserEvent::AccountUnlocked { .. }
                 | UserEvent::AdminGranted { .. }
-                | UserEvent::SeedResealed { .. } => {}
+                | UserEvent::SeedResealed { .. }
+                | UserEvent::AuditTrailRead { .. } => {}
             }
         }
         Ok(jobs)
@@ -158,8 +159,8 @@ mod tests {
     use time::OffsetDateTime;
     use twofold_domain::user::{Device, DeviceSecret, Factor, SessionEndReason, ThrottledFactor};
     use twofold_domain::values::{
-        ChallengeId, DeviceId, Email, FullName, KeyedDigest, PasswordHash, RefreshTokenId,
-        SealedSecret, SessionId, UserId,
+        ChallengeId, DeviceId, DeviceType, Email, FullName, KeyedDigest, PasswordHash,
+        RefreshTokenId, SealedSecret, SessionId, UserId,
     };
     use twofold_nats::{Mail, MailSealer};
 
@@ -252,8 +253,8 @@ mod tests {
     /// The templates of `jobs`, each checked to go to the user with the request id.
     fn templates(jobs: &[MailJob]) -> Vec<&'static str> {
         for job in jobs {
-            assert_eq!(job.to, ADDRESS);
-            assert_eq!(job.owner, user_id().as_uuid());
+            assert_eq!(job.to.as_str(), ADDRESS);
+            assert_eq!(job.owner, user_id());
             assert_eq!(job.request_id.as_deref(), Some("req-1"));
         }
         jobs.iter().map(|job| job.mail.template()).collect()
@@ -294,9 +295,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(templates(&sent), ["backup_codes", "tfa_enabled"]);
-        assert!(
-            matches!(&sent[1].mail, Mail::TfaEnabled { device_type } if device_type == "email")
-        );
+        assert!(matches!(
+            &sent[1].mail,
+            Mail::TfaEnabled {
+                device_type: DeviceType::Email
+            }
+        ));
     }
 
     #[test]
@@ -314,9 +318,12 @@ mod tests {
         .unwrap();
         assert_eq!(templates(&sent), ["backup_codes", "tfa_enabled"]);
         assert_eq!(opened_codes(&sent[0]), ["AAAA-BBBB", "CCCC-DDDD"]);
-        assert!(
-            matches!(&sent[1].mail, Mail::TfaEnabled { device_type } if device_type == "code_generator")
-        );
+        assert!(matches!(
+            &sent[1].mail,
+            Mail::TfaEnabled {
+                device_type: DeviceType::CodeGenerator
+            }
+        ));
     }
 
     #[test]

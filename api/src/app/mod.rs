@@ -4,6 +4,7 @@
 //! its one outcome to one response.
 
 pub mod admin;
+pub mod audit;
 mod error;
 pub mod gateway;
 mod login;

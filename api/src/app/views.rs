@@ -11,10 +11,9 @@ use twofold_projections::{MemViewStore, SessionsView, UserView};
 
 use crate::app::App;
 
-/// The upcasters every reader of stored events goes through. No stored event shape has
-/// changed yet, so there are none.
+/// The upcasters every reader of the log goes through: the domain's.
 pub fn upcasters() -> Upcasters {
-    Upcasters::from(Vec::new())
+    Upcasters::from(twofold_domain::upcasters())
 }
 
 /// The views of a store and the log they are rebuilt from.

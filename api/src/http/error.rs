@@ -110,6 +110,29 @@ impl ApiError {
             || matches!(self, Self::Domain(UserError::Locked { .. }))
     }
 
+    /// Too many requests from one client address; retry in `seconds`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        Self::request(
+            StatusCode::TOO_MANY_REQUESTS,
+            "request.rate_limited",
+            format!("too many requests from this address; retry in {seconds} seconds"),
+        )
+    }
+
+    /// A login form whose `grant_type` is neither `password` nor empty.
+    pub fn unsupported_grant_type() -> Self {
+        Self::request(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.unsupported_grant_type",
+            "grant_type must be `password` or empty",
+        )
+    }
+
+    /// The database is out of reach (as the documentation shows it; the cause is never sent).
+    pub fn unavailable() -> Self {
+        Self::Unavailable("a store is unreachable".into())
+    }
+
     fn request(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self::Request {
             status,
@@ -223,6 +246,12 @@ impl From<AppError> for ApiError {
             AppError::Unavailable(error) => Self::Unavailable(error),
             AppError::Internal(error) => Self::Internal(error),
         }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
     }
 }
 

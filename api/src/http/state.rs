@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::http::jwt::TokenService;
-use crate::http::routes::Readiness;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 
 /// Shared application state.
 #[derive(Clone)]

@@ -80,7 +80,7 @@ pub fn migration_files() -> Vec<PathBuf> {
 
 pub const INSERT_EVENT: &str = "INSERT INTO events \
     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-    VALUES ('User', $1, $2, $3, '1.0', $4, $5)";
+    VALUES ('User', $1, $2, $3, $6, $4, $5)";
 
 /// Writes `event` as event `sequence` of `user`, in its own transaction.
 pub async fn write(pool: &PgPool, user: &str, sequence: i64, event: &UserEvent) {
@@ -90,6 +90,7 @@ pub async fn write(pool: &PgPool, user: &str, sequence: i64, event: &UserEvent) 
         .bind(event.event_type())
         .bind(serde_json::to_value(event).unwrap())
         .bind(serde_json::json!({"actor": "anonymous", "ip": "192.0.2.1"}))
+        .bind(event.event_version())
         .execute(pool)
         .await
         .unwrap();

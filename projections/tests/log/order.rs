@@ -17,6 +17,7 @@ async fn insert(connection: &mut sqlx::PgConnection, user: &str, sequence: i64) 
         .bind("Test")
         .bind(serde_json::json!({}))
         .bind(serde_json::json!({}))
+        .bind("1.0")
         .execute(&mut *connection)
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::user::{LoginOutcome, RefreshOutcome};
+use twofold_domain::user::{LoginOutcome, RefreshOutcome, Refusal};
 use twofold_domain::values::{DeviceType, Email, FullName, NewPassword};
 use twofold_domain::{Actor, UserError};
 use twofold_projections::UserView;
@@ -19,6 +19,7 @@ use crate::app::NewAccount;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Form, Json, RequestContext};
 use crate::http::jwt::Refresh;
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -65,6 +66,22 @@ pub struct DeviceRequest {
     pub device_type: DeviceType,
 }
 
+problems!(
+    /// What `sign_up` can answer besides what its inputs and token imply.
+    SignUpProblems:
+        UserError::EmailTaken,
+        ApiError::Conflict,
+        UserError::InvalidEmail,
+        UserError::InvalidFullName,
+        UserError::PasswordTooShort,
+        UserError::PasswordTooLong,
+        UserError::PasswordTooCommon,
+        UserError::DeviceRequired,
+        ApiError::rate_limited(60),
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Creates an account. With a second factor, the backup codes are emailed and a
 /// `code_generator` device is answered with the QR code to scan. A taken address answers 409
 /// by default; when the service conceals existing accounts
@@ -79,12 +96,7 @@ pub struct DeviceRequest {
         (status = 200, description = "Signed up. With a `code_generator` device the body is the \
             QR code (PNG) of the `otpauth://totp/` URI to scan; otherwise it is empty.",
             content_type = "image/png"),
-        (status = 409, description = "`user.email_taken`, `concurrency.conflict`"),
-        (status = 422, description = "`user.invalid_email`, `user.invalid_full_name`, \
-            `user.password_too_short`, `user.password_too_long`, `user.password_too_common`, \
-            `tfa.device_required`"),
-        (status = 429, description = "`request.rate_limited`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        SignUpProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -126,6 +138,19 @@ pub struct LoginForm {
     grant_type: Option<String>,
 }
 
+problems!(
+    /// What `log_in` can answer besides what its inputs and token imply.
+    LogInProblems:
+        ApiError::InvalidCredentials,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        ApiError::unsupported_grant_type(),
+        UserError::Locked { retry_after_secs: 60 },
+        ApiError::rate_limited(60),
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Checks the password. Without a second factor the answer is a token pair; with one it is
 /// a pre-2FA token for `/tfa/login_tfa` or `/tfa/recover_tfa` (and an email device gets its
 /// code by email). An unknown email and a wrong password answer alike.
@@ -148,12 +173,7 @@ pub struct LoginForm {
                 "refresh_token": null,
                 "token_type": "bearer"
             })),
-        (status = 401, description = "`auth.invalid_credentials`"),
-        (status = 403, description = "`auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 422, description = "`request.unsupported_grant_type`"),
-        (status = 429, description = "`auth.locked`, `request.rate_limited`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        LogInProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -164,11 +184,7 @@ async fn log_in(
 ) -> Result<Response, ApiError> {
     if let Some(grant_type) = form.grant_type.as_deref() {
         if !grant_type.is_empty() && grant_type != "password" {
-            return Err(ApiError::Request {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code: "request.unsupported_grant_type",
-                detail: "grant_type must be `password` or empty".to_owned(),
-            });
+            return Err(ApiError::unsupported_grant_type());
         }
     }
     let outcome = state
@@ -195,6 +211,12 @@ async fn log_in(
     }
 }
 
+problems!(
+    /// What `test_token` can answer besides what its inputs and token imply.
+    TestTokenProblems:
+        ApiError::unavailable(),
+);
+
 /// The calling user. Never a secret.
 #[utoipa::path(
     get,
@@ -203,7 +225,7 @@ async fn log_in(
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The calling user.", body = UserView),
-        (status = 503, description = "`service.unavailable`"),
+        TestTokenProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -227,6 +249,18 @@ pub struct RefreshRequest {
     refresh_token: String,
 }
 
+problems!(
+    /// What `refresh` can answer besides what its inputs and token imply.
+    RefreshProblems:
+        ApiError::InvalidToken,
+        Refusal::RefreshTokenReused,
+        UserError::SessionEnded,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        ApiError::rate_limited(60),
+        ApiError::unavailable(),
+);
+
 /// Rotates the session's refresh token; a rotated one presented again revokes the session.
 #[utoipa::path(
     post,
@@ -236,12 +270,7 @@ pub struct RefreshRequest {
     responses(
         (status = 200, description = "A new access and refresh token; the old refresh token is \
             spent.", body = TokenResponse),
-        (status = 401, description = "`auth.invalid_token`, `auth.refresh_token_reused`, \
-            `auth.session_ended`"),
-        (status = 403, description = "`auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`request.rate_limited`"),
-        (status = 503, description = "`service.unavailable`"),
+        RefreshProblems,
     )
 )]
 #[tracing::instrument(skip_all)]

@@ -26,8 +26,6 @@ use crate::http::error::ApiError;
 use crate::http::openapi::ApiDoc;
 use crate::http::state::AppState;
 
-pub use health::Readiness;
-
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
 /// Where Swagger UI is served.

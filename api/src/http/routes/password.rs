@@ -4,9 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::user::ChangeOutcome;
+use twofold_domain::user::{ChangeOutcome, Refusal};
 use twofold_domain::values::NewPassword;
-use twofold_domain::Actor;
+use twofold_domain::{Actor, UserError};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use super::as_caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, RequestContext};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -38,6 +39,20 @@ pub struct ChangePasswordRequest {
     new_password: SecretString,
 }
 
+problems!(
+    /// What `change_password` can answer besides what its inputs and token imply.
+    ChangePasswordProblems:
+        Refusal::WrongPassword,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        UserError::PasswordTooShort,
+        UserError::PasswordTooLong,
+        UserError::PasswordTooCommon,
+        UserError::Locked { retry_after_secs: 60 },
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Changes the password; every other session of the user ends and a notice is emailed.
 #[utoipa::path(
     put,
@@ -47,12 +62,7 @@ pub struct ChangePasswordRequest {
     request_body = ChangePasswordRequest,
     responses(
         (status = 204, description = "Changed."),
-        (status = 403, description = "`auth.wrong_password`, `auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 422, description = "`user.password_too_short`, `user.password_too_long`, \
-            `user.password_too_common`"),
-        (status = 429, description = "`auth.locked`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        ChangePasswordProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -87,6 +97,12 @@ pub struct ForgotPasswordRequest {
     email: String,
 }
 
+problems!(
+    /// What `forgot_password` can answer besides what its inputs and token imply.
+    ForgotPasswordProblems:
+        ApiError::rate_limited(60),
+);
+
 /// Emails a reset token if the account exists. The answer is the same, and as fast, either
 /// way: the work happens after the response, so neither status nor timing tells whether the
 /// address has an account.
@@ -98,7 +114,7 @@ pub struct ForgotPasswordRequest {
     responses(
         (status = 202, description = "Accepted, whether or not the account exists. If it does, \
             a reset token valid for 15 minutes is emailed."),
-        (status = 429, description = "`request.rate_limited`"),
+        ForgotPasswordProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -131,6 +147,19 @@ pub struct ResetPasswordRequest {
     new_password: SecretString,
 }
 
+problems!(
+    /// What `reset_password` can answer besides what its inputs and token imply.
+    ResetPasswordProblems:
+        UserError::ResetTokenInvalid,
+        ApiError::Conflict,
+        UserError::PasswordTooShort,
+        UserError::PasswordTooLong,
+        UserError::PasswordTooCommon,
+        ApiError::rate_limited(60),
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Sets a new password with an emailed token; every session ends. An unknown email and a
 /// wrong token get the same answer.
 #[utoipa::path(
@@ -140,12 +169,7 @@ pub struct ResetPasswordRequest {
     request_body = ResetPasswordRequest,
     responses(
         (status = 204, description = "The password is reset; a notice is emailed."),
-        (status = 400, description = "`auth.reset_token_invalid`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 422, description = "`user.password_too_short`, `user.password_too_long`, \
-            `user.password_too_common`"),
-        (status = 429, description = "`request.rate_limited`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        ResetPasswordProblems,
     )
 )]
 #[tracing::instrument(skip_all)]

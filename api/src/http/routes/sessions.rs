@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use twofold_domain::values::SessionId;
-use twofold_domain::Actor;
+use twofold_domain::{Actor, UserError};
 use twofold_projections::SessionSummary;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use super::as_caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, Path, RequestContext};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -26,6 +27,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(end_session))
 }
 
+problems!(
+    /// What `log_out` can answer besides what its inputs and token imply.
+    LogOutProblems:
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
 /// Ends the caller's session. Logging out of an ended session succeeds too.
 #[utoipa::path(
     post,
@@ -34,8 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     security(("access_token" = [])),
     responses(
         (status = 204, description = "Logged out: the session's refresh token stops working."),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        LogOutProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -65,6 +72,12 @@ struct SessionsResponse {
     sessions: Vec<SessionSummary>,
 }
 
+problems!(
+    /// What `list_sessions` can answer besides what its inputs and token imply.
+    ListSessionsProblems:
+        ApiError::unavailable(),
+);
+
 /// The caller's live sessions, with where each was last used from.
 #[utoipa::path(
     get,
@@ -73,7 +86,7 @@ struct SessionsResponse {
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The sessions.", body = SessionsResponse),
-        (status = 503, description = "`service.unavailable`"),
+        ListSessionsProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -88,6 +101,14 @@ async fn list_sessions(
     }))
 }
 
+problems!(
+    /// What `end_session` can answer besides what its inputs and token imply.
+    EndSessionProblems:
+        UserError::UnknownSession,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
 /// Ends one of the caller's sessions.
 #[utoipa::path(
     delete,
@@ -97,9 +118,7 @@ async fn list_sessions(
     params(("session_id" = uuid::Uuid, Path, description = "A session id from `GET /sessions`")),
     responses(
         (status = 204, description = "Ended."),
-        (status = 404, description = "`auth.session_not_found`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        EndSessionProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -121,6 +140,13 @@ async fn end_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+problems!(
+    /// What `end_other_sessions` can answer besides what its inputs and token imply.
+    EndOtherSessionsProblems:
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
 /// Ends every session of the caller's but the current one.
 #[utoipa::path(
     delete,
@@ -129,8 +155,7 @@ async fn end_session(
     security(("access_token" = [])),
     responses(
         (status = 204, description = "Ended."),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        EndOtherSessionsProblems,
     )
 )]
 #[tracing::instrument(skip_all)]

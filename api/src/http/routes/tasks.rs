@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::as_caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, Query, RequestContext};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,6 +28,12 @@ struct TaskCreated {
     task_id: Uuid,
 }
 
+problems!(
+    /// What `test_email` can answer besides what its inputs and token imply.
+    TestEmailProblems:
+        ApiError::unavailable(),
+);
+
 /// Queues a test email to the caller.
 #[utoipa::path(
     get,
@@ -35,7 +42,7 @@ struct TaskCreated {
     security(("access_token" = [])),
     responses(
         (status = 200, description = "Queued.", body = TaskCreated),
-        (status = 503, description = "`service.unavailable`"),
+        TestEmailProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -69,6 +76,13 @@ struct TaskStatusResponse {
     result: Option<&'static str>,
 }
 
+problems!(
+    /// What `task_status` can answer besides what its inputs and token imply.
+    TaskStatusProblems:
+        ApiError::NotFound("no such task of yours"),
+        ApiError::unavailable(),
+);
+
 /// The state of one of the caller's queued emails (an admin may ask about anyone's).
 #[utoipa::path(
     get,
@@ -78,8 +92,7 @@ struct TaskStatusResponse {
     params(TaskQuery),
     responses(
         (status = 200, description = "The state.", body = TaskStatusResponse),
-        (status = 404, description = "`request.not_found`"),
-        (status = 503, description = "`service.unavailable`"),
+        TaskStatusProblems,
     )
 )]
 #[tracing::instrument(skip_all)]

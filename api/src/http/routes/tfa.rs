@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::response::Response;
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::user::LoginOutcome;
-use twofold_domain::Actor;
+use twofold_domain::user::{LoginOutcome, Refusal};
+use twofold_domain::{Actor, UserError};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,6 +15,7 @@ use super::dto::TokenResponse;
 use super::{as_caller, enrolment_response, png};
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -34,6 +35,21 @@ pub struct LoginTfaQuery {
     tfa_token: SecretString,
 }
 
+problems!(
+    /// What `login_tfa` can answer besides what its inputs and token imply.
+    LoginTfaProblems:
+        UserError::TfaNotEnabled,
+        UserError::ChallengeClosed,
+        Refusal::WrongCode,
+        UserError::TfaCodeReplayed,
+        UserError::EmailCodeExpired,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        ApiError::rate_limited(60),
+        ApiError::unavailable(),
+);
+
 /// The second login step with a TOTP or emailed code. A wrong code is 403; after 5 the
 /// challenge closes and the login must start again.
 #[utoipa::path(
@@ -45,13 +61,7 @@ pub struct LoginTfaQuery {
     responses(
         (status = 200, description = "Logged in: an access and a refresh token.",
             body = TokenResponse),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 401, description = "`tfa.challenge_closed`"),
-        (status = 403, description = "`tfa.invalid_code`, `tfa.code_replayed`, \
-            `tfa.email_code_expired`, `auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`, `request.rate_limited`"),
-        (status = 503, description = "`service.unavailable`"),
+        LoginTfaProblems,
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
@@ -96,6 +106,20 @@ pub struct RecoverTfaQuery {
     tfa_backup_token: SecretString,
 }
 
+problems!(
+    /// What `recover_tfa` can answer besides what its inputs and token imply.
+    RecoverTfaProblems:
+        UserError::TfaNotEnabled,
+        UserError::ChallengeClosed,
+        Refusal::WrongBackupCode,
+        UserError::AccountLocked,
+        UserError::NoBackupCodesLeft,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        ApiError::rate_limited(60),
+        ApiError::unavailable(),
+);
+
 /// The second login step with a backup code, which is spent; a notice is emailed.
 #[utoipa::path(
     post,
@@ -106,13 +130,7 @@ pub struct RecoverTfaQuery {
     responses(
         (status = 200, description = "Logged in: an access and a refresh token.",
             body = TokenResponse),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 401, description = "`tfa.challenge_closed`"),
-        (status = 403, description = "`tfa.invalid_backup_code`, `auth.account_locked`"),
-        (status = 404, description = "`tfa.no_backup_codes_left`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`, `request.rate_limited`"),
-        (status = 503, description = "`service.unavailable`"),
+        RecoverTfaProblems,
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
@@ -135,6 +153,13 @@ async fn recover_tfa(
     second_step_answer(&state, outcome)
 }
 
+problems!(
+    /// What `get_my_qrcode` can answer besides what its inputs and token imply.
+    GetMyQrcodeProblems:
+        UserError::NoCodeGenerator,
+        ApiError::unavailable(),
+);
+
 /// The QR code of the caller's authenticator app, again.
 #[utoipa::path(
     get,
@@ -144,8 +169,7 @@ async fn recover_tfa(
     responses(
         (status = 200, description = "The QR code (PNG) of the `otpauth://totp/` URI.",
             content_type = "image/png"),
-        (status = 400, description = "`tfa.no_code_generator`"),
-        (status = 503, description = "`service.unavailable`"),
+        GetMyQrcodeProblems,
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
@@ -161,6 +185,14 @@ async fn get_my_qrcode(
     Ok(png(crate::http::qr::png(code.uri().to_owned()).await?))
 }
 
+problems!(
+    /// What `enable_tfa` can answer besides what its inputs and token imply.
+    EnableTfaProblems:
+        UserError::TfaAlreadyEnabled,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
 /// Turns on the second factor; the backup codes and a notice are emailed.
 #[utoipa::path(
     put,
@@ -171,9 +203,7 @@ async fn get_my_qrcode(
     responses(
         (status = 200, description = "Enabled. For a `code_generator` device the body is the QR \
             code (PNG) to scan; for `email` it is empty.", content_type = "image/png"),
-        (status = 400, description = "`tfa.already_enabled`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        EnableTfaProblems,
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]

@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use twofold_domain::user::ChangeOutcome;
+use twofold_domain::user::{ChangeOutcome, Refusal};
 use twofold_domain::values::DeviceType;
-use twofold_domain::Actor;
+use twofold_domain::{Actor, UserError};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -18,6 +18,7 @@ use super::{as_caller, enrolment_response};
 use crate::app::DeviceSwitch;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, RequestContext};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -47,6 +48,20 @@ pub struct DisableTfaRequest {
     code: SecretString,
 }
 
+problems!(
+    /// What `disable_tfa` can answer besides what its inputs and token imply.
+    DisableTfaProblems:
+        UserError::TfaNotEnabled,
+        Refusal::WrongPassword,
+        Refusal::WrongCode,
+        UserError::TfaCodeReplayed,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Turns the second factor off; a notice is emailed.
 #[utoipa::path(
     post,
@@ -56,12 +71,7 @@ pub struct DisableTfaRequest {
     request_body = DisableTfaRequest,
     responses(
         (status = 204, description = "Turned off."),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 403, description = "`auth.wrong_password`, `tfa.invalid_code`, \
-            `tfa.code_replayed`, `auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        DisableTfaProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -103,6 +113,20 @@ pub struct SwitchDeviceRequest {
     device_type: DeviceType,
 }
 
+problems!(
+    /// What `switch_device` can answer besides what its inputs and token imply.
+    SwitchDeviceProblems:
+        UserError::TfaNotEnabled,
+        Refusal::WrongPassword,
+        Refusal::WrongCode,
+        UserError::TfaCodeReplayed,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Replaces the device: a QR code for a new authenticator app, or an empty body for email;
 /// new backup codes are emailed.
 #[utoipa::path(
@@ -114,12 +138,7 @@ pub struct SwitchDeviceRequest {
     responses(
         (status = 200, description = "Switched. For a `code_generator` device the body is the \
             QR code (PNG) to scan; for `email` it is empty.", content_type = "image/png"),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 403, description = "`auth.wrong_password`, `tfa.invalid_code`, \
-            `tfa.code_replayed`, `auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        SwitchDeviceProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -155,6 +174,17 @@ pub struct RegenerateRequest {
     code: SecretString,
 }
 
+problems!(
+    /// What `regenerate_backup_codes` can answer besides what its inputs and token imply.
+    RegenerateBackupCodesProblems:
+        UserError::TfaNotEnabled,
+        Refusal::WrongCode,
+        UserError::TfaCodeReplayed,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        ApiError::unavailable(),
+);
+
 /// Replaces the backup codes (the new ones are emailed); the old ones stop working.
 #[utoipa::path(
     post,
@@ -164,11 +194,7 @@ pub struct RegenerateRequest {
     request_body = RegenerateRequest,
     responses(
         (status = 204, description = "Replaced; the new codes are emailed."),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 403, description = "`tfa.invalid_code`, `tfa.code_replayed`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`"),
-        (status = 503, description = "`service.unavailable`"),
+        RegenerateBackupCodesProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -199,6 +225,12 @@ struct BackupCodesLeft {
     remaining: usize,
 }
 
+problems!(
+    /// What `backup_codes_left` can answer besides what its inputs and token imply.
+    BackupCodesLeftProblems:
+        ApiError::unavailable(),
+);
+
 /// How many backup codes the caller has left.
 #[utoipa::path(
     get,
@@ -207,7 +239,7 @@ struct BackupCodesLeft {
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The count.", body = BackupCodesLeft),
-        (status = 503, description = "`service.unavailable`"),
+        BackupCodesLeftProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
