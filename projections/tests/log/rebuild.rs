@@ -1,7 +1,6 @@
 //! Item 3 of the log: rebuilding the views from the log finds what differs, and `apply`
 //! swaps the rebuilt views in.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use futures::TryStreamExt;
@@ -12,8 +11,9 @@ use crate::db::{
     logged_in, new_user, session_started, settle, signed_up, tfa_enabled, write, TestDb,
 };
 
-fn no_upcasters() -> Upcasters {
-    Upcasters::from(Vec::new())
+/// The domain's upcasters, as the service reads the log.
+fn upcasters() -> Upcasters {
+    Upcasters::from(twofold_domain::upcasters())
 }
 
 /// Writes a few users' histories and lets the projector build their views.
@@ -43,7 +43,7 @@ async fn users_with_views(db: &TestDb, count: usize) -> Vec<String> {
 async fn views_kept_by_the_projections_match_a_rebuild() {
     let db = TestDb::migrated().await;
     users_with_views(&db, 5).await;
-    let report = rebuild_postgres(&db.pool, no_upcasters(), false)
+    let report = rebuild_postgres(&db.pool, upcasters(), false)
         .await
         .unwrap();
     assert_eq!(report.events, 20);
@@ -77,7 +77,7 @@ async fn a_row_corrupted_by_sql_is_reported_and_apply_repairs_it() {
         .await
         .unwrap();
 
-    let report = rebuild_postgres(&db.pool, no_upcasters(), false)
+    let report = rebuild_postgres(&db.pool, upcasters(), false)
         .await
         .unwrap();
     let found: Vec<String> = report.differences.iter().map(ToString::to_string).collect();
@@ -98,12 +98,10 @@ async fn a_row_corrupted_by_sql_is_reported_and_apply_repairs_it() {
         found[1]
     );
 
-    let applied = rebuild_postgres(&db.pool, no_upcasters(), true)
-        .await
-        .unwrap();
+    let applied = rebuild_postgres(&db.pool, upcasters(), true).await.unwrap();
     assert!(applied.applied);
     assert_eq!(applied.differences.len(), 2);
-    let again = rebuild_postgres(&db.pool, no_upcasters(), false)
+    let again = rebuild_postgres(&db.pool, upcasters(), false)
         .await
         .unwrap();
     assert_eq!(again.differences, [], "the swapped-in views match the log");
@@ -154,7 +152,7 @@ async fn rebuild_speed_against_a_raw_scan() {
             payload, metadata) \
          SELECT 'User', u.id::text, s.sequence, \
             CASE WHEN s.sequence = 1 THEN 'SignedUp' WHEN s.sequence % 2 = 0 THEN 'LoggedIn' \
-                 ELSE 'SessionStarted' END, '1.0', \
+                 ELSE 'SessionStarted' END, $6, \
             CASE WHEN s.sequence = 1 THEN replace($1, $4, u.id::text)::json \
                  WHEN s.sequence % 2 = 0 THEN $2::json ELSE $3::json END, \
             '{\"actor\":\"anonymous\",\"ip\":\"192.0.2.1\",\"user_agent\":\"bench\"}' \
@@ -166,6 +164,7 @@ async fn rebuild_speed_against_a_raw_scan() {
     .bind(&session)
     .bind(&template_user)
     .bind(users)
+    .bind(twofold_domain::user::EVENT_VERSION)
     .execute(&db.pool)
     .await
     .unwrap();
@@ -190,7 +189,7 @@ async fn rebuild_speed_against_a_raw_scan() {
     drop(rows);
     let scan = started.elapsed();
 
-    let report = rebuild_postgres(&db.pool, Arc::clone(&no_upcasters()), false)
+    let report = rebuild_postgres(&db.pool, upcasters(), false)
         .await
         .unwrap();
     #[allow(clippy::cast_precision_loss)]

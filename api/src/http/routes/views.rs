@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 
 use crate::http::error::ApiError;
 use crate::http::extract::{AdminToken, Json, Query};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -85,6 +86,15 @@ impl From<RebuildReport> for RebuildResult {
     }
 }
 
+problems!(
+    /// What `rebuild` can answer besides what its token implies (a conflict: another rebuild
+    /// is running).
+    RebuildProblems:
+        ApiError::AdminOnly,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
 /// Replays the whole log into fresh views and compares them with the live ones, field by
 /// field; with `apply=true` the rebuilt views replace the live ones, atomically.
 #[utoipa::path(
@@ -95,10 +105,7 @@ impl From<RebuildReport> for RebuildResult {
     params(RebuildParams),
     responses(
         (status = 200, description = "The rebuild's report.", body = RebuildResult),
-        (status = 401, description = "`auth.invalid_token`"),
-        (status = 403, description = "`auth.admin_only`"),
-        (status = 409, description = "`concurrency.conflict`: another rebuild is running"),
-        (status = 503, description = "`service.unavailable`"),
+        RebuildProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
