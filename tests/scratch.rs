@@ -468,15 +468,22 @@ fn dir_maker(name: &str) -> Option<Maker> {
     })
 }
 
+/// One scratch resource a sweep found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<T> {
+    pub name: T,
+    /// Its maker is gone: a killed test process, or an untagged name older than an hour.
+    pub abandoned: bool,
+    pub removed: bool,
+}
+
 /// What a sweep found, and what it removed.
 #[derive(Debug, Default)]
 pub struct Swept {
-    /// Scratch databases found: (name, removed).
-    pub databases: Vec<(String, bool)>,
-    /// Scratch streams and buckets (`KV_…`) found: (name, removed).
-    pub streams: Vec<(String, bool)>,
-    /// Scratch folders found: (path, removed).
-    pub dirs: Vec<(PathBuf, bool)>,
+    pub databases: Vec<Found<String>>,
+    /// Streams and buckets (`KV_…`).
+    pub streams: Vec<Found<String>>,
+    pub dirs: Vec<Found<PathBuf>>,
     /// What could not be looked at or removed.
     pub problems: Vec<String>,
 }
@@ -544,15 +551,19 @@ async fn sweep_databases(
         let created = created
             .and_then(|seconds| u64::try_from(seconds).ok())
             .map(|seconds| SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
-        let remove = !dry_run && maker.is_gone(created, now);
-        if remove {
-            if let Err(error) = drop_database(&format!("{server}/{name}")).await {
-                swept.problems.push(format!("cannot drop {name}: {error}"));
-                swept.databases.push((name, false));
-                continue;
+        let abandoned = maker.is_gone(created, now);
+        let mut removed = false;
+        if abandoned && !dry_run {
+            match drop_database(&format!("{server}/{name}")).await {
+                Ok(()) => removed = true,
+                Err(error) => swept.problems.push(format!("cannot drop {name}: {error}")),
             }
         }
-        swept.databases.push((name, remove));
+        swept.databases.push(Found {
+            name,
+            abandoned,
+            removed,
+        });
     }
     let _ = admin.close().await;
     Ok(())
@@ -578,17 +589,21 @@ async fn sweep_streams(
         let created = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(
             u64::try_from(info.created.unix_timestamp()).unwrap_or(0),
         ));
-        let remove = !dry_run && maker.is_gone(created, now);
-        if remove {
-            if let Err(error) = jetstream.delete_stream(&name).await {
-                swept
+        let abandoned = maker.is_gone(created, now);
+        let mut removed = false;
+        if abandoned && !dry_run {
+            match jetstream.delete_stream(&name).await {
+                Ok(_) => removed = true,
+                Err(error) => swept
                     .problems
-                    .push(format!("cannot delete {name}: {error}"));
-                swept.streams.push((name, false));
-                continue;
+                    .push(format!("cannot delete {name}: {error}")),
             }
         }
-        swept.streams.push((name, remove));
+        swept.streams.push(Found {
+            name,
+            abandoned,
+            removed,
+        });
     }
     Ok(())
 }
@@ -617,17 +632,21 @@ async fn sweep_dirs(
         if !metadata.is_dir() {
             continue;
         }
-        let remove = !dry_run && maker.is_gone(metadata.modified().ok(), now);
-        if remove {
-            if let Err(error) = remove_dir(&path).await {
-                swept
+        let abandoned = maker.is_gone(metadata.modified().ok(), now);
+        let mut removed = false;
+        if abandoned && !dry_run {
+            match remove_dir(&path).await {
+                Ok(()) => removed = true,
+                Err(error) => swept
                     .problems
-                    .push(format!("cannot remove {}: {error}", path.display()));
-                swept.dirs.push((path, false));
-                continue;
+                    .push(format!("cannot remove {}: {error}", path.display())),
             }
         }
-        swept.dirs.push((path, remove));
+        swept.dirs.push(Found {
+            name: path,
+            abandoned,
+            removed,
+        });
     }
     Ok(())
 }

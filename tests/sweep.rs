@@ -2,13 +2,13 @@
 //! temporary folders that test processes which have ended left behind (a killed or interrupted
 //! run), and never what a running test uses. `scripts/test` runs it before and after the suite.
 //!
-//! `--list` removes nothing: it prints every scratch resource and whether its maker is gone.
+//! `--list` removes nothing: it prints every scratch resource and whether it is abandoned.
 //! Postgres and NATS are those of the tests: `TWOFOLD_TEST_DATABASE_URL` (a server URL without
 //! a database) and `TWOFOLD_TEST_NATS_URL`, with the tests' defaults.
 
 use std::io::Write;
 
-use twofold_tests::scratch::{sweep, SweepTargets};
+use twofold_tests::scratch::{sweep, Found, SweepTargets};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -30,42 +30,66 @@ async fn main() {
     let swept = sweep(&targets, dry_run).await;
     let mut out = std::io::stderr().lock();
     if dry_run {
-        for (name, _) in &swept.databases {
-            let _ = writeln!(out, "database {name}");
+        let fate = |abandoned: bool| {
+            if abandoned {
+                "abandoned"
+            } else {
+                "kept: its test process runs, or it is untagged and younger than an hour"
+            }
+        };
+        for found in &swept.databases {
+            let _ = writeln!(out, "database {} ({})", found.name, fate(found.abandoned));
         }
-        for (name, _) in &swept.streams {
-            let kind = if name.starts_with("KV_") {
+        for found in &swept.streams {
+            let kind = if found.name.starts_with("KV_") {
                 "bucket"
             } else {
                 "stream"
             };
-            let _ = writeln!(out, "{kind} {name}");
+            let _ = writeln!(out, "{kind} {} ({})", found.name, fate(found.abandoned));
         }
-        for (path, _) in &swept.dirs {
-            let _ = writeln!(out, "folder {}", path.display());
+        for found in &swept.dirs {
+            let _ = writeln!(
+                out,
+                "folder {} ({})",
+                found.name.display(),
+                fate(found.abandoned)
+            );
         }
     }
     let buckets = swept
         .streams
         .iter()
-        .filter(|(name, _)| name.starts_with("KV_"))
+        .filter(|found| found.name.starts_with("KV_"))
         .count();
     let _ = writeln!(
         out,
-        "sweep: test leftovers: {} databases, {} streams, {} buckets, {} folders; removed {} databases, {} streams and buckets, {} folders",
+        "sweep: {} databases, {} streams, {} buckets and {} folders of tests; {} {} of them, \
+         left by ended test processes",
         swept.databases.len(),
         swept.streams.len() - buckets,
         buckets,
         swept.dirs.len(),
-        removed(&swept.databases),
-        removed(&swept.streams),
-        removed(&swept.dirs),
+        if dry_run { "could remove" } else { "removed" },
+        count(&swept.databases, dry_run)
+            + count(&swept.streams, dry_run)
+            + count(&swept.dirs, dry_run),
     );
     for problem in &swept.problems {
         let _ = writeln!(out, "sweep: {problem}");
     }
 }
 
-fn removed<T>(found: &[(T, bool)]) -> usize {
-    found.iter().filter(|(_, removed)| *removed).count()
+/// What was removed (or, in a dry run, could be).
+fn count<T>(found: &[Found<T>], dry_run: bool) -> usize {
+    found
+        .iter()
+        .filter(|found| {
+            if dry_run {
+                found.abandoned
+            } else {
+                found.removed
+            }
+        })
+        .count()
 }
