@@ -19,9 +19,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits (up to 10 s) until something listens on `port`.
+/// Waits (up to 60 s) until something listens on `port`. `twofold` listens only after it has
+/// computed the dummy password hash, which takes as long as a sign-up: seconds in the SIGTERM
+/// tests, more while other tests load the machine.
 pub async fn wait_for_port(port: u16, what: &str) {
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
