@@ -387,9 +387,17 @@ impl Maker {
     }
 }
 
+/// Whether the process `pid` runs: a zombie (killed, not yet reaped) does not.
 fn process_running(pid: u32) -> bool {
     if Path::new("/proc/self").exists() {
-        return Path::new("/proc").join(pid.to_string()).exists();
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // `pid (command) state ...`: the command may hold spaces and parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        return !matches!(state, Some("Z" | "X"));
     }
     std::process::Command::new("kill")
         .args(["-0", &pid.to_string()])
@@ -764,6 +772,28 @@ mod tests {
         assert!(!Maker::Untagged.is_gone(None, now));
         assert!(Maker::Untagged.is_gone(Some(old), now));
         assert!(!Maker::Process(std::process::id()).is_gone(Some(old), now));
+    }
+
+    #[test]
+    fn a_killed_process_that_is_not_yet_reaped_has_ended() {
+        if !Path::new("/proc/self").exists() {
+            return; // Zombies are told apart through /proc only.
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(process_running(child.id()));
+        child.kill().unwrap();
+        // Not waited for yet: a zombie, still in /proc.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while process_running(child.id()) {
+            assert!(std::time::Instant::now() < deadline, "still running");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(Path::new(&format!("/proc/{}", child.id())).exists());
+        child.wait().unwrap();
+        assert!(!process_running(child.id()));
     }
 
     #[test]
