@@ -54,6 +54,29 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Read the event log back: check that nobody tampered with it.
+    Audit {
+        /// The audit action.
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+/// `twofold audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk every user's chain of events and report each event that was edited, inserted,
+    /// deleted or reordered (by user and sequence); exit 1 if there is any.
+    Verify {
+        /// Also write the log's head (each user's last event and its digest) to this file,
+        /// to keep where the database's writers cannot reach it.
+        #[arg(long, value_name = "FILE")]
+        head_out: Option<PathBuf>,
+        /// A head written earlier: report every user whose newest events were removed or
+        /// rewritten since.
+        #[arg(long, value_name = "FILE")]
+        head_in: Option<PathBuf>,
+    },
 }
 
 /// `twofold users …`

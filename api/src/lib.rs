@@ -6,6 +6,8 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod operator;
+pub mod readiness;
 pub mod startup;
 pub mod telemetry;
 

@@ -16,7 +16,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
-use twofold_nats::{MailJob, OutboxRelay, Topology};
+use twofold_nats::{MailJob, MailSealer, OutboxRelay, Topology};
+use twofold_projections::chain::{self, ChainKey};
 use twofold_projections::{
     MemUserDirectory, MemViewRepository, PgUserDirectory, Projection, SessionsView, UserDirectory,
     UserView, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
@@ -25,16 +26,18 @@ use twofold_projections::{
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
 use crate::app::gateway::{CommandGateway, Users};
 use crate::app::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
+use crate::app::mail_policy::MailPolicy;
 use crate::app::store::{MemEventRepository, PgEventRepository};
 use crate::app::unknown_accounts::{
     MemUnknownAccountThrottle, PgUnknownAccountThrottle, UnknownAccountThrottle,
 };
+use crate::app::{App, Parts, Settings};
 use crate::config::{Checked, Config, ConfigProblems, Keys};
 use crate::http::jwt::TokenService;
 use crate::http::rate_limit::ClientRateLimit;
-use crate::http::routes::Readiness;
 use crate::http::state::AppState;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::telemetry::REQUEST_ID_HEADER;
 
 /// Largest request body accepted; every Twofold request is a few hundred bytes.
@@ -47,18 +50,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
+    app: Arc<App>,
     relay: Option<OutboxRelay>,
     shutdown_timeout: Duration,
-}
-
-/// The command and query sides over the configured store.
-pub struct Backend {
-    /// Commands.
-    pub users: Arc<dyn Users>,
-    /// Views.
-    pub directory: Arc<dyn UserDirectory>,
-    /// Failed logins to addresses without an account.
-    pub unknown_accounts: Arc<dyn UnknownAccountThrottle>,
 }
 
 /// The domain's ports with their production adapters.
@@ -77,6 +71,21 @@ pub fn services(config: &Config, keys: &Keys) -> anyhow::Result<(UserServices, A
         rng: Arc::new(OsRandomness),
     };
     Ok((services, hasher))
+}
+
+/// Chains, once, the events stored before the event chain existed, with the current sealing
+/// key's chain key: before anything appends to them (see `twofold_projections::chain`).
+pub async fn chain_older_events(pool: &PgPool, keys: &Keys) -> anyhow::Result<()> {
+    let chained = chain::chain_events_from_before_the_chain(pool, &keys.sealing.chain_key())
+        .await
+        .context("chaining the events stored before the event chain existed failed")?;
+    if chained > 0 {
+        tracing::info!(
+            events = chained,
+            "events stored before the event chain are now chained"
+        );
+    }
+    Ok(())
 }
 
 /// Connects to Postgres and applies the migrations.
@@ -156,16 +165,42 @@ pub enum Store {
     Memory(tokio::sync::mpsc::UnboundedSender<MailJob>),
 }
 
-/// The command and query sides over `store`, for a command-line tool (no metrics served).
-pub fn backend(store: &Store, services: UserServices) -> Backend {
-    instrumented_backend(store, services, &Metrics::new())
+/// The settings of the use cases, from `config`.
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        totp_issuer: config.totp_issuer.clone(),
+        backup_codes: config.backup_codes,
+        signup_existing_email: config.signup_existing_email,
+        refresh_reuse_grace: time::Duration::seconds(
+            i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
+        ),
+    }
 }
 
-/// The command and query sides over `store`, recording command latency into `metrics`.
-fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics) -> Backend {
-    match store {
+/// What the use cases run on besides their store.
+pub struct Adapters {
+    /// The domain's ports.
+    pub services: UserServices,
+    /// The password hasher (also behind `services`).
+    pub hasher: Arc<Argon2Hasher>,
+    /// Seals the secrets in mail jobs.
+    pub mail_sealer: MailSealer,
+    /// Queues the emails no command causes.
+    pub mail_queue: Arc<dyn MailQueue>,
+    /// Chains the events the Postgres store writes (tamper evidence).
+    pub chain_key: Arc<ChainKey>,
+}
+
+/// The use cases over `store`, recording command latency, logins and lockouts into `metrics`.
+pub fn app(store: &Store, adapters: Adapters, settings: Settings, metrics: &Metrics) -> Arc<App> {
+    let policy = || MailPolicy::new(MailFactory::new(adapters.mail_sealer.clone()));
+    let services = adapters.services.clone();
+    let (users, directory, unknown_accounts): (
+        Arc<dyn Users>,
+        Arc<dyn UserDirectory>,
+        Arc<dyn UnknownAccountThrottle>,
+    ) = match store {
         Store::Postgres(pool) => {
-            let events = PgEventRepository::new(pool.clone());
             let views = Arc::new(postgres_es::PostgresViewRepository::<UserView, User>::new(
                 USER_VIEW_TABLE,
                 pool.clone(),
@@ -177,8 +212,8 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
                 ),
             );
             let gateway = CommandGateway::new(
-                events.clone(),
-                Arc::new(events),
+                PgEventRepository::new(pool.clone(), Arc::clone(&adapters.chain_key)),
+                policy(),
                 vec![
                     Box::new(Projection::new(views)),
                     Box::new(Projection::new(sessions)),
@@ -186,19 +221,18 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
                 services,
             )
             .with_metrics(metrics.clone());
-            Backend {
-                users: Arc::new(gateway),
-                directory: Arc::new(PgUserDirectory::new(pool.clone())),
-                unknown_accounts: Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
-            }
+            (
+                Arc::new(gateway),
+                Arc::new(PgUserDirectory::new(pool.clone())),
+                Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
+            )
         }
         Store::Memory(outbox) => {
-            let events = MemEventRepository::new(outbox.clone());
             let views = Arc::new(MemViewRepository::<UserView, User>::default());
             let sessions = Arc::new(MemViewRepository::<SessionsView, User>::default());
             let gateway = CommandGateway::new(
-                events.clone(),
-                Arc::new(events),
+                MemEventRepository::new(outbox.clone()),
+                policy(),
                 vec![
                     Box::new(Projection::new(Arc::clone(&views))),
                     Box::new(Projection::new(Arc::clone(&sessions))),
@@ -206,13 +240,24 @@ fn instrumented_backend(store: &Store, services: UserServices, metrics: &Metrics
                 services,
             )
             .with_metrics(metrics.clone());
-            Backend {
-                users: Arc::new(gateway),
-                directory: Arc::new(MemUserDirectory::new(views, sessions)),
-                unknown_accounts: Arc::new(MemUnknownAccountThrottle::default()),
-            }
+            (
+                Arc::new(gateway),
+                Arc::new(MemUserDirectory::new(views, sessions)),
+                Arc::new(MemUnknownAccountThrottle::default()),
+            )
         }
-    }
+    };
+    let parts = Parts {
+        users,
+        directory,
+        unknown_accounts,
+        mail: MailFactory::new(adapters.mail_sealer),
+        mail_queue: adapters.mail_queue,
+        services: adapters.services,
+        hasher: adapters.hasher,
+        metrics: metrics.clone(),
+    };
+    Arc::new(App::new(parts, settings))
 }
 
 /// The mail path the configuration names, and the store it goes with.
@@ -232,6 +277,7 @@ async fn mail_path(
     match pool {
         Some(pool) => {
             migrate(&pool).await?;
+            chain_older_events(&pool, keys).await?;
             let nats_url = config
                 .nats_url
                 .as_deref()
@@ -299,7 +345,14 @@ impl Application {
         let (services, hasher) = services(&config, &keys)?;
         let metrics = Metrics::new();
         let mail = mail_path(&config, &keys, pool, &metrics).await?;
-        let backend = instrumented_backend(&mail.store, services.clone(), &metrics);
+        let adapters = Adapters {
+            services,
+            hasher,
+            mail_sealer: keys.sealing.mail_sealer(),
+            chain_key: Arc::new(keys.sealing.chain_key()),
+            mail_queue: mail.queue,
+        };
+        let app = app(&mail.store, adapters, settings(&config), &metrics);
         let tokens = TokenService::new(
             keys.jwt,
             config.jwt_issuer.clone(),
@@ -308,20 +361,8 @@ impl Application {
         )
         .with_retired_keys(keys.retired_jwt);
         let state = AppState {
-            users: backend.users,
-            directory: backend.directory,
-            unknown_accounts: backend.unknown_accounts,
+            app: Arc::clone(&app),
             tokens: Arc::new(tokens),
-            mail: Arc::new(MailFactory::new(keys.sealing.mail_sealer())),
-            mail_queue: mail.queue,
-            services,
-            hasher,
-            totp_issuer: Arc::from(config.totp_issuer.as_str()),
-            backup_codes: config.backup_codes,
-            signup_existing_email: config.signup_existing_email,
-            refresh_reuse_grace: time::Duration::seconds(
-                i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
-            ),
             metrics: metrics.clone(),
             readiness: mail.readiness,
         };
@@ -365,6 +406,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            app,
             relay: mail.relay,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         })
@@ -413,7 +455,11 @@ impl Application {
                 Ok(())
             }
         };
-        // Only now, so that the emails of the last requests are relayed too.
+        // Work the last requests started in the background (a reset email) may finish; only
+        // then does the relay stop, so that their emails go too.
+        self.app
+            .finish_background_work(BACKGROUND_STOP_TIMEOUT)
+            .await;
         let _ = stop_relay.send(());
         if let Some(relay) = relay {
             // The relay finishes its batch and drains once more; a NATS or Postgres that hangs
@@ -431,6 +477,10 @@ impl Application {
         served
     }
 }
+
+/// How long work started in the background (a password reset) may take once the server has
+/// stopped.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the outbox relay may take to finish its batch once the server has stopped.
 const RELAY_STOP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,13 +4,16 @@
 
 pub mod backup_codes;
 pub mod metadata;
+mod rfc3339;
 pub mod services;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod totp;
+pub mod upcasters;
 pub mod user;
 pub mod values;
 
 pub use metadata::{Actor, EventMetadata};
 pub use services::UserServices;
+pub use upcasters::upcasters;
 pub use user::{Factor, User, UserCommand, UserError, UserEvent};

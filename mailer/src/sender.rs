@@ -301,14 +301,16 @@ fn io_error(transport: &'static str, error: &dyn std::error::Error) -> SendError
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use twofold_domain::values::{Email, UserId};
     use twofold_nats::Mail;
+
+    use super::*;
 
     fn job(mail: Mail) -> MailJob {
         MailJob {
             id: uuid::Uuid::new_v4(),
-            owner: uuid::Uuid::new_v4(),
-            to: "ada@example.com".to_owned(),
+            owner: UserId::new_random(),
+            to: Email::parse("ada@example.com").unwrap(),
             request_id: None,
             mail,
         }
@@ -400,7 +402,8 @@ mod tests {
         let sender = Sender::new(&Transport::Stdout, DEFAULT_FROM).unwrap();
         let sealer = MailSealer::new(&[3u8; 32]);
         let mut bad_address = job(Mail::Test);
-        bad_address.to = "not an address".to_owned();
+        // A job arrives as JSON; nothing but its sender vouches for the address.
+        bad_address.to = serde_json::from_value(serde_json::json!("not an address")).unwrap();
         let error = sender.send(&bad_address, &sealer).await.unwrap_err();
         assert!(error.is_permanent());
         assert!(!error.to_string().contains("not an address"));

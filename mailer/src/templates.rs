@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use twofold_domain::values::DeviceType;
 use twofold_nats::{Mail, MailJob, MailSealer, OpenFailed};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -90,7 +91,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
     };
     let (template, values) = match &job.mail {
         Mail::BackupCodes { codes } => {
-            let codes = sealer.open_codes(codes, &job.to).map_err(sealed)?;
+            let codes = sealer.open_codes(codes, job.to.as_str()).map_err(sealed)?;
             let text = Zeroizing::new(
                 codes
                     .iter()
@@ -111,7 +112,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
             code,
             valid_minutes,
         } => {
-            let code = sealer.open(code, &job.to).map_err(sealed)?;
+            let code = sealer.open(code, job.to.as_str()).map_err(sealed)?;
             let validity = match valid_minutes {
                 1 => "1 minute".to_owned(),
                 minutes => format!("{minutes} minutes"),
@@ -128,7 +129,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
             token,
             valid_minutes,
         } => {
-            let token = sealer.open(token, &job.to).map_err(sealed)?;
+            let token = sealer.open(token, job.to.as_str()).map_err(sealed)?;
             let validity = format!("{valid_minutes} minutes");
             (
                 &PASSWORD_RESET,
@@ -150,12 +151,11 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
             (&PASSWORD_CHANGED, vec![Value::plain("how", how)])
         }
         Mail::TfaEnabled { device_type } => {
-            let device = match device_type.as_str() {
-                "email" => "a code sent to this email address".to_owned(),
-                "code_generator" => "an authenticator app".to_owned(),
-                other => format!("a device of type {other}"),
+            let device = match device_type {
+                DeviceType::Email => "a code sent to this email address",
+                DeviceType::CodeGenerator => "an authenticator app",
             };
-            (&TFA_ENABLED, vec![Value::plain("device", &device)])
+            (&TFA_ENABLED, vec![Value::plain("device", device)])
         }
         Mail::BackupCodeUsed { remaining } => {
             let remaining = match remaining {
@@ -175,7 +175,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
     html_values.push(Value::plain("subject", subject));
     let html = fill(template.html, &html_values, Format::Html);
     Ok(RenderedEmail {
-        to: job.to.clone(),
+        to: job.to.as_str().to_owned(),
         subject: subject.trim_end().to_owned(),
         text: body.to_owned(),
         html,
@@ -275,6 +275,8 @@ pub(crate) fn escape_html(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use twofold_domain::values::{Email, UserId};
+
     use super::*;
 
     const CODES: [&str; 2] = [
@@ -289,8 +291,8 @@ mod tests {
     fn job(mail: Mail) -> MailJob {
         MailJob {
             id: uuid::Uuid::nil(),
-            owner: uuid::Uuid::nil(),
-            to: "ada@example.com".to_owned(),
+            owner: UserId::from_uuid(uuid::Uuid::nil()),
+            to: Email::parse("ada@example.com").unwrap(),
             request_id: Some("req-1".to_owned()),
             mail,
         }
@@ -315,11 +317,11 @@ mod tests {
             Mail::SignUpAttempted,
             Mail::PasswordChanged { reset: true },
             Mail::TfaEnabled {
-                device_type: "code_generator".to_owned(),
+                device_type: DeviceType::CodeGenerator,
             },
             Mail::BackupCodeUsed { remaining: 3 },
             Mail::TfaEnabled {
-                device_type: "email".to_owned(),
+                device_type: DeviceType::Email,
             },
             Mail::BackupCodeUsed { remaining: 0 },
             Mail::BackupCodeUsed {
@@ -394,7 +396,7 @@ mod tests {
         let sealer = sealer();
         let enabled = render(
             &job(Mail::TfaEnabled {
-                device_type: "email".to_owned(),
+                device_type: DeviceType::Email,
             }),
             &sealer,
         )
@@ -412,17 +414,12 @@ mod tests {
 
     #[test]
     fn substituted_values_are_escaped_in_html_and_made_ascii_in_text() {
-        let sealer = sealer();
-        let email = render(
-            &job(Mail::TfaEnabled {
-                device_type: "<script>\u{e9}{code}".to_owned(),
-            }),
-            &sealer,
-        )
-        .unwrap();
-        assert!(email.html.contains("&lt;script&gt;\u{e9}{code}"));
-        assert!(!email.html.contains("<script>"));
-        assert!(email.text.contains("<script>?{code}"));
+        let values = [Value::plain("device", "<script>\u{e9}{code}")];
+        let html = fill("<p>{device}</p>", &values, Format::Html);
+        assert!(html.contains("&lt;script&gt;\u{e9}{code}"));
+        assert!(!html.contains("<script>"));
+        let text = fill("{device}", &values, Format::Text);
+        assert!(text.contains("<script>?{code}"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod schema;
 mod seal;
 mod topology;
 
-pub use outbox::{enqueue, OutboxRelay, OUTBOX_METADATA_KEY};
+pub use outbox::{enqueue, OutboxRelay};
 pub use publish::{publish, PublishFailed};
 pub use schema::{Mail, MailJob, SealedText, TaskState, TaskStatus};
 pub use seal::{MailSealer, OpenFailed};

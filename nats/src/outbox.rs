@@ -17,11 +17,6 @@ use uuid::Uuid;
 
 use crate::{publish, MailJob, Topology};
 
-/// The event-metadata key under which the command side hands mail jobs to the event
-/// repository, which moves them into the outbox within the commit's transaction and strips
-/// them from the stored metadata.
-pub const OUTBOX_METADATA_KEY: &str = "twofold.outbox";
-
 /// The channel relays listen on, so a new row is published at once rather than at the next poll.
 const NOTIFY_CHANNEL: &str = "twofold_mail_outbox";
 /// Rows taken per relay transaction.
@@ -45,7 +40,7 @@ pub async fn enqueue(connection: &mut PgConnection, job: &MailJob) -> sqlx::Resu
         .await?;
     sqlx::query("INSERT INTO mail_tasks (id, owner) VALUES ($1, $2)")
         .bind(job.id)
-        .bind(job.owner)
+        .bind(job.owner.as_uuid())
         .execute(&mut *connection)
         .await?;
     sqlx::query("SELECT pg_notify($1, '')")

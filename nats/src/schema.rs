@@ -1,6 +1,7 @@
 //! The wire shape of mail jobs and task statuses, defined once for both sides.
 
 use serde::{Deserialize, Serialize};
+use twofold_domain::values::{DeviceType, Email, UserId};
 use uuid::Uuid;
 
 /// One email to send. Its id is the task id clients poll and the `Nats-Msg-Id` it is
@@ -10,9 +11,9 @@ pub struct MailJob {
     /// Job id.
     pub id: Uuid,
     /// The user the email is for; only they (or an admin) may see its status.
-    pub owner: Uuid,
+    pub owner: UserId,
     /// Recipient address.
-    pub to: String,
+    pub to: Email,
     /// The request that caused it, linking a log line, a stored event and an email.
     pub request_id: Option<String>,
     /// What to send.
@@ -47,8 +48,8 @@ pub enum Mail {
     Test,
     /// Security notice: two-factor authentication was turned on.
     TfaEnabled {
-        /// `email` or `code_generator`.
-        device_type: String,
+        /// The device turned on.
+        device_type: DeviceType,
     },
     /// Security notice: two-factor authentication was turned off.
     TfaDisabled,

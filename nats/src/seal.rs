@@ -28,6 +28,7 @@ pub enum OpenFailed {
 }
 
 /// Seals and opens the secret parts of mail jobs.
+#[derive(Clone)]
 pub struct MailSealer {
     current: MailKey,
     /// Keys derived from retired sealing keys: jobs sealed before a rotation still open.
@@ -35,6 +36,7 @@ pub struct MailSealer {
 }
 
 /// A mail key derived from one sealing key, with its id.
+#[derive(Clone)]
 struct MailKey {
     key_id: String,
     cipher: XChaCha20Poly1305,

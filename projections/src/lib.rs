@@ -1,7 +1,9 @@
 //! Twofold read models: views projected from `User` events, the projection that keeps them
 //! current, and their Postgres and in-memory repositories.
 
+pub mod chain;
 mod directory;
+mod history;
 mod memory;
 mod projection;
 mod sessions_view;
@@ -10,6 +12,7 @@ mod user_view;
 pub use directory::{
     MemUserDirectory, PgUserDirectory, UserDirectory, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
 };
+pub use history::{history_entry, HistoryEntry, HistoryFactor, HistoryType, Initiator};
 pub use memory::MemViewRepository;
 pub use projection::{ProjectedView, Projection};
 pub use sessions_view::{SessionSummary, SessionsView};

@@ -93,7 +93,8 @@ impl View<User> for UserView {
             | UserEvent::SecondFactorConfirmed { .. }
             | UserEvent::BackupCodesRegenerated { .. }
             | UserEvent::SeedResealed { .. }
-            | UserEvent::SignUpAttempted { .. } => {}
+            | UserEvent::SignUpAttempted { .. }
+            | UserEvent::AuditTrailRead { .. } => {}
         }
     }
 }

@@ -145,7 +145,7 @@ async fn malformed_path_parameters_get_problem_details() {
         app.signup(&signup_body(&email, None)).await.status(),
         StatusCode::OK
     );
-    twofold_api::app::admin::grant_admin(&app.config, &email)
+    twofold_api::operator::grant_admin(&app.config, &email)
         .await
         .unwrap();
     let access = app.login_token(&email, StatusCode::OK).await;
@@ -191,7 +191,7 @@ async fn refused_authorisation_locked_accounts_and_refused_proofs_are_logged_as_
         app.signup(&signup_body(&admin, None)).await.status(),
         StatusCode::OK
     );
-    twofold_api::app::admin::grant_admin(&app.config, &admin)
+    twofold_api::operator::grant_admin(&app.config, &admin)
         .await
         .unwrap();
     let admin_access = app.login_token(&admin, StatusCode::OK).await;

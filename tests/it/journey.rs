@@ -2,7 +2,8 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use twofold_api::app::admin::{grant_admin, GrantOutcome};
+use twofold_api::app::admin::GrantOutcome;
+use twofold_api::operator::grant_admin;
 
 use crate::helpers::*;
 

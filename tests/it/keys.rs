@@ -67,13 +67,13 @@ async fn a_rotated_sealing_key_keeps_old_secrets_working_until_resealed() {
 
     // Reseal: one seed moves; the backup codes still need the retired key, and the report
     // says so. A second run has nothing left to move.
-    let report = twofold_api::app::admin::reseal(&rotated_config)
+    let report = twofold_api::operator::reseal(&rotated_config)
         .await
         .unwrap();
     assert_eq!(report.resealed, 1);
     assert_eq!(report.retired_keys_in_use.len(), 1, "{report:?}");
     assert_eq!(report.retired_keys_in_use.values().sum::<usize>(), 1);
-    let again = twofold_api::app::admin::reseal(&rotated_config)
+    let again = twofold_api::operator::reseal(&rotated_config)
         .await
         .unwrap();
     assert_eq!(again.resealed, 0);

@@ -4,6 +4,7 @@
 // Test code: any step that fails should fail the test at once, helpers included.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod concurrency;
 mod enumeration;
 mod errors;
@@ -19,6 +20,7 @@ mod openapi;
 mod password;
 mod secrets;
 mod sessions;
+mod stored_events;
 mod tfa_manage;
 mod throttle;
 mod tokens;

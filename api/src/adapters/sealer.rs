@@ -53,6 +53,24 @@ impl SealingKey {
         twofold_nats::MailSealer::new(&self.0)
     }
 
+    /// The key the event chain is computed with (tamper evidence), derived from this one and
+    /// known by the same id as what this key seals.
+    pub fn chain_key(&self) -> twofold_projections::chain::ChainKey {
+        let mut key = Zeroizing::new([0u8; 32]);
+        let expanded = hkdf::Hkdf::<Sha256>::new(None, self.0.as_ref())
+            .expand(b"twofold event chain v1", key.as_mut());
+        debug_assert!(expanded.is_ok(), "32 bytes is a valid HKDF-SHA-256 length");
+        twofold_projections::chain::ChainKey::new(self.id(), key)
+    }
+
+    /// The key's id: the first 8 bytes of its SHA-256, in hex. Stored beside what it seals.
+    fn id(&self) -> String {
+        Sha256::digest(self.0.as_ref())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The base64 form, for `twofold keys generate`.
     pub fn to_base64(&self) -> String {
         STANDARD.encode(self.0.as_ref())
@@ -96,11 +114,7 @@ impl XChaChaSealer {
 
 impl KeyMaterial {
     fn new(key: &SealingKey) -> Self {
-        let fingerprint = Sha256::digest(key.0.as_ref());
-        let key_id = fingerprint[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let key_id = key.id();
         let mut digest_key = Zeroizing::new([0u8; 32]);
         let expanded = hkdf::Hkdf::<Sha256>::new(None, key.0.as_ref())
             .expand(b"twofold code digest v1", digest_key.as_mut());

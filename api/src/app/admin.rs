@@ -1,13 +1,26 @@
-//! Operator actions run from the command line against the configured database.
+//! What admins and operators do: list users, lock and unlock accounts, end a user's sessions
+//! (over HTTP, as an admin), grant the admin role and move secrets to a new sealing key (on
+//! the command line, as `cli`). Every change is a command whose metadata names the actor.
 
 use std::collections::BTreeMap;
 
 use twofold_domain::values::{Email, UserId};
-use twofold_domain::{UserCommand, UserEvent};
+use twofold_domain::{Actor, EventMetadata, UserCommand, UserEvent};
+use twofold_projections::UserView;
 
-use crate::app::gateway::{no_mail, CommandMetadata};
-use crate::config::Config;
-use crate::startup;
+use super::mail_policy::MailSecrets;
+use super::{App, AppError};
+
+/// An admin action on a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    /// Lock the account: no login completes and every session ends until unlocked.
+    Lock,
+    /// Unlock it.
+    Unlock,
+    /// End every session of the user.
+    EndSessions,
+}
 
 /// What `users grant-admin` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,51 +29,6 @@ pub enum GrantOutcome {
     Granted,
     /// The user already had it; nothing was recorded.
     AlreadyAdmin,
-}
-
-/// The configured database's command side, for a subcommand named `what`.
-async fn backend(
-    config: &Config,
-    what: &str,
-) -> anyhow::Result<(startup::Backend, sqlx::PgPool, twofold_domain::UserServices)> {
-    let keys = config.keys().map_err(anyhow::Error::msg)?;
-    let (services, _) = startup::services(config, &keys)?;
-    let Some(database_url) = &config.database_url else {
-        anyhow::bail!(
-            "{what} needs DATABASE_URL: the embedded store lives only inside a running \
-             `twofold serve`"
-        );
-    };
-    let pool = startup::connect(database_url, 2).await?;
-    let backend = startup::backend(&startup::Store::Postgres(pool.clone()), services.clone());
-    Ok((backend, pool, services))
-}
-
-fn cli_metadata() -> CommandMetadata {
-    CommandMetadata {
-        actor: "cli".to_owned(),
-        ..CommandMetadata::default()
-    }
-}
-
-/// Gives the user with `email` the admin role, recorded with `cli` as the actor.
-pub async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<GrantOutcome> {
-    let (backend, _, _) = backend(config, "users grant-admin").await?;
-    let email = Email::parse(email).map_err(|error| anyhow::anyhow!("{email}: {error}"))?;
-    let user_id = backend
-        .users
-        .find_by_email(&email)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no user has the email address {email}"))?;
-    let events = backend
-        .users
-        .execute(user_id, UserCommand::GrantAdmin, cli_metadata(), &no_mail)
-        .await?;
-    Ok(if events.is_empty() {
-        GrantOutcome::AlreadyAdmin
-    } else {
-        GrantOutcome::Granted
-    })
 }
 
 /// What `keys reseal` did.
@@ -74,37 +42,90 @@ pub struct ResealReport {
     pub retired_keys_in_use: BTreeMap<String, usize>,
 }
 
-/// Seals every TOTP seed under a retired key again under the current one (a `SeedResealed`
-/// event each, with `cli` as the actor), and reports which retired keys digests still need.
-/// Safe to run again, and while the service runs: a user changed meanwhile is retried.
-pub async fn reseal(config: &Config) -> anyhow::Result<ResealReport> {
-    let (backend, pool, services) = backend(config, "keys reseal").await?;
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT aggregate_id::uuid FROM events WHERE aggregate_type = 'User'",
-    )
-    .fetch_all(&pool)
-    .await?;
-    let current = services.sealer.current_key_id().to_owned();
-    let mut report = ResealReport::default();
-    for id in ids.into_iter().map(UserId::from_uuid) {
-        let events = backend
-            .users
-            .execute(id, UserCommand::ResealSecrets, cli_metadata(), &no_mail)
+impl App {
+    /// Up to `limit` users after the first `offset`, ordered by email.
+    pub async fn list_users(&self, offset: u64, limit: u64) -> Result<Vec<UserView>, AppError> {
+        Ok(self.directory.list(offset, limit).await?)
+    }
+
+    /// Applies `action` to `user_id`; `metadata` names the admin.
+    pub async fn act_on_user(
+        &self,
+        user_id: UserId,
+        action: AdminAction,
+        metadata: &EventMetadata,
+    ) -> Result<(), AppError> {
+        let command = match action {
+            AdminAction::Lock => UserCommand::LockAccount,
+            AdminAction::Unlock => UserCommand::UnlockAccount,
+            AdminAction::EndSessions => UserCommand::EndAllSessions,
+        };
+        self.users
+            .execute(user_id, command, metadata, &MailSecrets::none())
             .await?;
-        report.users += 1;
-        report.resealed += events
-            .iter()
-            .filter(|event| matches!(event, UserEvent::SeedResealed { .. }))
-            .count();
-        let user = backend.users.load(id).await?;
-        for key_id in user.sealing_key_ids() {
-            if key_id != current {
-                *report
-                    .retired_keys_in_use
-                    .entry(key_id.to_owned())
-                    .or_default() += 1;
+        tracing::info!(target: "security", actor = %metadata.actor, %user_id, ?action, "admin action");
+        Ok(())
+    }
+
+    /// Gives the user with `email` the admin role, recorded with `actor`.
+    pub async fn grant_admin(
+        &self,
+        email: &Email,
+        actor: Actor,
+    ) -> Result<Option<GrantOutcome>, AppError> {
+        let Some(user_id) = self.users.find_by_email(email).await? else {
+            return Ok(None);
+        };
+        let committed = self
+            .users
+            .execute(
+                user_id,
+                UserCommand::GrantAdmin,
+                &EventMetadata::of(actor),
+                &MailSecrets::none(),
+            )
+            .await?;
+        Ok(Some(if committed.events.is_empty() {
+            GrantOutcome::AlreadyAdmin
+        } else {
+            tracing::info!(target: "security", %actor, %user_id, "admin role granted");
+            GrantOutcome::Granted
+        }))
+    }
+
+    /// Seals every TOTP seed of `users` that a retired key sealed again under the current one
+    /// (a `SeedResealed` event each, with `cli` as the actor), and reports which retired keys
+    /// digests still need. Safe to run again, and while the service runs: a user changed
+    /// meanwhile is retried.
+    pub async fn reseal(&self, users: Vec<UserId>) -> Result<ResealReport, AppError> {
+        let current = self.services.sealer.current_key_id().to_owned();
+        let metadata = EventMetadata::of(Actor::Cli);
+        let mut report = ResealReport::default();
+        for id in users {
+            let committed = self
+                .users
+                .execute(
+                    id,
+                    UserCommand::ResealSecrets,
+                    &metadata,
+                    &MailSecrets::none(),
+                )
+                .await?;
+            report.users += 1;
+            report.resealed += committed
+                .events
+                .iter()
+                .filter(|event| matches!(event, UserEvent::SeedResealed { .. }))
+                .count();
+            for key_id in committed.user.sealing_key_ids() {
+                if key_id != current {
+                    *report
+                        .retired_keys_in_use
+                        .entry(key_id.to_owned())
+                        .or_default() += 1;
+                }
             }
         }
+        Ok(report)
     }
-    Ok(report)
 }

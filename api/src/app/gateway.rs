@@ -1,108 +1,85 @@
 //! Executes `User` commands against the event store and returns the events they recorded.
 //!
 //! cqrs-es's `CqrsFramework::execute` returns `()`, but a login's outcome *is* its events
-//! (`LoggedIn`, `SecondFactorRequired`, `LoginFailed`), so this gateway runs the same steps —
-//! load, handle, commit, dispatch to the projections — and hands the committed events back.
-//! A commit that loses an optimistic-lock race is retried from a fresh load, so the loser of a
-//! double spend gets the domain's real answer (code already used) rather than a conflict.
+//! (`LoggedIn`, `SecondFactorRequired`, `LoginFailed`), so this gateway runs the steps itself:
+//! load, handle, ask the mail policy for the emails the new facts cause, commit events and mail
+//! jobs in one transaction, dispatch to the projections. A commit that loses an
+//! optimistic-lock race is retried from a fresh load, so the loser of a double spend gets the
+//! domain's real answer (code already used) rather than a conflict.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore, Query};
+use cqrs_es::persist::{PersistedEventStore, PersistenceError, SerializedEvent};
+use cqrs_es::{Aggregate, EventEnvelope, EventStore, Query};
 use twofold_domain::user::ThrottledFactor;
 use twofold_domain::values::{Email, UserId};
-use twofold_domain::{User, UserCommand, UserEvent, UserServices};
-use twofold_nats::{MailJob, OUTBOX_METADATA_KEY};
+use twofold_domain::{EventMetadata, User, UserCommand, UserEvent, UserServices};
 
-use crate::app::store::EmailIndex;
-use crate::http::error::ApiError;
+use crate::app::mail_policy::{MailPolicy, MailSecrets};
+use crate::app::store::EventRepository;
+use crate::app::AppError;
 use crate::metrics::Metrics;
 
 /// Commit attempts before a command gives up with `409 concurrency.conflict`.
 const MAX_ATTEMPTS: usize = 16;
 
-/// Who asked for a command and in which request: stored as event metadata, never in payloads.
-#[derive(Debug, Clone, Default)]
-pub struct CommandMetadata {
-    /// The `x-request-id` of the HTTP request.
-    pub request_id: Option<String>,
-    /// `user:<id>`, `anonymous` or `cli`.
-    pub actor: String,
-    /// The client's `User-Agent`.
-    pub user_agent: Option<String>,
-    /// The client's address (the TCP peer).
-    pub ip: Option<String>,
+/// What a command committed.
+#[derive(Debug)]
+pub struct Committed {
+    /// The user the command ran on.
+    pub user_id: UserId,
+    /// The events it recorded, in order; none when it changed nothing.
+    pub events: Vec<UserEvent>,
+    /// The user's state after them.
+    pub user: User,
 }
 
-impl CommandMetadata {
-    fn into_map(self) -> HashMap<String, String> {
-        let mut map = HashMap::from([("actor".to_owned(), self.actor)]);
-        if let Some(request_id) = self.request_id {
-            map.insert("request_id".to_owned(), request_id);
-        }
-        if let Some(user_agent) = self.user_agent {
-            map.insert("user_agent".to_owned(), user_agent);
-        }
-        if let Some(ip) = self.ip {
-            map.insert("ip".to_owned(), ip);
-        }
-        map
-    }
-}
-
-/// Decides, from the user's new state and the events a command recorded, which emails the
-/// command causes. It runs before the commit, so the jobs are stored atomically with the events.
-pub type MailPlan<'a> = &'a (dyn Fn(&User, &[UserEvent]) -> Vec<MailJob> + Send + Sync);
-
-/// A plan for commands that send no email.
-pub fn no_mail(_: &User, _: &[UserEvent]) -> Vec<MailJob> {
-    Vec::new()
-}
-
-/// The command side, as the routes see it.
+/// The command side, as the use cases see it.
 #[async_trait]
 pub trait Users: Send + Sync {
-    /// Runs `command` on user `id`, commits its events together with the mail jobs `mail`
-    /// plans for them, and returns the events.
+    /// Runs `command` on user `id` and commits its events together with the emails they
+    /// cause, built with this request's `secrets`.
     async fn execute(
         &self,
         id: UserId,
         command: UserCommand,
-        metadata: CommandMetadata,
-        mail: MailPlan<'_>,
-    ) -> Result<Vec<UserEvent>, ApiError>;
+        metadata: &EventMetadata,
+        secrets: &MailSecrets,
+    ) -> Result<Committed, AppError>;
     /// The current state of user `id`, folded from its events.
-    async fn load(&self, id: UserId) -> Result<User, ApiError>;
+    async fn load(&self, id: UserId) -> Result<User, AppError>;
     /// The user who owns `email`, in any letter case.
-    async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, ApiError>;
+    async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError>;
+    /// Every event of user `id`, in sequence order, read through the upcasters.
+    async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError>;
 }
 
 /// The gateway over an event repository `R`.
-pub struct CommandGateway<R: PersistedEventRepository> {
+pub struct CommandGateway<R: EventRepository> {
+    repository: R,
     store: PersistedEventStore<R, User>,
-    index: Arc<dyn EmailIndex>,
+    mail: MailPolicy,
     queries: Vec<Box<dyn Query<User>>>,
     services: UserServices,
     metrics: Metrics,
 }
 
-impl<R: PersistedEventRepository> CommandGateway<R> {
-    /// A gateway storing through `repository`, finding emails in `index` and keeping
+impl<R: EventRepository> CommandGateway<R> {
+    /// A gateway storing through `repository`, deciding emails with `mail` and keeping
     /// `queries` current.
     pub fn new(
         repository: R,
-        index: Arc<dyn EmailIndex>,
+        mail: MailPolicy,
         queries: Vec<Box<dyn Query<User>>>,
         services: UserServices,
     ) -> Self {
         Self {
-            store: PersistedEventStore::new_event_store(repository),
-            index,
+            store: PersistedEventStore::new_event_store(repository.clone())
+                .with_upcasters(twofold_domain::upcasters()),
+            repository,
+            mail,
             queries,
             services,
             metrics: Metrics::new(),
@@ -116,7 +93,7 @@ impl<R: PersistedEventRepository> CommandGateway<R> {
     }
 
     /// Security log lines and the lockout counter for factors that this commit locked.
-    fn log_lockouts(&self, id: UserId, committed: &[cqrs_es::EventEnvelope<User>]) {
+    fn log_lockouts(&self, id: UserId, committed: &[EventEnvelope<User>]) {
         for envelope in committed {
             if let UserEvent::FactorLocked { factor, until, .. } = &envelope.payload {
                 tracing::info!(target: "security", user_id = %id, ?factor, %until, "factor locked");
@@ -125,82 +102,121 @@ impl<R: PersistedEventRepository> CommandGateway<R> {
         }
     }
 
-    /// Runs the command: load, handle, commit, dispatch; retried on a lost race.
+    /// Runs the command: load, handle, plan the mail, commit, dispatch; retried on a lost race.
     async fn run(
         &self,
         id: UserId,
         command: UserCommand,
-        metadata: CommandMetadata,
-        mail: MailPlan<'_>,
-    ) -> Result<Vec<UserEvent>, ApiError> {
+        metadata: &EventMetadata,
+        secrets: &MailSecrets,
+    ) -> Result<Committed, AppError> {
         let aggregate_id = id.to_string();
-        let metadata = metadata.into_map();
         for _ in 0..MAX_ATTEMPTS {
             let mut context = self.store.load_aggregate(&aggregate_id).await?;
             let sink = EventSink::default();
             context
-                .aggregate()
+                .aggregate
                 .handle(command.clone(), &self.services, &sink)
-                .await
-                .map_err(ApiError::Domain)?;
+                .await?;
             let events = sink.collect().await;
-            let jobs = mail(context.aggregate(), &events);
-            let mut metadata = metadata.clone();
-            if !jobs.is_empty() {
-                let jobs = serde_json::to_string(&jobs)
-                    .map_err(|error| ApiError::Internal(Box::new(error)))?;
-                metadata.insert(OUTBOX_METADATA_KEY.to_owned(), jobs);
+            if events.is_empty() {
+                return Ok(Committed {
+                    user_id: id,
+                    events,
+                    user: context.aggregate,
+                });
             }
-            match self.store.commit(events, context, metadata).await {
-                Ok(committed) => {
-                    self.log_lockouts(id, &committed);
-                    if !committed.is_empty() {
-                        for query in &self.queries {
-                            query.dispatch(&aggregate_id, &committed).await;
-                        }
+            let jobs = self
+                .mail
+                .jobs(
+                    &context.aggregate,
+                    &events,
+                    secrets,
+                    metadata.request_id.as_deref(),
+                )
+                .map_err(|error| AppError::Internal(Box::new(error)))?;
+            let envelopes = envelopes(&aggregate_id, context.current_sequence, events, metadata);
+            let serialized = envelopes
+                .iter()
+                .map(SerializedEvent::try_from)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(AppError::from)?;
+            match self.repository.commit(&serialized, &jobs).await {
+                Ok(()) => {
+                    self.log_lockouts(id, &envelopes);
+                    for query in &self.queries {
+                        query.dispatch(&aggregate_id, &envelopes).await;
                     }
-                    return Ok(committed
-                        .into_iter()
-                        .map(|envelope| envelope.payload)
-                        .collect());
+                    return Ok(Committed {
+                        user_id: id,
+                        events: envelopes
+                            .into_iter()
+                            .map(|envelope| envelope.payload)
+                            .collect(),
+                        user: context.aggregate,
+                    });
                 }
-                Err(AggregateError::AggregateConflict) => {
+                Err(PersistenceError::OptimisticLockError) => {
                     tracing::debug!(user_id = %id, "command lost a race; retrying");
                 }
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(ApiError::Conflict)
+        Err(AppError::Conflict)
     }
 }
 
+/// The events of one commit, numbered after `last_sequence`, each with the command's metadata.
+fn envelopes(
+    aggregate_id: &str,
+    last_sequence: usize,
+    events: Vec<UserEvent>,
+    metadata: &EventMetadata,
+) -> Vec<EventEnvelope<User>> {
+    let metadata = metadata.to_map();
+    events
+        .into_iter()
+        .zip(last_sequence + 1..)
+        .map(|(payload, sequence)| EventEnvelope {
+            aggregate_id: aggregate_id.to_owned(),
+            sequence,
+            payload,
+            metadata: metadata.clone(),
+        })
+        .collect()
+}
+
 #[async_trait]
-impl<R: PersistedEventRepository + 'static> Users for CommandGateway<R> {
+impl<R: EventRepository> Users for CommandGateway<R> {
     async fn execute(
         &self,
         id: UserId,
         command: UserCommand,
-        metadata: CommandMetadata,
-        mail: MailPlan<'_>,
-    ) -> Result<Vec<UserEvent>, ApiError> {
+        metadata: &EventMetadata,
+        secrets: &MailSecrets,
+    ) -> Result<Committed, AppError> {
         let name = command_name(&command);
         let started = Instant::now();
-        let result = self.run(id, command, metadata, mail).await;
+        let result = self.run(id, command, metadata, secrets).await;
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(error) => error.status_and_code().1,
+            Err(error) => error.code(),
         };
         self.metrics.command(name, outcome, started.elapsed());
         result
     }
 
-    async fn load(&self, id: UserId) -> Result<User, ApiError> {
-        let mut context = self.store.load_aggregate(&id.to_string()).await?;
-        Ok(std::mem::take(context.aggregate()))
+    async fn load(&self, id: UserId) -> Result<User, AppError> {
+        let context = self.store.load_aggregate(&id.to_string()).await?;
+        Ok(context.aggregate)
     }
 
-    async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, ApiError> {
-        Ok(self.index.find_user(email).await?)
+    async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError> {
+        Ok(self.repository.find_user(email).await?)
+    }
+
+    async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError> {
+        Ok(self.store.load_events(&id.to_string()).await?)
     }
 }
 
@@ -236,5 +252,6 @@ fn command_name(command: &UserCommand) -> &'static str {
         UserCommand::EndAllSessions => "end_all_sessions",
         UserCommand::ResealSecrets => "reseal_secrets",
         UserCommand::NoteSignUpAttempt => "note_sign_up_attempt",
+        UserCommand::RecordAuditRead(_) => "record_audit_read",
     }
 }

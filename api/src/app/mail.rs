@@ -9,12 +9,12 @@ use async_nats::jetstream::Context;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
-use twofold_domain::values::{DeviceType, UserId};
+use twofold_domain::values::{DeviceType, Email, UserId};
 use twofold_mailer::Sender;
 use twofold_nats::{Mail, MailJob, MailSealer, TaskState, TaskStatus, Topology};
 use uuid::Uuid;
 
-use crate::http::error::ApiError;
+use crate::app::AppError;
 use crate::metrics::Metrics;
 
 /// Builds mail jobs, sealing the codes they carry.
@@ -28,125 +28,102 @@ impl MailFactory {
         Self { sealer }
     }
 
-    fn job(&self, owner: UserId, to: &str, request_id: Option<&str>, mail: Mail) -> MailJob {
+    /// The jobs for one recipient, caused by the request `request_id`.
+    pub fn to<'a>(
+        &'a self,
+        owner: UserId,
+        to: &'a Email,
+        request_id: Option<&'a str>,
+    ) -> Recipient<'a> {
+        Recipient {
+            sealer: &self.sealer,
+            owner,
+            to,
+            request_id,
+        }
+    }
+}
+
+/// Builds the jobs of one recipient. Codes are sealed bound to the recipient, so a job's code
+/// cannot be moved into an email to someone else.
+pub struct Recipient<'a> {
+    sealer: &'a MailSealer,
+    owner: UserId,
+    to: &'a Email,
+    request_id: Option<&'a str>,
+}
+
+impl Recipient<'_> {
+    fn job(&self, mail: Mail) -> MailJob {
         MailJob {
             id: Uuid::new_v4(),
-            owner: owner.as_uuid(),
-            to: to.to_owned(),
-            request_id: request_id.map(str::to_owned),
+            owner: self.owner,
+            to: self.to.clone(),
+            request_id: self.request_id.map(str::to_owned),
             mail,
         }
     }
 
-    /// The backup codes of a new enrolment.
-    pub fn backup_codes(
-        &self,
-        owner: UserId,
-        to: &str,
-        request_id: Option<&str>,
-        codes: &[String],
-    ) -> MailJob {
-        let codes = self.sealer.seal_codes(codes, to);
-        self.job(owner, to, request_id, Mail::BackupCodes { codes })
+    /// The backup codes of an enrolment or a regeneration.
+    pub fn backup_codes(&self, codes: &[SecretString]) -> MailJob {
+        let codes: Vec<String> = codes
+            .iter()
+            .map(|code| code.expose_secret().to_owned())
+            .collect();
+        let codes = self.sealer.seal_codes(&codes, self.to.as_str());
+        self.job(Mail::BackupCodes { codes })
     }
 
     /// A login code for an email second factor.
-    pub fn login_code(
-        &self,
-        owner: UserId,
-        to: &str,
-        request_id: Option<&str>,
-        code: &SecretString,
-    ) -> MailJob {
+    pub fn login_code(&self, code: &SecretString) -> MailJob {
         let valid_minutes =
             u32::try_from(twofold_domain::user::EMAIL_CODE_TTL.whole_minutes()).unwrap_or(10);
-        let code = self.sealer.seal(code.expose_secret(), to);
-        self.job(
-            owner,
-            to,
-            request_id,
-            Mail::LoginCode {
-                code,
-                valid_minutes,
-            },
-        )
+        let code = self.sealer.seal(code.expose_secret(), self.to.as_str());
+        self.job(Mail::LoginCode {
+            code,
+            valid_minutes,
+        })
     }
 
     /// The security notice that two-factor authentication was turned on.
-    pub fn tfa_enabled(
-        &self,
-        owner: UserId,
-        to: &str,
-        request_id: Option<&str>,
-        device_type: DeviceType,
-    ) -> MailJob {
-        let device_type = match device_type {
-            DeviceType::Email => "email",
-            DeviceType::CodeGenerator => "code_generator",
-        };
-        let mail = Mail::TfaEnabled {
-            device_type: device_type.to_owned(),
-        };
-        self.job(owner, to, request_id, mail)
+    pub fn tfa_enabled(&self, device_type: DeviceType) -> MailJob {
+        self.job(Mail::TfaEnabled { device_type })
     }
 
     /// The security notice that two-factor authentication was turned off.
-    pub fn tfa_disabled(&self, owner: UserId, to: &str, request_id: Option<&str>) -> MailJob {
-        self.job(owner, to, request_id, Mail::TfaDisabled)
+    pub fn tfa_disabled(&self) -> MailJob {
+        self.job(Mail::TfaDisabled)
     }
 
     /// The notice that someone tried to sign up with the owner's address.
-    pub fn sign_up_attempted(&self, owner: UserId, to: &str, request_id: Option<&str>) -> MailJob {
-        self.job(owner, to, request_id, Mail::SignUpAttempted)
+    pub fn sign_up_attempted(&self) -> MailJob {
+        self.job(Mail::SignUpAttempted)
     }
 
-    /// The security notice that the password was changed or reset.
-    pub fn password_changed(
-        &self,
-        owner: UserId,
-        to: &str,
-        request_id: Option<&str>,
-        reset: bool,
-    ) -> MailJob {
-        self.job(owner, to, request_id, Mail::PasswordChanged { reset })
+    /// The security notice that the password was changed (or `reset`).
+    pub fn password_changed(&self, reset: bool) -> MailJob {
+        self.job(Mail::PasswordChanged { reset })
     }
 
     /// The security notice that a backup code was used.
-    pub fn backup_code_used(
-        &self,
-        owner: UserId,
-        to: &str,
-        request_id: Option<&str>,
-        remaining: usize,
-    ) -> MailJob {
-        self.job(owner, to, request_id, Mail::BackupCodeUsed { remaining })
+    pub fn backup_code_used(&self, remaining: usize) -> MailJob {
+        self.job(Mail::BackupCodeUsed { remaining })
     }
 
     /// A password reset token.
-    pub fn password_reset(
-        &self,
-        owner: UserId,
-        to: &str,
-        request_id: Option<&str>,
-        token: &SecretString,
-    ) -> MailJob {
+    pub fn password_reset(&self, token: &SecretString) -> MailJob {
         let valid_minutes =
             u32::try_from(twofold_domain::user::RESET_TOKEN_TTL.whole_minutes()).unwrap_or(15);
-        let token = self.sealer.seal(token.expose_secret(), to);
-        self.job(
-            owner,
-            to,
-            request_id,
-            Mail::PasswordReset {
-                token,
-                valid_minutes,
-            },
-        )
+        let token = self.sealer.seal(token.expose_secret(), self.to.as_str());
+        self.job(Mail::PasswordReset {
+            token,
+            valid_minutes,
+        })
     }
 
     /// A test email.
-    pub fn test(&self, owner: UserId, to: &str, request_id: Option<&str>) -> MailJob {
-        self.job(owner, to, request_id, Mail::Test)
+    pub fn test(&self) -> MailJob {
+        self.job(Mail::Test)
     }
 }
 
@@ -154,16 +131,16 @@ impl MailFactory {
 #[async_trait]
 pub trait MailQueue: Send + Sync {
     /// Queues `job`.
-    async fn enqueue(&self, job: MailJob) -> Result<(), ApiError>;
+    async fn enqueue(&self, job: MailJob) -> Result<(), AppError>;
     /// The owner and state of task `id`, if it exists.
-    async fn status(&self, id: Uuid) -> Result<Option<(UserId, TaskState)>, ApiError>;
+    async fn status(&self, id: Uuid) -> Result<Option<(UserId, TaskState)>, AppError>;
 }
 
 /// The real stack: the outbox table, and the state the mailer writes to its key-value bucket.
 pub struct OutboxMailQueue {
     pool: PgPool,
-    jetstream: Context,
-    topology: Topology,
+    /// Where the mailer records task states; `None` for a tool that only queues.
+    statuses: Option<(Context, Topology)>,
 }
 
 impl OutboxMailQueue {
@@ -171,17 +148,25 @@ impl OutboxMailQueue {
     pub fn new(pool: PgPool, jetstream: Context, topology: Topology) -> Self {
         Self {
             pool,
-            jetstream,
-            topology,
+            statuses: Some((jetstream, topology)),
+        }
+    }
+
+    /// A queue over `pool`'s outbox that reads no states (every task is `Pending`): for the
+    /// command line, which queues but never reports.
+    pub fn queue_only(pool: PgPool) -> Self {
+        Self {
+            pool,
+            statuses: None,
         }
     }
 
     /// The state the mailer recorded, or `Pending` if it recorded none (or NATS is down).
     async fn state(&self, id: Uuid) -> TaskState {
         let recorded = async {
-            let bucket = self
-                .jetstream
-                .get_key_value(self.topology.status_bucket())
+            let (jetstream, topology) = self.statuses.as_ref()?;
+            let bucket = jetstream
+                .get_key_value(topology.status_bucket())
                 .await
                 .ok()?;
             let value = bucket.get(id.to_string()).await.ok()??;
@@ -195,23 +180,19 @@ impl OutboxMailQueue {
 
 #[async_trait]
 impl MailQueue for OutboxMailQueue {
-    async fn enqueue(&self, job: MailJob) -> Result<(), ApiError> {
-        let mut connection = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|error| ApiError::Unavailable(Box::new(error)))?;
+    async fn enqueue(&self, job: MailJob) -> Result<(), AppError> {
+        let mut connection = self.pool.acquire().await.map_err(AppError::database)?;
         twofold_nats::enqueue(&mut connection, &job)
             .await
-            .map_err(|error| ApiError::Unavailable(Box::new(error)))
+            .map_err(AppError::database)
     }
 
-    async fn status(&self, id: Uuid) -> Result<Option<(UserId, TaskState)>, ApiError> {
+    async fn status(&self, id: Uuid) -> Result<Option<(UserId, TaskState)>, AppError> {
         let owner: Option<Uuid> = sqlx::query_scalar("SELECT owner FROM mail_tasks WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|error| ApiError::Unavailable(Box::new(error)))?;
+            .map_err(AppError::database)?;
         match owner {
             Some(owner) => Ok(Some((UserId::from_uuid(owner), self.state(id).await))),
             None => Ok(None),
@@ -260,7 +241,7 @@ impl InProcessMailQueue {
         let worker_tasks = Arc::clone(&tasks);
         tokio::spawn(async move {
             while let Some(job) = receiver.recv().await {
-                let owner = UserId::from_uuid(job.owner);
+                let owner = job.owner;
                 record(&worker_tasks, job.id, owner, TaskState::Pending);
                 let template = job.mail.template();
                 let state = match sender.send(&job, &sealer).await {
@@ -296,19 +277,14 @@ fn record(tasks: &Mutex<Tasks>, id: Uuid, owner: UserId, state: TaskState) {
 
 #[async_trait]
 impl MailQueue for InProcessMailQueue {
-    async fn enqueue(&self, job: MailJob) -> Result<(), ApiError> {
-        record(
-            &self.tasks,
-            job.id,
-            UserId::from_uuid(job.owner),
-            TaskState::Pending,
-        );
+    async fn enqueue(&self, job: MailJob) -> Result<(), AppError> {
+        record(&self.tasks, job.id, job.owner, TaskState::Pending);
         self.jobs
             .send(job)
-            .map_err(|error| ApiError::Internal(Box::new(error)))
+            .map_err(|error| AppError::Internal(Box::new(error)))
     }
 
-    async fn status(&self, id: Uuid) -> Result<Option<(UserId, TaskState)>, ApiError> {
+    async fn status(&self, id: Uuid) -> Result<Option<(UserId, TaskState)>, AppError> {
         Ok(self
             .tasks
             .lock()

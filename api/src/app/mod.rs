@@ -1,8 +1,131 @@
-//! The use cases HTTP and the command line share: the command gateway, the event store's
-//! write side, mail, operator actions. Nothing here knows HTTP (no axum, no `crate::http`).
+//! The use cases HTTP and the command line share: sign-up, login, sessions, the second factor,
+//! passwords, admin actions and mail, over the command gateway and the views. Nothing here
+//! knows HTTP (no axum, no `crate::http`): a handler extracts, calls one use case, and maps
+//! its one outcome to one response.
 
 pub mod admin;
+pub mod audit;
+mod error;
 pub mod gateway;
+mod login;
 pub mod mail;
+pub mod mail_policy;
+mod password;
+mod secrets;
+mod sessions;
+mod signup;
 pub mod store;
+mod tasks;
+mod tfa;
 pub mod unknown_accounts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+use twofold_domain::values::UserId;
+use twofold_domain::UserServices;
+use twofold_projections::{UserDirectory, UserView};
+
+use crate::adapters::Argon2Hasher;
+use crate::config::ExistingEmail;
+use crate::metrics::Metrics;
+use gateway::Users;
+use mail::{MailFactory, MailQueue};
+use unknown_accounts::UnknownAccountThrottle;
+
+pub use error::AppError;
+pub use secrets::ScanCode;
+pub use signup::NewAccount;
+pub use tfa::DeviceSwitch;
+
+/// The settings the use cases follow.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The issuer authenticator apps show.
+    pub totp_issuer: String,
+    /// Backup codes per enrolment.
+    pub backup_codes: usize,
+    /// How sign-up answers an address that already has an account.
+    pub signup_existing_email: ExistingEmail,
+    /// How long a rotated refresh token stays acceptable.
+    pub refresh_reuse_grace: time::Duration,
+}
+
+/// Twofold's use cases, over the stores and adapters the composition root chose.
+pub struct App {
+    users: Arc<dyn Users>,
+    directory: Arc<dyn UserDirectory>,
+    unknown_accounts: Arc<dyn UnknownAccountThrottle>,
+    mail: MailFactory,
+    mail_queue: Arc<dyn MailQueue>,
+    services: UserServices,
+    hasher: Arc<Argon2Hasher>,
+    settings: Settings,
+    metrics: Metrics,
+    /// Work a request starts and does not wait for (a password reset's email): shutdown
+    /// waits for it.
+    background: TaskTracker,
+}
+
+/// What the use cases run on.
+pub struct Parts {
+    /// The command side.
+    pub users: Arc<dyn Users>,
+    /// The user views.
+    pub directory: Arc<dyn UserDirectory>,
+    /// Failed logins to addresses without an account.
+    pub unknown_accounts: Arc<dyn UnknownAccountThrottle>,
+    /// Builds the emails no command causes (the test email).
+    pub mail: MailFactory,
+    /// Queues those emails and reports task states.
+    pub mail_queue: Arc<dyn MailQueue>,
+    /// The domain's ports.
+    pub services: UserServices,
+    /// The password hasher, for the dummy verification of unknown accounts.
+    pub hasher: Arc<Argon2Hasher>,
+    /// Login, lockout and command counters.
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// The use cases over `parts`, following `settings`.
+    pub fn new(parts: Parts, settings: Settings) -> Self {
+        Self {
+            users: parts.users,
+            directory: parts.directory,
+            unknown_accounts: parts.unknown_accounts,
+            mail: parts.mail,
+            mail_queue: parts.mail_queue,
+            services: parts.services,
+            hasher: parts.hasher,
+            settings,
+            metrics: parts.metrics,
+            background: TaskTracker::new(),
+        }
+    }
+
+    /// The user as clients see them (from the user view).
+    pub async fn user_view(&self, user: UserId) -> Result<Option<UserView>, AppError> {
+        Ok(self.directory.find(user).await?)
+    }
+
+    /// Whether `user` exists and has the admin role (from the user view).
+    pub async fn is_admin(&self, user: UserId) -> Result<Option<bool>, AppError> {
+        Ok(self.directory.find(user).await?.map(|view| view.is_admin))
+    }
+
+    /// Waits at most `timeout` for the work requests started in the background.
+    pub async fn finish_background_work(&self, timeout: Duration) {
+        self.background.close();
+        if tokio::time::timeout(timeout, self.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.background.len(),
+                "background work still running at shutdown is cut off"
+            );
+        }
+    }
+}

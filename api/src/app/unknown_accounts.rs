@@ -13,19 +13,19 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use twofold_domain::user::Throttle;
 
-use crate::http::error::ApiError;
+use crate::app::AppError;
 
 /// Failure counts of logins to addresses without an account, keyed by an address digest.
 #[async_trait]
 pub trait UnknownAccountThrottle: Send + Sync {
     /// Refuses an attempt while the address is locked, as a real account's password lock does.
-    async fn check(&self, email_digest: &str, now: OffsetDateTime) -> Result<(), ApiError>;
+    async fn check(&self, email_digest: &str, now: OffsetDateTime) -> Result<(), AppError>;
     /// Records a failed attempt; returns the lock it set, if any.
     async fn record_failure(
         &self,
         email_digest: &str,
         now: OffsetDateTime,
-    ) -> Result<Option<OffsetDateTime>, ApiError>;
+    ) -> Result<Option<OffsetDateTime>, AppError>;
 }
 
 /// The Postgres table `unknown_account_throttle`, shared by every instance.
@@ -42,26 +42,26 @@ impl PgUnknownAccountThrottle {
 
 #[async_trait]
 impl UnknownAccountThrottle for PgUnknownAccountThrottle {
-    async fn check(&self, email_digest: &str, now: OffsetDateTime) -> Result<(), ApiError> {
+    async fn check(&self, email_digest: &str, now: OffsetDateTime) -> Result<(), AppError> {
         let locked_until: Option<Option<OffsetDateTime>> = sqlx::query_scalar(
             "SELECT locked_until FROM unknown_account_throttle WHERE email_digest = $1",
         )
         .bind(email_digest)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|error| ApiError::Internal(Box::new(error)))?;
+        .map_err(AppError::database)?;
         let throttle = Throttle {
             failures: 0,
             locked_until: locked_until.flatten(),
         };
-        throttle.check(now).map_err(ApiError::from)
+        throttle.check(now).map_err(AppError::from)
     }
 
     async fn record_failure(
         &self,
         email_digest: &str,
         now: OffsetDateTime,
-    ) -> Result<Option<OffsetDateTime>, ApiError> {
+    ) -> Result<Option<OffsetDateTime>, AppError> {
         // One statement: concurrent failures each count, on any instance.
         let failures: i32 = sqlx::query_scalar(
             "INSERT INTO unknown_account_throttle (email_digest, failures) VALUES ($1, 1) \
@@ -71,7 +71,7 @@ impl UnknownAccountThrottle for PgUnknownAccountThrottle {
         .bind(email_digest)
         .fetch_one(&self.pool)
         .await
-        .map_err(|error| ApiError::Internal(Box::new(error)))?;
+        .map_err(AppError::database)?;
         let lock = Throttle::lock_after(u32::try_from(failures).unwrap_or(u32::MAX), now);
         if let Some(until) = lock {
             sqlx::query(
@@ -82,7 +82,7 @@ impl UnknownAccountThrottle for PgUnknownAccountThrottle {
             .bind(until)
             .execute(&self.pool)
             .await
-            .map_err(|error| ApiError::Internal(Box::new(error)))?;
+            .map_err(AppError::database)?;
         }
         Ok(lock)
     }
@@ -106,16 +106,16 @@ impl MemUnknownAccountThrottle {
 
 #[async_trait]
 impl UnknownAccountThrottle for MemUnknownAccountThrottle {
-    async fn check(&self, email_digest: &str, now: OffsetDateTime) -> Result<(), ApiError> {
+    async fn check(&self, email_digest: &str, now: OffsetDateTime) -> Result<(), AppError> {
         self.with(email_digest, |throttle| throttle.check(now))
-            .map_err(ApiError::from)
+            .map_err(AppError::from)
     }
 
     async fn record_failure(
         &self,
         email_digest: &str,
         now: OffsetDateTime,
-    ) -> Result<Option<OffsetDateTime>, ApiError> {
+    ) -> Result<Option<OffsetDateTime>, AppError> {
         Ok(self.with(email_digest, |throttle| {
             throttle.record_failure(now);
             Throttle::lock_after(throttle.failures, now)

@@ -6,12 +6,11 @@ use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cqrs_es::persist::PersistenceError;
-use cqrs_es::AggregateError;
 use serde::Serialize;
+use twofold_domain::user::Refusal;
 use twofold_domain::UserError;
 
-use crate::app::store::EmailTaken;
+use crate::app::AppError;
 
 /// Everything that can go wrong in a request.
 #[derive(Debug, thiserror::Error)]
@@ -31,18 +30,9 @@ pub enum ApiError {
     /// The caller is authenticated but not an admin.
     #[error("this endpoint is for admins only")]
     AdminOnly,
-    /// A rotated refresh token was presented again; its session is revoked.
-    #[error("this refresh token was already used; the session is revoked for safety")]
-    RefreshTokenReused,
-    /// The current password given to change it is wrong.
-    #[error("the current password is not correct")]
-    WrongPassword,
-    /// A wrong TOTP or emailed code.
-    #[error("the code is not valid")]
-    WrongTfaCode,
-    /// A wrong or already used backup code.
-    #[error("the backup code is not valid or was already used")]
-    WrongBackupCode,
+    /// A proof was wrong, or a session ended instead of refreshing; recorded as an event.
+    #[error("{}", refusal_detail(*.0))]
+    Refused(Refusal),
     /// The request itself is malformed (body, form, query, path).
     #[error("{detail}")]
     Request {
@@ -101,10 +91,7 @@ impl ApiError {
             Self::MissingToken => (StatusCode::UNAUTHORIZED, "auth.missing_token"),
             Self::InvalidToken => (StatusCode::UNAUTHORIZED, "auth.invalid_token"),
             Self::AdminOnly => (StatusCode::FORBIDDEN, "auth.admin_only"),
-            Self::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "auth.refresh_token_reused"),
-            Self::WrongPassword => (StatusCode::FORBIDDEN, "auth.wrong_password"),
-            Self::WrongTfaCode => (StatusCode::FORBIDDEN, "tfa.invalid_code"),
-            Self::WrongBackupCode => (StatusCode::FORBIDDEN, "tfa.invalid_backup_code"),
+            Self::Refused(refusal) => refusal_status_and_code(*refusal),
             Self::Request { status, code, .. } => (*status, code),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "request.not_found"),
             Self::Conflict => (StatusCode::CONFLICT, "concurrency.conflict"),
@@ -121,6 +108,29 @@ impl ApiError {
         status == StatusCode::UNAUTHORIZED
             || status == StatusCode::FORBIDDEN
             || matches!(self, Self::Domain(UserError::Locked { .. }))
+    }
+
+    /// Too many requests from one client address; retry in `seconds`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        Self::request(
+            StatusCode::TOO_MANY_REQUESTS,
+            "request.rate_limited",
+            format!("too many requests from this address; retry in {seconds} seconds"),
+        )
+    }
+
+    /// A login form whose `grant_type` is neither `password` nor empty.
+    pub fn unsupported_grant_type() -> Self {
+        Self::request(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.unsupported_grant_type",
+            "grant_type must be `password` or empty",
+        )
+    }
+
+    /// The database is out of reach (as the documentation shows it; the cause is never sent).
+    pub fn unavailable() -> Self {
+        Self::Unavailable("a store is unreachable".into())
     }
 
     fn request(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
@@ -207,7 +217,7 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self {
                 Self::InvalidToken
-                | Self::RefreshTokenReused
+                | Self::Refused(Refusal::RefreshTokenReused | Refusal::SessionExpired)
                 | Self::Domain(UserError::ChallengeClosed | UserError::SessionEnded) => {
                     "Bearer error=\"invalid_token\""
                 }
@@ -228,29 +238,44 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<AggregateError<UserError>> for ApiError {
-    fn from(error: AggregateError<UserError>) -> Self {
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
         match error {
-            AggregateError::UserError(error) => Self::Domain(error),
-            AggregateError::AggregateConflict => Self::Conflict,
-            AggregateError::UnexpectedError(error) if error.is::<EmailTaken>() => {
-                Self::Domain(UserError::EmailTaken)
-            }
-            AggregateError::DatabaseConnectionError(error) => Self::Unavailable(error),
-            AggregateError::DeserializationError(error)
-            | AggregateError::UnexpectedError(error) => Self::Internal(error),
+            AppError::Domain(error) => Self::Domain(error),
+            AppError::Conflict => Self::Conflict,
+            AppError::Unavailable(error) => Self::Unavailable(error),
+            AppError::Internal(error) => Self::Internal(error),
         }
     }
 }
 
-impl From<PersistenceError> for ApiError {
-    fn from(error: PersistenceError) -> Self {
-        match error {
-            PersistenceError::ConnectionError(error) => Self::Unavailable(error),
-            PersistenceError::OptimisticLockError => Self::Conflict,
-            PersistenceError::DeserializationError(error)
-            | PersistenceError::UnknownError(error) => Self::Internal(error),
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
+    }
+}
+
+/// The status and code of a refusal.
+fn refusal_status_and_code(refusal: Refusal) -> (StatusCode, &'static str) {
+    match refusal {
+        Refusal::WrongPassword => (StatusCode::FORBIDDEN, "auth.wrong_password"),
+        Refusal::WrongCode => (StatusCode::FORBIDDEN, "tfa.invalid_code"),
+        Refusal::WrongBackupCode => (StatusCode::FORBIDDEN, "tfa.invalid_backup_code"),
+        Refusal::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "auth.refresh_token_reused"),
+        Refusal::SessionExpired => (StatusCode::UNAUTHORIZED, UserError::SessionEnded.code()),
+    }
+}
+
+/// What a refusal says to the client.
+fn refusal_detail(refusal: Refusal) -> String {
+    match refusal {
+        Refusal::WrongPassword => "the current password is not correct".to_owned(),
+        Refusal::WrongCode => "the code is not valid".to_owned(),
+        Refusal::WrongBackupCode => "the backup code is not valid or was already used".to_owned(),
+        Refusal::RefreshTokenReused => {
+            "this refresh token was already used; the session is revoked for safety".to_owned()
         }
+        Refusal::SessionExpired => UserError::SessionEnded.to_string(),
     }
 }
 

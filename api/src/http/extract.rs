@@ -4,10 +4,10 @@
 use axum::extract::{FromRef, FromRequest, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
+use twofold_domain::{Actor, EventMetadata};
 
-use crate::app::gateway::CommandMetadata;
 use crate::http::error::ApiError;
-use crate::http::jwt::{Claims, TokenKind};
+use crate::http::jwt::{Access, Claims, KindClaims, PreTfa};
 use crate::http::state::AppState;
 
 /// A JSON body; malformed ones answer problem+json.
@@ -52,12 +52,12 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     }
 }
 
-fn verified(parts: &Parts, state: &AppState, kind: TokenKind) -> Result<Claims, ApiError> {
-    state.tokens.verify(bearer(parts)?, kind)
+fn verified<K: KindClaims>(parts: &Parts, state: &AppState) -> Result<Claims<K>, ApiError> {
+    state.tokens.verify(bearer(parts)?)
 }
 
 /// The claims of a valid access token.
-pub struct AccessToken(pub Claims);
+pub struct AccessToken(pub Claims<Access>);
 
 impl<S> FromRequestParts<S> for AccessToken
 where
@@ -67,12 +67,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        verified(parts, &AppState::from_ref(state), TokenKind::Access).map(Self)
+        verified(parts, &AppState::from_ref(state)).map(Self)
     }
 }
 
 /// The claims of a valid pre-2FA token.
-pub struct PreTfaToken(pub Claims);
+pub struct PreTfaToken(pub Claims<PreTfa>);
 
 impl<S> FromRequestParts<S> for PreTfaToken
 where
@@ -82,12 +82,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        verified(parts, &AppState::from_ref(state), TokenKind::PreTfa).map(Self)
+        verified(parts, &AppState::from_ref(state)).map(Self)
     }
 }
 
 /// The claims of a valid access token whose user is an admin.
-pub struct AdminToken(pub Claims);
+pub struct AdminToken(pub Claims<Access>);
 
 impl<S> FromRequestParts<S> for AdminToken
 where
@@ -98,16 +98,11 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
-        let claims = verified(parts, &state, TokenKind::Access)?;
-        let view = state
-            .directory
-            .find(claims.sub)
-            .await?
-            .ok_or(ApiError::InvalidToken)?;
-        if view.is_admin {
-            Ok(Self(claims))
-        } else {
-            Err(ApiError::AdminOnly)
+        let claims = verified::<Access>(parts, &state)?;
+        match state.app.is_admin(claims.sub).await? {
+            Some(true) => Ok(Self(claims)),
+            Some(false) => Err(ApiError::AdminOnly),
+            None => Err(ApiError::InvalidToken),
         }
     }
 }
@@ -127,12 +122,12 @@ impl RequestContext {
     }
 
     /// Metadata for a command `actor` issues in this request.
-    pub fn metadata(&self, actor: String) -> CommandMetadata {
-        CommandMetadata {
-            request_id: self.request_id.clone(),
+    pub fn metadata(&self, actor: Actor) -> EventMetadata {
+        EventMetadata {
             actor,
-            user_agent: self.user_agent.clone(),
+            request_id: self.request_id.clone(),
             ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
         }
     }
 }

@@ -15,6 +15,7 @@ use ed25519_dalek::SigningKey;
 use jsonwebtoken::{
     decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -50,9 +51,50 @@ impl TokenKind {
     }
 }
 
-/// The claims of every Twofold token.
+/// What one kind of token carries beyond the claims every token has: the type of a token's
+/// own claims, so that a handler taking an access token cannot read a challenge id.
+pub trait KindClaims: Serialize + DeserializeOwned + Clone + std::fmt::Debug {
+    /// The kind, as its `typ` claim names it.
+    const KIND: TokenKind;
+}
+
+/// An access token's own claims.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
+pub struct Access {
+    /// The session the token belongs to.
+    sid: SessionId,
+}
+
+/// A refresh token's own claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refresh {
+    /// The session the token rotates.
+    sid: SessionId,
+}
+
+/// A pre-2FA token's own claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreTfa {
+    /// The login challenge it may complete.
+    cid: ChallengeId,
+}
+
+impl KindClaims for Access {
+    const KIND: TokenKind = TokenKind::Access;
+}
+
+impl KindClaims for Refresh {
+    const KIND: TokenKind = TokenKind::Refresh;
+}
+
+impl KindClaims for PreTfa {
+    const KIND: TokenKind = TokenKind::PreTfa;
+}
+
+/// The claims of a Twofold token of kind `K`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound = "K: KindClaims")]
+pub struct Claims<K> {
     /// Issuer.
     pub iss: String,
     /// Audience, distinct per kind.
@@ -69,12 +111,35 @@ pub struct Claims {
     pub jti: Uuid,
     /// The kind.
     pub typ: TokenKind,
-    /// The login challenge a pre-2FA token answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cid: Option<ChallengeId>,
-    /// The session an access or refresh token belongs to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<SessionId>,
+    /// The kind's own claims.
+    #[serde(flatten)]
+    own: K,
+}
+
+impl Claims<Access> {
+    /// The session the access token belongs to.
+    pub fn session_id(&self) -> SessionId {
+        self.own.sid
+    }
+}
+
+impl Claims<Refresh> {
+    /// The session the refresh token rotates.
+    pub fn session_id(&self) -> SessionId {
+        self.own.sid
+    }
+
+    /// The refresh token's id: the session tells its current one from a rotated one.
+    pub fn refresh_id(&self) -> RefreshTokenId {
+        RefreshTokenId::from_uuid(self.jti)
+    }
+}
+
+impl Claims<PreTfa> {
+    /// The login challenge the pre-2FA token may complete.
+    pub fn challenge_id(&self) -> ChallengeId {
+        self.own.cid
+    }
 }
 
 /// How long each kind of token lives.
@@ -242,13 +307,7 @@ impl TokenService {
 
     /// A pre-2FA token naming the login challenge it may complete.
     pub fn issue_pre_tfa(&self, user: UserId, challenge: ChallengeId) -> Result<String, ApiError> {
-        self.issue(
-            TokenKind::PreTfa,
-            user,
-            Uuid::new_v4(),
-            Some(challenge),
-            None,
-        )
+        self.issue(user, Uuid::new_v4(), PreTfa { cid: challenge })
     }
 
     /// An access token and a refresh token of `session`; the refresh token's `jti` is the
@@ -259,38 +318,24 @@ impl TokenService {
         session: SessionId,
         refresh: RefreshTokenId,
     ) -> Result<(String, String), ApiError> {
-        let access = self.issue(TokenKind::Access, user, Uuid::new_v4(), None, Some(session))?;
-        let refresh = self.issue(
-            TokenKind::Refresh,
-            user,
-            refresh.as_uuid(),
-            None,
-            Some(session),
-        )?;
+        let access = self.issue(user, Uuid::new_v4(), Access { sid: session })?;
+        let refresh = self.issue(user, refresh.as_uuid(), Refresh { sid: session })?;
         Ok((access, refresh))
     }
 
-    fn issue(
-        &self,
-        kind: TokenKind,
-        user: UserId,
-        jti: Uuid,
-        challenge: Option<ChallengeId>,
-        session: Option<SessionId>,
-    ) -> Result<String, ApiError> {
+    fn issue<K: KindClaims>(&self, user: UserId, jti: Uuid, own: K) -> Result<String, ApiError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let lifetime = i64::try_from(self.lifetime(kind).as_secs()).unwrap_or(i64::MAX);
+        let lifetime = i64::try_from(self.lifetime(K::KIND).as_secs()).unwrap_or(i64::MAX);
         let claims = Claims {
             iss: self.issuer.clone(),
-            aud: self.audience(kind),
+            aud: self.audience(K::KIND),
             sub: user,
             exp: now.saturating_add(lifetime),
             iat: now,
             nbf: now,
             jti,
-            typ: kind,
-            cid: challenge,
-            sid: session,
+            typ: K::KIND,
+            own,
         };
         let mut header = Header::new(self.key.algorithm);
         header.kid = Some(self.key.kid.clone());
@@ -298,8 +343,8 @@ impl TokenService {
             .map_err(|error| ApiError::Internal(Box::new(error)))
     }
 
-    /// The claims of `token` if it is a valid, unexpired token of `kind` signed by our key.
-    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, ApiError> {
+    /// The claims of `token` if it is a valid, unexpired token of kind `K` signed by our key.
+    pub fn verify<K: KindClaims>(&self, token: &str) -> Result<Claims<K>, ApiError> {
         let header = decode_header(token).map_err(|_| ApiError::InvalidToken)?;
         let key = self
             .keys()
@@ -310,12 +355,12 @@ impl TokenService {
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[self.audience(kind)]);
+        validation.set_audience(&[self.audience(K::KIND)]);
         validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
-        let claims = decode::<Claims>(token, &key.decoding, &validation)
+        let claims = decode::<Claims<K>>(token, &key.decoding, &validation)
             .map_err(|_| ApiError::InvalidToken)?
             .claims;
-        if claims.typ != kind {
+        if claims.typ != K::KIND {
             return Err(ApiError::InvalidToken);
         }
         Ok(claims)
@@ -358,45 +403,132 @@ mod tests {
         )
     }
 
+    /// One token of each kind, for `user`.
+    fn one_of_each(tokens: &TokenService, user: UserId) -> [(TokenKind, String); 3] {
+        let session = SessionId::new_random();
+        let (access, refresh) = tokens
+            .issue_pair(user, session, RefreshTokenId::new_random())
+            .unwrap();
+        let pre_tfa = tokens
+            .issue_pre_tfa(user, ChallengeId::new_random())
+            .unwrap();
+        [
+            (TokenKind::Access, access),
+            (TokenKind::Refresh, refresh),
+            (TokenKind::PreTfa, pre_tfa),
+        ]
+    }
+
+    fn access_token(tokens: &TokenService) -> String {
+        tokens
+            .issue_pair(
+                UserId::new_random(),
+                SessionId::new_random(),
+                RefreshTokenId::new_random(),
+            )
+            .unwrap()
+            .0
+    }
+
     #[test]
     fn a_token_verifies_only_as_its_own_kind() {
         let tokens = service();
-        let user = UserId::new_random();
-        for kind in [TokenKind::Access, TokenKind::Refresh, TokenKind::PreTfa] {
-            let token = tokens
-                .issue(kind, user, Uuid::new_v4(), None, None)
-                .unwrap();
-            for expected in [TokenKind::Access, TokenKind::Refresh, TokenKind::PreTfa] {
-                let result = tokens.verify(&token, expected);
-                assert_eq!(result.is_ok(), kind == expected, "{kind:?} as {expected:?}");
-            }
+        for (kind, token) in one_of_each(&tokens, UserId::new_random()) {
+            let as_access = tokens.verify::<Access>(&token).is_ok();
+            let as_refresh = tokens.verify::<Refresh>(&token).is_ok();
+            let as_pre_tfa = tokens.verify::<PreTfa>(&token).is_ok();
+            assert_eq!(
+                [as_access, as_refresh, as_pre_tfa],
+                [
+                    kind == TokenKind::Access,
+                    kind == TokenKind::Refresh,
+                    kind == TokenKind::PreTfa
+                ],
+                "{kind:?}"
+            );
         }
+    }
+
+    #[test]
+    fn each_kind_carries_its_own_claims_and_no_other() {
+        let tokens = service();
+        let session = SessionId::new_random();
+        let refresh_id = RefreshTokenId::new_random();
+        let challenge = ChallengeId::new_random();
+        let user = UserId::new_random();
+        let (access, refresh) = tokens.issue_pair(user, session, refresh_id).unwrap();
+        let access = tokens.verify::<Access>(&access).unwrap();
+        assert_eq!((access.sub, access.session_id()), (user, session));
+        let refresh = tokens.verify::<Refresh>(&refresh).unwrap();
+        assert_eq!(refresh.session_id(), session);
+        assert_eq!(refresh.refresh_id(), refresh_id);
+        let pre_tfa = tokens.issue_pre_tfa(user, challenge).unwrap();
+        let pre_tfa = tokens.verify::<PreTfa>(&pre_tfa).unwrap();
+        assert_eq!(pre_tfa.challenge_id(), challenge);
+        let payload = |claims: &serde_json::Value| {
+            let object = claims.as_object().unwrap();
+            (object.contains_key("sid"), object.contains_key("cid"))
+        };
+        assert_eq!(
+            payload(&serde_json::to_value(&access).unwrap()),
+            (true, false)
+        );
+        assert_eq!(
+            payload(&serde_json::to_value(&pre_tfa).unwrap()),
+            (false, true)
+        );
+    }
+
+    #[test]
+    fn an_access_token_without_a_session_is_refused() {
+        let tokens = service();
+        let user = UserId::new_random();
+        // Signed by our key, of the right audience and type, but naming no session.
+        let without_session = tokens
+            .issue(
+                user,
+                Uuid::new_v4(),
+                PreTfa {
+                    cid: ChallengeId::new_random(),
+                },
+            )
+            .unwrap();
+        let mut claims = decode::<serde_json::Value>(&without_session, &tokens.key.decoding, &{
+            let mut validation = Validation::new(tokens.key.algorithm);
+            validation.set_audience(&[tokens.audience(TokenKind::PreTfa)]);
+            validation
+        })
+        .unwrap()
+        .claims;
+        let object = claims.as_object_mut().unwrap();
+        object.remove("cid");
+        object.insert("typ".to_owned(), serde_json::json!("access"));
+        object.insert(
+            "aud".to_owned(),
+            serde_json::json!(tokens.audience(TokenKind::Access)),
+        );
+        let mut header = Header::new(tokens.key.algorithm);
+        header.kid = Some(tokens.key.kid.clone());
+        let forged = encode(&header, &claims, &tokens.key.encoding).unwrap();
+        assert!(tokens.verify::<Access>(&forged).is_err());
     }
 
     #[test]
     fn a_retired_key_still_verifies_and_is_published_until_dropped() {
         let old = service();
-        let token = old
-            .issue(
-                TokenKind::Access,
-                UserId::new_random(),
-                Uuid::new_v4(),
-                None,
-                None,
-            )
-            .unwrap();
+        let token = access_token(&old);
         let retired = JwtKey::from_pem(&JwtKey::generate_pem().unwrap()).unwrap();
         let old_kid = old.key.kid.clone();
         let rotated = TokenService {
             retired: vec![old.key],
             ..service()
         };
-        assert!(rotated.verify(&token, TokenKind::Access).is_ok());
+        assert!(rotated.verify::<Access>(&token).is_ok());
         let kids: Vec<String> = rotated.jwks().keys.into_iter().map(|key| key.kid).collect();
         assert_eq!(kids.len(), 2);
         assert!(kids.contains(&old_kid));
         let without = service().with_retired_keys(vec![retired]);
-        assert!(without.verify(&token, TokenKind::Access).is_err());
+        assert!(without.verify::<Access>(&token).is_err());
     }
 
     #[test]
@@ -405,32 +537,19 @@ mod tests {
             key: JwtKey::hs256(&[9u8; 32]).unwrap(),
             ..service()
         };
-        let user = UserId::new_random();
-        let token = hs256
-            .issue(TokenKind::Access, user, Uuid::new_v4(), None, None)
-            .unwrap();
+        let token = access_token(&hs256);
         assert_eq!(decode_header(&token).unwrap().alg, Algorithm::HS256);
-        assert!(hs256.verify(&token, TokenKind::Access).is_ok());
+        assert!(hs256.verify::<Access>(&token).is_ok());
         assert!(hs256.jwks().keys.is_empty());
-        let eddsa = service()
-            .issue(TokenKind::Access, user, Uuid::new_v4(), None, None)
-            .unwrap();
-        assert!(hs256.verify(&eddsa, TokenKind::Access).is_err());
+        let eddsa = access_token(&service());
+        assert!(hs256.verify::<Access>(&eddsa).is_err());
         assert!(JwtKey::hs256(&[9u8; 31]).is_err());
     }
 
     #[test]
     fn a_token_signed_by_another_key_is_refused() {
-        let token = service()
-            .issue(
-                TokenKind::Access,
-                UserId::new_random(),
-                Uuid::new_v4(),
-                None,
-                None,
-            )
-            .unwrap();
-        assert!(service().verify(&token, TokenKind::Access).is_err());
+        let token = access_token(&service());
+        assert!(service().verify::<Access>(&token).is_err());
     }
 
     #[test]

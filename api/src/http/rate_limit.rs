@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -119,12 +119,7 @@ pub async fn limit(
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let seconds = wait.as_secs().max(1);
             tracing::info!(target: "security", %client, "rate limited");
-            let mut response = ApiError::Request {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: "request.rate_limited",
-                detail: format!("too many requests from this address; retry in {seconds} seconds"),
-            }
-            .into_response();
+            let mut response = ApiError::rate_limited(seconds).into_response();
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -1,9 +1,10 @@
-//! Administrative role changes.
+//! What admins and operators do to a user: the admin role, locks, ending sessions, and the
+//! record of reading the user's audit trail.
 
 use cqrs_es::event_sink::EventSink;
 
 use super::aggregate::User;
-use super::{SessionEndReason, UserError, UserEvent};
+use super::{AuditScope, SessionEndReason, UserError, UserEvent};
 use crate::services::UserServices;
 
 impl User {
@@ -23,6 +24,20 @@ impl User {
 }
 
 impl User {
+    /// Records a read of the user's audit trail by someone else (the metadata says who).
+    pub(super) async fn record_audit_read(
+        &mut self,
+        scope: AuditScope,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        self.account()?;
+        let at = services.clock.now();
+        sink.write(UserEvent::AuditTrailRead { scope, at }, self)
+            .await;
+        Ok(())
+    }
+
     /// Locks the account: no login completes and every session ends, until an admin unlocks
     /// it. Locking a locked account records nothing.
     pub(super) async fn lock_account(

@@ -23,13 +23,14 @@ pub struct User {
     /// The highest TOTP time step accepted so far; codes of this or earlier steps are refused.
     pub(super) last_totp_step: Option<u64>,
     /// The pending password reset token's digest and expiry.
+    #[serde(with = "crate::rfc3339::option_pair")]
     pub(super) password_reset: Option<(KeyedDigest, OffsetDateTime)>,
     /// Live sessions, oldest first.
     pub(super) sessions: Vec<super::sessions::Session>,
     /// Failure counts and locks, per kind of factor.
     pub(super) throttles: super::throttle::Throttles,
     /// When the owner was last told of a sign-up attempt with their address.
-    #[serde(default)]
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub(super) last_sign_up_notice: Option<OffsetDateTime>,
 }
 
@@ -53,6 +54,7 @@ pub(super) struct TfaSettings {
 pub(super) struct Challenge {
     pub(super) id: ChallengeId,
     pub(super) failures: u32,
+    #[serde(with = "crate::rfc3339::option_pair")]
     pub(super) email_code: Option<(KeyedDigest, OffsetDateTime)>,
 }
 
@@ -159,6 +161,9 @@ impl Aggregate for User {
             UserCommand::EndAllSessions => self.end_all_sessions_by_admin(services, sink).await,
             UserCommand::ResealSecrets => self.reseal_secrets(services, sink).await,
             UserCommand::NoteSignUpAttempt => self.note_sign_up_attempt(services, sink).await,
+            UserCommand::RecordAuditRead(scope) => {
+                self.record_audit_read(scope, services, sink).await
+            }
         }
     }
 
@@ -332,6 +337,8 @@ impl Aggregate for User {
                 self.is_admin = true;
             }
             UserEvent::SignUpAttempted { at } => self.last_sign_up_notice = Some(at),
+            // A read changes nothing of the user; it is kept for the record.
+            UserEvent::AuditTrailRead { .. } => {}
             UserEvent::SeedResealed { seed, .. } => {
                 if let Some(tfa) = self.tfa.as_mut() {
                     tfa.device.secret = DeviceSecret::CodeGenerator { seed };

@@ -2,7 +2,7 @@
 
 use secrecy::{SecretSlice, SecretString};
 
-use super::SessionEndReason;
+use super::{AuditScope, SessionEndReason};
 use crate::values::{ChallengeId, Email, FullName, NewPassword, RefreshTokenId, SessionId, UserId};
 
 /// Everything a `User` can be asked to do.
@@ -49,6 +49,8 @@ pub enum UserCommand {
     /// Someone tried to sign up with this user's address (sign-up conceals existing
     /// accounts): tell the owner, at most once per [`super::SIGN_UP_NOTICE_INTERVAL`].
     NoteSignUpAttempt,
+    /// Record that someone other than the user read the user's audit trail.
+    RecordAuditRead(AuditScope),
 }
 
 /// Creates the account, optionally with two-factor authentication already on.

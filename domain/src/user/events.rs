@@ -10,8 +10,9 @@ use crate::values::{
     SealedSecret, SessionId, UserId,
 };
 
-/// The version every event type is at.
-pub const EVENT_VERSION: &str = "1.0";
+/// The version every event type is at. Version 2.0 writes times in RFC 3339 (1.0 wrote the
+/// `time` crate's default form, an array of numbers); [`crate::upcasters()`] reads 1.0 events.
+pub const EVENT_VERSION: &str = "2.0";
 
 /// Which factor an authentication step used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +74,7 @@ pub enum UserEvent {
         /// The Argon2id hash of the password.
         password_hash: PasswordHash,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// Two-factor authentication was turned on.
@@ -82,11 +84,13 @@ pub enum UserEvent {
         /// Keyed digests of the backup codes, in the order they were issued.
         backup_codes: Vec<KeyedDigest>,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// A password login completed; no second factor is required.
     LoggedIn {
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// The password was right and the login waits for the second factor.
@@ -94,6 +98,7 @@ pub enum UserEvent {
         /// The challenge the pre-2FA token will name.
         challenge_id: ChallengeId,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// A login code was issued for an email device (it is mailed, never stored in clear).
@@ -103,6 +108,7 @@ pub enum UserEvent {
         /// The keyed digest of the code.
         digest: KeyedDigest,
         /// When it stops being accepted.
+        #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
     },
     /// An authentication step failed.
@@ -112,6 +118,7 @@ pub enum UserEvent {
         /// The login challenge, for a second-factor failure.
         challenge_id: Option<ChallengeId>,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// The second factor was verified and the login completed.
@@ -123,6 +130,7 @@ pub enum UserEvent {
         /// For TOTP, the time step of the accepted code: it and every earlier step are spent.
         totp_step: Option<u64>,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// A backup code completed a login and is spent.
@@ -134,6 +142,7 @@ pub enum UserEvent {
         /// How many unused codes remain.
         remaining: usize,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// Too many consecutive failures locked a factor until `until`.
@@ -141,8 +150,10 @@ pub enum UserEvent {
         /// The factor locked.
         factor: super::ThrottledFactor,
         /// When the lock expires by itself.
+        #[serde(with = "time::serde::rfc3339")]
         until: OffsetDateTime,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// A completed login started a session, with its first refresh token.
@@ -152,8 +163,10 @@ pub enum UserEvent {
         /// The refresh token issued.
         refresh_id: RefreshTokenId,
         /// The session's absolute end.
+        #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// A refresh rotated the session's refresh token.
@@ -163,6 +176,7 @@ pub enum UserEvent {
         /// The new refresh token.
         refresh_id: RefreshTokenId,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// A session ended.
@@ -172,6 +186,7 @@ pub enum UserEvent {
         /// Why.
         reason: super::SessionEndReason,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// The user changed their password.
@@ -179,6 +194,7 @@ pub enum UserEvent {
         /// The Argon2id hash of the new password.
         password_hash: PasswordHash,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// A password reset token was issued (and mailed).
@@ -186,8 +202,10 @@ pub enum UserEvent {
         /// The keyed digest of the token.
         digest: KeyedDigest,
         /// When it stops working.
+        #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// The password was set with a reset token, which is spent.
@@ -195,6 +213,7 @@ pub enum UserEvent {
         /// The Argon2id hash of the new password.
         password_hash: PasswordHash,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// A current second factor was proven for a sensitive change (and is spent).
@@ -206,11 +225,13 @@ pub enum UserEvent {
         /// For a backup code, which one (it is consumed).
         backup_code_index: Option<usize>,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// Two-factor authentication was turned off; its device and backup codes are gone.
     TfaDisabled {
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// The second-factor device was replaced, with a new set of backup codes.
@@ -220,6 +241,7 @@ pub enum UserEvent {
         /// Keyed digests of the new backup codes.
         backup_codes: Vec<KeyedDigest>,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// The backup codes were replaced; the old ones no longer work.
@@ -227,27 +249,32 @@ pub enum UserEvent {
         /// Keyed digests of the new codes.
         backup_codes: Vec<KeyedDigest>,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// An admin locked the account.
     AccountLocked {
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// An admin unlocked the account.
     AccountUnlocked {
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// The user was made an admin.
     AdminGranted {
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// Someone tried to sign up with the user's address, and the owner is told by email.
     /// Attempts within [`super::SIGN_UP_NOTICE_INTERVAL`] of a notice record nothing.
     SignUpAttempted {
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
     /// The TOTP seed was sealed again under the current sealing key, after a key rotation.
@@ -255,8 +282,31 @@ pub enum UserEvent {
         /// The same seed, under the new key.
         seed: SealedSecret,
         /// When.
+        #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// Someone other than the user read the user's audit trail; the metadata names who and
+    /// in which request, so that the auditors are audited too. Since version 2.0.
+    AuditTrailRead {
+        /// What was read.
+        scope: AuditScope,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+}
+
+/// What part of a user's audit trail was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AuditScope {
+    /// The stored events, with their metadata.
+    Events,
+    /// The user's state as of an instant, folded from the events.
+    StateAsOf,
+    /// The readable timeline of the events (`twofold audit history`).
+    Timeline,
 }
 
 impl DomainEvent for UserEvent {
@@ -285,6 +335,7 @@ impl DomainEvent for UserEvent {
             Self::AccountUnlocked { .. } => "AccountUnlocked",
             Self::AdminGranted { .. } => "AdminGranted",
             Self::SeedResealed { .. } => "SeedResealed",
+            Self::AuditTrailRead { .. } => "AuditTrailRead",
             Self::SignUpAttempted { .. } => "SignUpAttempted",
         };
         name.to_owned()

@@ -5,15 +5,15 @@
 //! used here is spent like one used to log in; a backup code used here is consumed.
 
 use cqrs_es::event_sink::EventSink;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::aggregate::User;
+use super::proofs::backup_code_digests;
 use super::{
     DeviceSecret, DisableTfa, Factor, RegenerateBackupCodes, SwitchTfaDevice, ThrottledFactor,
     UserError, UserEvent,
 };
 use crate::services::UserServices;
-use crate::{backup_codes, totp};
 
 impl User {
     pub(super) async fn disable_tfa(
@@ -23,13 +23,7 @@ impl User {
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
         if !self
-            .verify_password_for_change(&command.password, services, sink)
-            .await?
-        {
-            return Ok(());
-        }
-        if !self
-            .confirm_second_factor(&command.code, services, sink)
+            .reauthenticate(&command.password, &command.code, services, sink)
             .await?
         {
             return Ok(());
@@ -46,13 +40,7 @@ impl User {
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
         if !self
-            .verify_password_for_change(&command.password, services, sink)
-            .await?
-        {
-            return Ok(());
-        }
-        if !self
-            .confirm_second_factor(&command.code, services, sink)
+            .reauthenticate(&command.password, &command.code, services, sink)
             .await?
         {
             return Ok(());
@@ -83,25 +71,20 @@ impl User {
         {
             return Ok(());
         }
-        let backup_codes = command
-            .codes
-            .iter()
-            .map(|code| {
-                services
-                    .sealer
-                    .digest(backup_codes::canonical(code).expose_secret().as_bytes())
-            })
-            .collect();
+        let backup_codes = backup_code_digests(&command.codes, services);
         let at = services.clock.now();
         sink.write(UserEvent::BackupCodesRegenerated { backup_codes, at }, self)
             .await;
         Ok(())
     }
 
-    /// Checks the password of a sensitive change (see [`User::check_password`]).
-    async fn verify_password_for_change(
+    /// The proofs turning the second factor off or switching device need: the password (see
+    /// [`User::check_password`]), then a current second factor. `Ok(false)` when either was
+    /// wrong, which is recorded; a wrong password spends no second factor.
+    async fn reauthenticate(
         &mut self,
         password: &SecretString,
+        code: &SecretString,
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<bool, UserError> {
@@ -109,7 +92,8 @@ impl User {
         if self.tfa.is_none() {
             return Err(UserError::TfaNotEnabled);
         }
-        self.check_password(password, services, sink).await
+        Ok(self.check_password(password, services, sink).await?
+            && self.confirm_second_factor(code, services, sink).await?)
     }
 
     /// Checks a current second factor: a TOTP code (for an authenticator app) or a backup
@@ -129,14 +113,7 @@ impl User {
             .ensure_unlocked(ThrottledFactor::SecondFactor, at)
             .is_ok();
         if let (DeviceSecret::CodeGenerator { seed }, true) = (&tfa.device.secret, totp_open) {
-            let seed = services
-                .sealer
-                .open(seed)
-                .map_err(|_| UserError::SecretUnreadable)?;
-            if let Some(step) = totp::matching_step(&seed, code.expose_secret().trim(), at) {
-                if self.last_totp_step.is_some_and(|last| step <= last) {
-                    return Err(UserError::TfaCodeReplayed);
-                }
+            if let Some(step) = self.prove_totp(seed, code, services, at)? {
                 let confirmed = UserEvent::SecondFactorConfirmed {
                     factor: Factor::Totp,
                     totp_step: Some(step),
@@ -148,15 +125,7 @@ impl User {
             }
         }
         self.ensure_unlocked(ThrottledFactor::BackupCode, at)?;
-        let typed = backup_codes::canonical(code);
-        let matched = tfa.backup_codes.iter().position(|slot| {
-            slot.as_ref().is_some_and(|digest| {
-                services
-                    .sealer
-                    .matches(digest, typed.expose_secret().as_bytes())
-            })
-        });
-        match matched {
+        match self.find_backup_code(code, services) {
             Some(index) => {
                 let confirmed = UserEvent::SecondFactorConfirmed {
                     factor: Factor::BackupCode,

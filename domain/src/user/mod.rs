@@ -11,6 +11,7 @@ mod login;
 mod manage;
 mod outcome;
 mod password;
+mod proofs;
 mod sessions;
 mod signup;
 #[cfg(test)]
@@ -25,7 +26,7 @@ pub use commands::{
     SwitchTfaDevice, TfaEnrolment, UseBackupCode, UserCommand, VerifyTfaCode,
 };
 pub use error::UserError;
-pub use events::{Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
+pub use events::{AuditScope, Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
 pub use outcome::{ChangeOutcome, LoginOutcome, NoDecision, RefreshOutcome, Refusal, SessionGrant};
 pub use password::RESET_TOKEN_TTL;
 pub use sessions::{SessionEndReason, MAX_SESSIONS, SESSION_MAX_AGE};

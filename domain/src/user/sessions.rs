@@ -23,6 +23,7 @@ pub const MAX_SESSIONS: usize = 100;
 
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionEndReason {
     /// The user logged out of it.
@@ -46,7 +47,9 @@ pub enum SessionEndReason {
 pub(super) struct Session {
     pub(super) id: SessionId,
     pub(super) current: RefreshTokenId,
+    #[serde(with = "crate::rfc3339::option_pair")]
     pub(super) previous: Option<(RefreshTokenId, OffsetDateTime)>,
+    #[serde(with = "time::serde::rfc3339")]
     pub(super) expires_at: OffsetDateTime,
 }
 

@@ -4,13 +4,13 @@ use cqrs_es::event_sink::EventSink;
 use secrecy::ExposeSecret;
 
 use super::aggregate::User;
+use super::proofs::backup_code_digests;
 use super::{
     Device, DeviceSecret, EnableTfa, NewDevice, SignUp, TfaEnrolment, UserError, UserEvent,
     SIGN_UP_NOTICE_INTERVAL,
 };
-use crate::backup_codes;
 use crate::services::UserServices;
-use crate::values::DeviceId;
+use crate::values::{DeviceId, KeyedDigest};
 
 impl User {
     pub(super) async fn sign_up(
@@ -86,22 +86,14 @@ fn tfa_enabled(enrolment: TfaEnrolment, services: &UserServices) -> UserEvent {
 pub(super) fn enrolled(
     enrolment: TfaEnrolment,
     services: &UserServices,
-) -> (Device, Vec<crate::values::KeyedDigest>) {
+) -> (Device, Vec<KeyedDigest>) {
     let secret = match enrolment.device {
         NewDevice::Email => DeviceSecret::Email,
         NewDevice::CodeGenerator { seed } => DeviceSecret::CodeGenerator {
             seed: services.sealer.seal(seed.expose_secret()),
         },
     };
-    let backup_codes = enrolment
-        .backup_codes
-        .iter()
-        .map(|code| {
-            services
-                .sealer
-                .digest(backup_codes::canonical(code).expose_secret().as_bytes())
-        })
-        .collect();
+    let backup_codes = backup_code_digests(&enrolment.backup_codes, services);
     let device = Device {
         id: DeviceId::from_uuid(services.rng.uuid()),
         secret,

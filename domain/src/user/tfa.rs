@@ -1,7 +1,6 @@
 //! The second step of a login: a TOTP or emailed code, or a backup code.
 
 use cqrs_es::event_sink::EventSink;
-use secrecy::ExposeSecret;
 
 use super::aggregate::{Challenge, User};
 use super::{
@@ -10,7 +9,6 @@ use super::{
 };
 use crate::services::UserServices;
 use crate::values::ChallengeId;
-use crate::{backup_codes, totp};
 
 impl User {
     /// Accepts a code for an open challenge. A TOTP code is accepted for the current step and
@@ -32,28 +30,11 @@ impl User {
         // `Some(totp_step)` when the code is right.
         let (factor, verified) = match &tfa.device.secret {
             DeviceSecret::CodeGenerator { seed } => {
-                let seed = services
-                    .sealer
-                    .open(seed)
-                    .map_err(|_| UserError::SecretUnreadable)?;
-                let step = totp::matching_step(&seed, command.code.expose_secret(), at);
-                if let (Some(step), Some(last)) = (step, self.last_totp_step) {
-                    if step <= last {
-                        return Err(UserError::TfaCodeReplayed);
-                    }
-                }
+                let step = self.prove_totp(seed, &command.code, services, at)?;
                 (Factor::Totp, step.map(Some))
             }
             DeviceSecret::Email => {
-                let Some((digest, expires_at)) = &challenge.email_code else {
-                    return Err(UserError::ChallengeClosed);
-                };
-                if at >= *expires_at {
-                    return Err(UserError::EmailCodeExpired);
-                }
-                let correct = services
-                    .sealer
-                    .matches(digest, command.code.expose_secret().trim().as_bytes());
+                let correct = challenge.prove_email_code(&command.code, services, at)?;
                 (Factor::EmailCode, correct.then_some(None))
             }
         };
@@ -87,22 +68,14 @@ impl User {
         self.ensure_account_open()?;
         self.ensure_unlocked(ThrottledFactor::BackupCode, at)?;
         let challenge_id = self.open_challenge(command.challenge_id)?.id;
-        let Some(tfa) = &self.tfa else {
+        if self.tfa.is_none() {
             return Err(UserError::TfaNotEnabled);
-        };
+        }
         let remaining = self.backup_codes_remaining();
         if remaining == 0 {
             return Err(UserError::NoBackupCodesLeft);
         }
-        let typed = backup_codes::canonical(&command.code);
-        let matched = tfa.backup_codes.iter().position(|slot| {
-            slot.as_ref().is_some_and(|digest| {
-                services
-                    .sealer
-                    .matches(digest, typed.expose_secret().as_bytes())
-            })
-        });
-        match matched {
+        match self.find_backup_code(&command.code, services) {
             Some(index) => {
                 let consumed = UserEvent::BackupCodeConsumed {
                     challenge_id,

@@ -53,6 +53,7 @@ pub struct Throttle {
     /// Consecutive failures.
     pub failures: u32,
     /// Locked until then.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub locked_until: Option<OffsetDateTime>,
 }
 

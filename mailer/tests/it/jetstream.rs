@@ -13,6 +13,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{kv, Context};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use twofold_domain::values::{DeviceType, Email, UserId};
 use twofold_mailer::{Mailer, MailerSettings, MailerStats, Transport, FAILURE_HEADER, UNPARSEABLE};
 use twofold_nats::{Mail, MailJob, MailSealer, TaskState, TaskStatus, Topology};
 use twofold_tests::scratch::{self, Resource, Scratch, ScratchDir};
@@ -196,8 +197,8 @@ const RECIPIENT: &str = "ada@example.com";
 fn job(mail: Mail) -> MailJob {
     MailJob {
         id: Uuid::new_v4(),
-        owner: Uuid::new_v4(),
-        to: RECIPIENT.to_owned(),
+        owner: UserId::new_random(),
+        to: Email::parse(RECIPIENT).unwrap(),
         request_id: Some(format!("req-{}", Uuid::new_v4().simple())),
         mail,
     }
@@ -266,7 +267,7 @@ async fn published_jobs_are_each_delivered_once_and_recorded_as_success() {
         login_code.clone(),
         job(Mail::Test),
         job(Mail::TfaEnabled {
-            device_type: "email".to_owned(),
+            device_type: DeviceType::Email,
         }),
         job(Mail::BackupCodeUsed { remaining: 4 }),
     ];
@@ -394,7 +395,10 @@ async fn a_failing_transport_is_retried_then_dead_lettered_without_logging_the_c
         && line.contains("login_code")
         && line.contains("dead-lettered")));
     assert!(!logs.contains(code), "a log line holds the code");
-    assert!(!logs.contains(&doomed.to), "a log line holds the address");
+    assert!(
+        !logs.contains(doomed.to.as_str()),
+        "a log line holds the address"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use twofold_domain::values::{Email, UserId};
 use twofold_nats::{Mail, MailJob, Topology};
 use twofold_tests::scratch::{self, Resource, Scratch, ScratchDir};
 use uuid::Uuid;
@@ -68,8 +69,8 @@ async fn the_mailer_binary_counts_sent_emails_on_its_metrics_listener() {
     topology.declare(&jetstream).await.unwrap();
     let job = MailJob {
         id: Uuid::new_v4(),
-        owner: Uuid::new_v4(),
-        to: "metrics@example.com".to_owned(),
+        owner: UserId::new_random(),
+        to: Email::parse("metrics@example.com").unwrap(),
         request_id: None,
         mail: Mail::Test,
     };

@@ -13,7 +13,7 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use twofold_domain::values::{Email, UserId};
 
-use super::{claimed_email, take_outbox, EmailIndex, EmailTaken};
+use super::{claimed_email, EmailIndex, EmailTaken, EventRepository};
 use twofold_nats::MailJob;
 
 #[derive(Default)]
@@ -107,48 +107,7 @@ impl PersistedEventRepository for MemEventRepository {
         events: &[SerializedEvent],
         _snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        let (jobs, events) = take_outbox(events)?;
-        let mut reservations = Vec::new();
-        for event in &events {
-            if let Some(reservation) = claimed_email(event)? {
-                reservations.push(reservation);
-            }
-        }
-        let mut stored = self.stored.lock().map_err(|_| poisoned())?;
-        // Check everything before changing anything, so a refused commit leaves no trace.
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        let key = (A::TYPE.to_owned(), first.aggregate_id.clone());
-        let current = stored.streams.get(&key).map_or(0, Vec::len);
-        let in_order = events.iter().enumerate().all(|(offset, event)| {
-            event.aggregate_id == first.aggregate_id && event.sequence == current + offset + 1
-        });
-        if !in_order {
-            return Err(PersistenceError::OptimisticLockError);
-        }
-        if reservations
-            .iter()
-            .any(|(email_key, _)| stored.emails.contains_key(email_key))
-        {
-            return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
-        }
-        for event in events {
-            let position = stored.log.len();
-            stored.log.push(event);
-            stored
-                .streams
-                .entry(key.clone())
-                .or_default()
-                .push(position);
-        }
-        stored.emails.extend(reservations);
-        drop(stored);
-        for job in jobs {
-            // The receiver lives as long as the service; if it is gone we are shutting down.
-            let _ = self.outbox.send(job);
-        }
-        Ok(())
+        self.commit(events, &[]).await
     }
 
     async fn stream_events<A: Aggregate>(
@@ -177,5 +136,57 @@ impl EmailIndex for MemEventRepository {
     async fn find_user(&self, email: &Email) -> Result<Option<UserId>, PersistenceError> {
         let stored = self.stored.lock().map_err(|_| poisoned())?;
         Ok(stored.emails.get(&email.key()).copied())
+    }
+}
+
+impl EventRepository for MemEventRepository {
+    async fn commit(
+        &self,
+        events: &[SerializedEvent],
+        jobs: &[MailJob],
+    ) -> Result<(), PersistenceError> {
+        let mut reservations = Vec::new();
+        for event in events {
+            if let Some(reservation) = claimed_email(event)? {
+                reservations.push(reservation);
+            }
+        }
+        let mut stored = self.stored.lock().map_err(|_| poisoned())?;
+        // Check everything before changing anything, so a refused commit leaves no trace.
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let key = (first.aggregate_type.clone(), first.aggregate_id.clone());
+        let current = stored.streams.get(&key).map_or(0, Vec::len);
+        let in_order = events.iter().enumerate().all(|(offset, event)| {
+            event.aggregate_type == first.aggregate_type
+                && event.aggregate_id == first.aggregate_id
+                && event.sequence == current + offset + 1
+        });
+        if !in_order {
+            return Err(PersistenceError::OptimisticLockError);
+        }
+        if reservations
+            .iter()
+            .any(|(email_key, _)| stored.emails.contains_key(email_key))
+        {
+            return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
+        }
+        for event in events {
+            let position = stored.log.len();
+            stored.log.push(event.clone());
+            stored
+                .streams
+                .entry(key.clone())
+                .or_default()
+                .push(position);
+        }
+        stored.emails.extend(reservations);
+        drop(stored);
+        for job in jobs.iter().cloned() {
+            // The receiver lives as long as the service; if it is gone we are shutting down.
+            let _ = self.outbox.send(job);
+        }
+        Ok(())
     }
 }

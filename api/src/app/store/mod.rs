@@ -6,10 +6,10 @@ mod memory;
 mod postgres;
 
 use async_trait::async_trait;
-use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use twofold_domain::values::{Email, UserId};
 use twofold_domain::UserEvent;
-use twofold_nats::{MailJob, OUTBOX_METADATA_KEY};
+use twofold_nats::MailJob;
 
 pub use memory::MemEventRepository;
 pub use postgres::PgEventRepository;
@@ -38,27 +38,14 @@ fn claimed_email(event: &SerializedEvent) -> Result<Option<(String, UserId)>, Pe
     })
 }
 
-/// Takes the mail jobs the gateway attached to a commit out of the events' metadata, so they
-/// go to the outbox in the same atomic step as the events and are never stored as metadata.
-fn take_outbox(
-    events: &[SerializedEvent],
-) -> Result<(Vec<MailJob>, Vec<SerializedEvent>), PersistenceError> {
-    let mut jobs = Vec::new();
-    let mut stripped = Vec::with_capacity(events.len());
-    for (index, event) in events.iter().enumerate() {
-        let mut event = event.clone();
-        if let Some(serialized) = event
-            .metadata
-            .as_object_mut()
-            .and_then(|metadata| metadata.remove(OUTBOX_METADATA_KEY))
-        {
-            // The gateway copies the same jobs into every event of a commit: take them once.
-            if index == 0 {
-                let serialized = serialized.as_str().unwrap_or_default();
-                jobs = serde_json::from_str(serialized)?;
-            }
-        }
-        stripped.push(event);
-    }
-    Ok((jobs, stripped))
+/// The write side of an event store: a command's events and the mail jobs they cause,
+/// committed in one atomic step (with any email reservation the events make), or not at all.
+pub trait EventRepository: PersistedEventRepository + EmailIndex + Clone + 'static {
+    /// Appends `events` (one aggregate's, numbered after its last stored one) and queues
+    /// `jobs`. A sequence already taken is `OptimisticLockError`; a taken email, [`EmailTaken`].
+    fn commit(
+        &self,
+        events: &[SerializedEvent],
+        jobs: &[MailJob],
+    ) -> impl std::future::Future<Output = Result<(), PersistenceError>> + Send;
 }

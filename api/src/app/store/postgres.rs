@@ -1,5 +1,6 @@
-//! The Postgres event repository: postgres-es for reads, and a persist that writes the events
-//! and any email reservation in one transaction.
+//! The Postgres event repository: postgres-es for reads, and a commit that writes the events
+//! (each chained to its predecessor, see `twofold_projections::chain`), any email
+//! reservation and the mail jobs in one transaction.
 
 use async_trait::async_trait;
 use cqrs_es::persist::{
@@ -11,11 +12,18 @@ use serde_json::Value;
 use sqlx::PgPool;
 use twofold_domain::values::{Email, UserId};
 
-use super::{claimed_email, take_outbox, EmailIndex, EmailTaken};
+use std::sync::Arc;
 
+use twofold_nats::MailJob;
+use twofold_projections::chain::{self, ChainKey, ChainedEvent};
+
+use super::{claimed_email, EmailIndex, EmailTaken, EventRepository};
+
+// The payload and metadata are sent as the exact text their digests cover.
 const INSERT_EVENT: &str = "INSERT INTO events \
-    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+     content_digest, chain_digest, chain_key_id) \
+    VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10)";
 const RESERVE_EMAIL: &str = "INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)";
 const EMAIL_CONSTRAINT: &str = "user_emails_email_key_pkey";
 
@@ -23,19 +31,24 @@ const EMAIL_CONSTRAINT: &str = "user_emails_email_key_pkey";
 pub struct PgEventRepository {
     pool: PgPool,
     reader: PostgresEventRepository,
+    chain_key: Arc<ChainKey>,
 }
 
 impl PgEventRepository {
-    /// A repository over the `events` and `user_emails` tables.
-    pub fn new(pool: PgPool) -> Self {
+    /// A repository over the `events` and `user_emails` tables, chaining with `chain_key`.
+    pub fn new(pool: PgPool, chain_key: Arc<ChainKey>) -> Self {
         let reader = PostgresEventRepository::new(pool.clone());
-        Self { pool, reader }
+        Self {
+            pool,
+            reader,
+            chain_key,
+        }
     }
 }
 
 impl Clone for PgEventRepository {
     fn clone(&self) -> Self {
-        Self::new(self.pool.clone())
+        Self::new(self.pool.clone(), Arc::clone(&self.chain_key))
     }
 }
 
@@ -87,40 +100,7 @@ impl PersistedEventRepository for PgEventRepository {
         events: &[SerializedEvent],
         _snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let (jobs, events) = take_outbox(events)?;
-        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
-        for event in &events {
-            let sequence = i64::try_from(event.sequence)
-                .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
-            sqlx::query(INSERT_EVENT)
-                .bind(A::TYPE)
-                .bind(&event.aggregate_id)
-                .bind(sequence)
-                .bind(&event.event_type)
-                .bind(&event.event_version)
-                .bind(&event.payload)
-                .bind(&event.metadata)
-                .execute(&mut *tx)
-                .await
-                .map_err(persistence_error)?;
-            if let Some((email_key, user_id)) = claimed_email(event)? {
-                sqlx::query(RESERVE_EMAIL)
-                    .bind(email_key)
-                    .bind(user_id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(persistence_error)?;
-            }
-        }
-        for job in &jobs {
-            twofold_nats::enqueue(&mut tx, job)
-                .await
-                .map_err(persistence_error)?;
-        }
-        tx.commit().await.map_err(persistence_error)
+        self.commit(events, &[]).await
     }
 
     async fn stream_events<A: Aggregate>(
@@ -151,5 +131,73 @@ impl EmailIndex for PgEventRepository {
                 })
             })
             .transpose()
+    }
+}
+
+impl EventRepository for PgEventRepository {
+    async fn commit(
+        &self,
+        events: &[SerializedEvent],
+        jobs: &[MailJob],
+    ) -> Result<(), PersistenceError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
+        let mut previous = match events.first() {
+            Some(first) => chain::previous_digest(
+                &mut tx,
+                &first.aggregate_type,
+                &first.aggregate_id,
+                first.sequence as u64,
+            )
+            .await
+            .map_err(persistence_error)?,
+            None => None,
+        };
+        for event in events {
+            let sequence = i64::try_from(event.sequence)
+                .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+            let chained = ChainedEvent {
+                aggregate_type: event.aggregate_type.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                sequence: event.sequence as u64,
+                event_type: event.event_type.clone(),
+                event_version: event.event_version.clone(),
+                payload: serde_json::to_string(&event.payload)?,
+                metadata: serde_json::to_string(&event.metadata)?,
+            };
+            let (content_digest, chain_digest) =
+                chain::digests(&self.chain_key, previous.as_deref(), &chained);
+            sqlx::query(INSERT_EVENT)
+                .bind(&chained.aggregate_type)
+                .bind(&chained.aggregate_id)
+                .bind(sequence)
+                .bind(&chained.event_type)
+                .bind(&chained.event_version)
+                .bind(&chained.payload)
+                .bind(&chained.metadata)
+                .bind(&content_digest)
+                .bind(&chain_digest)
+                .bind(self.chain_key.id())
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+            previous = Some(chain_digest);
+            if let Some((email_key, user_id)) = claimed_email(event)? {
+                sqlx::query(RESERVE_EMAIL)
+                    .bind(email_key)
+                    .bind(user_id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(persistence_error)?;
+            }
+        }
+        for job in jobs {
+            twofold_nats::enqueue(&mut tx, job)
+                .await
+                .map_err(persistence_error)?;
+        }
+        tx.commit().await.map_err(persistence_error)
     }
 }

@@ -5,21 +5,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::user::{LogIn, RefreshSession, SessionEndReason, SignUp};
-use twofold_domain::values::{DeviceType, Email, FullName, NewPassword, RefreshTokenId, UserId};
-use twofold_domain::{User, UserCommand, UserError, UserEvent};
+use twofold_domain::user::{LoginOutcome, RefreshOutcome, Refusal};
+use twofold_domain::values::{DeviceType, Email, FullName, NewPassword};
+use twofold_domain::{Actor, UserError};
 use twofold_projections::UserView;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::dto::TokenResponse;
-use super::{email_code, enrolment_response, new_enrolment, unknown_user_is_invalid_token};
-use crate::app::gateway::no_mail;
-use crate::config::ExistingEmail;
+use super::{as_caller, enrolment_response};
+use crate::app::NewAccount;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Form, Json, RequestContext};
-use crate::http::jwt::TokenKind;
+use crate::http::jwt::Refresh;
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -66,6 +66,22 @@ pub struct DeviceRequest {
     pub device_type: DeviceType,
 }
 
+problems!(
+    /// What `sign_up` can answer besides what its inputs and token imply.
+    SignUpProblems:
+        UserError::EmailTaken,
+        ApiError::Conflict,
+        UserError::InvalidEmail,
+        UserError::InvalidFullName,
+        UserError::PasswordTooShort,
+        UserError::PasswordTooLong,
+        UserError::PasswordTooCommon,
+        UserError::DeviceRequired,
+        ApiError::rate_limited(60),
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Creates an account. With a second factor, the backup codes are emailed and a
 /// `code_generator` device is answered with the QR code to scan. A taken address answers 409
 /// by default; when the service conceals existing accounts
@@ -80,12 +96,7 @@ pub struct DeviceRequest {
         (status = 200, description = "Signed up. With a `code_generator` device the body is the \
             QR code (PNG) of the `otpauth://totp/` URI to scan; otherwise it is empty.",
             content_type = "image/png"),
-        (status = 409, description = "`user.email_taken`, `concurrency.conflict`"),
-        (status = 422, description = "`user.invalid_email`, `user.invalid_full_name`, \
-            `user.password_too_short`, `user.password_too_long`, `user.password_too_common`, \
-            `tfa.device_required`"),
-        (status = 429, description = "`request.rate_limited`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        SignUpProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -94,99 +105,22 @@ async fn sign_up(
     context: RequestContext,
     Json(request): Json<SignUpRequest>,
 ) -> Result<Response, ApiError> {
-    let email = Email::parse(&request.email)?;
-    let full_name = FullName::parse(&request.full_name)?;
-    let password = NewPassword::parse(request.password)?;
-    let device_type = match (request.tfa_enabled, request.device) {
+    let device = match (request.tfa_enabled, request.device) {
         (false, _) => None,
         (true, Some(device)) => Some(device.device_type),
         (true, None) => return Err(UserError::DeviceRequired.into()),
     };
-    let user_id = UserId::from_uuid(state.services.rng.uuid());
-    let (tfa, secrets) = match device_type {
-        Some(device_type) => {
-            let (command, secrets) = new_enrolment(&state, device_type);
-            (Some(command), Some(secrets))
-        }
-        None => (None, None),
+    let account = NewAccount {
+        email: Email::parse(&request.email)?,
+        full_name: FullName::parse(&request.full_name)?,
+        password: NewPassword::parse(request.password)?,
+        device,
     };
-    let command = UserCommand::SignUp(SignUp {
-        user_id,
-        email: email.clone(),
-        full_name,
-        password,
-        tfa,
-    });
-    let codes = secrets.as_ref().map(|secrets| secrets.codes.clone());
-    let mail = |_: &User, _: &[UserEvent]| match &codes {
-        Some(codes) => {
-            vec![state
-                .mail
-                .backup_codes(user_id, email.as_str(), context.request_id(), codes)]
-        }
-        None => Vec::new(),
-    };
-    let signed_up = state
-        .users
-        .execute(
-            user_id,
-            command,
-            context.metadata("anonymous".to_owned()),
-            &mail,
-        )
-        .await;
-    match signed_up {
-        Ok(_) => {
-            tracing::info!(target: "security", %user_id, "signed up");
-            if secrets.is_some() {
-                tracing::info!(target: "security", %user_id, "two-factor authentication enabled");
-            }
-        }
-        Err(ApiError::Domain(UserError::EmailTaken))
-            if state.signup_existing_email == ExistingEmail::Conceal =>
-        {
-            tell_owner_of_sign_up_attempt(&state, &email, &context).await?;
-        }
-        Err(error) => return Err(error),
-    }
-    // Concealed or not, the answer is a new account's: the QR code of a seed that, for a
-    // taken address, was never stored.
-    match secrets {
-        Some(secrets) => enrolment_response(&state, &email, secrets).await,
-        None => Ok(StatusCode::OK.into_response()),
-    }
-}
-
-/// A sign-up with a taken address, when sign-up conceals existing accounts: the owner is
-/// told by email (at most once per `SIGN_UP_NOTICE_INTERVAL`), and nothing else changes.
-async fn tell_owner_of_sign_up_attempt(
-    state: &AppState,
-    email: &Email,
-    context: &RequestContext,
-) -> Result<(), ApiError> {
-    let Some(owner) = state.users.find_by_email(email).await? else {
-        // Addresses are never released, so this cannot happen; the answer stays the same.
-        return Ok(());
-    };
-    let mail = |user: &User, events: &[UserEvent]| match user.email() {
-        Some(to) if !events.is_empty() => {
-            vec![state
-                .mail
-                .sign_up_attempted(owner, to.as_str(), context.request_id())]
-        }
-        _ => Vec::new(),
-    };
-    state
-        .users
-        .execute(
-            owner,
-            UserCommand::NoteSignUpAttempt,
-            context.metadata("anonymous".to_owned()),
-            &mail,
-        )
+    let code = state
+        .app
+        .sign_up(account, &context.metadata(Actor::Anonymous))
         .await?;
-    tracing::info!(target: "security", user_id = %owner, "sign-up with a taken address concealed");
-    Ok(())
+    enrolment_response(code).await
 }
 
 /// The OAuth2 password form. `scope`, `client_id` and `client_secret` are accepted and
@@ -203,6 +137,19 @@ pub struct LoginForm {
     #[serde(default)]
     grant_type: Option<String>,
 }
+
+problems!(
+    /// What `log_in` can answer besides what its inputs and token imply.
+    LogInProblems:
+        ApiError::InvalidCredentials,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        ApiError::unsupported_grant_type(),
+        UserError::Locked { retry_after_secs: 60 },
+        ApiError::rate_limited(60),
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
 
 /// Checks the password. Without a second factor the answer is a token pair; with one it is
 /// a pre-2FA token for `/tfa/login_tfa` or `/tfa/recover_tfa` (and an email device gets its
@@ -226,12 +173,7 @@ pub struct LoginForm {
                 "refresh_token": null,
                 "token_type": "bearer"
             })),
-        (status = 401, description = "`auth.invalid_credentials`"),
-        (status = 403, description = "`auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 422, description = "`request.unsupported_grant_type`"),
-        (status = 429, description = "`auth.locked`, `request.rate_limited`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        LogInProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -242,99 +184,40 @@ async fn log_in(
 ) -> Result<Response, ApiError> {
     if let Some(grant_type) = form.grant_type.as_deref() {
         if !grant_type.is_empty() && grant_type != "password" {
-            return Err(ApiError::Request {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code: "request.unsupported_grant_type",
-                detail: "grant_type must be `password` or empty".to_owned(),
-            });
+            return Err(ApiError::unsupported_grant_type());
         }
     }
-    let user_id = match Email::parse(&form.username) {
-        Ok(email) => state.users.find_by_email(&email).await?,
-        Err(_) => None,
-    };
-    let Some(user_id) = user_id else {
-        return refuse_unknown_account(&state, &form).await;
-    };
-    let code = email_code(&state);
-    let command = UserCommand::LogIn(LogIn {
-        password: form.password,
-        email_code: code.clone(),
-    });
-    let mail = |user: &User, events: &[UserEvent]| {
-        let code_issued = events
-            .iter()
-            .any(|event| matches!(event, UserEvent::EmailCodeIssued { .. }));
-        match user.email() {
-            Some(to) if code_issued => {
-                vec![state
-                    .mail
-                    .login_code(user_id, to.as_str(), context.request_id(), &code)]
-            }
-            _ => Vec::new(),
-        }
-    };
-    let events = match state
-        .users
-        .execute(
-            user_id,
-            command,
-            context.metadata("anonymous".to_owned()),
-            &mail,
+    let outcome = state
+        .app
+        .log_in(
+            &form.username,
+            form.password,
+            &context.metadata(Actor::Anonymous),
         )
-        .await
-    {
-        Ok(events) => events,
-        Err(error) => {
-            let code = error.status_and_code().1;
-            tracing::info!(target: "security", %user_id, code, "login refused");
-            state.metrics.login("password", code);
-            return Err(error);
+        .await?;
+    match outcome {
+        LoginOutcome::LoggedIn(grant) => {
+            Ok(Json(TokenResponse::for_session(&state, grant)?).into_response())
         }
-    };
-    for event in &events {
-        match event {
-            UserEvent::LoggedIn { .. } => {
-                tracing::info!(target: "security", %user_id, "login succeeded");
-                state.metrics.login("password", "ok");
-                let tokens = TokenResponse::for_session(&state, user_id, &events)?;
-                return Ok(Json(tokens).into_response());
-            }
-            UserEvent::SecondFactorRequired { challenge_id, .. } => {
-                tracing::info!(target: "security", %user_id, "password accepted; second factor required");
-                state.metrics.login("password", "second_factor_required");
-                let body = TokenResponse::pre_tfa(&state, user_id, *challenge_id)?;
-                return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
-            }
-            _ => {}
+        LoginOutcome::SecondFactorRequired {
+            user_id,
+            challenge_id,
+        } => {
+            let body = TokenResponse::pre_tfa(&state, user_id, challenge_id)?;
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
         }
+        // A wrong password and an unknown address answer alike.
+        LoginOutcome::Refused(_) => Err(ApiError::InvalidCredentials),
     }
-    tracing::info!(target: "security", %user_id, "login failed: wrong password");
-    state.metrics.login("password", "wrong_password");
-    Err(ApiError::InvalidCredentials)
 }
+
+problems!(
+    /// What `test_token` can answer besides what its inputs and token imply.
+    TestTokenProblems:
+        ApiError::unavailable(),
+);
 
 /// The calling user. Never a secret.
-/// A login to an address with no account: the same work, throttle and answer as a wrong
-/// password, so neither the answer, its timing nor a lockout tells whether the account exists.
-async fn refuse_unknown_account(state: &AppState, form: &LoginForm) -> Result<Response, ApiError> {
-    let address = form.username.trim().to_lowercase();
-    let key = state.services.sealer.digest(address.as_bytes()).digest;
-    let now = state.services.clock.now();
-    state.unknown_accounts.check(&key, now).await?;
-    state
-        .hasher
-        .verify_dummy(&form.password)
-        .await
-        .map_err(UserError::from)?;
-    if let Some(until) = state.unknown_accounts.record_failure(&key, now).await? {
-        tracing::info!(target: "security", %until, "logins to an address with no account locked");
-    }
-    tracing::info!(target: "security", "login failed: unknown account");
-    state.metrics.login("password", "unknown_account");
-    Err(ApiError::InvalidCredentials)
-}
-
 #[utoipa::path(
     get,
     path = "/test-token",
@@ -342,7 +225,7 @@ async fn refuse_unknown_account(state: &AppState, form: &LoginForm) -> Result<Re
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The calling user.", body = UserView),
-        (status = 503, description = "`service.unavailable`"),
+        TestTokenProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -351,8 +234,8 @@ async fn test_token(
     AccessToken(claims): AccessToken,
 ) -> Result<Json<UserView>, ApiError> {
     state
-        .directory
-        .find(claims.sub)
+        .app
+        .user_view(claims.sub)
         .await?
         .map(Json)
         .ok_or(ApiError::InvalidToken)
@@ -366,6 +249,18 @@ pub struct RefreshRequest {
     refresh_token: String,
 }
 
+problems!(
+    /// What `refresh` can answer besides what its inputs and token imply.
+    RefreshProblems:
+        ApiError::InvalidToken,
+        Refusal::RefreshTokenReused,
+        UserError::SessionEnded,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        ApiError::rate_limited(60),
+        ApiError::unavailable(),
+);
+
 /// Rotates the session's refresh token; a rotated one presented again revokes the session.
 #[utoipa::path(
     post,
@@ -375,12 +270,7 @@ pub struct RefreshRequest {
     responses(
         (status = 200, description = "A new access and refresh token; the old refresh token is \
             spent.", body = TokenResponse),
-        (status = 401, description = "`auth.invalid_token`, `auth.refresh_token_reused`, \
-            `auth.session_ended`"),
-        (status = 403, description = "`auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`request.rate_limited`"),
-        (status = 503, description = "`service.unavailable`"),
+        RefreshProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -389,34 +279,19 @@ async fn refresh(
     context: RequestContext,
     Json(request): Json<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let claims = state
-        .tokens
-        .verify(&request.refresh_token, TokenKind::Refresh)?;
-    let session_id = claims.sid.ok_or(ApiError::InvalidToken)?;
-    let command = UserCommand::RefreshSession(RefreshSession {
-        session_id,
-        refresh_id: RefreshTokenId::from_uuid(claims.jti),
-        reuse_grace: state.refresh_reuse_grace,
-    });
-    let actor = format!("user:{}", claims.sub);
-    let events = state
-        .users
-        .execute(claims.sub, command, context.metadata(actor), &no_mail)
+    let claims = state.tokens.verify::<Refresh>(&request.refresh_token)?;
+    let outcome = state
+        .app
+        .refresh(
+            claims.sub,
+            claims.session_id(),
+            claims.refresh_id(),
+            &context.metadata(Actor::User(claims.sub)),
+        )
         .await
-        .map_err(unknown_user_is_invalid_token)?;
-    for event in &events {
-        if let UserEvent::SessionEnded { reason, .. } = event {
-            return Err(match reason {
-                SessionEndReason::RefreshTokenReused => {
-                    tracing::warn!(target: "security", user_id = %claims.sub, %session_id,
-                        "rotated refresh token presented again: session revoked");
-                    ApiError::RefreshTokenReused
-                }
-                _ => ApiError::Domain(UserError::SessionEnded),
-            });
-        }
+        .map_err(as_caller)?;
+    match outcome {
+        RefreshOutcome::Refreshed(grant) => Ok(Json(TokenResponse::for_session(&state, grant)?)),
+        RefreshOutcome::Refused(refusal) => Err(ApiError::Refused(refusal)),
     }
-    Ok(Json(TokenResponse::for_session(
-        &state, claims.sub, &events,
-    )?))
 }

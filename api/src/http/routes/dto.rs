@@ -1,8 +1,8 @@
 //! Response bodies shared by several routes.
 
 use serde::Serialize;
+use twofold_domain::user::SessionGrant;
 use twofold_domain::values::{ChallengeId, UserId};
-use twofold_domain::UserEvent;
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
@@ -20,35 +20,16 @@ pub struct TokenResponse {
 }
 
 impl TokenResponse {
-    /// The token pair of the session that `events` started or refreshed.
-    pub fn for_session(
-        state: &AppState,
-        user: UserId,
-        events: &[UserEvent],
-    ) -> Result<Self, ApiError> {
-        let pair = events.iter().find_map(|event| match event {
-            UserEvent::SessionStarted {
-                session_id,
-                refresh_id,
-                ..
-            }
-            | UserEvent::SessionRefreshed {
-                session_id,
-                refresh_id,
-                ..
-            } => Some(state.tokens.issue_pair(user, *session_id, *refresh_id).map(
-                |(access, refresh)| Self {
-                    access_token: access,
-                    refresh_token: Some(refresh),
-                    token_type: "bearer",
-                },
-            )),
-            _ => None,
-        });
-        pair.unwrap_or_else(|| {
-            Err(ApiError::Internal(
-                "a completed login recorded no session".into(),
-            ))
+    /// The token pair of a session a login started or a refresh rotated.
+    pub fn for_session(state: &AppState, grant: SessionGrant) -> Result<Self, ApiError> {
+        let (access, refresh) =
+            state
+                .tokens
+                .issue_pair(grant.user_id, grant.session_id, grant.refresh_id)?;
+        Ok(Self {
+            access_token: access,
+            refresh_token: Some(refresh),
+            token_type: "bearer",
         })
     }
 

@@ -1,43 +1,21 @@
 //! `/health/live` and `/health/ready` for orchestrators, and `/metrics` for Prometheus.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::state::AppState;
 
-/// How long one dependency may take to answer a readiness check.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-/// The JetStream API subject of the account information request.
-const JETSTREAM_INFO: &str = "$JS.API.INFO";
-
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
         .routes(routes!(metrics))
-}
-
-/// What the service depends on to answer requests.
-#[derive(Clone)]
-pub enum Readiness {
-    /// The embedded mode: everything is in this process's memory.
-    Embedded,
-    /// Postgres (events, views, outbox) and NATS JetStream (mail).
-    Services {
-        /// The event store's pool.
-        pool: PgPool,
-        /// The NATS connection the outbox relay publishes through.
-        nats: async_nats::Client,
-    },
 }
 
 /// The readiness answer: each check by name, and the names of those that failed.
@@ -58,50 +36,6 @@ struct Check {
     name: &'static str,
     /// `up` or `down`.
     status: &'static str,
-}
-
-impl Readiness {
-    async fn checks(&self) -> Vec<(&'static str, bool)> {
-        match self {
-            Self::Embedded => vec![("memory", true)],
-            Self::Services { pool, nats } => {
-                let (postgres, nats) = tokio::join!(postgres_up(pool), nats_up(nats));
-                vec![("postgres", postgres), ("nats", nats)]
-            }
-        }
-    }
-}
-
-async fn postgres_up(pool: &PgPool) -> bool {
-    let query = sqlx::query("SELECT 1").execute(pool);
-    match tokio::time::timeout(CHECK_TIMEOUT, query).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error, "readiness: Postgres does not answer");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("readiness: Postgres did not answer in time");
-            false
-        }
-    }
-}
-
-/// JetStream's API answers an account-info request only when the connection is up and
-/// JetStream is enabled; without JetStream the request finds no responder.
-async fn nats_up(nats: &async_nats::Client) -> bool {
-    let request = nats.request(JETSTREAM_INFO, Default::default());
-    match tokio::time::timeout(CHECK_TIMEOUT, request).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error, "readiness: NATS JetStream does not answer");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("readiness: NATS JetStream did not answer in time");
-            false
-        }
-    }
 }
 
 /// 200 while the process serves requests.

@@ -14,21 +14,16 @@ mod well_known;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use secrecy::SecretString;
 use tower_http::set_header::SetResponseHeaderLayer;
-use twofold_domain::services::Randomness;
-use twofold_domain::user::{NewDevice, TfaEnrolment};
-use twofold_domain::values::{DeviceType, Email, UserId};
-use twofold_domain::{backup_codes, totp};
+use twofold_domain::UserError;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::app::{AppError, ScanCode};
 use crate::http::error::ApiError;
 use crate::http::openapi::ApiDoc;
 use crate::http::state::AppState;
-
-pub use health::Readiness;
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -88,98 +83,20 @@ fn png(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
 }
 
-/// The secrets of a fresh enrolment in clear, for the response (QR code) and the email.
-struct EnrolmentSecrets {
-    seed: Option<secrecy::SecretSlice<u8>>,
-    codes: Vec<String>,
-}
-
-/// A fresh enrolment for `device_type`: the command, and the secrets it will only keep sealed.
-fn new_enrolment(state: &AppState, device_type: DeviceType) -> (TfaEnrolment, EnrolmentSecrets) {
-    use secrecy::ExposeSecret;
-    let rng: &dyn Randomness = state.services.rng.as_ref();
-    let codes = backup_codes::generate_set(rng, state.backup_codes);
-    let (device, seed) = match device_type {
-        DeviceType::Email => (NewDevice::Email, None),
-        DeviceType::CodeGenerator => {
-            let seed = totp::generate_seed(rng);
-            (NewDevice::CodeGenerator { seed: seed.clone() }, Some(seed))
-        }
-    };
-    let secrets = EnrolmentSecrets {
-        codes: codes
-            .iter()
-            .map(|code| code.expose_secret().to_owned())
-            .collect(),
-        seed,
-    };
-    let command = TfaEnrolment {
-        device,
-        backup_codes: codes,
-    };
-    (command, secrets)
-}
-
-/// After an enrolment committed: answer with the QR code for an authenticator app, or an
+/// The answer to an enrolment: the QR code (PNG) to scan for an authenticator app, or an
 /// empty body for email.
-async fn enrolment_response(
-    state: &AppState,
-    email: &Email,
-    secrets: EnrolmentSecrets,
-) -> Result<Response, ApiError> {
-    match secrets.seed {
-        Some(seed) => {
-            let uri = totp::otpauth_uri(&state.totp_issuer, email, &seed);
-            Ok(png(crate::http::qr::png(uri).await?))
-        }
+async fn enrolment_response(code: Option<ScanCode>) -> Result<Response, ApiError> {
+    match code {
+        Some(code) => Ok(png(crate::http::qr::png(code.uri().to_owned()).await?)),
         None => Ok(StatusCode::OK.into_response()),
     }
 }
 
-/// The emails a committed enrolment sends: the backup codes, and the notice that 2FA is on.
-fn enrolment_mail(
-    state: &AppState,
-    owner: UserId,
-    to: &Email,
-    request_id: Option<&str>,
-    secrets: &EnrolmentSecrets,
-    device_type: DeviceType,
-) -> Vec<twofold_nats::MailJob> {
-    vec![
-        state
-            .mail
-            .backup_codes(owner, to.as_str(), request_id, &secrets.codes),
-        state
-            .mail
-            .tfa_enabled(owner, to.as_str(), request_id, device_type),
-    ]
-}
-
-/// [`enrolment_response`] for the calling user, whose address comes from the user view.
-async fn caller_enrolment_response(
-    state: &AppState,
-    owner: UserId,
-    secrets: EnrolmentSecrets,
-) -> Result<Response, ApiError> {
-    let view = state
-        .directory
-        .find(owner)
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
-    let email = Email::parse(&view.email)?;
-    enrolment_response(state, &email, secrets).await
-}
-
-/// A random 6-digit code for an email second factor.
-fn email_code(state: &AppState) -> SecretString {
-    let rng: &dyn Randomness = state.services.rng.as_ref();
-    SecretString::from(format!("{:06}", rng.below(1_000_000)))
-}
-
-/// A valid token whose user does not exist is an invalid token, not a missing resource.
-fn unknown_user_is_invalid_token(error: ApiError) -> ApiError {
+/// A failure of a use case the caller's token asked for: a valid token whose user does not
+/// exist is an invalid token, not a missing resource.
+fn as_caller(error: AppError) -> ApiError {
     match error {
-        ApiError::Domain(twofold_domain::UserError::UnknownUser) => ApiError::InvalidToken,
-        other => other,
+        AppError::Domain(UserError::UnknownUser) => ApiError::InvalidToken,
+        other => other.into(),
     }
 }

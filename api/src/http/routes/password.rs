@@ -2,25 +2,20 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::services::Randomness;
-use twofold_domain::user::{ChangePassword, RequestPasswordReset, ResetPassword};
-use twofold_domain::values::{Email, NewPassword};
-use twofold_domain::{User, UserCommand, UserError, UserEvent};
+use twofold_domain::user::{ChangeOutcome, Refusal};
+use twofold_domain::values::NewPassword;
+use twofold_domain::{Actor, UserError};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::unknown_user_is_invalid_token;
+use super::as_caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, RequestContext};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
-
-/// Bytes of randomness in a reset token (256 bits).
-const RESET_TOKEN_BYTES: usize = 32;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -44,6 +39,20 @@ pub struct ChangePasswordRequest {
     new_password: SecretString,
 }
 
+problems!(
+    /// What `change_password` can answer besides what its inputs and token imply.
+    ChangePasswordProblems:
+        Refusal::WrongPassword,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        UserError::PasswordTooShort,
+        UserError::PasswordTooLong,
+        UserError::PasswordTooCommon,
+        UserError::Locked { retry_after_secs: 60 },
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Changes the password; every other session of the user ends and a notice is emailed.
 #[utoipa::path(
     put,
@@ -53,12 +62,7 @@ pub struct ChangePasswordRequest {
     request_body = ChangePasswordRequest,
     responses(
         (status = 204, description = "Changed."),
-        (status = 403, description = "`auth.wrong_password`, `auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 422, description = "`user.password_too_short`, `user.password_too_long`, \
-            `user.password_too_common`"),
-        (status = 429, description = "`auth.locked`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        ChangePasswordProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -68,44 +72,20 @@ async fn change_password(
     AccessToken(claims): AccessToken,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let command = UserCommand::ChangePassword(ChangePassword {
-        current: request.current_password,
-        new: NewPassword::parse(request.new_password)?,
-        keep_session: claims.sid,
-    });
-    let actor = format!("user:{}", claims.sub);
-    let mail = |user: &User, events: &[UserEvent]| {
-        let changed = events
-            .iter()
-            .any(|event| matches!(event, UserEvent::PasswordChanged { .. }));
-        match user.email() {
-            Some(to) if changed => vec![state.mail.password_changed(
-                claims.sub,
-                to.as_str(),
-                context.request_id(),
-                false,
-            )],
-            _ => Vec::new(),
-        }
-    };
-    let events = state
-        .users
-        .execute(claims.sub, command, context.metadata(actor), &mail)
+    let outcome = state
+        .app
+        .change_password(
+            claims.sub,
+            request.current_password,
+            NewPassword::parse(request.new_password)?,
+            Some(claims.session_id()),
+            &context.metadata(Actor::User(claims.sub)),
+        )
         .await
-        .map_err(unknown_user_is_invalid_token)
-        .inspect_err(|error| {
-            tracing::info!(target: "security", user_id = %claims.sub,
-                code = error.status_and_code().1, "password change refused");
-        })?;
-    if events
-        .iter()
-        .any(|event| matches!(event, UserEvent::PasswordChanged { .. }))
-    {
-        tracing::info!(target: "security", user_id = %claims.sub, "password changed");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        tracing::info!(target: "security", user_id = %claims.sub, "password change refused: wrong current password");
-        Err(ApiError::WrongPassword)
+        .map_err(as_caller)?;
+    match outcome {
+        ChangeOutcome::Changed => Ok(StatusCode::NO_CONTENT),
+        ChangeOutcome::Refused(refusal) => Err(ApiError::Refused(refusal)),
     }
 }
 
@@ -116,6 +96,12 @@ pub struct ForgotPasswordRequest {
     /// The account's email address.
     email: String,
 }
+
+problems!(
+    /// What `forgot_password` can answer besides what its inputs and token imply.
+    ForgotPasswordProblems:
+        ApiError::rate_limited(60),
+);
 
 /// Emails a reset token if the account exists. The answer is the same, and as fast, either
 /// way: the work happens after the response, so neither status nor timing tells whether the
@@ -128,7 +114,7 @@ pub struct ForgotPasswordRequest {
     responses(
         (status = 202, description = "Accepted, whether or not the account exists. If it does, \
             a reset token valid for 15 minutes is emailed."),
-        (status = 429, description = "`request.rate_limited`"),
+        ForgotPasswordProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -137,51 +123,10 @@ async fn forgot_password(
     context: RequestContext,
     Json(request): Json<ForgotPasswordRequest>,
 ) -> StatusCode {
-    let Ok(email) = Email::parse(&request.email) else {
-        return StatusCode::ACCEPTED;
-    };
-    tokio::spawn(async move {
-        if let Err(error) = issue_reset_token(&state, &context, &email).await {
-            tracing::warn!(error = %error, "password reset not issued");
-        }
-    });
-    StatusCode::ACCEPTED
-}
-
-async fn issue_reset_token(
-    state: &AppState,
-    context: &RequestContext,
-    email: &Email,
-) -> Result<(), ApiError> {
-    let Some(user_id) = state.users.find_by_email(email).await? else {
-        return Ok(());
-    };
-    let rng: &dyn Randomness = state.services.rng.as_ref();
-    let mut bytes = [0u8; RESET_TOKEN_BYTES];
-    rng.fill(&mut bytes);
-    let token = SecretString::from(URL_SAFE_NO_PAD.encode(bytes));
-    let command = UserCommand::RequestPasswordReset(RequestPasswordReset {
-        token: token.clone(),
-    });
-    let mail = |user: &User, _: &[UserEvent]| match user.email() {
-        Some(to) => {
-            vec![state
-                .mail
-                .password_reset(user_id, to.as_str(), context.request_id(), &token)]
-        }
-        None => Vec::new(),
-    };
     state
-        .users
-        .execute(
-            user_id,
-            command,
-            context.metadata("anonymous".to_owned()),
-            &mail,
-        )
-        .await?;
-    tracing::info!(target: "security", %user_id, "password reset requested");
-    Ok(())
+        .app
+        .forgot_password(&request.email, context.metadata(Actor::Anonymous));
+    StatusCode::ACCEPTED
 }
 
 /// A new password, with the emailed reset token.
@@ -202,6 +147,19 @@ pub struct ResetPasswordRequest {
     new_password: SecretString,
 }
 
+problems!(
+    /// What `reset_password` can answer besides what its inputs and token imply.
+    ResetPasswordProblems:
+        UserError::ResetTokenInvalid,
+        ApiError::Conflict,
+        UserError::PasswordTooShort,
+        UserError::PasswordTooLong,
+        UserError::PasswordTooCommon,
+        ApiError::rate_limited(60),
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Sets a new password with an emailed token; every session ends. An unknown email and a
 /// wrong token get the same answer.
 #[utoipa::path(
@@ -211,12 +169,7 @@ pub struct ResetPasswordRequest {
     request_body = ResetPasswordRequest,
     responses(
         (status = 204, description = "The password is reset; a notice is emailed."),
-        (status = 400, description = "`auth.reset_token_invalid`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 422, description = "`user.password_too_short`, `user.password_too_long`, \
-            `user.password_too_common`"),
-        (status = 429, description = "`request.rate_limited`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        ResetPasswordProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -226,40 +179,14 @@ async fn reset_password(
     Json(request): Json<ResetPasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
     let new = NewPassword::parse(request.new_password)?;
-    let user_id = match Email::parse(&request.email) {
-        Ok(email) => state.users.find_by_email(&email).await?,
-        Err(_) => None,
-    };
-    let Some(user_id) = user_id else {
-        tracing::info!(target: "security", "password reset refused: unknown account");
-        return Err(UserError::ResetTokenInvalid.into());
-    };
-    let command = UserCommand::ResetPassword(ResetPassword {
-        token: request.token,
-        new,
-    });
-    let mail = |user: &User, _: &[UserEvent]| match user.email() {
-        Some(to) => {
-            vec![state
-                .mail
-                .password_changed(user_id, to.as_str(), context.request_id(), true)]
-        }
-        None => Vec::new(),
-    };
-    if let Err(error) = state
-        .users
-        .execute(
-            user_id,
-            command,
-            context.metadata("anonymous".to_owned()),
-            &mail,
+    state
+        .app
+        .reset_password(
+            &request.email,
+            request.token,
+            new,
+            &context.metadata(Actor::Anonymous),
         )
-        .await
-    {
-        let code = error.status_and_code().1;
-        tracing::info!(target: "security", %user_id, code, "password reset refused");
-        return Err(error);
-    }
-    tracing::info!(target: "security", %user_id, "password reset");
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,19 +7,17 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use twofold_domain::user::{EndOtherSessions, EndSession, SessionEndReason};
 use twofold_domain::values::SessionId;
-use twofold_domain::{UserCommand, UserError};
+use twofold_domain::{Actor, UserError};
 use twofold_projections::SessionSummary;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::unknown_user_is_invalid_token;
-use crate::app::gateway::no_mail;
+use super::as_caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, Path, RequestContext};
-use crate::http::jwt::Claims;
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,24 +27,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(end_session))
 }
 
-fn session_of(claims: &Claims) -> Result<SessionId, ApiError> {
-    claims.sid.ok_or(ApiError::InvalidToken)
-}
-
-async fn end(
-    state: &AppState,
-    context: &RequestContext,
-    claims: &Claims,
-    command: UserCommand,
-) -> Result<(), ApiError> {
-    let actor = format!("user:{}", claims.sub);
-    state
-        .users
-        .execute(claims.sub, command, context.metadata(actor), &no_mail)
-        .await
-        .map_err(unknown_user_is_invalid_token)?;
-    Ok(())
-}
+problems!(
+    /// What `log_out` can answer besides what its inputs and token imply.
+    LogOutProblems:
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
 
 /// Ends the caller's session. Logging out of an ended session succeeds too.
 #[utoipa::path(
@@ -56,8 +42,7 @@ async fn end(
     security(("access_token" = [])),
     responses(
         (status = 204, description = "Logged out: the session's refresh token stops working."),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        LogOutProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -66,27 +51,32 @@ async fn log_out(
     context: RequestContext,
     AccessToken(claims): AccessToken,
 ) -> Result<StatusCode, ApiError> {
-    let command = UserCommand::EndSession(EndSession {
-        session_id: session_of(&claims)?,
-        reason: SessionEndReason::LoggedOut,
-    });
-    match end(&state, &context, &claims, command).await {
-        Ok(()) | Err(ApiError::Domain(UserError::UnknownSession)) => {
-            tracing::info!(target: "security", user_id = %claims.sub, "logged out");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        Err(error) => Err(error),
-    }
+    state
+        .app
+        .log_out(
+            claims.sub,
+            claims.session_id(),
+            &context.metadata(Actor::User(claims.sub)),
+        )
+        .await
+        .map_err(as_caller)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The caller's live sessions.
 #[derive(Serialize, ToSchema)]
 struct SessionsResponse {
     /// The session the calling token belongs to.
-    current_session_id: Option<SessionId>,
+    current_session_id: SessionId,
     /// Oldest first.
     sessions: Vec<SessionSummary>,
 }
+
+problems!(
+    /// What `list_sessions` can answer besides what its inputs and token imply.
+    ListSessionsProblems:
+        ApiError::unavailable(),
+);
 
 /// The caller's live sessions, with where each was last used from.
 #[utoipa::path(
@@ -96,7 +86,7 @@ struct SessionsResponse {
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The sessions.", body = SessionsResponse),
-        (status = 503, description = "`service.unavailable`"),
+        ListSessionsProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -104,12 +94,20 @@ async fn list_sessions(
     State(state): State<AppState>,
     AccessToken(claims): AccessToken,
 ) -> Result<Json<SessionsResponse>, ApiError> {
-    let view = state.directory.sessions(claims.sub).await?;
+    let view = state.app.sessions(claims.sub).await?;
     Ok(Json(SessionsResponse {
-        current_session_id: claims.sid,
+        current_session_id: claims.session_id(),
         sessions: view.sessions,
     }))
 }
+
+problems!(
+    /// What `end_session` can answer besides what its inputs and token imply.
+    EndSessionProblems:
+        UserError::UnknownSession,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
 
 /// Ends one of the caller's sessions.
 #[utoipa::path(
@@ -120,9 +118,7 @@ async fn list_sessions(
     params(("session_id" = uuid::Uuid, Path, description = "A session id from `GET /sessions`")),
     responses(
         (status = 204, description = "Ended."),
-        (status = 404, description = "`auth.session_not_found`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        EndSessionProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -132,14 +128,24 @@ async fn end_session(
     AccessToken(claims): AccessToken,
     Path(session_id): Path<SessionId>,
 ) -> Result<StatusCode, ApiError> {
-    let command = UserCommand::EndSession(EndSession {
-        session_id,
-        reason: SessionEndReason::EndedByUser,
-    });
-    end(&state, &context, &claims, command).await?;
-    tracing::info!(target: "security", user_id = %claims.sub, %session_id, "session ended by the user");
+    state
+        .app
+        .end_session(
+            claims.sub,
+            session_id,
+            &context.metadata(Actor::User(claims.sub)),
+        )
+        .await
+        .map_err(as_caller)?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+problems!(
+    /// What `end_other_sessions` can answer besides what its inputs and token imply.
+    EndOtherSessionsProblems:
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
 
 /// Ends every session of the caller's but the current one.
 #[utoipa::path(
@@ -149,8 +155,7 @@ async fn end_session(
     security(("access_token" = [])),
     responses(
         (status = 204, description = "Ended."),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        EndOtherSessionsProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -159,10 +164,14 @@ async fn end_other_sessions(
     context: RequestContext,
     AccessToken(claims): AccessToken,
 ) -> Result<StatusCode, ApiError> {
-    let command = UserCommand::EndOtherSessions(EndOtherSessions {
-        keep: session_of(&claims)?,
-    });
-    end(&state, &context, &claims, command).await?;
-    tracing::info!(target: "security", user_id = %claims.sub, "other sessions ended");
+    state
+        .app
+        .end_other_sessions(
+            claims.sub,
+            claims.session_id(),
+            &context.metadata(Actor::User(claims.sub)),
+        )
+        .await
+        .map_err(as_caller)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,14 +2,17 @@
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use twofold_domain::Actor;
 use twofold_nats::TaskState;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::as_caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, Query, RequestContext};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -25,6 +28,12 @@ struct TaskCreated {
     task_id: Uuid,
 }
 
+problems!(
+    /// What `test_email` can answer besides what its inputs and token imply.
+    TestEmailProblems:
+        ApiError::unavailable(),
+);
+
 /// Queues a test email to the caller.
 #[utoipa::path(
     get,
@@ -33,7 +42,7 @@ struct TaskCreated {
     security(("access_token" = [])),
     responses(
         (status = 200, description = "Queued.", body = TaskCreated),
-        (status = 503, description = "`service.unavailable`"),
+        TestEmailProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -42,16 +51,11 @@ async fn test_email(
     context: RequestContext,
     AccessToken(claims): AccessToken,
 ) -> Result<Json<TaskCreated>, ApiError> {
-    let view = state
-        .directory
-        .find(claims.sub)
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
-    let job = state
-        .mail
-        .test(claims.sub, &view.email, context.request_id());
-    let task_id = job.id;
-    state.mail_queue.enqueue(job).await?;
+    let task_id = state
+        .app
+        .send_test_email(claims.sub, &context.metadata(Actor::User(claims.sub)))
+        .await
+        .map_err(as_caller)?;
     Ok(Json(TaskCreated { task_id }))
 }
 
@@ -72,6 +76,13 @@ struct TaskStatusResponse {
     result: Option<&'static str>,
 }
 
+problems!(
+    /// What `task_status` can answer besides what its inputs and token imply.
+    TaskStatusProblems:
+        ApiError::NotFound("no such task of yours"),
+        ApiError::unavailable(),
+);
+
 /// The state of one of the caller's queued emails (an admin may ask about anyone's).
 #[utoipa::path(
     get,
@@ -81,8 +92,7 @@ struct TaskStatusResponse {
     params(TaskQuery),
     responses(
         (status = 200, description = "The state.", body = TaskStatusResponse),
-        (status = 404, description = "`request.not_found`"),
-        (status = 503, description = "`service.unavailable`"),
+        TaskStatusProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -91,22 +101,11 @@ async fn task_status(
     AccessToken(claims): AccessToken,
     Query(query): Query<TaskQuery>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
-    const NOT_FOUND: ApiError = ApiError::NotFound("no such task of yours");
-    let (owner, task_state) = state
-        .mail_queue
-        .status(query.task_id)
+    let task_state = state
+        .app
+        .task_status(claims.sub, query.task_id)
         .await?
-        .ok_or(NOT_FOUND)?;
-    if owner != claims.sub {
-        let is_admin = state
-            .directory
-            .find(claims.sub)
-            .await?
-            .is_some_and(|view| view.is_admin);
-        if !is_admin {
-            return Err(NOT_FOUND);
-        }
-    }
+        .ok_or(ApiError::NotFound("no such task of yours"))?;
     let result = match task_state {
         TaskState::Pending => None,
         TaskState::Success => Some("email sent"),

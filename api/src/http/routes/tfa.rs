@@ -4,21 +4,18 @@ use axum::extract::State;
 use axum::response::Response;
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::user::{DeviceSecret, EnableTfa, UseBackupCode, VerifyTfaCode};
-use twofold_domain::{totp, User, UserCommand, UserError, UserEvent};
+use twofold_domain::user::{LoginOutcome, Refusal};
+use twofold_domain::{Actor, UserError};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::DeviceRequest;
 use super::dto::TokenResponse;
-use super::{
-    caller_enrolment_response, enrolment_mail, new_enrolment, png, unknown_user_is_invalid_token,
-};
-use crate::app::gateway::no_mail;
+use super::{as_caller, enrolment_response, png};
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
-use crate::http::jwt::Claims;
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -38,9 +35,20 @@ pub struct LoginTfaQuery {
     tfa_token: SecretString,
 }
 
-fn actor(claims: &Claims) -> String {
-    format!("user:{}", claims.sub)
-}
+problems!(
+    /// What `login_tfa` can answer besides what its inputs and token imply.
+    LoginTfaProblems:
+        UserError::TfaNotEnabled,
+        UserError::ChallengeClosed,
+        Refusal::WrongCode,
+        UserError::TfaCodeReplayed,
+        UserError::EmailCodeExpired,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        ApiError::rate_limited(60),
+        ApiError::unavailable(),
+);
 
 /// The second login step with a TOTP or emailed code. A wrong code is 403; after 5 the
 /// challenge closes and the login must start again.
@@ -53,13 +61,7 @@ fn actor(claims: &Claims) -> String {
     responses(
         (status = 200, description = "Logged in: an access and a refresh token.",
             body = TokenResponse),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 401, description = "`tfa.challenge_closed`"),
-        (status = 403, description = "`tfa.invalid_code`, `tfa.code_replayed`, \
-            `tfa.email_code_expired`, `auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`, `request.rate_limited`"),
-        (status = 503, description = "`service.unavailable`"),
+        LoginTfaProblems,
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
@@ -69,43 +71,31 @@ async fn login_tfa(
     PreTfaToken(claims): PreTfaToken,
     Query(query): Query<LoginTfaQuery>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let challenge_id = claims.cid.ok_or(ApiError::InvalidToken)?;
-    let command = UserCommand::VerifyTfaCode(VerifyTfaCode {
-        challenge_id,
-        code: query.tfa_token,
-    });
-    let events = match state
-        .users
-        .execute(
+    let outcome = state
+        .app
+        .verify_tfa_code(
             claims.sub,
-            command,
-            context.metadata(actor(&claims)),
-            &no_mail,
+            claims.challenge_id(),
+            query.tfa_token,
+            &context.metadata(Actor::User(claims.sub)),
         )
         .await
-        .map_err(unknown_user_is_invalid_token)
-    {
-        Ok(events) => events,
-        Err(error) => {
-            let code = error.status_and_code().1;
-            tracing::info!(target: "security", user_id = %claims.sub, code, "second factor refused");
-            state.metrics.login("second_factor", code);
-            return Err(error);
-        }
-    };
-    if events
-        .iter()
-        .any(|event| matches!(event, UserEvent::TfaVerified { .. }))
-    {
-        tracing::info!(target: "security", user_id = %claims.sub, "second factor accepted");
-        state.metrics.login("second_factor", "ok");
-        return Ok(Json(TokenResponse::for_session(
-            &state, claims.sub, &events,
-        )?));
+        .map_err(as_caller)?;
+    second_step_answer(&state, outcome)
+}
+
+/// The answer of a second login step.
+fn second_step_answer(
+    state: &AppState,
+    outcome: LoginOutcome,
+) -> Result<Json<TokenResponse>, ApiError> {
+    match outcome {
+        LoginOutcome::LoggedIn(grant) => Ok(Json(TokenResponse::for_session(state, grant)?)),
+        LoginOutcome::Refused(refusal) => Err(ApiError::Refused(refusal)),
+        LoginOutcome::SecondFactorRequired { .. } => Err(ApiError::Internal(
+            "a second login step asked for a second factor".into(),
+        )),
     }
-    tracing::info!(target: "security", user_id = %claims.sub, "second factor refused: wrong code");
-    state.metrics.login("second_factor", "wrong_code");
-    Err(ApiError::WrongTfaCode)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -115,6 +105,20 @@ pub struct RecoverTfaQuery {
     #[param(value_type = String, example = "7G3K-Q9WX-2M4T-HV8P-RC6N-JD1Z")]
     tfa_backup_token: SecretString,
 }
+
+problems!(
+    /// What `recover_tfa` can answer besides what its inputs and token imply.
+    RecoverTfaProblems:
+        UserError::TfaNotEnabled,
+        UserError::ChallengeClosed,
+        Refusal::WrongBackupCode,
+        UserError::AccountLocked,
+        UserError::NoBackupCodesLeft,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        ApiError::rate_limited(60),
+        ApiError::unavailable(),
+);
 
 /// The second login step with a backup code, which is spent; a notice is emailed.
 #[utoipa::path(
@@ -126,13 +130,7 @@ pub struct RecoverTfaQuery {
     responses(
         (status = 200, description = "Logged in: an access and a refresh token.",
             body = TokenResponse),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 401, description = "`tfa.challenge_closed`"),
-        (status = 403, description = "`tfa.invalid_backup_code`, `auth.account_locked`"),
-        (status = 404, description = "`tfa.no_backup_codes_left`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`, `request.rate_limited`"),
-        (status = 503, description = "`service.unavailable`"),
+        RecoverTfaProblems,
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
@@ -142,53 +140,25 @@ async fn recover_tfa(
     PreTfaToken(claims): PreTfaToken,
     Query(query): Query<RecoverTfaQuery>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let challenge_id = claims.cid.ok_or(ApiError::InvalidToken)?;
-    let command = UserCommand::UseBackupCode(UseBackupCode {
-        challenge_id,
-        code: query.tfa_backup_token,
-    });
-    let mail = |user: &User, events: &[UserEvent]| {
-        let remaining = events.iter().find_map(|event| match event {
-            UserEvent::BackupCodeConsumed { remaining, .. } => Some(*remaining),
-            _ => None,
-        });
-        match (user.email(), remaining) {
-            (Some(to), Some(remaining)) => vec![state.mail.backup_code_used(
-                claims.sub,
-                to.as_str(),
-                context.request_id(),
-                remaining,
-            )],
-            _ => Vec::new(),
-        }
-    };
-    let events = match state
-        .users
-        .execute(claims.sub, command, context.metadata(actor(&claims)), &mail)
+    let outcome = state
+        .app
+        .use_backup_code(
+            claims.sub,
+            claims.challenge_id(),
+            query.tfa_backup_token,
+            &context.metadata(Actor::User(claims.sub)),
+        )
         .await
-        .map_err(unknown_user_is_invalid_token)
-    {
-        Ok(events) => events,
-        Err(error) => {
-            let code = error.status_and_code().1;
-            tracing::info!(target: "security", user_id = %claims.sub, code, "backup code refused");
-            state.metrics.login("backup_code", code);
-            return Err(error);
-        }
-    };
-    for event in &events {
-        if let UserEvent::BackupCodeConsumed { remaining, .. } = event {
-            tracing::info!(target: "security", user_id = %claims.sub, remaining, "backup code used");
-            state.metrics.login("backup_code", "ok");
-            return Ok(Json(TokenResponse::for_session(
-                &state, claims.sub, &events,
-            )?));
-        }
-    }
-    tracing::info!(target: "security", user_id = %claims.sub, "backup code refused: wrong or used code");
-    state.metrics.login("backup_code", "wrong_code");
-    Err(ApiError::WrongBackupCode)
+        .map_err(as_caller)?;
+    second_step_answer(&state, outcome)
 }
+
+problems!(
+    /// What `get_my_qrcode` can answer besides what its inputs and token imply.
+    GetMyQrcodeProblems:
+        UserError::NoCodeGenerator,
+        ApiError::unavailable(),
+);
 
 /// The QR code of the caller's authenticator app, again.
 #[utoipa::path(
@@ -199,8 +169,7 @@ async fn recover_tfa(
     responses(
         (status = 200, description = "The QR code (PNG) of the `otpauth://totp/` URI.",
             content_type = "image/png"),
-        (status = 400, description = "`tfa.no_code_generator`"),
-        (status = 503, description = "`service.unavailable`"),
+        GetMyQrcodeProblems,
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
@@ -208,20 +177,21 @@ async fn get_my_qrcode(
     State(state): State<AppState>,
     AccessToken(claims): AccessToken,
 ) -> Result<Response, ApiError> {
-    let user = state.users.load(claims.sub).await?;
-    let email = user.email().ok_or(ApiError::InvalidToken)?;
-    let Some(DeviceSecret::CodeGenerator { seed }) = user.tfa_device().map(|device| &device.secret)
-    else {
-        return Err(UserError::NoCodeGenerator.into());
-    };
-    let seed = state
-        .services
-        .sealer
-        .open(seed)
-        .map_err(|_| UserError::SecretUnreadable)?;
-    let uri = totp::otpauth_uri(&state.totp_issuer, email, &seed);
-    Ok(png(crate::http::qr::png(uri).await?))
+    let code = state
+        .app
+        .authenticator_code(claims.sub)
+        .await
+        .map_err(as_caller)?;
+    Ok(png(crate::http::qr::png(code.uri().to_owned()).await?))
 }
+
+problems!(
+    /// What `enable_tfa` can answer besides what its inputs and token imply.
+    EnableTfaProblems:
+        UserError::TfaAlreadyEnabled,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
 
 /// Turns on the second factor; the backup codes and a notice are emailed.
 #[utoipa::path(
@@ -233,9 +203,7 @@ async fn get_my_qrcode(
     responses(
         (status = 200, description = "Enabled. For a `code_generator` device the body is the QR \
             code (PNG) to scan; for `email` it is empty.", content_type = "image/png"),
-        (status = 400, description = "`tfa.already_enabled`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        EnableTfaProblems,
     )
 )]
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
@@ -245,24 +213,14 @@ async fn enable_tfa(
     AccessToken(claims): AccessToken,
     Json(request): Json<DeviceRequest>,
 ) -> Result<Response, ApiError> {
-    let (enrolment, secrets) = new_enrolment(&state, request.device_type);
-    let command = UserCommand::EnableTfa(EnableTfa { enrolment });
-    let mail = |user: &User, _: &[UserEvent]| match user.email() {
-        Some(to) => enrolment_mail(
-            &state,
+    let code = state
+        .app
+        .enable_tfa(
             claims.sub,
-            to,
-            context.request_id(),
-            &secrets,
             request.device_type,
-        ),
-        None => Vec::new(),
-    };
-    state
-        .users
-        .execute(claims.sub, command, context.metadata(actor(&claims)), &mail)
+            &context.metadata(Actor::User(claims.sub)),
+        )
         .await
-        .map_err(unknown_user_is_invalid_token)?;
-    tracing::info!(target: "security", user_id = %claims.sub, "two-factor authentication enabled");
-    caller_enrolment_response(&state, claims.sub, secrets).await
+        .map_err(as_caller)?;
+    enrolment_response(code).await
 }

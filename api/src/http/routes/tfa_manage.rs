@@ -7,21 +7,18 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use twofold_domain::backup_codes;
-use twofold_domain::user::{DisableTfa, RegenerateBackupCodes, SwitchTfaDevice};
+use twofold_domain::user::{ChangeOutcome, Refusal};
 use twofold_domain::values::DeviceType;
-use twofold_domain::{Factor, User, UserCommand, UserEvent};
+use twofold_domain::{Actor, UserError};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{
-    caller_enrolment_response, enrolment_mail, new_enrolment, unknown_user_is_invalid_token,
-};
-use crate::app::gateway::MailPlan;
+use super::{as_caller, enrolment_response};
+use crate::app::DeviceSwitch;
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, RequestContext};
-use crate::http::jwt::Claims;
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -31,46 +28,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(backup_codes_left, regenerate_backup_codes))
 }
 
-/// Runs a management command; `done` tells its success event apart. A wrong password or
-/// code is a recorded failure, answered 403.
-async fn manage(
-    state: &AppState,
-    context: &RequestContext,
-    claims: &Claims,
-    command: UserCommand,
-    mail: MailPlan<'_>,
-    done: fn(&UserEvent) -> bool,
-) -> Result<(), ApiError> {
-    let actor = format!("user:{}", claims.sub);
-    let events = state
-        .users
-        .execute(claims.sub, command, context.metadata(actor), mail)
-        .await
-        .map_err(unknown_user_is_invalid_token)
-        .inspect_err(|error| {
-            tracing::info!(target: "security", user_id = %claims.sub,
-                code = error.status_and_code().1, "two-factor change refused");
-        })?;
-    if events.iter().any(done) {
-        return Ok(());
+/// The answer to a sensitive change: done, or refused with the recorded refusal.
+fn answer(outcome: ChangeOutcome) -> Result<(), ApiError> {
+    match outcome {
+        ChangeOutcome::Changed => Ok(()),
+        ChangeOutcome::Refused(refusal) => Err(ApiError::Refused(refusal)),
     }
-    let wrong_password = events.iter().any(|event| {
-        matches!(
-            event,
-            UserEvent::LoginFailed {
-                factor: Factor::Password,
-                ..
-            }
-        )
-    });
-    let refusal = if wrong_password {
-        ApiError::WrongPassword
-    } else {
-        ApiError::WrongTfaCode
-    };
-    tracing::info!(target: "security", user_id = %claims.sub, code = refusal.status_and_code().1,
-        "two-factor change refused");
-    Err(refusal)
 }
 
 /// The proofs needed to turn the second factor off.
@@ -85,6 +48,20 @@ pub struct DisableTfaRequest {
     code: SecretString,
 }
 
+problems!(
+    /// What `disable_tfa` can answer besides what its inputs and token imply.
+    DisableTfaProblems:
+        UserError::TfaNotEnabled,
+        Refusal::WrongPassword,
+        Refusal::WrongCode,
+        UserError::TfaCodeReplayed,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Turns the second factor off; a notice is emailed.
 #[utoipa::path(
     post,
@@ -94,12 +71,7 @@ pub struct DisableTfaRequest {
     request_body = DisableTfaRequest,
     responses(
         (status = 204, description = "Turned off."),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 403, description = "`auth.wrong_password`, `tfa.invalid_code`, \
-            `tfa.code_replayed`, `auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        DisableTfaProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -109,28 +81,17 @@ async fn disable_tfa(
     AccessToken(claims): AccessToken,
     Json(request): Json<DisableTfaRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let command = UserCommand::DisableTfa(DisableTfa {
-        password: request.password,
-        code: request.code,
-    });
-    let mail = |user: &User, events: &[UserEvent]| {
-        let disabled = events
-            .iter()
-            .any(|event| matches!(event, UserEvent::TfaDisabled { .. }));
-        match user.email() {
-            Some(to) if disabled => {
-                vec![state
-                    .mail
-                    .tfa_disabled(claims.sub, to.as_str(), context.request_id())]
-            }
-            _ => Vec::new(),
-        }
-    };
-    manage(&state, &context, &claims, command, &mail, |event| {
-        matches!(event, UserEvent::TfaDisabled { .. })
-    })
-    .await?;
-    tracing::info!(target: "security", user_id = %claims.sub, "two-factor authentication disabled");
+    let outcome = state
+        .app
+        .disable_tfa(
+            claims.sub,
+            request.password,
+            request.code,
+            &context.metadata(Actor::User(claims.sub)),
+        )
+        .await
+        .map_err(as_caller)?;
+    answer(outcome)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -152,6 +113,20 @@ pub struct SwitchDeviceRequest {
     device_type: DeviceType,
 }
 
+problems!(
+    /// What `switch_device` can answer besides what its inputs and token imply.
+    SwitchDeviceProblems:
+        UserError::TfaNotEnabled,
+        Refusal::WrongPassword,
+        Refusal::WrongCode,
+        UserError::TfaCodeReplayed,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
 /// Replaces the device: a QR code for a new authenticator app, or an empty body for email;
 /// new backup codes are emailed.
 #[utoipa::path(
@@ -163,12 +138,7 @@ pub struct SwitchDeviceRequest {
     responses(
         (status = 200, description = "Switched. For a `code_generator` device the body is the \
             QR code (PNG) to scan; for `email` it is empty.", content_type = "image/png"),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 403, description = "`auth.wrong_password`, `tfa.invalid_code`, \
-            `tfa.code_replayed`, `auth.account_locked`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`"),
-        (status = 503, description = "`service.busy`, `service.unavailable`"),
+        SwitchDeviceProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -178,35 +148,21 @@ async fn switch_device(
     AccessToken(claims): AccessToken,
     Json(request): Json<SwitchDeviceRequest>,
 ) -> Result<Response, ApiError> {
-    let (enrolment, secrets) = new_enrolment(&state, request.device_type);
-    let command = UserCommand::SwitchTfaDevice(SwitchTfaDevice {
-        password: request.password,
-        code: request.code,
-        enrolment,
-    });
-    let mail = |user: &User, events: &[UserEvent]| {
-        let changed = events
-            .iter()
-            .any(|event| matches!(event, UserEvent::TfaDeviceChanged { .. }));
-        match user.email() {
-            Some(to) if changed => enrolment_mail(
-                &state,
-                claims.sub,
-                to,
-                context.request_id(),
-                &secrets,
-                request.device_type,
-            ),
-            _ => Vec::new(),
-        }
-    };
-    manage(&state, &context, &claims, command, &mail, |event| {
-        matches!(event, UserEvent::TfaDeviceChanged { .. })
-    })
-    .await?;
-    tracing::info!(target: "security", user_id = %claims.sub, device_type = ?request.device_type,
-        "two-factor device switched");
-    caller_enrolment_response(&state, claims.sub, secrets).await
+    let switched = state
+        .app
+        .switch_tfa_device(
+            claims.sub,
+            request.password,
+            request.code,
+            request.device_type,
+            &context.metadata(Actor::User(claims.sub)),
+        )
+        .await
+        .map_err(as_caller)?;
+    match switched {
+        DeviceSwitch::Switched(code) => enrolment_response(code).await,
+        DeviceSwitch::Refused(refusal) => Err(ApiError::Refused(refusal)),
+    }
 }
 
 /// The proof needed to replace the backup codes.
@@ -218,6 +174,17 @@ pub struct RegenerateRequest {
     code: SecretString,
 }
 
+problems!(
+    /// What `regenerate_backup_codes` can answer besides what its inputs and token imply.
+    RegenerateBackupCodesProblems:
+        UserError::TfaNotEnabled,
+        Refusal::WrongCode,
+        UserError::TfaCodeReplayed,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        ApiError::unavailable(),
+);
+
 /// Replaces the backup codes (the new ones are emailed); the old ones stop working.
 #[utoipa::path(
     post,
@@ -227,11 +194,7 @@ pub struct RegenerateRequest {
     request_body = RegenerateRequest,
     responses(
         (status = 204, description = "Replaced; the new codes are emailed."),
-        (status = 400, description = "`tfa.not_enabled`"),
-        (status = 403, description = "`tfa.invalid_code`, `tfa.code_replayed`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 429, description = "`auth.locked`"),
-        (status = 503, description = "`service.unavailable`"),
+        RegenerateBackupCodesProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -241,34 +204,16 @@ async fn regenerate_backup_codes(
     AccessToken(claims): AccessToken,
     Json(request): Json<RegenerateRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let rng: &dyn twofold_domain::services::Randomness = state.services.rng.as_ref();
-    let codes = backup_codes::generate_set(rng, state.backup_codes);
-    let clear: Vec<String> = codes
-        .iter()
-        .map(|code| secrecy::ExposeSecret::expose_secret(code).to_owned())
-        .collect();
-    let command = UserCommand::RegenerateBackupCodes(RegenerateBackupCodes {
-        code: request.code,
-        codes,
-    });
-    let mail = |user: &User, events: &[UserEvent]| {
-        let regenerated = events
-            .iter()
-            .any(|event| matches!(event, UserEvent::BackupCodesRegenerated { .. }));
-        match user.email() {
-            Some(to) if regenerated => {
-                vec![state
-                    .mail
-                    .backup_codes(claims.sub, to.as_str(), context.request_id(), &clear)]
-            }
-            _ => Vec::new(),
-        }
-    };
-    manage(&state, &context, &claims, command, &mail, |event| {
-        matches!(event, UserEvent::BackupCodesRegenerated { .. })
-    })
-    .await?;
-    tracing::info!(target: "security", user_id = %claims.sub, "backup codes regenerated");
+    let outcome = state
+        .app
+        .regenerate_backup_codes(
+            claims.sub,
+            request.code,
+            &context.metadata(Actor::User(claims.sub)),
+        )
+        .await
+        .map_err(as_caller)?;
+    answer(outcome)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -280,6 +225,12 @@ struct BackupCodesLeft {
     remaining: usize,
 }
 
+problems!(
+    /// What `backup_codes_left` can answer besides what its inputs and token imply.
+    BackupCodesLeftProblems:
+        ApiError::unavailable(),
+);
+
 /// How many backup codes the caller has left.
 #[utoipa::path(
     get,
@@ -288,7 +239,7 @@ struct BackupCodesLeft {
     security(("access_token" = [])),
     responses(
         (status = 200, description = "The count.", body = BackupCodesLeft),
-        (status = 503, description = "`service.unavailable`"),
+        BackupCodesLeftProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -296,11 +247,10 @@ async fn backup_codes_left(
     State(state): State<AppState>,
     AccessToken(claims): AccessToken,
 ) -> Result<Json<BackupCodesLeft>, ApiError> {
-    let user = state.users.load(claims.sub).await?;
-    if user.email().is_none() {
-        return Err(ApiError::InvalidToken);
-    }
-    Ok(Json(BackupCodesLeft {
-        remaining: user.backup_codes_remaining(),
-    }))
+    let remaining = state
+        .app
+        .backup_codes_left(claims.sub)
+        .await
+        .map_err(as_caller)?;
+    Ok(Json(BackupCodesLeft { remaining }))
 }

@@ -2,17 +2,19 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use twofold_domain::values::UserId;
-use twofold_domain::UserCommand;
-use twofold_projections::UserView;
-use utoipa::IntoParams;
+use twofold_domain::{Actor, UserError};
+use twofold_projections::{HistoryEntry, UserView};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::gateway::no_mail;
+use crate::app::admin::AdminAction;
+use crate::app::audit::{HistoryCursor, MAX_HISTORY_PAGE};
 use crate::http::error::ApiError;
-use crate::http::extract::{AdminToken, Json, Path, Query, RequestContext};
+use crate::http::extract::{AccessToken, AdminToken, Json, Path, Query, RequestContext};
+use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
 /// Users per page unless `per_page` says otherwise, and the most one page may hold.
@@ -25,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(lock))
         .routes(routes!(unlock))
         .routes(routes!(end_sessions))
+        .routes(routes!(my_history))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -48,6 +51,13 @@ fn default_per_page() -> u64 {
     DEFAULT_PER_PAGE
 }
 
+problems!(
+    /// What `list_users` can answer besides what its inputs and token imply.
+    ListUsersProblems:
+        ApiError::AdminOnly,
+        ApiError::unavailable(),
+);
+
 /// One page of users, ordered by email (`?page=1&per_page=100`; the original had no paging
 /// and its clients get the first 100).
 #[utoipa::path(
@@ -58,8 +68,7 @@ fn default_per_page() -> u64 {
     params(Page),
     responses(
         (status = 200, description = "One page of users.", body = Vec<UserView>),
-        (status = 403, description = "`auth.admin_only`"),
-        (status = 503, description = "`service.unavailable`"),
+        ListUsersProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -76,7 +85,7 @@ async fn list_users(
         });
     }
     let offset = (page.page - 1).saturating_mul(page.per_page);
-    Ok(Json(state.directory.list(offset, page.per_page).await?))
+    Ok(Json(state.app.list_users(offset, page.per_page).await?))
 }
 
 async fn act(
@@ -84,21 +93,23 @@ async fn act(
     context: &RequestContext,
     admin: UserId,
     user: UserId,
-    command: UserCommand,
+    action: AdminAction,
 ) -> Result<StatusCode, ApiError> {
-    let what = format!("{command:?}");
     state
-        .users
-        .execute(
-            user,
-            command,
-            context.metadata(format!("admin:{admin}")),
-            &no_mail,
-        )
+        .app
+        .act_on_user(user, action, &context.metadata(Actor::Admin(admin)))
         .await?;
-    tracing::info!(target: "security", %admin, user_id = %user, action = %what, "admin action");
     Ok(StatusCode::NO_CONTENT)
 }
+
+problems!(
+    /// What `lock` can answer besides what its inputs and token imply.
+    LockProblems:
+        ApiError::AdminOnly,
+        UserError::UnknownUser,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
 
 /// Locks an account: no login completes and every session ends until it is unlocked.
 #[utoipa::path(
@@ -109,10 +120,7 @@ async fn act(
     params(("user_id" = uuid::Uuid, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Done."),
-        (status = 403, description = "`auth.admin_only`"),
-        (status = 404, description = "`user.not_found`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        LockProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -122,15 +130,17 @@ async fn lock(
     AdminToken(admin): AdminToken,
     Path(user_id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
-    act(
-        &state,
-        &context,
-        admin.sub,
-        user_id,
-        UserCommand::LockAccount,
-    )
-    .await
+    act(&state, &context, admin.sub, user_id, AdminAction::Lock).await
 }
+
+problems!(
+    /// What `unlock` can answer besides what its inputs and token imply.
+    UnlockProblems:
+        ApiError::AdminOnly,
+        UserError::UnknownUser,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
 
 /// Unlocks an account.
 #[utoipa::path(
@@ -141,10 +151,7 @@ async fn lock(
     params(("user_id" = uuid::Uuid, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Done."),
-        (status = 403, description = "`auth.admin_only`"),
-        (status = 404, description = "`user.not_found`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        UnlockProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -154,15 +161,17 @@ async fn unlock(
     AdminToken(admin): AdminToken,
     Path(user_id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
-    act(
-        &state,
-        &context,
-        admin.sub,
-        user_id,
-        UserCommand::UnlockAccount,
-    )
-    .await
+    act(&state, &context, admin.sub, user_id, AdminAction::Unlock).await
 }
+
+problems!(
+    /// What `end_sessions` can answer besides what its inputs and token imply.
+    EndSessionsProblems:
+        ApiError::AdminOnly,
+        UserError::UnknownUser,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
 
 /// Ends every session of a user.
 #[utoipa::path(
@@ -173,10 +182,7 @@ async fn unlock(
     params(("user_id" = uuid::Uuid, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Done."),
-        (status = 403, description = "`auth.admin_only`"),
-        (status = 404, description = "`user.not_found`"),
-        (status = 409, description = "`concurrency.conflict`"),
-        (status = 503, description = "`service.unavailable`"),
+        EndSessionsProblems,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -191,7 +197,104 @@ async fn end_sessions(
         &context,
         admin.sub,
         user_id,
-        UserCommand::EndAllSessions,
+        AdminAction::EndSessions,
     )
     .await
+}
+
+/// Entries per page of history unless `limit` says otherwise.
+const DEFAULT_HISTORY_PAGE: usize = 50;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HistoryQuery {
+    /// Where to continue: the `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Entries per page, 1 to 200.
+    #[serde(default = "default_history_page")]
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    limit: usize,
+}
+
+fn default_history_page() -> usize {
+    DEFAULT_HISTORY_PAGE
+}
+
+/// One page of the caller's security history.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "entries": [
+        {"type": "login_succeeded", "at": "2026-11-28T21:04:05Z", "by": "anonymous",
+         "ip_address": "203.0.113.7", "user_agent": "curl/8.5.0", "factor": "totp"},
+        {"type": "login_failed", "at": "2026-11-28T21:03:40Z", "by": "anonymous",
+         "ip_address": "203.0.113.7", "user_agent": "curl/8.5.0", "factor": "totp"},
+        {"type": "tfa_enabled", "at": "2026-11-28T20:58:12Z", "by": "self",
+         "ip_address": "203.0.113.7", "user_agent": "curl/8.5.0", "device_type": "code_generator"},
+        {"type": "signed_up", "at": "2026-11-28T20:57:01Z", "by": "anonymous",
+         "ip_address": "203.0.113.7", "user_agent": "curl/8.5.0"}
+    ],
+    "next_cursor": null
+}))]
+struct HistoryResponse {
+    /// Newest first.
+    entries: Vec<HistoryEntry>,
+    /// Pass it as `cursor` for the next, older page; `null` after the oldest entry.
+    next_cursor: Option<String>,
+}
+
+problems!(
+    /// What `my_history` can answer besides what its inputs and token imply.
+    MyHistoryProblems:
+        ApiError::unavailable(),
+);
+
+/// The caller's security history, newest first: sign-up, logins (succeeded, failed with which
+/// factor, locked out), two-factor changes, backup codes, sessions started and ended (and
+/// why), password changes and resets, admin locks, and reads of the account's audit trail by
+/// admins. Each entry has a stable `type`, the time, who caused it and, when the user or
+/// someone not signed in caused it, the client's address and user agent. No secret, token
+/// or challenge id, and nothing of an admin's request, appears.
+#[utoipa::path(
+    get,
+    path = "/me/history",
+    tag = "users",
+    security(("access_token" = [])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "One page of history.", body = HistoryResponse),
+        MyHistoryProblems,
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn my_history(
+    State(state): State<AppState>,
+    AccessToken(claims): AccessToken,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    if query.limit == 0 || query.limit > MAX_HISTORY_PAGE {
+        return Err(ApiError::Request {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "request.invalid_query",
+            detail: format!("limit is 1 to {MAX_HISTORY_PAGE}"),
+        });
+    }
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(HistoryCursor::decode)
+        .transpose()
+        .map_err(|_| ApiError::Request {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "request.invalid_query",
+            detail: "cursor is not one this service gave".to_owned(),
+        })?;
+    let page = state
+        .app
+        .history(claims.sub, cursor, query.limit)
+        .await
+        .map_err(super::as_caller)?;
+    Ok(Json(HistoryResponse {
+        entries: page.entries,
+        next_cursor: page.next_cursor.map(HistoryCursor::encode),
+    }))
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::user::{UserCommand, UserError};
+use crate::user::{AuditScope, UserCommand, UserError};
 
 #[test]
 fn granting_admin_records_the_role() {
@@ -92,4 +92,23 @@ mod account_lock {
             .when(UserCommand::LockAccount)
             .then_expect_events(vec![]);
     }
+}
+
+#[test]
+fn a_read_of_the_audit_trail_is_recorded() {
+    test_at(30)
+        .given(vec![signed_up()])
+        .when(UserCommand::RecordAuditRead(AuditScope::StateAsOf))
+        .then_expect_events(vec![UserEvent::AuditTrailRead {
+            scope: AuditScope::StateAsOf,
+            at: at(30),
+        }]);
+}
+
+#[test]
+fn the_audit_trail_of_nobody_cannot_be_read() {
+    test_at(0)
+        .given_no_previous_events()
+        .when(UserCommand::RecordAuditRead(AuditScope::Events))
+        .then_expect_error(UserError::UnknownUser);
 }

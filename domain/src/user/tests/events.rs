@@ -1,9 +1,10 @@
 use cqrs_es::DomainEvent;
 
 use super::*;
-use crate::user::{Factor, EVENT_VERSION};
+use crate::user::{AuditScope, Factor, EVENT_VERSION};
 
-fn one_of_each() -> Vec<UserEvent> {
+/// One event of every type, each with the times it carries.
+pub(super) fn one_of_each() -> Vec<UserEvent> {
     vec![
         signed_up(),
         code_generator_enabled(),
@@ -74,11 +75,51 @@ fn one_of_each() -> Vec<UserEvent> {
         UserEvent::AccountLocked { at: at(5) },
         UserEvent::AccountUnlocked { at: at(6) },
         UserEvent::AdminGranted { at: at(0) },
+        UserEvent::TfaDeviceChanged {
+            device: Device {
+                id: DeviceId::from_uuid(nth_uuid(3)),
+                secret: DeviceSecret::Email,
+            },
+            backup_codes: backup_digests(),
+            at: at(7),
+        },
+        UserEvent::SignUpAttempted { at: at(8) },
+        UserEvent::SeedResealed {
+            seed: SealedSecret {
+                key_id: "new".to_owned(),
+                ciphertext: hex(SEED),
+            },
+            at: at(9),
+        },
+        UserEvent::AuditTrailRead {
+            scope: AuditScope::Events,
+            at: at(10),
+        },
     ]
+}
+
+/// One event of each type that existed at version 1.0 (and so may be stored in that shape).
+pub(super) fn one_of_each_stored_at_1_0() -> Vec<UserEvent> {
+    one_of_each()
+        .into_iter()
+        .filter(|event| {
+            crate::upcasters::TIME_FIELDS_V1_0
+                .iter()
+                .any(|(event_type, _)| *event_type == event.event_type())
+        })
+        .collect()
 }
 
 #[test]
 fn every_event_is_stored_under_its_event_type_and_reads_back_unchanged() {
+    let types: std::collections::BTreeSet<String> =
+        one_of_each().iter().map(DomainEvent::event_type).collect();
+    assert_eq!(types.len(), 25, "one of each type");
+    assert_eq!(
+        one_of_each_stored_at_1_0().len(),
+        24,
+        "one of each 1.0 type"
+    );
     for event in one_of_each() {
         let json = serde_json::to_value(&event).unwrap();
         let tag = json.as_object().unwrap().keys().next().unwrap().clone();
@@ -87,4 +128,57 @@ fn every_event_is_stored_under_its_event_type_and_reads_back_unchanged() {
         let back: UserEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
     }
+}
+
+/// Every time in `value`, found by walking it: a string that parses as RFC 3339.
+fn count_rfc3339_strings(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::String(text) => usize::from(
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok(),
+        ),
+        serde_json::Value::Array(items) => items.iter().map(count_rfc3339_strings).sum(),
+        serde_json::Value::Object(fields) => fields.values().map(count_rfc3339_strings).sum(),
+        _ => 0,
+    }
+}
+
+#[test]
+fn the_folded_state_writes_its_times_in_rfc_3339_and_reads_back_unchanged() {
+    use cqrs_es::Aggregate;
+    let mut user = User::default();
+    for event in [
+        signed_up(),
+        email_device_enabled(),
+        second_factor_required(0),
+        UserEvent::EmailCodeIssued {
+            challenge_id: challenge(0),
+            digest: digest_of("123456"),
+            expires_at: at(600),
+        },
+        session_started(0),
+        UserEvent::SessionRefreshed {
+            session_id: crate::values::SessionId::from_uuid(nth_uuid(0)),
+            refresh_id: crate::values::RefreshTokenId::from_uuid(nth_uuid(2)),
+            at: at(1),
+        },
+        UserEvent::PasswordResetRequested {
+            digest: digest_of("t"),
+            expires_at: at(900),
+            at: at(0),
+        },
+        UserEvent::FactorLocked {
+            factor: crate::user::ThrottledFactor::Password,
+            until: at(60),
+            at: at(0),
+        },
+        UserEvent::SignUpAttempted { at: at(2) },
+    ] {
+        user.apply(event);
+    }
+    let json = serde_json::to_value(&user).unwrap();
+    // The email code's expiry, the session's end and last rotation, the reset token's expiry,
+    // the lock and the sign-up notice.
+    assert_eq!(count_rfc3339_strings(&json), 6, "{json}");
+    let back: User = serde_json::from_value(json).unwrap();
+    assert_eq!(back, user);
 }

@@ -9,10 +9,12 @@ mod login;
 mod manage;
 mod outcome;
 mod password;
+mod proofs;
 mod sessions;
 mod signup;
 mod tfa;
 mod throttle;
+mod upcasters;
 
 use cqrs_es::test::TestFramework;
 use secrecy::{SecretSlice, SecretString};

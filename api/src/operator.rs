@@ -1,0 +1,84 @@
+//! What an operator runs from the command line against the configured database. Each action
+//! composes the use cases from the configuration, as `twofold serve` does, and calls the same
+//! use case an HTTP request would, with `cli` as the actor.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use twofold_domain::values::{Email, UserId};
+use twofold_domain::Actor;
+
+use twofold_projections::chain::{self, Head, Verification};
+
+use crate::app::admin::{GrantOutcome, ResealReport};
+use crate::app::mail::OutboxMailQueue;
+use crate::app::App;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::startup::{self, Adapters, Store};
+
+/// The use cases over the configured database, for the subcommand named `what`.
+async fn app(config: &Config, what: &str) -> anyhow::Result<(Arc<App>, PgPool)> {
+    let keys = config.keys().map_err(anyhow::Error::msg)?;
+    let Some(database_url) = &config.database_url else {
+        anyhow::bail!(
+            "{what} needs DATABASE_URL: the embedded store lives only inside a running \
+             `twofold serve`"
+        );
+    };
+    let (services, hasher) = startup::services(config, &keys)?;
+    let pool = startup::connect(database_url, 2).await?;
+    startup::chain_older_events(&pool, &keys).await?;
+    let adapters = Adapters {
+        services,
+        hasher,
+        mail_sealer: keys.sealing.mail_sealer(),
+        chain_key: Arc::new(keys.sealing.chain_key()),
+        mail_queue: Arc::new(OutboxMailQueue::queue_only(pool.clone())),
+    };
+    let store = Store::Postgres(pool.clone());
+    let app = startup::app(&store, adapters, startup::settings(config), &Metrics::new());
+    Ok((app, pool))
+}
+
+/// Gives the user with `email` the admin role, recorded with `cli` as the actor.
+pub async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<GrantOutcome> {
+    let (app, _) = app(config, "users grant-admin").await?;
+    let email = Email::parse(email).map_err(|error| anyhow::anyhow!("{email}: {error}"))?;
+    app.grant_admin(&email, Actor::Cli)
+        .await?
+        .with_context(|| format!("no user has the email address {email}"))
+}
+
+/// Seals every TOTP seed under a retired key again under the current one, and reports which
+/// retired keys digests still need (see [`App::reseal`]).
+pub async fn reseal(config: &Config) -> anyhow::Result<ResealReport> {
+    let (app, pool) = app(config, "keys reseal").await?;
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT aggregate_id::uuid FROM events WHERE aggregate_type = 'User'",
+    )
+    .fetch_all(&pool)
+    .await?;
+    Ok(app
+        .reseal(ids.into_iter().map(UserId::from_uuid).collect())
+        .await?)
+}
+
+/// Walks every user's chain of events with the chain keys of the current and retired sealing
+/// keys, and, with `saved_head`, checks that no user lost newer events since it was taken.
+pub async fn audit_verify(
+    config: &Config,
+    saved_head: Option<&Head>,
+) -> anyhow::Result<Verification> {
+    let keys = config.keys().map_err(anyhow::Error::msg)?;
+    let Some(database_url) = &config.database_url else {
+        anyhow::bail!("audit verify needs DATABASE_URL: only the Postgres store is chained");
+    };
+    let pool = startup::connect(database_url, 2).await?;
+    let chain_keys: Vec<_> = std::iter::once(&keys.sealing)
+        .chain(&keys.retired_sealing)
+        .map(|key| key.chain_key())
+        .collect();
+    Ok(chain::verify(&pool, &chain_keys, saved_head).await?)
+}
