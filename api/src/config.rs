@@ -386,13 +386,8 @@ mod tests {
 
     #[test]
     fn debug_output_hides_credentials_and_keys() {
-        let mut config = Config::for_tests(
-            None,
-            None,
-            "t",
-            &std::env::temp_dir().join("twofold-debug-test"),
-        )
-        .unwrap();
+        let dir = twofold_tests::scratch::ScratchDir::new("config-debug").unwrap();
+        let mut config = Config::for_tests(None, None, "t", &dir).unwrap();
         config.mail_transport = "smtp://mailer:hunter2hunter2@smtp.example:587".to_owned();
         config.nats_url = Some("nats://user:natspass@127.0.0.1:4222".to_owned());
         let printed = format!("{config:?}");
@@ -410,13 +405,8 @@ mod tests {
     #[test]
     fn debug_output_names_every_setting() {
         use clap::CommandFactory;
-        let config = Config::for_tests(
-            None,
-            None,
-            "t",
-            &std::env::temp_dir().join("twofold-debug-fields-test"),
-        )
-        .unwrap();
+        let dir = twofold_tests::scratch::ScratchDir::new("config-debug").unwrap();
+        let config = Config::for_tests(None, None, "t", &dir).unwrap();
         let printed = format!("{config:?}");
         let command = Cli::command();
         let settings: Vec<_> = command
