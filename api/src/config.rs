@@ -54,11 +54,34 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Read the event log back: check that nobody tampered with it.
+    Audit {
+        /// The audit action.
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Check or rebuild the views (read models) from the event log.
     Views {
         /// The views action.
         #[command(subcommand)]
         action: ViewsCommand,
+    },
+}
+
+/// `twofold audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk every user's chain of events and report each event that was edited, inserted,
+    /// deleted or reordered (by user and sequence); exit 1 if there is any.
+    Verify {
+        /// Also write the log's head (each user's last event and its digest) to this file,
+        /// to keep where the database's writers cannot reach it.
+        #[arg(long, value_name = "FILE")]
+        head_out: Option<PathBuf>,
+        /// A head written earlier: report every user whose newest events were removed or
+        /// rewritten since.
+        #[arg(long, value_name = "FILE")]
+        head_in: Option<PathBuf>,
     },
 }
 
@@ -383,13 +406,8 @@ mod tests {
 
     #[test]
     fn debug_output_hides_credentials_and_keys() {
-        let mut config = Config::for_tests(
-            None,
-            None,
-            "t",
-            &std::env::temp_dir().join("twofold-debug-test"),
-        )
-        .unwrap();
+        let dir = twofold_tests::scratch::ScratchDir::new("config-debug").unwrap();
+        let mut config = Config::for_tests(None, None, "t", &dir).unwrap();
         config.mail_transport = "smtp://mailer:hunter2hunter2@smtp.example:587".to_owned();
         config.nats_url = Some("nats://user:natspass@127.0.0.1:4222".to_owned());
         let printed = format!("{config:?}");
@@ -407,13 +425,8 @@ mod tests {
     #[test]
     fn debug_output_names_every_setting() {
         use clap::CommandFactory;
-        let config = Config::for_tests(
-            None,
-            None,
-            "t",
-            &std::env::temp_dir().join("twofold-debug-fields-test"),
-        )
-        .unwrap();
+        let dir = twofold_tests::scratch::ScratchDir::new("config-debug").unwrap();
+        let config = Config::for_tests(None, None, "t", &dir).unwrap();
         let printed = format!("{config:?}");
         let command = Cli::command();
         let settings: Vec<_> = command

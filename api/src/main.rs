@@ -1,15 +1,18 @@
 //! The `twofold` binary: `serve` (the default), `migrate`, `check`, `users grant-admin`,
-//! `keys generate`, `keys reseal`, `views rebuild`. A configuration problem exits with status 78
-//! (`EX_CONFIG`), one line each.
+//! `keys generate`, `keys reseal`, `audit verify`, `views rebuild`. A configuration problem exits
+//! with status 78 (`EX_CONFIG`), one line each.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use twofold_api::app::admin::GrantOutcome;
-use twofold_api::config::{Command, ConfigProblems, KeysCommand, UsersCommand, ViewsCommand};
+use twofold_api::config::{
+    AuditCommand, Command, ConfigProblems, KeysCommand, UsersCommand, ViewsCommand,
+};
 use twofold_api::http::jwt::JwtKey;
 use twofold_api::operator;
 use twofold_api::{adapters, startup, telemetry, Application, Cli, Config};
+use twofold_projections::chain::{Head, Tampering};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -28,6 +31,9 @@ async fn main() -> ExitCode {
         Some(Command::Keys {
             action: KeysCommand::Reseal,
         }) => reseal(&cli.config).await,
+        Some(Command::Audit {
+            action: AuditCommand::Verify { head_out, head_in },
+        }) => audit_verify(&cli.config, head_out.as_deref(), head_in.as_deref()).await,
         Some(Command::Views {
             action: ViewsCommand::Rebuild { apply },
         }) => rebuild_views(&cli.config, apply).await,
@@ -132,6 +138,70 @@ async fn rebuild_views(config: &Config, apply: bool) -> anyhow::Result<()> {
             "{differences} between the views and the log; \
              `twofold views rebuild --apply` replaces the views with the rebuilt ones"
         )),
+    }
+}
+
+async fn audit_verify(
+    config: &Config,
+    head_out: Option<&std::path::Path>,
+    head_in: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let saved: Option<Head> = match head_in {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .map_err(|error| anyhow::anyhow!("{}: not a head: {error}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let verification = operator::audit_verify(config, saved.as_ref()).await?;
+    for finding in &verification.findings {
+        say(&format!(
+            "user {} sequence {}: {}",
+            finding.aggregate_id,
+            finding.sequence,
+            describe(&finding.problem)
+        ))?;
+    }
+    let seconds = verification.elapsed.as_secs_f64();
+    say(&format!(
+        "checked {} events of {} users in {seconds:.3} s ({:.0} events/s)",
+        verification.events,
+        verification.users,
+        verification.events as f64 / seconds.max(f64::EPSILON),
+    ))?;
+    if let Some(path) = head_out {
+        let head = serde_json::to_string_pretty(&verification.head)?;
+        std::fs::write(path, head)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+        say(&format!("head written to {}", path.display()))?;
+    }
+    match verification.findings.len() {
+        0 => say("no tampering found"),
+        found => anyhow::bail!("{found} problems found in the event log"),
+    }
+}
+
+/// What a finding means, for the operator.
+fn describe(problem: &Tampering) -> String {
+    match problem {
+        Tampering::Edited => {
+            "edited or inserted: its content is not what was written there".to_owned()
+        }
+        Tampering::DigestEdited => "its digests were edited (its content is intact)".to_owned(),
+        Tampering::Deleted => "deleted: later events exist".to_owned(),
+        Tampering::Reordered { written_at } => format!("moved here from sequence {written_at}"),
+        Tampering::Unchained => "has no digest: written behind the service's back".to_owned(),
+        Tampering::UnknownKey { key_id } => {
+            format!("chained with key {key_id}, which is not configured: cannot be checked")
+        }
+        Tampering::Truncated { head_sequence } => format!(
+            "the saved head ends at sequence {head_sequence}; the newest events were removed"
+        ),
+        Tampering::HeadMismatch => "is not the event the saved head recorded".to_owned(),
     }
 }
 

@@ -9,6 +9,8 @@ use sqlx::PgPool;
 use twofold_domain::values::{Email, UserId};
 use twofold_domain::Actor;
 
+use twofold_projections::chain::{self, Head, Verification};
+
 use crate::app::admin::{GrantOutcome, ResealReport};
 use crate::app::mail::OutboxMailQueue;
 use crate::app::App;
@@ -78,4 +80,22 @@ pub async fn rebuild_views(
     let pool = startup::connect(database_url, 4).await?;
     let views = crate::app::views::ViewSet::Postgres(pool);
     Ok(crate::app::views::rebuild(&views, apply).await?)
+}
+
+/// Walks every user's chain of events with the chain keys of the current and retired sealing
+/// keys, and, with `saved_head`, checks that no user lost newer events since it was taken.
+pub async fn audit_verify(
+    config: &Config,
+    saved_head: Option<&Head>,
+) -> anyhow::Result<Verification> {
+    let keys = config.keys().map_err(anyhow::Error::msg)?;
+    let Some(database_url) = &config.database_url else {
+        anyhow::bail!("audit verify needs DATABASE_URL: only the Postgres store is chained");
+    };
+    let pool = startup::connect(database_url, 2).await?;
+    let chain_keys: Vec<_> = std::iter::once(&keys.sealing)
+        .chain(&keys.retired_sealing)
+        .map(|key| key.chain_key())
+        .collect();
+    Ok(chain::verify(&pool, &chain_keys, saved_head).await?)
 }

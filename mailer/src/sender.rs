@@ -316,8 +316,10 @@ mod tests {
         }
     }
 
+    /// A fresh scratch folder path: if a test fails before removing it, the sweep in
+    /// `scripts/test` does.
     fn temp_dir() -> PathBuf {
-        std::env::temp_dir().join(format!("twofold-mailer-{}", uuid::Uuid::new_v4()))
+        twofold_tests::scratch::dir_path("mailer-unit")
     }
 
     fn read_only_email(dir: &std::path::Path) -> String {

@@ -3,6 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use twofold_api::operator::audit_verify;
+use twofold_projections::chain::{Tampering, Verification};
+
 use crate::helpers::{current_code, problem, spawn_app, unique_email, Store, TestApp};
 
 /// The caller's history, one page.
@@ -202,4 +205,166 @@ async fn a_cursor_or_limit_the_service_did_not_give_is_refused() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
         assert_eq!(body["code"], "request.invalid_query", "{query}");
     }
+}
+
+/// Signs `email` up and logs in twice: five events (signed up; logged in and a session,
+/// twice). Returns the user id.
+async fn five_events(app: &TestApp, label: &str) -> String {
+    let email = unique_email(label);
+    app.signup(&crate::helpers::signup_body(&email, None)).await;
+    app.login_token(&email, StatusCode::OK).await;
+    let token = app.login_token(&email, StatusCode::OK).await;
+    let me: Value = app
+        .get_with("/auth/test-token", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    me["id"].as_str().unwrap().to_owned()
+}
+
+fn findings(verification: &Verification) -> Vec<(String, u64, Tampering)> {
+    let mut found: Vec<_> = verification
+        .findings
+        .iter()
+        .map(|finding| {
+            (
+                finding.aggregate_id.clone(),
+                finding.sequence,
+                finding.problem.clone(),
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    found
+}
+
+#[tokio::test]
+async fn verify_passes_an_honest_log_and_names_each_tampering_by_user_and_sequence() {
+    let app = spawn_app(Store::Postgres).await;
+    let edited = five_events(&app, "chain-edited").await;
+    let deleted = five_events(&app, "chain-deleted").await;
+    let swapped = five_events(&app, "chain-swapped").await;
+    let truncated = five_events(&app, "chain-truncated").await;
+    let untouched = five_events(&app, "chain-untouched").await;
+
+    let honest = audit_verify(&app.config, None).await.unwrap();
+    assert_eq!(findings(&honest), []);
+    assert_eq!((honest.users, honest.events), (5, 25));
+    let head = honest.head.clone();
+    assert_eq!(head.users[&untouched].0, 5);
+
+    let db = app.db.as_ref().unwrap();
+    let sql = |statement: &'static str, user: &str| {
+        let user = user.to_owned();
+        async move {
+            sqlx::query(statement).bind(user).execute(db).await.unwrap();
+        }
+    };
+    sql(
+        r#"UPDATE events SET payload = '{"LoggedIn":{"at":"2020-01-01T00:00:00Z"}}'
+           WHERE aggregate_id = $1 AND sequence = 2"#,
+        &edited,
+    )
+    .await;
+    sql(
+        "DELETE FROM events WHERE aggregate_id = $1 AND sequence = 3",
+        &deleted,
+    )
+    .await;
+    // Swap 2 and 3 through a free number: the primary key holds at every step.
+    sql(
+        "UPDATE events SET sequence = 1000 WHERE aggregate_id = $1 AND sequence = 2",
+        &swapped,
+    )
+    .await;
+    sql(
+        "UPDATE events SET sequence = 2 WHERE aggregate_id = $1 AND sequence = 3",
+        &swapped,
+    )
+    .await;
+    sql(
+        "UPDATE events SET sequence = 3 WHERE aggregate_id = $1 AND sequence = 1000",
+        &swapped,
+    )
+    .await;
+    sql(
+        "DELETE FROM events WHERE aggregate_id = $1 AND sequence > 3",
+        &truncated,
+    )
+    .await;
+
+    let without_head = audit_verify(&app.config, None).await.unwrap();
+    let mut expected = vec![
+        (edited.clone(), 2, Tampering::Edited),
+        (deleted.clone(), 3, Tampering::Deleted),
+        (swapped.clone(), 2, Tampering::Reordered { written_at: 3 }),
+        (swapped.clone(), 3, Tampering::Reordered { written_at: 2 }),
+    ];
+    expected.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    assert_eq!(findings(&without_head), expected);
+
+    let with_head = audit_verify(&app.config, Some(&head)).await.unwrap();
+    expected.push((
+        truncated.clone(),
+        5,
+        Tampering::Truncated { head_sequence: 5 },
+    ));
+    expected.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    assert_eq!(findings(&with_head), expected);
+}
+
+#[tokio::test]
+async fn events_stored_before_the_chain_are_chained_once_at_the_next_start() {
+    let app = spawn_app(Store::Postgres).await;
+    let user = five_events(&app, "chain-legacy").await;
+    let db = app.db.as_ref().unwrap();
+    // As a database from before the chain: no digests, no marker.
+    sqlx::query(
+        "UPDATE events SET content_digest = NULL, chain_digest = NULL, chain_key_id = NULL",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM event_chain_started")
+        .execute(db)
+        .await
+        .unwrap();
+    let before = audit_verify(&app.config, None).await.unwrap();
+    assert_eq!(
+        before.findings.len(),
+        5,
+        "every event is reported unchained"
+    );
+
+    // The next start chains them, and the user's next events continue the chain.
+    let restarted = app.another_instance().await;
+    let token = restarted
+        .login_token(&user_email(&restarted, &user).await, StatusCode::OK)
+        .await;
+    assert!(!token.is_empty());
+    let after = audit_verify(&app.config, None).await.unwrap();
+    assert_eq!(findings(&after), []);
+    assert_eq!(after.events, 7);
+
+    // Only once: an event stripped of its digests later is reported, not adopted.
+    sqlx::query("UPDATE events SET content_digest = NULL, chain_digest = NULL WHERE sequence = 7")
+        .execute(db)
+        .await
+        .unwrap();
+    let again = app.another_instance().await;
+    drop(again);
+    let stripped = audit_verify(&app.config, None).await.unwrap();
+    assert_eq!(findings(&stripped), [(user, 7, Tampering::Unchained)]);
+}
+
+/// The email of user `id`, from the admin-free way tests have: the stored sign-up event.
+async fn user_email(app: &TestApp, id: &str) -> String {
+    let payload: Value =
+        sqlx::query_scalar("SELECT payload FROM events WHERE aggregate_id = $1 AND sequence = 1")
+            .bind(id)
+            .fetch_one(app.db.as_ref().unwrap())
+            .await
+            .unwrap();
+    payload["SignedUp"]["email"].as_str().unwrap().to_owned()
 }

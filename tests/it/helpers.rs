@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use twofold_api::{Application, Config};
+use twofold_tests::scratch::{self, Resource, Scratch};
 use uuid::Uuid;
 
 /// The server every test database is created on; override with `TWOFOLD_TEST_DATABASE_URL`.
@@ -66,6 +67,17 @@ pub struct TestApp {
     pub config: Config,
     pub db: Option<PgPool>,
     mailer: Option<tokio::task::JoinHandle<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The database, streams and folder of `config`; dropped last, it removes them once no
+    /// other app of this test uses them (also when the test panics).
+    _scratch: Scratch,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop_mailer();
+        self.server.abort();
+    }
 }
 
 fn server_url() -> String {
@@ -77,25 +89,19 @@ pub fn default_nats_url() -> String {
     std::env::var("TWOFOLD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
-/// Creates a fresh database and returns its URL.
+/// Creates a fresh database and returns its URL. A [`TestApp`] on it drops it when the test
+/// ends; one no app uses is left to the sweep in `scripts/test`.
 pub async fn fresh_database() -> String {
-    let server = server_url();
-    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+    scratch::create_database(&server_url())
         .await
-        .unwrap_or_else(|error| panic!("Postgres at {server} is not reachable: {error}"));
-    let name = format!("twofold_test_{}", Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create the test database");
-    format!("{server}/{name}")
+        .unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// The configuration of a test app: a fresh database, NATS prefix and work directory unless
-/// told to share another app's.
+/// told to share another app's. All are scratch resources (see [`scratch`]).
 pub fn test_config(store: Store, database_url: Option<String>, nats_url: Option<String>) -> Config {
-    let work_dir = std::env::temp_dir().join(format!("twofold-it-{}", Uuid::new_v4()));
-    let prefix = format!("it-{}", Uuid::new_v4().simple());
+    let work_dir = scratch::dir_path("app");
+    let prefix = scratch::nats_prefix("");
     let mut config =
         Config::for_tests(database_url, nats_url, &prefix, &work_dir).expect("test config");
     if store == Store::Embedded {
@@ -141,14 +147,45 @@ pub async fn spawn_app(store: Store) -> TestApp {
     app
 }
 
+/// The scratch resources `config` names: its database, its streams, and the folders of its
+/// keys and emails.
+fn scratch_of(config: &Config) -> Scratch {
+    let mut scratch = Scratch::new();
+    if let Some(url) = &config.database_url {
+        scratch.hold(Resource::database(url));
+    }
+    if let Some(url) = &config.nats_url {
+        scratch.hold(Resource::streams(url, &config.nats_prefix));
+    }
+    let mail_dir = config
+        .mail_transport
+        .strip_prefix("file:")
+        .map(PathBuf::from);
+    let mut dirs: Vec<PathBuf> = config
+        .jwt_key_file
+        .iter()
+        .chain(&config.jwt_retired_key_files)
+        .chain(&mail_dir)
+        .filter_map(|path| path.parent().map(PathBuf::from))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        scratch.hold(Resource::dir(&dir));
+    }
+    scratch
+}
+
 /// Starts the service with `config`, without a mailer.
 pub async fn spawn_app_with(config: Config) -> TestApp {
     LazyLock::force(&LOGS);
+    // Held before anything can fail, so that a failing start cleans up too.
+    let scratch = scratch_of(&config);
     let application = Application::build(config.clone())
         .await
         .expect("the service starts");
     let address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until_stopped());
+    let server = tokio::spawn(application.run_until_stopped());
     let db = match &config.database_url {
         Some(url) => Some(PgPool::connect(url).await.expect("connect to the test db")),
         None => None,
@@ -159,6 +196,8 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         config,
         db,
         mailer: None,
+        server,
+        _scratch: scratch,
     }
 }
 

@@ -26,7 +26,8 @@ pub fn free_port() -> u16 {
 impl NatsServer {
     /// Starts a server on a free port with a fresh JetStream store.
     pub async fn start() -> Self {
-        let store_dir = std::env::temp_dir().join(format!("twofold-nats-{}", uuid::Uuid::new_v4()));
+        // A scratch folder: removed on drop, or by the sweep if the test process is killed.
+        let store_dir = twofold_tests::scratch::dir_path("nats");
         let mut server = Self {
             port: free_port(),
             store_dir,

@@ -1,9 +1,6 @@
 //! The `twofold-mailer` binary serves Prometheus metrics on `TWOFOLD_MAILER_METRICS_ADDR`,
 //! counting the jobs it settles by outcome.
 
-// Test code: any step that fails should fail the test at once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,6 +9,7 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use twofold_domain::values::{Email, UserId};
 use twofold_nats::{Mail, MailJob, Topology};
+use twofold_tests::scratch::{self, Resource, Scratch, ScratchDir};
 use uuid::Uuid;
 
 fn free_port() -> u16 {
@@ -40,8 +38,11 @@ async fn scrape(port: u16) -> Option<String> {
 async fn the_mailer_binary_counts_sent_emails_on_its_metrics_listener() {
     let nats_url = std::env::var("TWOFOLD_TEST_NATS_URL")
         .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-    let prefix = format!("mailer-metrics-{}", Uuid::new_v4().simple());
-    let mail_dir = std::env::temp_dir().join(format!("twofold-mailer-metrics-{}", Uuid::new_v4()));
+    let prefix = scratch::nats_prefix("metrics");
+    // Declared before the mailer process, so dropped after it is killed: deletes the streams.
+    let mut streams = Scratch::new();
+    streams.hold(Resource::streams(&nats_url, &prefix));
+    let mail_dir = ScratchDir::new("mailer-metrics").unwrap();
     let metrics_port = free_port();
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     let _mailer = tokio::process::Command::new(env!("CARGO_BIN_EXE_twofold-mailer"))
@@ -88,7 +89,7 @@ async fn the_mailer_binary_counts_sent_emails_on_its_metrics_listener() {
     }
     assert!(page.contains(sent), "{page}");
     assert_eq!(
-        std::fs::read_dir(&mail_dir).unwrap().count(),
+        std::fs::read_dir(&*mail_dir).unwrap().count(),
         1,
         "the one email was written"
     );

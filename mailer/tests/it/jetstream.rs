@@ -1,13 +1,10 @@
 //! The mailer against the real NATS JetStream (`TWOFOLD_TEST_NATS_URL`, default
 //! `nats://127.0.0.1:4222`) and a real SMTP server (Python's aiosmtpd). Every test uses its own
-//! prefix, so tests never share streams, consumers or buckets.
-
-// Test code: any step that fails should fail the test at once, helpers included.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! prefix, so tests never share streams, consumers or buckets, and removes them when it ends.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
@@ -19,6 +16,7 @@ use tokio::task::JoinHandle;
 use twofold_domain::values::{DeviceType, Email, UserId};
 use twofold_mailer::{Mailer, MailerSettings, MailerStats, Transport, FAILURE_HEADER, UNPARSEABLE};
 use twofold_nats::{Mail, MailJob, MailSealer, TaskState, TaskStatus, Topology};
+use twofold_tests::scratch::{self, Resource, Scratch, ScratchDir};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -67,6 +65,8 @@ fn logs() -> String {
 struct Nats {
     jetstream: Context,
     topology: Topology,
+    /// Deletes the prefix's streams and bucket when the test ends, passed or failed.
+    _scratch: Scratch,
 }
 
 impl Nats {
@@ -84,13 +84,16 @@ impl Nats {
                      or set TWOFOLD_TEST_NATS_URL"
                 )
             });
-        let prefix = format!("mailer-it-{}", Uuid::new_v4().simple());
+        let prefix = scratch::nats_prefix("mailer");
+        let mut guard = Scratch::new();
+        guard.hold(Resource::streams(&url, &prefix));
         let topology = Topology::new(&prefix).unwrap();
         let jetstream = async_nats::jetstream::new(client);
         topology.declare(&jetstream).await.unwrap();
         Self {
             jetstream,
             topology,
+            _scratch: guard,
         }
     }
 
@@ -154,19 +157,6 @@ impl Nats {
         let info = consumer.info().await.unwrap();
         (messages, info.num_ack_pending)
     }
-
-    /// Removes this test's streams and bucket.
-    async fn clean_up(self) {
-        let _ = self.jetstream.delete_stream(self.topology.stream()).await;
-        let _ = self
-            .jetstream
-            .delete_stream(self.topology.dead_letter_stream())
-            .await;
-        let _ = self
-            .jetstream
-            .delete_key_value(self.topology.status_bucket())
-            .await;
-    }
 }
 
 fn nats_url() -> String {
@@ -214,8 +204,9 @@ fn job(mail: Mail) -> MailJob {
     }
 }
 
-fn temp_dir(label: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("twofold-mailer-{label}-{}", Uuid::new_v4()))
+/// A fresh folder for emails, removed when the test ends.
+fn temp_dir(label: &str) -> ScratchDir {
+    ScratchDir::new(&format!("mailer-{label}")).unwrap()
 }
 
 /// A loopback port nothing listens on (bound, then released).
@@ -286,7 +277,7 @@ async fn published_jobs_are_each_delivered_once_and_recorded_as_success() {
     }
 
     // Act
-    let mailer = start_mailer(nats.settings(Transport::File(dir.clone())));
+    let mailer = start_mailer(nats.settings(Transport::File(dir.to_path_buf())));
     for job in late {
         nats.publish(job).await;
     }
@@ -311,8 +302,6 @@ async fn published_jobs_are_each_delivered_once_and_recorded_as_success() {
     assert_eq!(stats.sent(), jobs.len() as u64);
     assert_eq!(stats.failed(), 0);
     assert_eq!(nats.left_over().await, (0, 0));
-    std::fs::remove_dir_all(dir).unwrap();
-    nats.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,8 +309,8 @@ async fn two_mailers_sharing_the_consumer_send_each_email_exactly_once_between_t
     // Arrange
     let nats = Nats::fresh().await;
     let dir = temp_dir("pair");
-    let first = start_mailer(nats.settings(Transport::File(dir.clone())));
-    let second = start_mailer(nats.settings(Transport::File(dir.clone())));
+    let first = start_mailer(nats.settings(Transport::File(dir.to_path_buf())));
+    let second = start_mailer(nats.settings(Transport::File(dir.to_path_buf())));
     let jobs: Vec<MailJob> = (0..60).map(|_| job(Mail::Test)).collect();
 
     // Act
@@ -345,8 +334,6 @@ async fn two_mailers_sharing_the_consumer_send_each_email_exactly_once_between_t
     assert_eq!(first.sent() + second.sent(), jobs.len() as u64);
     assert_eq!(first.failed() + second.failed(), 0);
     assert_eq!(nats.left_over().await, (0, 0));
-    std::fs::remove_dir_all(dir).unwrap();
-    nats.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,7 +399,6 @@ async fn a_failing_transport_is_retried_then_dead_lettered_without_logging_the_c
         !logs.contains(doomed.to.as_str()),
         "a log line holds the address"
     );
-    nats.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +406,7 @@ async fn a_payload_that_is_not_a_mail_job_is_dead_lettered_at_once() {
     // Arrange
     let nats = Nats::fresh().await;
     let dir = temp_dir("garbage");
-    let mailer = start_mailer(nats.settings(Transport::File(dir.clone())));
+    let mailer = start_mailer(nats.settings(Transport::File(dir.to_path_buf())));
     let garbage = b"{\"template\": \"test\", \"secret\": \"SQUEAMISH-OSSIFRAGE\"}".to_vec();
 
     // Act
@@ -456,14 +442,13 @@ async fn a_payload_that_is_not_a_mail_job_is_dead_lettered_at_once() {
     assert_eq!(nats.left_over().await, (0, 0));
     assert!(!logs().contains("SQUEAMISH-OSSIFRAGE"));
     assert!(emails_by_job(&dir).is_empty());
-    std::fs::remove_dir_all(dir).unwrap();
-    nats.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mailer_waiting_for_nats_stops_promptly_on_shutdown() {
     init_logs();
-    let topology = Topology::new(&format!("mailer-it-{}", Uuid::new_v4().simple())).unwrap();
+    // Nothing is declared: NATS is not there.
+    let topology = Topology::new(&scratch::nats_prefix("mailer")).unwrap();
     let settings = MailerSettings::new(
         &format!("nats://127.0.0.1:{}", free_port()),
         topology,
@@ -528,7 +513,6 @@ async fn an_smtp_server_that_comes_up_after_the_mailer_gets_the_email() {
     let nats = Nats::fresh().await;
     let sealer = MailSealer::new(&KEY);
     let work = temp_dir("smtp");
-    std::fs::create_dir_all(&work).unwrap();
     let maildir = work.join("maildir");
     let port = free_port();
     let transport = Transport::parse(&format!("smtp://127.0.0.1:{port}")).unwrap();
@@ -568,6 +552,4 @@ async fn an_smtp_server_that_comes_up_after_the_mailer_gets_the_email() {
     assert!(received[0].contains("Subject: Your Twofold login code: 135790"));
     assert!(received[0].contains(&format!("To: {}", login.to)));
     assert!(received[0].contains("multipart/alternative"));
-    std::fs::remove_dir_all(work).unwrap();
-    nats.clean_up().await;
 }

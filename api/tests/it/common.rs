@@ -1,14 +1,14 @@
 //! What the tests that run the real `twofold` binary share: free ports, and a deployment —
-//! a fresh database, a work folder with a JWT key, a sealing key and a NATS prefix.
+//! a fresh database, a work folder with a JWT key, a sealing key and a NATS prefix, removed
+//! when the test ends.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection};
 use twofold_api::adapters::SealingKey;
 use twofold_api::http::jwt::JwtKey;
-use uuid::Uuid;
+use twofold_tests::scratch::{self, Resource, Scratch};
 
 /// A port nothing listens on now.
 pub fn free_port() -> u16 {
@@ -19,9 +19,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits (up to 10 s) until something listens on `port`.
+/// Waits (up to 60 s) until something listens on `port`. `twofold` listens only after it has
+/// computed the dummy password hash, which takes as long as a sign-up: seconds in the SIGTERM
+/// tests, more while other tests load the machine.
 pub async fn wait_for_port(port: u16, what: &str) {
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
@@ -36,6 +38,9 @@ pub struct Deployment {
     pub work_dir: PathBuf,
     pub sealing_key: String,
     pub prefix: String,
+    /// Drops the database, deletes the prefix's streams on the shared NATS and removes the
+    /// work folder when the test ends, passed or failed.
+    _scratch: Scratch,
 }
 
 impl Deployment {
@@ -43,15 +48,18 @@ impl Deployment {
     pub async fn new(label: &str) -> Self {
         let server = std::env::var("TWOFOLD_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+        let nats_url = std::env::var("TWOFOLD_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+        let work_dir = scratch::dir_path(label);
+        let prefix = scratch::nats_prefix(label);
+        let mut guard = Scratch::new();
+        guard
+            .hold(Resource::dir(&work_dir))
+            .hold(Resource::streams(&nats_url, &prefix));
+        let database_url = scratch::create_database(&server)
             .await
-            .unwrap_or_else(|error| panic!("Postgres at {server} is not reachable: {error}"));
-        let name = format!("twofold_test_{}", Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let work_dir = std::env::temp_dir().join(format!("twofold-{label}-{}", Uuid::new_v4()));
+            .unwrap_or_else(|error| panic!("{error}"));
+        guard.hold(Resource::database(&database_url));
         std::fs::create_dir_all(&work_dir).unwrap();
         std::fs::write(
             work_dir.join("jwt.pem"),
@@ -59,10 +67,11 @@ impl Deployment {
         )
         .unwrap();
         Self {
-            database_url: format!("{server}/{name}"),
+            database_url,
             work_dir,
             sealing_key: SealingKey::generate().to_base64(),
-            prefix: format!("{label}-{}", Uuid::new_v4().simple()),
+            prefix,
+            _scratch: guard,
         }
     }
 

@@ -3,16 +3,11 @@
 //! This test lives here, not in `tests/`, because it needs the real binary (Cargo exposes
 //! `CARGO_BIN_EXE_twofold` only to this package's tests).
 
-// Test code: any step that fails should fail the test at once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, wait_for_port, Deployment};
+use crate::common::{free_port, wait_for_port, Deployment};
 use sqlx::PgPool;
 use uuid::Uuid;
 

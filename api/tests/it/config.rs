@@ -2,9 +2,6 @@
 //! (every problem reported at once, one line each, no secret repeated), the TOML file and its
 //! precedence, and the README's configuration tables checked against clap's arguments.
 
-// Test code: any step that fails should fail the test at once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,17 +9,16 @@ use clap::CommandFactory;
 use twofold_api::adapters::SealingKey;
 use twofold_api::http::jwt::JwtKey;
 use twofold_api::Cli;
-use uuid::Uuid;
+use twofold_tests::scratch::ScratchDir;
 
 /// The status of a configuration problem (sysexits.h `EX_CONFIG`).
 const EX_CONFIG: i32 = 78;
 /// The status of a command-line (or configuration file) usage error, as clap exits.
 const USAGE: i32 = 2;
 
-fn work_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("twofold-config-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder (for keys and files), removed when the test ends.
+fn work_dir() -> ScratchDir {
+    ScratchDir::new("config").unwrap()
 }
 
 fn repo_file(name: &str) -> PathBuf {

@@ -7,15 +7,10 @@
 //! test first times a sign-up at a known cost on this machine, then scales the passes so the
 //! slow one takes a few seconds.
 
-// Test code: any step that fails should fail the test at once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{free_port, wait_for_port, Deployment};
+use crate::common::{free_port, wait_for_port, Deployment};
 use sqlx::{Connection, PgConnection};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
