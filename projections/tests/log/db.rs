@@ -32,7 +32,13 @@ impl TestDb {
         let mut admin = PgConnection::connect(&format!("{server}/postgres"))
             .await
             .unwrap_or_else(|error| panic!("Postgres at {server} is not reachable: {error}"));
-        let name = format!("twofold_log_{}", Uuid::new_v4().simple());
+        // Named as the test harness names its scratch databases, so that the sweep in
+        // `scripts/test` drops it if this test is killed before it can.
+        let name = format!(
+            "twofold_test_p{}_{}",
+            std::process::id(),
+            Uuid::new_v4().simple()
+        );
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
