@@ -6,6 +6,7 @@ mod directory;
 mod history;
 mod memory;
 mod projection;
+mod redaction;
 mod sessions_view;
 mod user_view;
 
@@ -15,5 +16,6 @@ pub use directory::{
 pub use history::{history_entry, HistoryEntry, HistoryFactor, HistoryType, Initiator};
 pub use memory::MemViewRepository;
 pub use projection::{ProjectedView, Projection};
+pub use redaction::{redacted, REDACTED};
 pub use sessions_view::{SessionSummary, SessionsView};
 pub use user_view::{DeviceView, UserView};
