@@ -9,6 +9,7 @@ pub mod log;
 mod projection;
 mod projector;
 pub mod rebuild;
+mod redaction;
 mod sessions_view;
 mod store;
 mod user_view;
@@ -22,6 +23,7 @@ pub use projector::{
     by_user, CheckpointStore, MemCheckpointStore, PgCheckpointStore, Projector, POLL_INTERVAL,
     VIEWS_PROJECTOR,
 };
+pub use redaction::{redacted, REDACTED};
 pub use sessions_view::{SessionSummary, SessionsView};
 pub use store::{MemViewStore, PgViewStore, StoredView, ViewStore};
 pub use user_view::{DeviceView, UserView};
