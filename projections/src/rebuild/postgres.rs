@@ -1,261 +1,32 @@
-//! Rebuilding the views from the log, checking them, and swapping the rebuilt ones in.
-//!
-//! On Postgres, the rebuild reads the log once in a single snapshot (rows below the snapshot's
-//! xmin, so its end is a checkpoint), folds each user's events in memory and bulk-inserts the
-//! results into shadow tables (`<view>_rebuild`). It then catches the shadow tables up with
-//! what was committed meanwhile, compares them row by row with the live views, and with
-//! `apply` swaps them in: one transaction locks the views, applies the last events committed
-//! since, and renames the shadow tables into place. Requests wait for that lock for as long
-//! as the last events take and never see a half-built view; a commit whose dispatch waited
-//! for the lock writes to the new table, and the catch-up projector follows on as before.
-//!
-//! In memory (the embedded mode) the same happens on the in-memory views.
+//! The rebuild on Postgres: a snapshot scan into shadow tables, the comparison with the live
+//! views, and the swap.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_es::persist::{PersistenceError, SerializedEvent};
-use cqrs_es::{Aggregate, EventEnvelope};
+use cqrs_es::persist::PersistenceError;
+use cqrs_es::Aggregate;
 use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool, Row};
-use twofold_domain::{User, UserEvent};
+use twofold_domain::User;
 
-use crate::log::{checkpoint, database, envelope, Checkpoint, EventLog, PgEventLog, Upcasters};
+use super::fold::Folder;
+use super::{catch_up, compare, Difference, RebuildError, RebuildReport, VIEWS};
+use crate::log::{checkpoint, envelope, Checkpoint, EventLog, PgEventLog, Upcasters};
 use crate::projection::fold;
-use crate::store::{MemViewStore, PgViewStore, StoredView};
-use crate::{by_user, Follower, ProjectedView, Projection, SessionsView, UserView};
+use crate::store::{PgViewStore, StoredView};
+use crate::{Follower, ProjectedView, Projection, SessionsView, UserView};
 
 /// Rows per bulk insert.
 const INSERT_CHUNK: usize = 5000;
-
-/// Events read per catch-up batch.
-const CATCH_UP_BATCH: usize = 5000;
 
 /// How often, and how long apart, a live row that differs is looked at again before the
 /// difference is reported: a commit's view write may still be on its way.
 const RECHECKS: usize = 6;
 const RECHECK_INTERVAL: Duration = Duration::from_millis(500);
-
-/// A difference between a live view row and the rebuilt one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Difference {
-    /// The user.
-    pub user: String,
-    /// The view.
-    pub view: &'static str,
-    /// The top-level field of the view, or `(row)` when one side has no row.
-    pub field: String,
-    /// The live value (JSON), or `absent`.
-    pub live: String,
-    /// The rebuilt value (JSON), or `absent`.
-    pub rebuilt: String,
-}
-
-impl fmt::Display for Difference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "user {} view {} field {}: live {} rebuilt {}",
-            self.user, self.view, self.field, self.live, self.rebuilt
-        )
-    }
-}
-
-/// What a rebuild did.
-#[derive(Debug, Clone, Default)]
-pub struct RebuildReport {
-    /// Events replayed by the snapshot scan.
-    pub events: usize,
-    /// Users they belong to.
-    pub users: usize,
-    /// How long reading, folding and writing the shadow views took.
-    pub elapsed: Duration,
-    /// Events committed during the rebuild and applied to the rebuilt views afterwards.
-    pub caught_up: usize,
-    /// Every difference between the live and the rebuilt views.
-    pub differences: Vec<Difference>,
-    /// Whether the rebuilt views were swapped in.
-    pub applied: bool,
-}
-
-impl RebuildReport {
-    /// Replay speed.
-    pub fn events_per_second(&self) -> f64 {
-        let seconds = self.elapsed.as_secs_f64();
-        if seconds > 0.0 {
-            count_as_f64(self.events) / seconds
-        } else {
-            0.0
-        }
-    }
-}
-
-#[allow(clippy::cast_precision_loss)] // a rate for people to read
-fn count_as_f64(count: usize) -> f64 {
-    count as f64
-}
-
-/// A rebuild that could not run or finish.
-#[derive(Debug, thiserror::Error)]
-pub enum RebuildError {
-    /// Another rebuild holds the lock.
-    #[error("another views rebuild is running")]
-    Busy,
-    /// Reading or writing failed.
-    #[error(transparent)]
-    Store(#[from] PersistenceError),
-    /// The log breaks its own rules (a sequence gap in one user's events).
-    #[error("the log of user {user} jumps from sequence {after} to {found}")]
-    Gap {
-        /// The user.
-        user: String,
-        /// The last sequence seen.
-        after: usize,
-        /// The next one found.
-        found: usize,
-    },
-}
-
-impl From<sqlx::Error> for RebuildError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Store(database(error))
-    }
-}
-
-impl From<serde_json::Error> for RebuildError {
-    fn from(error: serde_json::Error) -> Self {
-        Self::Store(error.into())
-    }
-}
-
-/// One user's views as folded from the log; `None` until an event changes the view, as the
-/// projection writes no row before then.
-#[derive(Default)]
-struct Folded {
-    user: Option<UserView>,
-    sessions: Option<SessionsView>,
-    last_sequence: usize,
-}
-
-impl Folded {
-    fn apply(&mut self, event: &EventEnvelope<User>) {
-        if UserView::is_changed_by(&event.payload) {
-            fold(self.user.get_or_insert_with(UserView::default), event);
-        }
-        if SessionsView::is_changed_by(&event.payload) {
-            fold(
-                self.sessions.get_or_insert_with(SessionsView::default),
-                event,
-            );
-        }
-    }
-}
-
-/// Folds the events of the log into views, user by user.
-struct Folder {
-    users: HashMap<String, Folded>,
-    upcasters: Upcasters,
-    events: usize,
-}
-
-impl Folder {
-    fn new(upcasters: Upcasters) -> Self {
-        Self {
-            users: HashMap::new(),
-            upcasters,
-            events: 0,
-        }
-    }
-
-    /// Takes in one stored event. The payload and metadata come as JSON text: events no view
-    /// reacts to never have their metadata parsed, and events no upcaster touches are parsed
-    /// once, straight into the domain type.
-    fn take(
-        &mut self,
-        aggregate_id: String,
-        sequence: usize,
-        event_type: &str,
-        event_version: &str,
-        payload: &str,
-        metadata: &str,
-    ) -> Result<(), RebuildError> {
-        self.events += 1;
-        let folded = self.users.entry(aggregate_id).or_default();
-        if sequence != folded.last_sequence + 1 {
-            return Err(RebuildError::Gap {
-                user: String::new(),
-                after: folded.last_sequence,
-                found: sequence,
-            });
-        }
-        folded.last_sequence = sequence;
-        let needs_upcast = self
-            .upcasters
-            .iter()
-            .any(|upcaster| upcaster.can_upcast(event_type, event_version));
-        let event: UserEvent = if needs_upcast {
-            let serialized = SerializedEvent {
-                aggregate_id: String::new(),
-                sequence,
-                aggregate_type: User::TYPE.to_owned(),
-                event_type: event_type.to_owned(),
-                event_version: event_version.to_owned(),
-                payload: serde_json::from_str(payload)?,
-                metadata: Value::Object(serde_json::Map::new()),
-            };
-            envelope(serialized, &self.upcasters)?.payload
-        } else {
-            serde_json::from_str(payload)?
-        };
-        if !UserView::is_changed_by(&event) && !SessionsView::is_changed_by(&event) {
-            return Ok(());
-        }
-        let envelope = EventEnvelope {
-            aggregate_id: String::new(),
-            sequence,
-            payload: event,
-            metadata: serde_json::from_str(metadata)?,
-        };
-        folded.apply(&envelope);
-        Ok(())
-    }
-
-    fn user_views(&self) -> HashMap<String, StoredView<UserView>> {
-        self.users
-            .iter()
-            .filter_map(|(id, folded)| {
-                let view = folded.user.clone()?;
-                Some((
-                    id.clone(),
-                    StoredView {
-                        view,
-                        last_sequence: folded.last_sequence,
-                    },
-                ))
-            })
-            .collect()
-    }
-
-    fn session_views(&self) -> HashMap<String, StoredView<SessionsView>> {
-        self.users
-            .iter()
-            .filter_map(|(id, folded)| {
-                let view = folded.sessions.clone()?;
-                Some((
-                    id.clone(),
-                    StoredView {
-                        view,
-                        last_sequence: folded.last_sequence,
-                    },
-                ))
-            })
-            .collect()
-    }
-}
 
 fn shadow_table(view: &str) -> String {
     format!("{view}_rebuild")
@@ -367,29 +138,6 @@ async fn insert_views<V: Serialize>(
     Ok(())
 }
 
-/// Reads the log after `from` into `followers` until it is exhausted; returns the new
-/// checkpoint and how many events it read.
-async fn catch_up(
-    log: &dyn EventLog,
-    followers: &[&dyn Follower],
-    upcasters: &Upcasters,
-    mut from: Checkpoint,
-) -> Result<(Checkpoint, usize), RebuildError> {
-    let mut read = 0;
-    loop {
-        let events = log.read_after(from, CATCH_UP_BATCH).await?;
-        let Some(last) = events.last().map(|event| event.checkpoint) else {
-            return Ok((from, read));
-        };
-        read += events.len();
-        let batch = by_user(events, upcasters)?;
-        for follower in followers {
-            follower.follow(&batch).await?;
-        }
-        from = last;
-    }
-}
-
 /// Every row of a view table: user -> (payload as JSON, last sequence).
 async fn load_table(
     pool: &PgPool,
@@ -413,58 +161,6 @@ async fn load_table(
     };
     Ok(rows.into_iter().collect())
 }
-
-/// The differences between two sets of view rows, field by field.
-fn compare(
-    view: &'static str,
-    live: &BTreeMap<String, Value>,
-    rebuilt: &BTreeMap<String, Value>,
-) -> Vec<Difference> {
-    let mut differences = Vec::new();
-    let users: BTreeSet<&String> = live.keys().chain(rebuilt.keys()).collect();
-    for user in users {
-        let difference = |field: &str, live: String, rebuilt: String| Difference {
-            user: user.clone(),
-            view,
-            field: field.to_owned(),
-            live,
-            rebuilt,
-        };
-        match (live.get(user), rebuilt.get(user)) {
-            (Some(Value::Object(live)), Some(Value::Object(rebuilt))) => {
-                let fields: BTreeSet<&String> = live.keys().chain(rebuilt.keys()).collect();
-                for field in fields {
-                    let (live, rebuilt) = (live.get(field), rebuilt.get(field));
-                    if live != rebuilt {
-                        differences.push(difference(field, shown(live), shown(rebuilt)));
-                    }
-                }
-            }
-            (Some(live), Some(rebuilt)) if live != rebuilt => {
-                differences.push(difference("(row)", live.to_string(), rebuilt.to_string()));
-            }
-            (Some(live), None) => {
-                differences.push(difference("(row)", live.to_string(), "absent".to_owned()));
-            }
-            (None, Some(rebuilt)) => {
-                differences.push(difference(
-                    "(row)",
-                    "absent".to_owned(),
-                    rebuilt.to_string(),
-                ));
-            }
-            _ => {}
-        }
-    }
-    differences
-}
-
-fn shown(value: Option<&Value>) -> String {
-    value.map_or_else(|| "absent".to_owned(), Value::to_string)
-}
-
-/// The names of the views a rebuild covers.
-pub const VIEWS: [&str; 2] = [UserView::NAME, SessionsView::NAME];
 
 /// Compares live and shadow tables; differences are looked at again a few times, the shadow
 /// caught up in between, so that a commit still on its way is not reported.
@@ -766,144 +462,4 @@ async fn apply_in_transaction<V: ProjectedView>(
     .execute(&mut *connection)
     .await?;
     Ok(())
-}
-
-/// Rebuilds the in-memory views from the in-memory log, reports how they differ from the live
-/// ones, and with `apply` puts the rebuilt ones in their place.
-pub async fn rebuild_memory(
-    log: Arc<dyn EventLog>,
-    upcasters: Upcasters,
-    user_views: &Arc<MemViewStore<UserView>>,
-    session_views: &Arc<MemViewStore<SessionsView>>,
-    apply: bool,
-) -> Result<RebuildReport, RebuildError> {
-    let started = Instant::now();
-    let mut folder = Folder::new(Arc::clone(&upcasters));
-    let mut from = Checkpoint::ORIGIN;
-    loop {
-        let events = log.read_after(from, CATCH_UP_BATCH).await?;
-        let Some(last) = events.last().map(|event| event.checkpoint) else {
-            break;
-        };
-        for logged in events {
-            let event = logged.event;
-            if event.aggregate_type != User::TYPE {
-                continue;
-            }
-            let id = event.aggregate_id.clone();
-            folder
-                .take(
-                    event.aggregate_id,
-                    event.sequence,
-                    &event.event_type,
-                    &event.event_version,
-                    &event.payload.to_string(),
-                    &event.metadata.to_string(),
-                )
-                .map_err(|error| match error {
-                    RebuildError::Gap { after, found, .. } => RebuildError::Gap {
-                        user: id,
-                        after,
-                        found,
-                    },
-                    other => other,
-                })?;
-        }
-        from = last;
-    }
-    let rebuilt_users = Arc::new(MemViewStore::default());
-    rebuilt_users.replace_all(folder.user_views())?;
-    let rebuilt_sessions = Arc::new(MemViewStore::default());
-    rebuilt_sessions.replace_all(folder.session_views())?;
-    let mut report = RebuildReport {
-        events: folder.events,
-        users: folder.users.len(),
-        elapsed: started.elapsed(),
-        ..RebuildReport::default()
-    };
-    drop(folder);
-    let users = Projection::<UserView>::new(
-        Arc::clone(&rebuilt_users) as _,
-        Arc::clone(&log),
-        Arc::clone(&upcasters),
-    );
-    let sessions = Projection::<SessionsView>::new(
-        Arc::clone(&rebuilt_sessions) as _,
-        Arc::clone(&log),
-        Arc::clone(&upcasters),
-    );
-    let followers: [&dyn Follower; 2] = [&users, &sessions];
-    let (from, caught_up) = catch_up(&*log, &followers, &upcasters, from).await?;
-    report.caught_up = caught_up;
-    report.differences = compare_memory(UserView::NAME, user_views, &rebuilt_users)?;
-    report.differences.extend(compare_memory(
-        SessionsView::NAME,
-        session_views,
-        &rebuilt_sessions,
-    )?);
-    if apply {
-        user_views.replace_all(rebuilt_users.all()?.into_iter().collect())?;
-        session_views.replace_all(rebuilt_sessions.all()?.into_iter().collect())?;
-        // What was committed between the catch-up and the swap.
-        let live_users = Projection::<UserView>::new(
-            Arc::clone(user_views) as _,
-            Arc::clone(&log),
-            Arc::clone(&upcasters),
-        );
-        let live_sessions = Projection::<SessionsView>::new(
-            Arc::clone(session_views) as _,
-            Arc::clone(&log),
-            Arc::clone(&upcasters),
-        );
-        let (_, read) = catch_up(&*log, &[&live_users, &live_sessions], &upcasters, from).await?;
-        report.caught_up += read;
-        report.applied = true;
-    }
-    Ok(report)
-}
-
-fn compare_memory<V: Clone + Serialize>(
-    view: &'static str,
-    live: &MemViewStore<V>,
-    rebuilt: &MemViewStore<V>,
-) -> Result<Vec<Difference>, RebuildError> {
-    let rows = |store: &MemViewStore<V>| -> Result<BTreeMap<String, Value>, RebuildError> {
-        store
-            .all()?
-            .into_iter()
-            .map(|(id, stored)| Ok((id, serde_json::to_value(&stored.view)?)))
-            .collect()
-    };
-    Ok(compare(view, &rows(live)?, &rows(rebuilt)?))
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn a_changed_field_a_missing_row_and_an_extra_row_are_each_a_difference() {
-        let live = BTreeMap::from([
-            ("a".to_owned(), json!({"email": "a@x", "is_admin": true})),
-            ("b".to_owned(), json!({"email": "b@x"})),
-        ]);
-        let rebuilt = BTreeMap::from([
-            ("a".to_owned(), json!({"email": "a@x", "is_admin": false})),
-            ("c".to_owned(), json!({"email": "c@x"})),
-        ]);
-        let found: Vec<String> = compare("user_view", &live, &rebuilt)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(
-            found,
-            [
-                "user a view user_view field is_admin: live true rebuilt false",
-                r#"user b view user_view field (row): live {"email":"b@x"} rebuilt absent"#,
-                r#"user c view user_view field (row): live absent rebuilt {"email":"c@x"}"#,
-            ]
-        );
-    }
 }
