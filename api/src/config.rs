@@ -60,6 +60,12 @@ pub enum Command {
         #[command(subcommand)]
         action: AuditCommand,
     },
+    /// Check or rebuild the views (read models) from the event log.
+    Views {
+        /// The views action.
+        #[command(subcommand)]
+        action: ViewsCommand,
+    },
 }
 
 /// `twofold audit …`
@@ -76,6 +82,20 @@ pub enum AuditCommand {
         /// rewritten since.
         #[arg(long, value_name = "FILE")]
         head_in: Option<PathBuf>,
+    },
+}
+
+/// `twofold views …`
+#[derive(Debug, Subcommand)]
+pub enum ViewsCommand {
+    /// Replay the whole event log into fresh shadow views, print every difference from the live
+    /// views (`user <id> view <name> field <field>: live <x> rebuilt <y>`) and the replay speed,
+    /// and exit 1 if there is any. With --apply, swap the rebuilt views in instead, atomically,
+    /// while the service keeps serving.
+    Rebuild {
+        /// Replace the live views with the rebuilt ones.
+        #[arg(long)]
+        apply: bool,
     },
 }
 

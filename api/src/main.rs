@@ -1,12 +1,14 @@
 //! The `twofold` binary: `serve` (the default), `migrate`, `check`, `users grant-admin`,
-//! `keys generate`, `keys reseal`. A configuration problem exits with status 78 (`EX_CONFIG`),
-//! one line each.
+//! `keys generate`, `keys reseal`, `audit verify`, `views rebuild`. A configuration problem exits
+//! with status 78 (`EX_CONFIG`), one line each.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use twofold_api::app::admin::GrantOutcome;
-use twofold_api::config::{AuditCommand, Command, ConfigProblems, KeysCommand, UsersCommand};
+use twofold_api::config::{
+    AuditCommand, Command, ConfigProblems, KeysCommand, UsersCommand, ViewsCommand,
+};
 use twofold_api::http::jwt::JwtKey;
 use twofold_api::operator;
 use twofold_api::{adapters, startup, telemetry, Application, Cli, Config};
@@ -32,6 +34,9 @@ async fn main() -> ExitCode {
         Some(Command::Audit {
             action: AuditCommand::Verify { head_out, head_in },
         }) => audit_verify(&cli.config, head_out.as_deref(), head_in.as_deref()).await,
+        Some(Command::Views {
+            action: ViewsCommand::Rebuild { apply },
+        }) => rebuild_views(&cli.config, apply).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,6 +110,35 @@ async fn reseal(config: &Config) -> anyhow::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+async fn rebuild_views(config: &Config, apply: bool) -> anyhow::Result<()> {
+    let report = operator::rebuild_views(config, apply).await?;
+    for difference in &report.differences {
+        say(&difference.to_string())?;
+    }
+    say(&format!(
+        "replayed {} events of {} users in {:.3} s: {:.0} events/s ({} events committed meanwhile \
+         applied after)",
+        report.events,
+        report.users,
+        report.elapsed.as_secs_f64(),
+        report.events_per_second(),
+        report.caught_up,
+    ))?;
+    let differences = match report.differences.len() {
+        1 => "1 difference".to_owned(),
+        count => format!("{count} differences"),
+    };
+    match (report.differences.is_empty(), report.applied) {
+        (true, true) => say("the views matched the log; the rebuilt views are in place"),
+        (false, true) => say(&format!("{differences}; the rebuilt views are in place")),
+        (true, false) => say("the views match the log"),
+        (false, false) => Err(anyhow::anyhow!(
+            "{differences} between the views and the log; \
+             `twofold views rebuild --apply` replaces the views with the rebuilt ones"
+        )),
+    }
 }
 
 async fn audit_verify(

@@ -65,6 +65,23 @@ pub async fn reseal(config: &Config) -> anyhow::Result<ResealReport> {
         .await?)
 }
 
+/// Replays the log into fresh views, compares them with the live ones and, with `apply`,
+/// swaps them in (see `twofold_projections::rebuild`). Needs only the database.
+pub async fn rebuild_views(
+    config: &Config,
+    apply: bool,
+) -> anyhow::Result<twofold_projections::rebuild::RebuildReport> {
+    let Some(database_url) = &config.database_url else {
+        anyhow::bail!(
+            "views rebuild needs DATABASE_URL: the embedded mode's views are rebuilt inside the \
+             running service, with POST /api/v1/admin/views/rebuild"
+        );
+    };
+    let pool = startup::connect(database_url, 4).await?;
+    let views = crate::app::views::ViewSet::Postgres(pool);
+    Ok(crate::app::views::rebuild(&views, apply).await?)
+}
+
 /// Walks every user's chain of events with the chain keys of the current and retired sealing
 /// keys, and, with `saved_head`, checks that no user lost newer events since it was taken.
 pub async fn audit_verify(

@@ -18,9 +18,11 @@ use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
 use twofold_nats::{MailJob, MailSealer, OutboxRelay, Topology};
 use twofold_projections::chain::{self, ChainKey};
+use twofold_projections::log::{EventLog, PgEventLog};
 use twofold_projections::{
-    MemUserDirectory, MemViewRepository, PgUserDirectory, Projection, SessionsView, UserDirectory,
-    UserView, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
+    CheckpointStore, Follower, MemCheckpointStore, MemUserDirectory, MemViewStore,
+    PgCheckpointStore, PgUserDirectory, PgViewStore, Projection, Projector, SessionsView,
+    UserDirectory, UserView, ViewStore, SESSION_VIEW_TABLE, USER_VIEW_TABLE, VIEWS_PROJECTOR,
 };
 
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
@@ -31,6 +33,7 @@ use crate::app::store::{MemEventRepository, PgEventRepository};
 use crate::app::unknown_accounts::{
     MemUnknownAccountThrottle, PgUnknownAccountThrottle, UnknownAccountThrottle,
 };
+use crate::app::views::{upcasters, ViewSet};
 use crate::app::{App, Parts, Settings};
 use crate::config::{Checked, Config, ConfigProblems, Keys};
 use crate::http::jwt::TokenService;
@@ -52,6 +55,7 @@ pub struct Application {
     router: Router,
     app: Arc<App>,
     relay: Option<OutboxRelay>,
+    projector: Projector,
     shutdown_timeout: Duration,
 }
 
@@ -191,73 +195,116 @@ pub struct Adapters {
     pub chain_key: Arc<ChainKey>,
 }
 
+/// The projections of both views over `log`, kept in `users` and `sessions`: the gateway
+/// dispatches to them after each commit and the projector follows the log into them.
+fn projections(
+    log: &Arc<dyn EventLog>,
+    users: Arc<dyn ViewStore<UserView>>,
+    sessions: Arc<dyn ViewStore<SessionsView>>,
+    checkpoints: Arc<dyn CheckpointStore>,
+) -> (Vec<Box<dyn cqrs_es::Query<User>>>, Projector) {
+    let users = Projection::new(users, Arc::clone(log), upcasters());
+    let sessions = Projection::new(sessions, Arc::clone(log), upcasters());
+    let followers: Vec<Arc<dyn Follower>> =
+        vec![Arc::new(users.clone()), Arc::new(sessions.clone())];
+    let projector = Projector::new(
+        VIEWS_PROJECTOR,
+        Arc::clone(log),
+        checkpoints,
+        followers,
+        upcasters(),
+    );
+    (vec![Box::new(users), Box::new(sessions)], projector)
+}
+
 /// The use cases over `store`, recording command latency, logins and lockouts into `metrics`.
 pub fn app(store: &Store, adapters: Adapters, settings: Settings, metrics: &Metrics) -> Arc<App> {
+    composed(store, adapters, settings, metrics).0
+}
+
+/// What a store gives the use cases.
+struct StoreParts {
+    users: Arc<dyn Users>,
+    directory: Arc<dyn UserDirectory>,
+    unknown_accounts: Arc<dyn UnknownAccountThrottle>,
+    projector: Projector,
+    views: ViewSet,
+}
+
+/// The use cases over `store`, and the projector that keeps their views following the log.
+fn composed(
+    store: &Store,
+    adapters: Adapters,
+    settings: Settings,
+    metrics: &Metrics,
+) -> (Arc<App>, Projector) {
     let policy = || MailPolicy::new(MailFactory::new(adapters.mail_sealer.clone()));
     let services = adapters.services.clone();
-    let (users, directory, unknown_accounts): (
-        Arc<dyn Users>,
-        Arc<dyn UserDirectory>,
-        Arc<dyn UnknownAccountThrottle>,
-    ) = match store {
+    let stored = match store {
         Store::Postgres(pool) => {
-            let views = Arc::new(postgres_es::PostgresViewRepository::<UserView, User>::new(
-                USER_VIEW_TABLE,
-                pool.clone(),
-            ));
-            let sessions = Arc::new(
-                postgres_es::PostgresViewRepository::<SessionsView, User>::new(
-                    SESSION_VIEW_TABLE,
-                    pool.clone(),
-                ),
+            let log: Arc<dyn EventLog> = Arc::new(PgEventLog::new(pool.clone()));
+            let (queries, projector) = projections(
+                &log,
+                Arc::new(PgViewStore::new(pool.clone(), USER_VIEW_TABLE)),
+                Arc::new(PgViewStore::new(pool.clone(), SESSION_VIEW_TABLE)),
+                Arc::new(PgCheckpointStore::new(pool.clone())),
             );
             let gateway = CommandGateway::new(
                 PgEventRepository::new(pool.clone(), Arc::clone(&adapters.chain_key)),
                 policy(),
-                vec![
-                    Box::new(Projection::new(views)),
-                    Box::new(Projection::new(sessions)),
-                ],
+                queries,
                 services,
             )
             .with_metrics(metrics.clone());
-            (
-                Arc::new(gateway),
-                Arc::new(PgUserDirectory::new(pool.clone())),
-                Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
-            )
+            StoreParts {
+                users: Arc::new(gateway),
+                directory: Arc::new(PgUserDirectory::new(pool.clone())),
+                unknown_accounts: Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
+                projector,
+                views: ViewSet::Postgres(pool.clone()),
+            }
         }
         Store::Memory(outbox) => {
-            let views = Arc::new(MemViewRepository::<UserView, User>::default());
-            let sessions = Arc::new(MemViewRepository::<SessionsView, User>::default());
-            let gateway = CommandGateway::new(
-                MemEventRepository::new(outbox.clone()),
-                policy(),
-                vec![
-                    Box::new(Projection::new(Arc::clone(&views))),
-                    Box::new(Projection::new(Arc::clone(&sessions))),
-                ],
-                services,
-            )
-            .with_metrics(metrics.clone());
-            (
-                Arc::new(gateway),
-                Arc::new(MemUserDirectory::new(views, sessions)),
-                Arc::new(MemUnknownAccountThrottle::default()),
-            )
+            let events = MemEventRepository::new(outbox.clone());
+            let log: Arc<dyn EventLog> = Arc::new(events.clone());
+            let views = Arc::new(MemViewStore::<UserView>::default());
+            let sessions = Arc::new(MemViewStore::<SessionsView>::default());
+            let (queries, projector) = projections(
+                &log,
+                Arc::clone(&views) as _,
+                Arc::clone(&sessions) as _,
+                Arc::new(MemCheckpointStore::default()),
+            );
+            let gateway = CommandGateway::new(events, policy(), queries, services)
+                .with_metrics(metrics.clone());
+            StoreParts {
+                users: Arc::new(gateway),
+                directory: Arc::new(MemUserDirectory::new(
+                    Arc::clone(&views),
+                    Arc::clone(&sessions),
+                )),
+                unknown_accounts: Arc::new(MemUnknownAccountThrottle::default()),
+                projector,
+                views: ViewSet::Memory {
+                    log,
+                    users: views,
+                    sessions,
+                },
+            }
         }
     };
     let parts = Parts {
-        users,
-        directory,
-        unknown_accounts,
+        users: stored.users,
+        directory: stored.directory,
+        unknown_accounts: stored.unknown_accounts,
         mail: MailFactory::new(adapters.mail_sealer),
         mail_queue: adapters.mail_queue,
         services: adapters.services,
         hasher: adapters.hasher,
         metrics: metrics.clone(),
+        views: stored.views,
     };
-    Arc::new(App::new(parts, settings))
+    (Arc::new(App::new(parts, settings)), stored.projector)
 }
 
 /// The mail path the configuration names, and the store it goes with.
@@ -352,7 +399,7 @@ impl Application {
             chain_key: Arc::new(keys.sealing.chain_key()),
             mail_queue: mail.queue,
         };
-        let app = app(&mail.store, adapters, settings(&config), &metrics);
+        let (app, projector) = composed(&mail.store, adapters, settings(&config), &metrics);
         let tokens = TokenService::new(
             keys.jwt,
             config.jwt_issuer.clone(),
@@ -408,6 +455,7 @@ impl Application {
             router,
             app,
             relay: mail.relay,
+            projector,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         })
     }
@@ -431,6 +479,10 @@ impl Application {
                 let _ = relay_stopped.await;
             }))
         });
+        let (stop_projector, projector_stopped) = tokio::sync::oneshot::channel::<()>();
+        let projector = tokio::spawn(self.projector.run_until(async move {
+            let _ = projector_stopped.await;
+        }));
         let signal = async move {
             shutdown_signal().await;
             let _ = stopping.send(true);
@@ -455,6 +507,10 @@ impl Application {
                 Ok(())
             }
         };
+        // A pass of the projector in progress is dropped: it is idempotent, and the next start
+        // resumes from the stored checkpoint.
+        let _ = stop_projector.send(());
+        let _ = projector.await;
         // Work the last requests started in the background (a reset email) may finish; only
         // then does the relay stop, so that their emails go too.
         self.app

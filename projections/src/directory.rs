@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cqrs_es::persist::{PersistenceError, ViewRepository};
+use cqrs_es::persist::PersistenceError;
 use sqlx::PgPool;
 use twofold_domain::values::UserId;
-use twofold_domain::User;
 
-use crate::{MemViewRepository, SessionsView, UserView};
+use crate::log::database;
+use crate::{MemViewStore, PgViewStore, SessionsView, UserView, ViewStore};
 
 /// The table the user views live in.
 pub const USER_VIEW_TABLE: &str = "user_view";
@@ -29,15 +29,15 @@ pub trait UserDirectory: Send + Sync {
 /// User views in Postgres.
 pub struct PgUserDirectory {
     pool: PgPool,
-    views: postgres_es::PostgresViewRepository<UserView, User>,
-    sessions: postgres_es::PostgresViewRepository<SessionsView, User>,
+    views: PgViewStore<UserView>,
+    sessions: PgViewStore<SessionsView>,
 }
 
 impl PgUserDirectory {
     /// Reads from `user_view` and `session_view` through `pool`.
     pub fn new(pool: PgPool) -> Self {
-        let views = postgres_es::PostgresViewRepository::new(USER_VIEW_TABLE, pool.clone());
-        let sessions = postgres_es::PostgresViewRepository::new(SESSION_VIEW_TABLE, pool.clone());
+        let views = PgViewStore::new(pool.clone(), USER_VIEW_TABLE);
+        let sessions = PgViewStore::new(pool.clone(), SESSION_VIEW_TABLE);
         Self {
             pool,
             views,
@@ -46,14 +46,11 @@ impl PgUserDirectory {
     }
 }
 
-fn database(error: sqlx::Error) -> PersistenceError {
-    PersistenceError::ConnectionError(Box::new(error))
-}
-
 #[async_trait]
 impl UserDirectory for PgUserDirectory {
     async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError> {
-        self.views.load(&id.to_string()).await
+        let stored = self.views.load(&id.to_string()).await?;
+        Ok(stored.map(|stored| stored.view))
     }
 
     async fn list(&self, offset: u64, limit: u64) -> Result<Vec<UserView>, PersistenceError> {
@@ -72,25 +69,22 @@ impl UserDirectory for PgUserDirectory {
     }
 
     async fn sessions(&self, id: UserId) -> Result<SessionsView, PersistenceError> {
-        Ok(self
-            .sessions
-            .load(&id.to_string())
-            .await?
-            .unwrap_or_default())
+        let stored = self.sessions.load(&id.to_string()).await?;
+        Ok(stored.map(|stored| stored.view).unwrap_or_default())
     }
 }
 
 /// User views in memory (embedded mode).
 pub struct MemUserDirectory {
-    views: Arc<MemViewRepository<UserView, User>>,
-    sessions: Arc<MemViewRepository<SessionsView, User>>,
+    views: Arc<MemViewStore<UserView>>,
+    sessions: Arc<MemViewStore<SessionsView>>,
 }
 
 impl MemUserDirectory {
     /// Reads the views these repositories hold.
     pub fn new(
-        views: Arc<MemViewRepository<UserView, User>>,
-        sessions: Arc<MemViewRepository<SessionsView, User>>,
+        views: Arc<MemViewStore<UserView>>,
+        sessions: Arc<MemViewStore<SessionsView>>,
     ) -> Self {
         Self { views, sessions }
     }
@@ -99,11 +93,17 @@ impl MemUserDirectory {
 #[async_trait]
 impl UserDirectory for MemUserDirectory {
     async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError> {
-        self.views.load(&id.to_string()).await
+        let stored = self.views.load(&id.to_string()).await?;
+        Ok(stored.map(|stored| stored.view))
     }
 
     async fn list(&self, offset: u64, limit: u64) -> Result<Vec<UserView>, PersistenceError> {
-        let mut views = self.views.all()?;
+        let mut views: Vec<UserView> = self
+            .views
+            .all()?
+            .into_iter()
+            .map(|(_, stored)| stored.view)
+            .collect();
         views.sort_by(|a, b| a.email.cmp(&b.email).then(a.id.cmp(&b.id)));
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -111,10 +111,7 @@ impl UserDirectory for MemUserDirectory {
     }
 
     async fn sessions(&self, id: UserId) -> Result<SessionsView, PersistenceError> {
-        Ok(self
-            .sessions
-            .load(&id.to_string())
-            .await?
-            .unwrap_or_default())
+        let stored = self.sessions.load(&id.to_string()).await?;
+        Ok(stored.map(|stored| stored.view).unwrap_or_default())
     }
 }

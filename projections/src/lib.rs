@@ -1,21 +1,29 @@
 //! Twofold read models: views projected from `User` events, the projection that keeps them
-//! current, and their Postgres and in-memory repositories.
+//! current, and their Postgres and in-memory stores; the event log read in commit order, the
+//! catch-up projector that follows it, the rebuild that replays it, and its tamper evidence.
 
 pub mod chain;
 mod directory;
 mod history;
-mod memory;
+pub mod log;
 mod projection;
+mod projector;
+pub mod rebuild;
 mod redaction;
 mod sessions_view;
+mod store;
 mod user_view;
 
 pub use directory::{
     MemUserDirectory, PgUserDirectory, UserDirectory, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
 };
 pub use history::{history_entry, HistoryEntry, HistoryFactor, HistoryType, Initiator};
-pub use memory::MemViewRepository;
-pub use projection::{ProjectedView, Projection};
+pub use projection::{Follower, ProjectedView, Projection, UserBatch};
+pub use projector::{
+    by_user, CheckpointStore, MemCheckpointStore, PgCheckpointStore, Projector, POLL_INTERVAL,
+    VIEWS_PROJECTOR,
+};
 pub use redaction::{redacted, REDACTED};
 pub use sessions_view::{SessionSummary, SessionsView};
+pub use store::{MemViewStore, PgViewStore, StoredView, ViewStore};
 pub use user_view::{DeviceView, UserView};

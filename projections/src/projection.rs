@@ -1,84 +1,244 @@
-//! Keeps the views current as commands commit.
+//! Keeps a view current: after each commit (the gateway's dispatch, so the caller reads its own
+//! writes) and again from the log (the catch-up projector, which repairs a dispatch that failed).
+//! Both paths go through [`Projection::apply`], which applies each event of a user exactly once
+//! and in sequence order: events the view already took into account are skipped, and events
+//! missing before the ones given (an earlier dispatch that failed or is still running) are read
+//! from the log first.
 
-use std::marker::PhantomData;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cqrs_es::persist::{PersistenceError, ViewContext, ViewRepository};
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::{EventEnvelope, Query, View};
 use twofold_domain::{User, UserEvent};
 
+use crate::log::{envelope, EventLog, Upcasters};
+use crate::store::ViewStore;
+
 /// Attempts at a view write that loses a race with another write of the same view.
-const VIEW_WRITE_ATTEMPTS: usize = 5;
+const VIEW_WRITE_ATTEMPTS: usize = 8;
 
 /// A view kept current by a [`Projection`].
-pub trait ProjectedView: View<User> {
-    /// The view's name, for logs.
+pub trait ProjectedView: View<User> + Clone {
+    /// The view's name: its table, and the name in logs and reports.
     const NAME: &'static str;
     /// Whether `event` changes this view. Events that do not (most of a user's history, for
-    /// the user view) never cost a view write.
+    /// the user view) never cost a view write. Implementations match every variant by name,
+    /// without a wildcard, so a new event cannot be forgotten.
     fn is_changed_by(event: &UserEvent) -> bool;
 }
 
-/// Projects `User` events into views of type `V`. Unlike cqrs-es's `GenericQuery` it skips
-/// events that do not change the view and retries a write that lost an optimistic-lock race,
-/// so concurrent commands on one user cannot leave the view behind.
-pub struct Projection<V, R> {
-    views: Arc<R>,
-    _view: PhantomData<V>,
+/// Applies `event` to `view` if it changes it; says whether it did.
+pub(crate) fn fold<V: ProjectedView>(view: &mut V, event: &EventEnvelope<User>) -> bool {
+    if V::is_changed_by(&event.payload) {
+        view.update(event);
+        true
+    } else {
+        false
+    }
 }
 
-impl<V, R> Projection<V, R> {
-    /// A projection writing to `views`.
-    pub fn new(views: Arc<R>) -> Self {
+/// One user's events, in sequence order, as the log or a commit gives them.
+pub type UserBatch = (String, Vec<EventEnvelope<User>>);
+
+/// Something that follows the log: the catch-up projector hands it every event after its
+/// checkpoint, grouped by user.
+#[async_trait]
+pub trait Follower: Send + Sync {
+    /// The follower's name, for logs.
+    fn name(&self) -> &'static str;
+    /// Takes these events into account; applying an event it already has is a no-op.
+    async fn follow(&self, batch: &[UserBatch]) -> Result<(), PersistenceError>;
+}
+
+/// Projects `User` events into views of type `V` kept in a [`ViewStore`].
+pub struct Projection<V> {
+    views: Arc<dyn ViewStore<V>>,
+    log: Arc<dyn EventLog>,
+    upcasters: Upcasters,
+}
+
+impl<V> Clone for Projection<V> {
+    fn clone(&self) -> Self {
         Self {
-            views,
-            _view: PhantomData,
+            views: Arc::clone(&self.views),
+            log: Arc::clone(&self.log),
+            upcasters: Arc::clone(&self.upcasters),
         }
     }
 }
 
-impl<V: ProjectedView, R: ViewRepository<V, User>> Projection<V, R> {
-    async fn apply(
+/// The log lacks an event that a later one proves was committed.
+#[derive(Debug, thiserror::Error)]
+#[error("the log of user {user} has no event {sequence}")]
+struct MissingEvent {
+    user: String,
+    sequence: usize,
+}
+
+impl<V: ProjectedView> Projection<V> {
+    /// A projection writing to `views`, reading events it lacks from `log` through `upcasters`.
+    pub fn new(views: Arc<dyn ViewStore<V>>, log: Arc<dyn EventLog>, upcasters: Upcasters) -> Self {
+        Self {
+            views,
+            log,
+            upcasters,
+        }
+    }
+
+    /// Brings the view of `aggregate_id` up to the last of `events` (that user's, in sequence
+    /// order): events at or below the stored view's last sequence are skipped, missing ones
+    /// before them are read from the log, and a lost race is retried from a fresh read.
+    pub async fn apply(
         &self,
-        view_id: &str,
-        events: &[&EventEnvelope<User>],
+        aggregate_id: &str,
+        events: &[EventEnvelope<User>],
     ) -> Result<(), PersistenceError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (mut view, context) = match self.views.load_with_context(view_id).await? {
-                Some(loaded) => loaded,
-                None => (V::default(), ViewContext::new(view_id.to_owned(), 0)),
-            };
-            for event in events {
-                view.update(event);
+        let Some(target) = events.last().map(|event| event.sequence) else {
+            return Ok(());
+        };
+        for _ in 0..VIEW_WRITE_ATTEMPTS {
+            let stored = self.views.load(aggregate_id).await?;
+            let read = stored.as_ref().map(|stored| stored.last_sequence);
+            let applied = read.unwrap_or(0);
+            if applied >= target {
+                return Ok(());
             }
-            match self.views.update_view(view, context).await {
-                Err(PersistenceError::OptimisticLockError) if attempt < VIEW_WRITE_ATTEMPTS => {}
-                result => return result,
+            let mut view = stored.map(|stored| stored.view).unwrap_or_default();
+            let mut changed = false;
+            let given = events.iter().filter(|event| event.sequence > applied);
+            if consecutive_from(applied + 1, given.clone().map(|event| event.sequence)) {
+                for event in given {
+                    changed |= fold(&mut view, event);
+                }
+            } else {
+                let missing = self.log.user_events(aggregate_id, applied).await?;
+                for event in self.missing_from_log(aggregate_id, applied, target, missing)? {
+                    changed |= fold(&mut view, &event);
+                }
             }
+            if !changed {
+                // Nothing the view shows changed; its row stays as it is.
+                return Ok(());
+            }
+            if self.views.save(aggregate_id, &view, read, target).await? {
+                return Ok(());
+            }
+            tracing::debug!(
+                user_id = aggregate_id,
+                view = V::NAME,
+                "view write lost a race"
+            );
+        }
+        Err(PersistenceError::OptimisticLockError)
+    }
+
+    /// The events `applied + 1 ..= target` of a user, from what the log returned.
+    fn missing_from_log(
+        &self,
+        aggregate_id: &str,
+        applied: usize,
+        target: usize,
+        events: Vec<SerializedEvent>,
+    ) -> Result<Vec<EventEnvelope<User>>, PersistenceError> {
+        let mut expected = applied + 1;
+        let mut envelopes = Vec::new();
+        for event in events
+            .into_iter()
+            .take_while(|event| event.sequence <= target)
+        {
+            if event.sequence != expected {
+                break;
+            }
+            envelopes.push(envelope(event, &self.upcasters)?);
+            expected += 1;
+        }
+        if expected <= target {
+            return Err(PersistenceError::UnknownError(Box::new(MissingEvent {
+                user: aggregate_id.to_owned(),
+                sequence: expected,
+            })));
+        }
+        Ok(envelopes)
+    }
+}
+
+/// Whether `sequences` are `first, first + 1, …` (and not empty).
+fn consecutive_from(first: usize, sequences: impl Iterator<Item = usize>) -> bool {
+    let mut expected = first;
+    for sequence in sequences {
+        if sequence != expected {
+            return false;
+        }
+        expected += 1;
+    }
+    expected > first
+}
+
+#[async_trait]
+impl<V: ProjectedView> Query<User> for Projection<V> {
+    async fn dispatch(&self, aggregate_id: &str, events: &[EventEnvelope<User>]) {
+        if !events.iter().any(|event| V::is_changed_by(&event.payload)) {
+            return;
+        }
+        if let Err(error) = self.apply(aggregate_id, events).await {
+            tracing::error!(
+                user_id = aggregate_id,
+                view = V::NAME,
+                error = %error,
+                "a view could not be updated after a commit; the catch-up projector will repair it"
+            );
         }
     }
 }
 
 #[async_trait]
-impl<V: ProjectedView, R: ViewRepository<V, User>> Query<User> for Projection<V, R> {
-    async fn dispatch(&self, aggregate_id: &str, events: &[EventEnvelope<User>]) {
-        let relevant: Vec<&EventEnvelope<User>> = events
+impl<V: ProjectedView> Follower for Projection<V> {
+    fn name(&self) -> &'static str {
+        V::NAME
+    }
+
+    async fn follow(&self, batch: &[UserBatch]) -> Result<(), PersistenceError> {
+        // Only users with an event this view reacts to, and only those whose view is behind
+        // it: one read for the whole batch tells which.
+        let relevant: Vec<&UserBatch> = batch
             .iter()
-            .filter(|envelope| V::is_changed_by(&envelope.payload))
+            .filter(|(_, events)| events.iter().any(|event| V::is_changed_by(&event.payload)))
             .collect();
         if relevant.is_empty() {
-            return;
+            return Ok(());
         }
-        if let Err(error) = self.apply(aggregate_id, &relevant).await {
-            tracing::error!(
-                user_id = aggregate_id,
-                view = V::NAME,
-                error = %error,
-                "a view could not be updated; rebuild the views to repair it"
-            );
+        let ids: Vec<String> = relevant.iter().map(|(id, _)| id.clone()).collect();
+        let stored: HashMap<String, usize> = self.views.last_sequences(&ids).await?;
+        for (id, events) in relevant {
+            let last_relevant = events
+                .iter()
+                .filter(|event| V::is_changed_by(&event.payload))
+                .map(|event| event.sequence)
+                .max()
+                .unwrap_or(0);
+            if stored
+                .get(id)
+                .is_some_and(|applied| *applied >= last_relevant)
+            {
+                continue;
+            }
+            self.apply(id, events).await?;
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consecutive_from;
+
+    #[test]
+    fn only_an_unbroken_run_from_the_first_sequence_is_consecutive() {
+        assert!(consecutive_from(3, [3, 4, 5].into_iter()));
+        assert!(!consecutive_from(3, [4, 5].into_iter()));
+        assert!(!consecutive_from(3, [3, 5].into_iter()));
+        assert!(!consecutive_from(3, std::iter::empty()));
     }
 }

@@ -37,12 +37,33 @@ impl ProjectedView for SessionsView {
     const NAME: &'static str = "session_view";
 
     fn is_changed_by(event: &UserEvent) -> bool {
-        matches!(
-            event,
+        match event {
             UserEvent::SessionStarted { .. }
-                | UserEvent::SessionRefreshed { .. }
-                | UserEvent::SessionEnded { .. }
-        )
+            | UserEvent::SessionRefreshed { .. }
+            | UserEvent::SessionEnded { .. } => true,
+            UserEvent::SignedUp { .. }
+            | UserEvent::TfaEnabled { .. }
+            | UserEvent::TfaDeviceChanged { .. }
+            | UserEvent::TfaDisabled { .. }
+            | UserEvent::AdminGranted { .. }
+            | UserEvent::AccountLocked { .. }
+            | UserEvent::AccountUnlocked { .. }
+            | UserEvent::LoggedIn { .. }
+            | UserEvent::SecondFactorRequired { .. }
+            | UserEvent::EmailCodeIssued { .. }
+            | UserEvent::LoginFailed { .. }
+            | UserEvent::TfaVerified { .. }
+            | UserEvent::BackupCodeConsumed { .. }
+            | UserEvent::FactorLocked { .. }
+            | UserEvent::PasswordChanged { .. }
+            | UserEvent::PasswordResetRequested { .. }
+            | UserEvent::PasswordReset { .. }
+            | UserEvent::SecondFactorConfirmed { .. }
+            | UserEvent::BackupCodesRegenerated { .. }
+            | UserEvent::SeedResealed { .. }
+            | UserEvent::SignUpAttempted { .. }
+            | UserEvent::AuditTrailRead { .. } => false,
+        }
     }
 }
 

@@ -37,16 +37,33 @@ impl crate::ProjectedView for UserView {
     const NAME: &'static str = "user_view";
 
     fn is_changed_by(event: &UserEvent) -> bool {
-        matches!(
-            event,
+        match event {
             UserEvent::SignedUp { .. }
-                | UserEvent::TfaEnabled { .. }
-                | UserEvent::TfaDeviceChanged { .. }
-                | UserEvent::TfaDisabled { .. }
-                | UserEvent::AdminGranted { .. }
-                | UserEvent::AccountLocked { .. }
-                | UserEvent::AccountUnlocked { .. }
-        )
+            | UserEvent::TfaEnabled { .. }
+            | UserEvent::TfaDeviceChanged { .. }
+            | UserEvent::TfaDisabled { .. }
+            | UserEvent::AdminGranted { .. }
+            | UserEvent::AccountLocked { .. }
+            | UserEvent::AccountUnlocked { .. } => true,
+            UserEvent::LoggedIn { .. }
+            | UserEvent::SecondFactorRequired { .. }
+            | UserEvent::EmailCodeIssued { .. }
+            | UserEvent::LoginFailed { .. }
+            | UserEvent::TfaVerified { .. }
+            | UserEvent::BackupCodeConsumed { .. }
+            | UserEvent::FactorLocked { .. }
+            | UserEvent::SessionStarted { .. }
+            | UserEvent::SessionRefreshed { .. }
+            | UserEvent::SessionEnded { .. }
+            | UserEvent::PasswordChanged { .. }
+            | UserEvent::PasswordResetRequested { .. }
+            | UserEvent::PasswordReset { .. }
+            | UserEvent::SecondFactorConfirmed { .. }
+            | UserEvent::BackupCodesRegenerated { .. }
+            | UserEvent::SeedResealed { .. }
+            | UserEvent::SignUpAttempted { .. }
+            | UserEvent::AuditTrailRead { .. } => false,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ async fn the_whole_journey_works_in_the_embedded_mode() {
     journey(&app).await;
 }
 
-async fn journey(app: &TestApp) {
+pub async fn journey(app: &TestApp) {
     without_tfa(app).await;
     with_a_code_generator(app).await;
     with_an_email_device(app).await;
@@ -240,7 +240,7 @@ async fn test_email_task(app: &TestApp) {
     assert_eq!(body["code"], "request.invalid_query");
 }
 
-async fn admin_listing(app: &TestApp) {
+pub async fn admin_listing(app: &TestApp) {
     let email = unique_email("admin");
     app.signup(&signup_body(&email, None)).await;
     let tokens = app.login_expecting(&email, StatusCode::OK).await;

@@ -24,3 +24,4 @@ mod stored_events;
 mod tfa_manage;
 mod throttle;
 mod tokens;
+mod views;

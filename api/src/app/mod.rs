@@ -18,6 +18,7 @@ pub mod store;
 mod tasks;
 mod tfa;
 pub mod unknown_accounts;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,8 @@ pub struct App {
     /// Work a request starts and does not wait for (a password reset's email): shutdown
     /// waits for it.
     background: TaskTracker,
+    /// The views and the log they are rebuilt from.
+    views: views::ViewSet,
 }
 
 /// What the use cases run on.
@@ -86,6 +89,8 @@ pub struct Parts {
     pub hasher: Arc<Argon2Hasher>,
     /// Login, lockout and command counters.
     pub metrics: Metrics,
+    /// The views and the log they are rebuilt from.
+    pub views: views::ViewSet,
 }
 
 impl App {
@@ -102,6 +107,7 @@ impl App {
             settings,
             metrics: parts.metrics,
             background: TaskTracker::new(),
+            views: parts.views,
         }
     }
 

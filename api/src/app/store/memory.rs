@@ -11,7 +11,10 @@ use cqrs_es::persist::{
 };
 use cqrs_es::Aggregate;
 use serde_json::Value;
+use time::OffsetDateTime;
 use twofold_domain::values::{Email, UserId};
+use twofold_domain::User;
+use twofold_projections::log::{Checkpoint, EventLog, LoggedEvent};
 
 use super::{claimed_email, EmailIndex, EmailTaken, EventRepository};
 use twofold_nats::MailJob;
@@ -20,6 +23,8 @@ use twofold_nats::MailJob;
 struct Stored {
     /// Every event in commit order.
     log: Vec<SerializedEvent>,
+    /// When each event of `log` was committed.
+    recorded_at: Vec<OffsetDateTime>,
     /// Per aggregate (type, id): positions in `log`.
     streams: HashMap<(String, String), Vec<usize>>,
     emails: HashMap<String, UserId>,
@@ -172,9 +177,11 @@ impl EventRepository for MemEventRepository {
         {
             return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
         }
+        let now = OffsetDateTime::now_utc();
         for event in events {
             let position = stored.log.len();
             stored.log.push(event.clone());
+            stored.recorded_at.push(now);
             stored
                 .streams
                 .entry(key.clone())
@@ -188,5 +195,40 @@ impl EventRepository for MemEventRepository {
             let _ = self.outbox.send(job);
         }
         Ok(())
+    }
+}
+
+/// The log in memory: an event's checkpoint is its place in commit order. A commit appends
+/// under the store's lock, so a reader never sees a later event without the earlier ones.
+#[async_trait]
+impl EventLog for MemEventRepository {
+    async fn read_after(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, PersistenceError> {
+        let stored = self.stored.lock().map_err(|_| poisoned())?;
+        let start = usize::try_from(after.position()).unwrap_or(0);
+        Ok(stored
+            .log
+            .iter()
+            .zip(&stored.recorded_at)
+            .enumerate()
+            .skip(start)
+            .take(limit)
+            .map(|(index, (event, recorded_at))| LoggedEvent {
+                checkpoint: Checkpoint::new(0, i64::try_from(index + 1).unwrap_or(i64::MAX)),
+                event: event.clone(),
+                recorded_at: *recorded_at,
+            })
+            .collect())
+    }
+
+    async fn user_events(
+        &self,
+        aggregate_id: &str,
+        after: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select(<User as Aggregate>::TYPE, aggregate_id, after)
     }
 }

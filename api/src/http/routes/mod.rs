@@ -9,6 +9,7 @@ mod tasks;
 mod tfa;
 mod tfa_manage;
 mod users;
+mod views;
 mod well_known;
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -46,7 +47,8 @@ fn api() -> OpenApiRouter<AppState> {
                 .nest("/auth", auth::router())
                 .nest("/tfa", tfa::router())
                 .nest("/users", users::router())
-                .nest("/tasks", tasks::router()),
+                .nest("/tasks", tasks::router())
+                .nest("/admin", views::router()),
         )
         .merge(well_known::router())
         .merge(health::router())

@@ -1,0 +1,117 @@
+//! The log in Postgres: `events` read by `(transaction_id, position)`, only below the oldest
+//! transaction still running (see the migration `event_log_order` for why).
+
+use async_trait::async_trait;
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use cqrs_es::Aggregate;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use twofold_domain::User;
+
+use super::{Checkpoint, EventLog, LoggedEvent};
+
+/// Events after a checkpoint whose transactions can no longer be overtaken: every transaction
+/// below the snapshot's xmin has ended, and any later one gets a larger id.
+const READ_AFTER: &str = "SELECT transaction_id::text::bigint AS transaction_id, position, \
+        aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+        recorded_at \
+    FROM events \
+    WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+    ORDER BY transaction_id, position \
+    LIMIT $3";
+
+const USER_EVENTS: &str = "SELECT aggregate_type, aggregate_id, sequence, event_type, \
+        event_version, payload, metadata \
+    FROM events \
+    WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
+    ORDER BY sequence";
+
+/// The log in Postgres.
+#[derive(Clone)]
+pub struct PgEventLog {
+    pool: PgPool,
+}
+
+impl PgEventLog {
+    /// Reads `events` through `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+pub(crate) fn database(error: sqlx::Error) -> PersistenceError {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => PersistenceError::ConnectionError(Box::new(error)),
+        other => PersistenceError::UnknownError(Box::new(other)),
+    }
+}
+
+fn out_of_range(error: std::num::TryFromIntError) -> PersistenceError {
+    PersistenceError::DeserializationError(Box::new(error))
+}
+
+pub(crate) fn serialized_event(row: &PgRow) -> Result<SerializedEvent, PersistenceError> {
+    let sequence: i64 = row.try_get("sequence").map_err(database)?;
+    Ok(SerializedEvent {
+        aggregate_id: row.try_get("aggregate_id").map_err(database)?,
+        sequence: usize::try_from(sequence).map_err(out_of_range)?,
+        aggregate_type: row.try_get("aggregate_type").map_err(database)?,
+        event_type: row.try_get("event_type").map_err(database)?,
+        event_version: row.try_get("event_version").map_err(database)?,
+        payload: row.try_get("payload").map_err(database)?,
+        metadata: row.try_get("metadata").map_err(database)?,
+    })
+}
+
+pub(crate) fn checkpoint(row: &PgRow) -> Result<Checkpoint, PersistenceError> {
+    let transaction_id: i64 = row.try_get("transaction_id").map_err(database)?;
+    Ok(Checkpoint::new(
+        u64::try_from(transaction_id).map_err(out_of_range)?,
+        row.try_get("position").map_err(database)?,
+    ))
+}
+
+#[async_trait]
+impl EventLog for PgEventLog {
+    async fn read_after(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, PersistenceError> {
+        let rows = sqlx::query(READ_AFTER)
+            .bind(after.transaction_id().to_string())
+            .bind(after.position())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        rows.iter()
+            .map(|row| {
+                Ok(LoggedEvent {
+                    checkpoint: checkpoint(row)?,
+                    event: serialized_event(row)?,
+                    recorded_at: row.try_get("recorded_at").map_err(database)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn user_events(
+        &self,
+        aggregate_id: &str,
+        after: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let rows = sqlx::query(USER_EVENTS)
+            .bind(User::TYPE)
+            .bind(aggregate_id)
+            .bind(i64::try_from(after).map_err(out_of_range)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        rows.iter().map(serialized_event).collect()
+    }
+}

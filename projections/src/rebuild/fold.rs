@@ -1,0 +1,139 @@
+//! Folding the log's events into views, user by user, in memory.
+
+use std::collections::HashMap;
+
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::{Aggregate, EventEnvelope};
+use serde_json::Value;
+use twofold_domain::{User, UserEvent};
+
+use super::RebuildError;
+use crate::log::{envelope, Upcasters};
+use crate::projection::fold;
+use crate::store::StoredView;
+use crate::{ProjectedView, SessionsView, UserView};
+
+/// One user's views as folded from the log; `None` until an event changes the view, as the
+/// projection writes no row before then.
+#[derive(Default)]
+pub(super) struct Folded {
+    user: Option<UserView>,
+    sessions: Option<SessionsView>,
+    last_sequence: usize,
+}
+
+impl Folded {
+    fn apply(&mut self, event: &EventEnvelope<User>) {
+        if UserView::is_changed_by(&event.payload) {
+            fold(self.user.get_or_insert_with(UserView::default), event);
+        }
+        if SessionsView::is_changed_by(&event.payload) {
+            fold(
+                self.sessions.get_or_insert_with(SessionsView::default),
+                event,
+            );
+        }
+    }
+}
+
+/// Folds the events of the log into views, user by user.
+pub(super) struct Folder {
+    pub(super) users: HashMap<String, Folded>,
+    upcasters: Upcasters,
+    pub(super) events: usize,
+}
+
+impl Folder {
+    pub(super) fn new(upcasters: Upcasters) -> Self {
+        Self {
+            users: HashMap::new(),
+            upcasters,
+            events: 0,
+        }
+    }
+
+    /// Takes in one stored event. The payload and metadata come as JSON text: events no view
+    /// reacts to never have their metadata parsed, and events no upcaster touches are parsed
+    /// once, straight into the domain type.
+    pub(super) fn take(
+        &mut self,
+        aggregate_id: String,
+        sequence: usize,
+        event_type: &str,
+        event_version: &str,
+        payload: &str,
+        metadata: &str,
+    ) -> Result<(), RebuildError> {
+        self.events += 1;
+        let folded = self.users.entry(aggregate_id).or_default();
+        if sequence != folded.last_sequence + 1 {
+            return Err(RebuildError::Gap {
+                user: String::new(),
+                after: folded.last_sequence,
+                found: sequence,
+            });
+        }
+        folded.last_sequence = sequence;
+        let needs_upcast = self
+            .upcasters
+            .iter()
+            .any(|upcaster| upcaster.can_upcast(event_type, event_version));
+        let event: UserEvent = if needs_upcast {
+            let serialized = SerializedEvent {
+                aggregate_id: String::new(),
+                sequence,
+                aggregate_type: User::TYPE.to_owned(),
+                event_type: event_type.to_owned(),
+                event_version: event_version.to_owned(),
+                payload: serde_json::from_str(payload)?,
+                metadata: Value::Object(serde_json::Map::new()),
+            };
+            envelope(serialized, &self.upcasters)?.payload
+        } else {
+            serde_json::from_str(payload)?
+        };
+        if !UserView::is_changed_by(&event) && !SessionsView::is_changed_by(&event) {
+            return Ok(());
+        }
+        let envelope = EventEnvelope {
+            aggregate_id: String::new(),
+            sequence,
+            payload: event,
+            metadata: serde_json::from_str(metadata)?,
+        };
+        folded.apply(&envelope);
+        Ok(())
+    }
+
+    pub(super) fn user_views(&self) -> HashMap<String, StoredView<UserView>> {
+        self.users
+            .iter()
+            .filter_map(|(id, folded)| {
+                let view = folded.user.clone()?;
+                Some((
+                    id.clone(),
+                    StoredView {
+                        view,
+                        last_sequence: folded.last_sequence,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    pub(super) fn session_views(&self) -> HashMap<String, StoredView<SessionsView>> {
+        self.users
+            .iter()
+            .filter_map(|(id, folded)| {
+                let view = folded.sessions.clone()?;
+                Some((
+                    id.clone(),
+                    StoredView {
+                        view,
+                        last_sequence: folded.last_sequence,
+                    },
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,465 @@
+//! The rebuild on Postgres: a snapshot scan into shadow tables, the comparison with the live
+//! views, and the swap.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrs_es::persist::PersistenceError;
+use cqrs_es::Aggregate;
+use futures::TryStreamExt;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use twofold_domain::User;
+
+use super::fold::Folder;
+use super::{catch_up, compare, Difference, RebuildError, RebuildReport, VIEWS};
+use crate::log::{checkpoint, envelope, Checkpoint, EventLog, PgEventLog, Upcasters};
+use crate::projection::fold;
+use crate::store::{PgViewStore, StoredView};
+use crate::{Follower, ProjectedView, Projection, SessionsView, UserView};
+
+/// Rows per bulk insert.
+const INSERT_CHUNK: usize = 5000;
+
+/// How often, and how long apart, a live row that differs is looked at again before the
+/// difference is reported: a commit's view write may still be on its way.
+const RECHECKS: usize = 6;
+const RECHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+fn shadow_table(view: &str) -> String {
+    format!("{view}_rebuild")
+}
+
+/// The snapshot scan: every `User` event below the snapshot's xmin, folded per user, in one
+/// repeatable-read transaction. Returns the folder and the checkpoint of the last row read.
+async fn scan(pool: &PgPool, upcasters: Upcasters) -> Result<(Folder, Checkpoint), RebuildError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let horizon: String =
+        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+            .fetch_one(&mut *tx)
+            .await?;
+    let mut folder = Folder::new(upcasters);
+    let mut last = Checkpoint::ORIGIN;
+    {
+        let mut rows = sqlx::query(
+            "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_id, \
+                sequence, event_type, event_version, payload::text AS payload, \
+                metadata::text AS metadata \
+             FROM events \
+             WHERE aggregate_type = $1 AND transaction_id < $2::xid8 \
+             ORDER BY transaction_id, position",
+        )
+        .bind(User::TYPE)
+        .bind(&horizon)
+        .fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await? {
+            let aggregate_id: String = row.try_get("aggregate_id")?;
+            let sequence: i64 = row.try_get("sequence")?;
+            let sequence = usize::try_from(sequence)
+                .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
+            let event_type: &str = row.try_get("event_type")?;
+            let event_version: &str = row.try_get("event_version")?;
+            let payload: &str = row.try_get("payload")?;
+            let metadata: &str = row.try_get("metadata")?;
+            let id = aggregate_id.clone();
+            folder
+                .take(
+                    aggregate_id,
+                    sequence,
+                    event_type,
+                    event_version,
+                    payload,
+                    metadata,
+                )
+                .map_err(|error| match error {
+                    RebuildError::Gap { after, found, .. } => RebuildError::Gap {
+                        user: id,
+                        after,
+                        found,
+                    },
+                    other => other,
+                })?;
+            last = checkpoint(&row)?;
+        }
+    }
+    tx.commit().await?;
+    Ok((folder, last))
+}
+
+/// Creates `<view>_rebuild` empty, shaped like the live table.
+async fn create_shadow(connection: &mut PgConnection, view: &str) -> Result<(), RebuildError> {
+    let shadow = shadow_table(view);
+    sqlx::query(&format!("DROP TABLE IF EXISTS {shadow}"))
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {shadow} (LIKE {view} INCLUDING ALL)"
+    ))
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Bulk-inserts `views` into `table`.
+async fn insert_views<V: Serialize>(
+    connection: &mut PgConnection,
+    table: &str,
+    views: &HashMap<String, StoredView<V>>,
+) -> Result<(), RebuildError> {
+    let statement = format!(
+        "INSERT INTO {table} (view_id, last_sequence, payload) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[]::json[])"
+    );
+    let rows: Vec<(&String, &StoredView<V>)> = views.iter().collect();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        let mut sequences = Vec::with_capacity(chunk.len());
+        let mut payloads = Vec::with_capacity(chunk.len());
+        for (id, stored) in chunk {
+            ids.push((*id).clone());
+            sequences.push(
+                i64::try_from(stored.last_sequence)
+                    .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?,
+            );
+            payloads.push(serde_json::to_string(&stored.view)?);
+        }
+        sqlx::query(&statement)
+            .bind(ids)
+            .bind(sequences)
+            .bind(payloads)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every row of a view table: user -> (payload as JSON, last sequence).
+async fn load_table(
+    pool: &PgPool,
+    table: &str,
+    only: Option<&[String]>,
+) -> Result<BTreeMap<String, Value>, RebuildError> {
+    let rows: Vec<(String, Value)> = match only {
+        None => {
+            sqlx::query_as(&format!("SELECT view_id, payload FROM {table}"))
+                .fetch_all(pool)
+                .await?
+        }
+        Some(ids) => {
+            sqlx::query_as(&format!(
+                "SELECT view_id, payload FROM {table} WHERE view_id = ANY($1)"
+            ))
+            .bind(ids)
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    Ok(rows.into_iter().collect())
+}
+
+/// Compares live and shadow tables; differences are looked at again a few times, the shadow
+/// caught up in between, so that a commit still on its way is not reported.
+async fn differences(
+    pool: &PgPool,
+    log: &dyn EventLog,
+    followers: &[&dyn Follower],
+    upcasters: &Upcasters,
+    checkpoint: &mut Checkpoint,
+) -> Result<Vec<Difference>, RebuildError> {
+    let mut found = Vec::new();
+    for view in VIEWS {
+        let live = load_table(pool, view, None).await?;
+        let rebuilt = load_table(pool, &shadow_table(view), None).await?;
+        found.extend(compare(view, &live, &rebuilt));
+    }
+    for _ in 0..RECHECKS {
+        if found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(RECHECK_INTERVAL).await;
+        let (caught_up, _) = catch_up(log, followers, upcasters, *checkpoint).await?;
+        *checkpoint = caught_up;
+        let mut again = Vec::new();
+        for view in VIEWS {
+            let users: Vec<String> = found
+                .iter()
+                .filter(|difference| difference.view == view)
+                .map(|difference| difference.user.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if users.is_empty() {
+                continue;
+            }
+            let live = load_table(pool, view, Some(&users)).await?;
+            let rebuilt = load_table(pool, &shadow_table(view), Some(&users)).await?;
+            again.extend(compare(view, &live, &rebuilt));
+        }
+        found = again;
+    }
+    Ok(found)
+}
+
+/// How long a rebuild waits for the transactions running when it starts.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until every transaction that had started when it was called has ended (at most
+/// [`SETTLE_TIMEOUT`]), so that the snapshot scan covers every event committed before. The
+/// horizon is the whole database cluster's: a long transaction anywhere holds it back.
+async fn settle(pool: &PgPool) -> Result<(), RebuildError> {
+    let started: String =
+        sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+            .fetch_one(pool)
+            .await?;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let settled: bool =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::xid8")
+                .bind(&started)
+                .fetch_one(pool)
+                .await?;
+        if settled {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(
+                "a transaction older than the rebuild is still running: the events it commits \
+                 are applied after the scan"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Key of the advisory lock that lets one rebuild run at a time.
+const REBUILD_LOCK: i64 = 0x7477_6f66_6f6c_6401;
+
+/// Rebuilds every view from the Postgres log into shadow tables, reports how they differ from
+/// the live ones, and with `apply` swaps them in.
+pub async fn rebuild_postgres(
+    pool: &PgPool,
+    upcasters: Upcasters,
+    apply: bool,
+) -> Result<RebuildReport, RebuildError> {
+    let mut lock = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(REBUILD_LOCK)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !locked {
+        return Err(RebuildError::Busy);
+    }
+    let result = rebuild_locked(pool, &mut lock, upcasters, apply).await;
+    let _unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(REBUILD_LOCK)
+        .execute(&mut *lock)
+        .await;
+    result
+}
+
+async fn rebuild_locked(
+    pool: &PgPool,
+    connection: &mut PgConnection,
+    upcasters: Upcasters,
+    apply: bool,
+) -> Result<RebuildReport, RebuildError> {
+    for view in VIEWS {
+        create_shadow(connection, view).await?;
+    }
+    settle(pool).await?;
+    let started = Instant::now();
+    let (folder, scanned) = scan(pool, Arc::clone(&upcasters)).await?;
+    insert_views(
+        connection,
+        &shadow_table(UserView::NAME),
+        &folder.user_views(),
+    )
+    .await?;
+    insert_views(
+        connection,
+        &shadow_table(SessionsView::NAME),
+        &folder.session_views(),
+    )
+    .await?;
+    let mut report = RebuildReport {
+        events: folder.events,
+        users: folder.users.len(),
+        elapsed: started.elapsed(),
+        ..RebuildReport::default()
+    };
+    drop(folder);
+
+    let log: Arc<dyn EventLog> = Arc::new(PgEventLog::new(pool.clone()));
+    let user_views = Projection::<UserView>::new(
+        Arc::new(PgViewStore::new(
+            pool.clone(),
+            &shadow_table(UserView::NAME),
+        )),
+        Arc::clone(&log),
+        Arc::clone(&upcasters),
+    );
+    let session_views = Projection::<SessionsView>::new(
+        Arc::new(PgViewStore::new(
+            pool.clone(),
+            &shadow_table(SessionsView::NAME),
+        )),
+        Arc::clone(&log),
+        Arc::clone(&upcasters),
+    );
+    let followers: [&dyn Follower; 2] = [&user_views, &session_views];
+    let (mut checkpoint, caught_up) = catch_up(&*log, &followers, &upcasters, scanned).await?;
+    report.caught_up = caught_up;
+    report.differences = differences(pool, &*log, &followers, &upcasters, &mut checkpoint).await?;
+    if apply {
+        let (caught_up, read) = catch_up(&*log, &followers, &upcasters, checkpoint).await?;
+        report.caught_up += read;
+        report.caught_up += swap(connection, caught_up, &upcasters).await?;
+        report.applied = true;
+    } else {
+        for view in VIEWS {
+            sqlx::query(&format!("DROP TABLE {}", shadow_table(view)))
+                .execute(&mut *connection)
+                .await?;
+        }
+    }
+    Ok(report)
+}
+
+/// How long the swap waits for the views' lock before giving up.
+const SWAP_LOCK_TIMEOUT: &str = "10s";
+
+/// In one transaction: locks the live and shadow views, applies to the shadow views every
+/// event committed after `from`, and renames the shadow tables into place. Returns how many
+/// events it applied.
+async fn swap(
+    connection: &mut PgConnection,
+    from: Checkpoint,
+    upcasters: &Upcasters,
+) -> Result<usize, RebuildError> {
+    let mut tx = connection.begin().await?;
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
+        .execute(&mut *tx)
+        .await?;
+    let tables: Vec<String> = VIEWS
+        .iter()
+        .flat_map(|view| [(*view).to_owned(), shadow_table(view)])
+        .collect();
+    sqlx::query(&format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        tables.join(", ")
+    ))
+    .execute(&mut *tx)
+    .await?;
+    // Every event committed before this statement, including those above the oldest running
+    // transaction: a commit after it dispatches after it too, and waits for the lock.
+    let users: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, count(*) FROM events \
+         WHERE aggregate_type = $1 AND (transaction_id, position) > ($2::text::xid8, $3) \
+         GROUP BY aggregate_id",
+    )
+    .bind(User::TYPE)
+    .bind(from.transaction_id().to_string())
+    .bind(from.position())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut applied = 0;
+    for (user, events) in users {
+        apply_in_transaction::<UserView>(&mut tx, &user, upcasters).await?;
+        apply_in_transaction::<SessionsView>(&mut tx, &user, upcasters).await?;
+        applied += usize::try_from(events).unwrap_or_default();
+    }
+    for view in VIEWS {
+        let shadow = shadow_table(view);
+        sqlx::query(&format!("DROP TABLE {view}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("ALTER TABLE {shadow} RENAME TO {view}"))
+            .execute(&mut *tx)
+            .await?;
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE tablename = $1")
+                .bind(view)
+                .fetch_all(&mut *tx)
+                .await?;
+        for index in indexes {
+            if let Some(rest) = index.strip_prefix(&shadow) {
+                sqlx::query(&format!("ALTER INDEX {index} RENAME TO {view}{rest}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Applies to the shadow row of `user` every event of theirs after the row's last sequence,
+/// read inside the swap's transaction.
+async fn apply_in_transaction<V: ProjectedView>(
+    connection: &mut PgConnection,
+    user: &str,
+    upcasters: &Upcasters,
+) -> Result<(), RebuildError> {
+    let table = shadow_table(V::NAME);
+    let row: Option<(Value, i64)> = sqlx::query_as(&format!(
+        "SELECT payload, last_sequence FROM {table} WHERE view_id = $1"
+    ))
+    .bind(user)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let (mut view, applied) = match row {
+        Some((payload, last)) => (
+            serde_json::from_value::<V>(payload)?,
+            usize::try_from(last)
+                .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?,
+        ),
+        None => (V::default(), 0),
+    };
+    let rows = sqlx::query(
+        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+            metadata \
+         FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
+         ORDER BY sequence",
+    )
+    .bind(User::TYPE)
+    .bind(user)
+    .bind(i64::try_from(applied).map_err(|error| PersistenceError::UnknownError(Box::new(error)))?)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut expected = applied + 1;
+    let mut changed = false;
+    for row in &rows {
+        let event = envelope(crate::log::serialized_event(row)?, upcasters)?;
+        if event.sequence != expected {
+            return Err(RebuildError::Gap {
+                user: user.to_owned(),
+                after: expected - 1,
+                found: event.sequence,
+            });
+        }
+        changed |= fold(&mut view, &event);
+        expected += 1;
+    }
+    if !changed {
+        return Ok(());
+    }
+    let last = i64::try_from(expected - 1)
+        .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+    sqlx::query(&format!(
+        "INSERT INTO {table} (view_id, last_sequence, payload) VALUES ($1, $2, $3) \
+         ON CONFLICT (view_id) DO UPDATE \
+            SET last_sequence = excluded.last_sequence, payload = excluded.payload"
+    ))
+    .bind(user)
+    .bind(last)
+    .bind(serde_json::to_value(&view)?)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}

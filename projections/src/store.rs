@@ -1,0 +1,223 @@
+//! Where views are kept: one row per user holding the view and the sequence of the last event
+//! of that user it has taken into account. A write names the sequence it read, so two writers
+//! of one view cannot both win, and no event is applied twice or out of order.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+use cqrs_es::persist::PersistenceError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use crate::log::database;
+
+/// A view as stored, with how far into its user's events it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredView<V> {
+    /// The view.
+    pub view: V,
+    /// Every event of the user up to this sequence is taken into account.
+    pub last_sequence: usize,
+}
+
+/// A table (or map) of views of type `V`, keyed by user id.
+#[async_trait]
+pub trait ViewStore<V>: Send + Sync {
+    /// One user's view.
+    async fn load(&self, view_id: &str) -> Result<Option<StoredView<V>>, PersistenceError>;
+
+    /// How far each of these users' views is; users without a view are left out.
+    async fn last_sequences(
+        &self,
+        view_ids: &[String],
+    ) -> Result<HashMap<String, usize>, PersistenceError>;
+
+    /// Stores `view` as taking events up to `last_sequence` into account, if the stored row
+    /// still stands where it stood when read (`read`: its last sequence then, `None` for no
+    /// row). `Ok(false)` when another writer got there first.
+    async fn save(
+        &self,
+        view_id: &str,
+        view: &V,
+        read: Option<usize>,
+        last_sequence: usize,
+    ) -> Result<bool, PersistenceError>;
+}
+
+fn sequence_to_sql(sequence: usize) -> Result<i64, PersistenceError> {
+    i64::try_from(sequence).map_err(|error| PersistenceError::UnknownError(Box::new(error)))
+}
+
+fn sequence_from_sql(sequence: i64) -> Result<usize, PersistenceError> {
+    usize::try_from(sequence)
+        .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))
+}
+
+/// Views in a Postgres table of (`view_id`, `last_sequence`, `payload`).
+pub struct PgViewStore<V> {
+    pool: PgPool,
+    load: String,
+    last_sequences: String,
+    insert: String,
+    update: String,
+    _view: PhantomData<fn() -> V>,
+}
+
+impl<V> PgViewStore<V> {
+    /// The views in `table`. The name is put into SQL as it is: pass only a constant.
+    pub fn new(pool: PgPool, table: &str) -> Self {
+        Self {
+            pool,
+            load: format!("SELECT payload, last_sequence FROM {table} WHERE view_id = $1"),
+            last_sequences: format!(
+                "SELECT view_id, last_sequence FROM {table} WHERE view_id = ANY($1)"
+            ),
+            insert: format!(
+                "INSERT INTO {table} (view_id, last_sequence, payload) VALUES ($1, $2, $3) \
+                 ON CONFLICT (view_id) DO NOTHING"
+            ),
+            update: format!(
+                "UPDATE {table} SET last_sequence = $2, payload = $3 \
+                 WHERE view_id = $1 AND last_sequence = $4"
+            ),
+            _view: PhantomData,
+        }
+    }
+}
+
+#[async_trait]
+impl<V: Serialize + DeserializeOwned + Send + Sync> ViewStore<V> for PgViewStore<V> {
+    async fn load(&self, view_id: &str) -> Result<Option<StoredView<V>>, PersistenceError> {
+        let Some(row) = sqlx::query(&self.load)
+            .bind(view_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database)?
+        else {
+            return Ok(None);
+        };
+        let payload: serde_json::Value = row.try_get("payload").map_err(database)?;
+        Ok(Some(StoredView {
+            view: serde_json::from_value(payload)?,
+            last_sequence: sequence_from_sql(row.try_get("last_sequence").map_err(database)?)?,
+        }))
+    }
+
+    async fn last_sequences(
+        &self,
+        view_ids: &[String],
+    ) -> Result<HashMap<String, usize>, PersistenceError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(&self.last_sequences)
+            .bind(view_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        rows.into_iter()
+            .map(|(view_id, sequence)| Ok((view_id, sequence_from_sql(sequence)?)))
+            .collect()
+    }
+
+    async fn save(
+        &self,
+        view_id: &str,
+        view: &V,
+        read: Option<usize>,
+        last_sequence: usize,
+    ) -> Result<bool, PersistenceError> {
+        let payload = serde_json::to_value(view)?;
+        // Both statements take (view_id, last_sequence, payload); the update also the read one.
+        let query = match read {
+            None => sqlx::query(&self.insert),
+            Some(_) => sqlx::query(&self.update),
+        }
+        .bind(view_id)
+        .bind(sequence_to_sql(last_sequence)?)
+        .bind(payload);
+        let query = match read {
+            None => query,
+            Some(read) => query.bind(sequence_to_sql(read)?),
+        };
+        let done = query.execute(&self.pool).await.map_err(database)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Views in memory (the embedded mode), under the same contract.
+pub struct MemViewStore<V> {
+    views: RwLock<HashMap<String, StoredView<V>>>,
+}
+
+impl<V> Default for MemViewStore<V> {
+    fn default() -> Self {
+        Self {
+            views: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+fn poisoned() -> PersistenceError {
+    PersistenceError::UnknownError("in-memory view lock poisoned".into())
+}
+
+impl<V: Clone> MemViewStore<V> {
+    /// Every view with its user id, in no particular order.
+    pub fn all(&self) -> Result<Vec<(String, StoredView<V>)>, PersistenceError> {
+        let views = self.views.read().map_err(|_| poisoned())?;
+        Ok(views
+            .iter()
+            .map(|(id, stored)| (id.clone(), stored.clone()))
+            .collect())
+    }
+
+    /// Puts `views` in place of every view, in one step.
+    pub fn replace_all(
+        &self,
+        views: HashMap<String, StoredView<V>>,
+    ) -> Result<(), PersistenceError> {
+        *self.views.write().map_err(|_| poisoned())? = views;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<V: Clone + Send + Sync> ViewStore<V> for MemViewStore<V> {
+    async fn load(&self, view_id: &str) -> Result<Option<StoredView<V>>, PersistenceError> {
+        let views = self.views.read().map_err(|_| poisoned())?;
+        Ok(views.get(view_id).cloned())
+    }
+
+    async fn last_sequences(
+        &self,
+        view_ids: &[String],
+    ) -> Result<HashMap<String, usize>, PersistenceError> {
+        let views = self.views.read().map_err(|_| poisoned())?;
+        Ok(view_ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), views.get(id)?.last_sequence)))
+            .collect())
+    }
+
+    async fn save(
+        &self,
+        view_id: &str,
+        view: &V,
+        read: Option<usize>,
+        last_sequence: usize,
+    ) -> Result<bool, PersistenceError> {
+        let mut views = self.views.write().map_err(|_| poisoned())?;
+        if views.get(view_id).map(|stored| stored.last_sequence) != read {
+            return Ok(false);
+        }
+        views.insert(
+            view_id.to_owned(),
+            StoredView {
+                view: view.clone(),
+                last_sequence,
+            },
+        );
+        Ok(true)
+    }
+}

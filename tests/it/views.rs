@@ -1,0 +1,209 @@
+//! The views follow the log: a view write that fails is repaired by the catch-up projector
+//! within seconds, on any of two instances, and `views rebuild` finds what differs from the
+//! log and, with `--apply`, repairs it while the service serves.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use twofold_api::operator::rebuild_views;
+
+use crate::helpers::*;
+
+async fn user_id(app: &TestApp, email: &str) -> String {
+    sqlx::query_scalar("SELECT view_id FROM user_view WHERE payload->>'email' = $1")
+        .bind(email)
+        .fetch_one(app.db.as_ref().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn me(app: &TestApp, token: &str) -> Value {
+    let response = app.get_with("/auth/test-token", token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_view_write_that_failed_after_the_commit_is_repaired_within_seconds() {
+    let app = spawn_app(Store::Postgres).await;
+    let _second = app.another_instance().await;
+    let db = app.db.as_ref().unwrap();
+    let email = unique_email("repair");
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    let token = app.login_token(&email, StatusCode::OK).await;
+    let id = user_id(&app, &email).await;
+
+    // Every write of this user's view fails, as in a database blip, while 2FA is turned on.
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION refuse_view_write() RETURNS trigger LANGUAGE plpgsql AS \
+            $$ BEGIN RAISE EXCEPTION 'view write refused by the test'; END $$; \
+         CREATE TRIGGER refuse_view_write BEFORE UPDATE ON user_view FOR EACH ROW \
+            WHEN (OLD.view_id = '{id}') EXECUTE FUNCTION refuse_view_write();"
+    ))
+    .execute(db)
+    .await
+    .unwrap();
+    assert_eq!(
+        app.enable_tfa(&token, "email").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        me(&app, &token).await["tfa_enabled"],
+        false,
+        "the view write failed"
+    );
+
+    sqlx::raw_sql("DROP TRIGGER refuse_view_write ON user_view")
+        .execute(db)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while me(&app, &token).await["tfa_enabled"] != true {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the projector did not repair the view"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(me(&app, &token).await["device"]["device_type"], "email");
+}
+
+#[tokio::test]
+async fn after_the_journey_a_rebuild_finds_no_difference() {
+    let app = spawn_app(Store::Postgres).await;
+    crate::journey::journey(&app).await;
+    crate::journey::admin_listing(&app).await;
+
+    let report = rebuild_views(&app.config, false).await.unwrap();
+    assert_eq!(report.differences, []);
+    assert!(report.events > 20, "{} events", report.events);
+    assert!(report.events_per_second() > 0.0);
+}
+
+#[tokio::test]
+async fn a_view_row_corrupted_by_sql_is_reported_and_apply_repairs_it_while_serving() {
+    let app = spawn_app(Store::Postgres).await;
+    let db = app.db.as_ref().unwrap();
+    let email = unique_email("corrupt");
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    let token = app.login_token(&email, StatusCode::OK).await;
+    let id = user_id(&app, &email).await;
+    sqlx::query(
+        "UPDATE user_view \
+         SET payload = jsonb_set(payload::jsonb, '{full_name}', '\"Mallory\"')::json \
+         WHERE view_id = $1",
+    )
+    .bind(&id)
+    .execute(db)
+    .await
+    .unwrap();
+    assert_eq!(me(&app, &token).await["full_name"], "Mallory");
+
+    let report = rebuild_views(&app.config, false).await.unwrap();
+    let found: Vec<String> = report.differences.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [format!(
+            "user {id} view user_view field full_name: live \"Mallory\" rebuilt \"Ada Lovelace\""
+        )]
+    );
+
+    // Requests keep being answered, each with a whole view, while the rebuilt views go in.
+    let reader = {
+        let app_http = app.http.clone();
+        let url = app.url("/auth/test-token");
+        let token = token.clone();
+        tokio::spawn(async move {
+            let mut names = Vec::new();
+            for _ in 0..200 {
+                let response = app_http.get(&url).bearer_auth(&token).send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                let body: Value = response.json().await.unwrap();
+                names.push(body["full_name"].as_str().unwrap().to_owned());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            names
+        })
+    };
+    let applied = rebuild_views(&app.config, true).await.unwrap();
+    assert!(applied.applied);
+    let names = reader.await.unwrap();
+    assert!(names
+        .iter()
+        .all(|name| name == "Mallory" || name == "Ada Lovelace"));
+    assert_eq!(me(&app, &token).await["full_name"], "Ada Lovelace");
+    assert_eq!(
+        rebuild_views(&app.config, false).await.unwrap().differences,
+        []
+    );
+
+    // The service goes on writing to the swapped-in views.
+    assert_eq!(
+        app.enable_tfa(&token, "email").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(me(&app, &token).await["tfa_enabled"], true);
+}
+
+#[tokio::test]
+async fn an_admin_rebuilds_the_views_of_the_running_service_over_http() {
+    let app = spawn_app(Store::Postgres).await;
+    let admin = unique_email("admin");
+    assert_eq!(
+        app.signup(&signup_body(&admin, None)).await.status(),
+        StatusCode::OK
+    );
+    twofold_api::operator::grant_admin(&app.config, &admin)
+        .await
+        .unwrap();
+    let admin_token = app.login_token(&admin, StatusCode::OK).await;
+    let email = unique_email("user");
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    let user_token = app.login_token(&email, StatusCode::OK).await;
+    let rebuild = |token: &str, apply: bool| {
+        app.http
+            .post(app.url(&format!("/admin/views/rebuild?apply={apply}")))
+            .bearer_auth(token)
+            .send()
+    };
+
+    let (status, body) = problem(rebuild(&user_token, false).await.unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("auth.admin_only"))
+    );
+
+    let id = user_id(&app, &email).await;
+    sqlx::query(
+        "UPDATE user_view SET payload = jsonb_set(payload::jsonb, '{is_locked}', 'true')::json \
+         WHERE view_id = $1",
+    )
+    .bind(&id)
+    .execute(app.db.as_ref().unwrap())
+    .await
+    .unwrap();
+    let response = rebuild(&admin_token, true).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["applied"], true);
+    assert_eq!(
+        report["differences"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(report["differences"][0]["user"], id.as_str());
+    assert_eq!(report["differences"][0]["field"], "is_locked");
+    assert_eq!(report["differences"][0]["live"], "true");
+    assert_eq!(report["differences"][0]["rebuilt"], "false");
+    assert_eq!(me(&app, &user_token).await["is_locked"], false);
+}
