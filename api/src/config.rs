@@ -71,6 +71,28 @@ pub enum Command {
 /// `twofold audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
+    /// One user's events as a readable timeline (recorded in the user's stream as a read of
+    /// their audit trail, with `cli` as the actor).
+    History {
+        /// The user's email address or id.
+        user: String,
+        /// Only the events committed up to this instant (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+        as_of: Option<time::OffsetDateTime>,
+        /// One JSON object per event instead of text (the same objects as `audit export`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every event in log order as NDJSON on standard output, secrets redacted, for a SIEM or
+    /// a data warehouse: resumable after the `position` of the last line printed.
+    Export {
+        /// Only the events after this position (the `position` of an exported line).
+        #[arg(long, value_name = "POSITION")]
+        after: Option<String>,
+        /// Only the events committed up to this instant (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+        until: Option<time::OffsetDateTime>,
+    },
     /// Walk every user's chain of events and report each event that was edited, inserted,
     /// deleted or reordered (by user and sequence); exit 1 if there is any.
     Verify {
@@ -268,6 +290,12 @@ pub struct Config {
         default_value = "conflict"
     )]
     pub signup_existing_email: ExistingEmail,
+}
+
+/// An RFC 3339 instant, as the audit subcommands take it.
+fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("`{text}` is not an RFC 3339 instant (like 2026-11-28T21:00:00Z)"))
 }
 
 /// How sign-up answers an email that already has an account.

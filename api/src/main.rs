@@ -13,6 +13,8 @@ use twofold_api::http::jwt::JwtKey;
 use twofold_api::operator;
 use twofold_api::{adapters, startup, telemetry, Application, Cli, Config};
 use twofold_projections::chain::{Head, Tampering};
+use twofold_projections::log::Checkpoint;
+use twofold_projections::AuditedEvent;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -34,6 +36,12 @@ async fn main() -> ExitCode {
         Some(Command::Audit {
             action: AuditCommand::Verify { head_out, head_in },
         }) => audit_verify(&cli.config, head_out.as_deref(), head_in.as_deref()).await,
+        Some(Command::Audit {
+            action: AuditCommand::History { user, as_of, json },
+        }) => audit_history(&cli.config, &user, as_of, json).await,
+        Some(Command::Audit {
+            action: AuditCommand::Export { after, until },
+        }) => audit_export(&cli.config, after.as_deref(), until).await,
         Some(Command::Views {
             action: ViewsCommand::Rebuild { apply },
         }) => rebuild_views(&cli.config, apply).await,
@@ -183,6 +191,92 @@ async fn audit_verify(
         0 => say("no tampering found"),
         found => anyhow::bail!("{found} problems found in the event log"),
     }
+}
+
+async fn audit_history(
+    config: &Config,
+    user: &str,
+    as_of: Option<time::OffsetDateTime>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let events = operator::audit_history(config, user, as_of).await?;
+    for event in &events {
+        if json {
+            say(&serde_json::to_string(event)?)?;
+        } else {
+            say(&timeline_line(event))?;
+        }
+    }
+    Ok(())
+}
+
+/// One event of a timeline: when, which, its facts, who and from where.
+fn timeline_line(event: &AuditedEvent) -> String {
+    let time = event
+        .recorded_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let facts: Vec<String> = event
+        .payload
+        .as_object()
+        .and_then(|tagged| tagged.values().next())
+        .and_then(serde_json::Value::as_object)
+        .map(|fields| {
+            fields
+                .iter()
+                .filter(|(name, _)| name.as_str() != "at")
+                .map(|(name, value)| match value {
+                    serde_json::Value::String(text) => format!("{name}={text}"),
+                    other => format!("{name}={other}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let metadata = &event.metadata;
+    let mut line = format!(
+        "{time}  #{:<4} {:<24} by {}",
+        event.sequence, event.event_type, metadata.actor
+    );
+    if let Some(ip) = &metadata.ip {
+        line.push_str(&format!(" from {ip}"));
+    }
+    if let Some(agent) = &metadata.user_agent {
+        line.push_str(&format!(" ({agent})"));
+    }
+    if let Some(request) = &metadata.request_id {
+        line.push_str(&format!(" request {request}"));
+    }
+    if !facts.is_empty() {
+        line.push_str(&format!("\n      {}", facts.join(" ")));
+    }
+    line
+}
+
+async fn audit_export(
+    config: &Config,
+    after: Option<&str>,
+    until: Option<time::OffsetDateTime>,
+) -> anyhow::Result<()> {
+    let after = match after {
+        Some(position) => position.parse::<Checkpoint>()?,
+        None => Checkpoint::ORIGIN,
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut last = None;
+    let exported = operator::audit_export(config, after, until, |event| {
+        let line = serde_json::to_string(&event)
+            .map_err(|error| twofold_api::app::AppError::Internal(Box::new(error)))?;
+        writeln!(stdout, "{line}")
+            .map_err(|error| twofold_api::app::AppError::Internal(Box::new(error)))?;
+        last = Some(event.position);
+        Ok(())
+    })
+    .await?;
+    let resume = last.map_or_else(String::new, |position| {
+        format!("; resume with --after {position}")
+    });
+    tracing::info!("exported {exported} events{resume}");
+    Ok(())
 }
 
 /// What a finding means, for the operator.

@@ -6,14 +6,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use twofold_domain::values::{Email, UserId};
-use twofold_domain::Actor;
+use twofold_domain::{Actor, EventMetadata};
 
 use twofold_projections::chain::{self, Head, Verification};
+use twofold_projections::log::Checkpoint;
+use twofold_projections::AuditedEvent;
 
 use crate::app::admin::{GrantOutcome, ResealReport};
 use crate::app::mail::OutboxMailQueue;
-use crate::app::App;
+use crate::app::{App, AppError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::startup::{self, Adapters, Store};
@@ -98,4 +101,43 @@ pub async fn audit_verify(
         .map(|key| key.chain_key())
         .collect();
     Ok(chain::verify(&pool, &chain_keys, saved_head).await?)
+}
+
+/// The user `who` names: an id, or an email address.
+async fn resolve(app: &App, who: &str) -> anyhow::Result<UserId> {
+    if let Ok(id) = who.parse::<UserId>() {
+        return Ok(id);
+    }
+    let email = Email::parse(who)
+        .map_err(|_| anyhow::anyhow!("`{who}` is neither a user id nor an email address"))?;
+    app.user_id_of(&email)
+        .await?
+        .with_context(|| format!("no user has the email address {email}"))
+}
+
+/// The events of the user `who` (an id or an email address) committed up to `as_of`, as
+/// auditors read them; the read is recorded in the user's stream with `cli` as the actor.
+pub async fn audit_history(
+    config: &Config,
+    who: &str,
+    as_of: Option<OffsetDateTime>,
+) -> anyhow::Result<Vec<AuditedEvent>> {
+    let (app, _) = app(config, "audit history").await?;
+    let user_id = resolve(&app, who).await?;
+    Ok(app
+        .audit_timeline(user_id, as_of, &EventMetadata::of(Actor::Cli))
+        .await?)
+}
+
+/// Hands every event after `after` committed up to `until` to `each`, in log order; returns
+/// how many.
+pub async fn audit_export(
+    config: &Config,
+    after: Checkpoint,
+    until: Option<OffsetDateTime>,
+    each: impl FnMut(AuditedEvent) -> Result<(), AppError>,
+) -> anyhow::Result<u64> {
+    let (app, _) = app(config, "audit export").await?;
+    tracing::info!(target: "security", after = %after, ?until, "audit export started");
+    Ok(app.export_events(after, until, each).await?)
 }

@@ -229,6 +229,7 @@ struct StoreParts {
     unknown_accounts: Arc<dyn UnknownAccountThrottle>,
     projector: Projector,
     views: ViewSet,
+    log: Arc<dyn EventLog>,
 }
 
 /// The use cases over `store`, and the projector that keeps their views following the log.
@@ -262,6 +263,7 @@ fn composed(
                 unknown_accounts: Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
                 projector,
                 views: ViewSet::Postgres(pool.clone()),
+                log,
             }
         }
         Store::Memory(outbox) => {
@@ -286,10 +288,11 @@ fn composed(
                 unknown_accounts: Arc::new(MemUnknownAccountThrottle::default()),
                 projector,
                 views: ViewSet::Memory {
-                    log,
+                    log: Arc::clone(&log),
                     users: views,
                     sessions,
                 },
+                log,
             }
         }
     };
@@ -303,6 +306,7 @@ fn composed(
         hasher: adapters.hasher,
         metrics: metrics.clone(),
         views: stored.views,
+        log: stored.log,
     };
     (Arc::new(App::new(parts, settings)), stored.projector)
 }

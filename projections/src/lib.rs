@@ -2,6 +2,7 @@
 //! current, and their Postgres and in-memory stores; the event log read in commit order, the
 //! catch-up projector that follows it, the rebuild that replays it, and its tamper evidence.
 
+mod audit;
 pub mod chain;
 mod directory;
 mod history;
@@ -14,6 +15,7 @@ mod sessions_view;
 mod store;
 mod user_view;
 
+pub use audit::{audited, AuditedEvent, AuditedMetadata};
 pub use directory::{
     MemUserDirectory, PgUserDirectory, UserDirectory, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
 };

@@ -368,3 +368,300 @@ async fn user_email(app: &TestApp, id: &str) -> String {
             .unwrap();
     payload["SignedUp"]["email"].as_str().unwrap().to_owned()
 }
+
+/// An admin's token and a user (signed up without 2FA, then 2FA on by email), with the time
+/// between the two steps.
+struct Audited {
+    admin_token: String,
+    admin_id: String,
+    user_id: String,
+    user_email: String,
+    user_token: String,
+    before_tfa: String,
+}
+
+async fn an_admin_and_a_user(app: &TestApp) -> Audited {
+    let admin = unique_email("audit-admin");
+    let user = unique_email("audit-user");
+    app.signup(&crate::helpers::signup_body(&admin, None)).await;
+    app.signup(&crate::helpers::signup_body(&user, None)).await;
+    twofold_api::operator::grant_admin(&app.config, &admin)
+        .await
+        .unwrap();
+    let admin_token = app.login_token(&admin, StatusCode::OK).await;
+    let user_token = app.login_token(&user, StatusCode::OK).await;
+    let id_of = |token: String| async move {
+        let me: Value = app
+            .get_with("/auth/test-token", &token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        me["id"].as_str().unwrap().to_owned()
+    };
+    let admin_id = id_of(admin_token.clone()).await;
+    let user_id = id_of(user_token.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let before_tfa = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let enabled = app.enable_tfa(&user_token, "email").await;
+    assert_eq!(enabled.status(), StatusCode::OK);
+    Audited {
+        admin_token,
+        admin_id,
+        user_id,
+        user_email: user,
+        user_token,
+        before_tfa,
+    }
+}
+
+async fn events_of(app: &TestApp, who: &Audited, query: &str) -> Vec<Value> {
+    let response = app
+        .http
+        .get(app.url(&format!("/users/{}/events{query}", who.user_id)))
+        .bearer_auth(&who.admin_token)
+        .header("x-request-id", "audit-read-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_reads_a_users_events_with_their_metadata_and_no_secret() {
+    let app = spawn_app(Store::Postgres).await;
+    let who = an_admin_and_a_user(&app).await;
+
+    let events = events_of(&app, &who, "").await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "SignedUp",
+            "LoggedIn",
+            "SessionStarted",
+            "TfaEnabled",
+            "AuditTrailRead"
+        ]
+    );
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(event["sequence"], index + 1);
+        assert_eq!(event["user_id"], who.user_id.as_str());
+        assert_eq!(event["version"], "2.0");
+        assert!(event["position"].as_str().unwrap().contains('.'));
+        assert!(event["recorded_at"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(events[0]["metadata"]["actor"], "anonymous");
+    assert_eq!(events[0]["metadata"]["ip"], "127.0.0.1");
+    assert_eq!(
+        events[3]["metadata"]["actor"],
+        format!("user:{}", who.user_id)
+    );
+    assert_eq!(
+        events[0]["payload"]["SignedUp"]["password_hash"],
+        "[redacted]"
+    );
+    assert_eq!(
+        events[3]["payload"]["TfaEnabled"]["backup_codes"][0]["digest"],
+        "[redacted]"
+    );
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains("$argon2"), "{text}");
+    // The read itself is the last event: this admin, this request.
+    let read = &events[4];
+    assert_eq!(read["payload"]["AuditTrailRead"]["scope"], "events");
+    assert_eq!(read["metadata"]["actor"], format!("admin:{}", who.admin_id));
+    assert_eq!(read["metadata"]["request_id"], "audit-read-1");
+
+    // Paging by sequence; each read is recorded again.
+    let page = events_of(&app, &who, "?after=2&limit=2").await;
+    let sequences: Vec<u64> = page
+        .iter()
+        .map(|event| event["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, [3, 4]);
+
+    // The user sees that an admin read their trail, not who.
+    let history: Value = app
+        .get_with("/users/me/history?limit=1", &who.user_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let newest = &history["entries"][0];
+    assert_eq!(newest["type"], "audit_trail_read");
+    assert_eq!(newest["by"], "admin");
+    assert_eq!(newest["scope"], "events");
+
+    // Only admins, and only users that exist.
+    let refused = app
+        .get_with(&format!("/users/{}/events", who.user_id), &who.user_token)
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let nobody = app
+        .get_with(
+            "/users/00000000-0000-4000-8000-000000000000/events",
+            &who.admin_token,
+        )
+        .await;
+    let (status, body) = problem(nobody).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["code"], "user.not_found");
+}
+
+#[tokio::test]
+async fn an_admin_sees_a_user_as_they_were_at_an_instant() {
+    let app = spawn_app(Store::Postgres).await;
+    let who = an_admin_and_a_user(&app).await;
+    let at = |instant: &str| {
+        let path = format!(
+            "/users/{}?as_of={}",
+            who.user_id,
+            url::form_urlencoded::byte_serialize(instant.as_bytes()).collect::<String>()
+        );
+        let app = &app;
+        let token = who.admin_token.clone();
+        async move { app.get_with(&path, &token).await }
+    };
+
+    let then: Value = at(&who.before_tfa).await.json().await.unwrap();
+    assert_eq!(then["email"], who.user_email.as_str());
+    assert_eq!(then["tfa_enabled"], false);
+    assert_eq!(then["device"], Value::Null);
+
+    let now: Value = at("2999-01-01T00:00:00Z").await.json().await.unwrap();
+    assert_eq!(now["tfa_enabled"], true);
+    assert_eq!(now["device"]["device_type"], "email");
+
+    let before_sign_up = at("2000-01-01T00:00:00Z").await;
+    let (status, body) = problem(before_sign_up).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["code"], "user.not_found");
+
+    let current: Value = app
+        .get_with(&format!("/users/{}", who.user_id), &who.admin_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current, now);
+
+    let bad = at("yesterday").await;
+    assert_eq!(problem(bad).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Each read with as_of is on the record.
+    let events = events_of(&app, &who, "").await;
+    let scopes: Vec<&str> = events
+        .iter()
+        .filter_map(|event| event["payload"]["AuditTrailRead"]["scope"].as_str())
+        .collect();
+    assert_eq!(
+        scopes,
+        ["state_as_of", "state_as_of", "state_as_of", "events"]
+    );
+}
+
+#[tokio::test]
+async fn the_export_gives_every_event_once_in_log_order_and_resumes_after_a_position() {
+    let app = spawn_app(Store::Postgres).await;
+    let who = an_admin_and_a_user(&app).await;
+    let mut all = Vec::new();
+    let count = twofold_api::operator::audit_export(
+        &app.config,
+        twofold_projections::log::Checkpoint::ORIGIN,
+        None,
+        |event| {
+            all.push(event);
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(count as usize, all.len());
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(app.db.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(all.len() as i64, stored);
+    // Each user's events in sequence order, and every line carries no secret.
+    let mine: Vec<u64> = all
+        .iter()
+        .filter(|event| event.user_id == who.user_id)
+        .map(|event| event.sequence)
+        .collect();
+    assert_eq!(mine, [1, 2, 3, 4]);
+    let text = serde_json::to_string(&all).unwrap();
+    assert!(!text.contains("$argon2"));
+
+    // Resuming after the third event gives exactly the rest.
+    let after: twofold_projections::log::Checkpoint = all[2].position.parse().unwrap();
+    let mut rest = Vec::new();
+    twofold_api::operator::audit_export(&app.config, after, None, |event| {
+        rest.push(event.position);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let expected: Vec<String> = all[3..]
+        .iter()
+        .map(|event| event.position.clone())
+        .collect();
+    assert_eq!(rest, expected);
+
+    // --until stops at the instant.
+    let until = time::OffsetDateTime::parse(
+        &who.before_tfa,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let mut early = Vec::new();
+    twofold_api::operator::audit_export(
+        &app.config,
+        twofold_projections::log::Checkpoint::ORIGIN,
+        Some(until),
+        |event| {
+            early.push(event.event_type);
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!early.contains(&"TfaEnabled".to_owned()));
+    assert_eq!(early.len(), all.len() - 1);
+}
+
+#[tokio::test]
+async fn the_timeline_on_the_command_line_is_recorded_as_an_operators_read() {
+    let app = spawn_app(Store::Postgres).await;
+    let who = an_admin_and_a_user(&app).await;
+    let by_email = twofold_api::operator::audit_history(&app.config, &who.user_email, None)
+        .await
+        .unwrap();
+    let by_id = twofold_api::operator::audit_history(&app.config, &who.user_id, None)
+        .await
+        .unwrap();
+    assert_eq!(by_email.len(), 5);
+    assert_eq!(by_id.len(), 6);
+    assert_eq!(by_id[4].event_type, "AuditTrailRead");
+    assert_eq!(by_id[4].metadata.actor, "cli");
+    assert_eq!(by_id[4].payload["AuditTrailRead"]["scope"], "timeline");
+    let until = time::OffsetDateTime::parse(
+        &who.before_tfa,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let then = twofold_api::operator::audit_history(&app.config, &who.user_id, Some(until))
+        .await
+        .unwrap();
+    assert_eq!(then.len(), 3);
+    let unknown =
+        twofold_api::operator::audit_history(&app.config, "nobody@example.com", None).await;
+    assert!(unknown.is_err());
+}

@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
-use twofold_domain::values::UserId;
+use twofold_domain::values::{Email, UserId};
 use twofold_domain::UserServices;
+use twofold_projections::log::EventLog;
 use twofold_projections::{UserDirectory, UserView};
 
 use crate::adapters::Argon2Hasher;
@@ -69,6 +70,8 @@ pub struct App {
     background: TaskTracker,
     /// The views and the log they are rebuilt from.
     views: views::ViewSet,
+    /// The event log, read back for audits.
+    log: Arc<dyn EventLog>,
 }
 
 /// What the use cases run on.
@@ -91,6 +94,8 @@ pub struct Parts {
     pub metrics: Metrics,
     /// The views and the log they are rebuilt from.
     pub views: views::ViewSet,
+    /// The event log, read back for audits.
+    pub log: Arc<dyn EventLog>,
 }
 
 impl App {
@@ -108,12 +113,18 @@ impl App {
             metrics: parts.metrics,
             background: TaskTracker::new(),
             views: parts.views,
+            log: parts.log,
         }
     }
 
     /// The user as clients see them (from the user view).
     pub async fn user_view(&self, user: UserId) -> Result<Option<UserView>, AppError> {
         Ok(self.directory.find(user).await?)
+    }
+
+    /// The user who owns `email`, in any letter case.
+    pub async fn user_id_of(&self, email: &Email) -> Result<Option<UserId>, AppError> {
+        self.users.find_by_email(email).await
     }
 
     /// Whether `user` exists and has the admin role (from the user view).

@@ -99,6 +99,15 @@ pub trait EventLog: Send + Sync {
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, PersistenceError>;
 
+    /// Up to `limit` events of user `aggregate_id` with a sequence above `after`, in sequence
+    /// order, each with its place in the log and when it was committed.
+    async fn user_log(
+        &self,
+        aggregate_id: &str,
+        after: usize,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, PersistenceError>;
+
     /// The events of user `aggregate_id` with a sequence above `after`, in sequence order.
     async fn user_events(
         &self,

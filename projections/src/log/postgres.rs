@@ -21,6 +21,14 @@ const READ_AFTER: &str = "SELECT transaction_id::text::bigint AS transaction_id,
     ORDER BY transaction_id, position \
     LIMIT $3";
 
+const USER_LOG: &str = "SELECT transaction_id::text::bigint AS transaction_id, position, \
+        aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+        recorded_at \
+    FROM events \
+    WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
+    ORDER BY sequence \
+    LIMIT $4";
+
 const USER_EVENTS: &str = "SELECT aggregate_type, aggregate_id, sequence, event_type, \
         event_version, payload, metadata \
     FROM events \
@@ -67,6 +75,14 @@ pub(crate) fn serialized_event(row: &PgRow) -> Result<SerializedEvent, Persisten
     })
 }
 
+fn logged_event(row: &PgRow) -> Result<LoggedEvent, PersistenceError> {
+    Ok(LoggedEvent {
+        checkpoint: checkpoint(row)?,
+        event: serialized_event(row)?,
+        recorded_at: row.try_get("recorded_at").map_err(database)?,
+    })
+}
+
 pub(crate) fn checkpoint(row: &PgRow) -> Result<Checkpoint, PersistenceError> {
     let transaction_id: i64 = row.try_get("transaction_id").map_err(database)?;
     Ok(Checkpoint::new(
@@ -89,15 +105,24 @@ impl EventLog for PgEventLog {
             .fetch_all(&self.pool)
             .await
             .map_err(database)?;
-        rows.iter()
-            .map(|row| {
-                Ok(LoggedEvent {
-                    checkpoint: checkpoint(row)?,
-                    event: serialized_event(row)?,
-                    recorded_at: row.try_get("recorded_at").map_err(database)?,
-                })
-            })
-            .collect()
+        rows.iter().map(logged_event).collect()
+    }
+
+    async fn user_log(
+        &self,
+        aggregate_id: &str,
+        after: usize,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, PersistenceError> {
+        let rows = sqlx::query(USER_LOG)
+            .bind(User::TYPE)
+            .bind(aggregate_id)
+            .bind(i64::try_from(after).map_err(out_of_range)?)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        rows.iter().map(logged_event).collect()
     }
 
     async fn user_events(

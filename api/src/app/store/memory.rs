@@ -224,6 +224,36 @@ impl EventLog for MemEventRepository {
             .collect())
     }
 
+    async fn user_log(
+        &self,
+        aggregate_id: &str,
+        after: usize,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, PersistenceError> {
+        let stored = self.stored.lock().map_err(|_| poisoned())?;
+        let key = (
+            <User as Aggregate>::TYPE.to_owned(),
+            aggregate_id.to_owned(),
+        );
+        Ok(stored
+            .streams
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|&index| {
+                let event = stored.log.get(index)?;
+                let recorded_at = *stored.recorded_at.get(index)?;
+                Some(LoggedEvent {
+                    checkpoint: Checkpoint::new(0, i64::try_from(index + 1).unwrap_or(i64::MAX)),
+                    event: event.clone(),
+                    recorded_at,
+                })
+            })
+            .filter(|logged| logged.event.sequence > after)
+            .take(limit)
+            .collect())
+    }
+
     async fn user_events(
         &self,
         aggregate_id: &str,

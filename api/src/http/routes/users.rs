@@ -5,13 +5,13 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use twofold_domain::values::UserId;
 use twofold_domain::{Actor, UserError};
-use twofold_projections::{HistoryEntry, UserView};
+use twofold_projections::{AuditedEvent, HistoryEntry, UserView};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::admin::AdminAction;
-use crate::app::audit::{HistoryCursor, MAX_HISTORY_PAGE};
+use crate::app::audit::{HistoryCursor, MAX_EVENTS_PAGE, MAX_HISTORY_PAGE};
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, AdminToken, Json, Path, Query, RequestContext};
 use crate::http::openapi::problems;
@@ -28,6 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(unlock))
         .routes(routes!(end_sessions))
         .routes(routes!(my_history))
+        .routes(routes!(user_events))
+        .routes(routes!(user_as_of))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -297,4 +299,129 @@ async fn my_history(
         entries: page.entries,
         next_cursor: page.next_cursor.map(HistoryCursor::encode),
     }))
+}
+
+/// Events per page of a user's audit trail unless `limit` says otherwise.
+const DEFAULT_EVENTS_PAGE: usize = 100;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventsQuery {
+    /// Events after this sequence (0, the default, is from the first).
+    #[serde(default)]
+    #[param(minimum = 0, default = 0)]
+    after: usize,
+    /// Events per page, 1 to 1000.
+    #[serde(default = "default_events_page")]
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: usize,
+}
+
+fn default_events_page() -> usize {
+    DEFAULT_EVENTS_PAGE
+}
+
+problems!(
+    /// What `user_events` can answer besides what its inputs and token imply.
+    UserEventsProblems:
+        ApiError::AdminOnly,
+        UserError::UnknownUser,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
+/// A user's stored events in sequence order, each with its place in the log, when it was
+/// committed and who caused it in which request; every secret is redacted. The read is itself
+/// recorded in the user's stream (an `AuditTrailRead` event naming this admin and request),
+/// so the user's history shows it and auditors are audited too.
+#[utoipa::path(
+    get,
+    path = "/{user_id}/events",
+    tag = "users",
+    security(("access_token" = [])),
+    params(("user_id" = uuid::Uuid, Path, description = "The user's id"), EventsQuery),
+    responses(
+        (status = 200, description = "The events.", body = Vec<AuditedEvent>),
+        UserEventsProblems,
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn user_events(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AdminToken(admin): AdminToken,
+    Path(user_id): Path<UserId>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Vec<AuditedEvent>>, ApiError> {
+    if query.limit == 0 || query.limit > MAX_EVENTS_PAGE {
+        return Err(ApiError::Request {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "request.invalid_query",
+            detail: format!("limit is 1 to {MAX_EVENTS_PAGE}"),
+        });
+    }
+    let events = state
+        .app
+        .audit_events(
+            user_id,
+            query.after,
+            query.limit,
+            &context.metadata(Actor::Admin(admin.sub)),
+        )
+        .await?;
+    Ok(Json(events))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AsOfQuery {
+    /// An instant (RFC 3339): the user as they were then, folded from the log. Without it,
+    /// the user as they are.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-28T21:00:00Z")]
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    as_of: Option<time::OffsetDateTime>,
+}
+
+problems!(
+    /// What `user_as_of` can answer besides what its inputs and token imply.
+    UserAsOfProblems:
+        ApiError::AdminOnly,
+        UserError::UnknownUser,
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
+/// One user, as they are or, with `as_of`, as they were at that instant: folded from the
+/// events committed by then, not read from a stored view. 404 before the user signed up. A
+/// read with `as_of` is recorded in the user's stream, like a read of their events.
+#[utoipa::path(
+    get,
+    path = "/{user_id}",
+    tag = "users",
+    security(("access_token" = [])),
+    params(("user_id" = uuid::Uuid, Path, description = "The user's id"), AsOfQuery),
+    responses(
+        (status = 200, description = "The user.", body = UserView),
+        UserAsOfProblems,
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn user_as_of(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AdminToken(admin): AdminToken,
+    Path(user_id): Path<UserId>,
+    Query(query): Query<AsOfQuery>,
+) -> Result<Json<UserView>, ApiError> {
+    let view = match query.as_of {
+        Some(at) => {
+            state
+                .app
+                .user_as_of(user_id, at, &context.metadata(Actor::Admin(admin.sub)))
+                .await?
+        }
+        None => state.app.user_view(user_id).await?,
+    };
+    view.map(Json)
+        .ok_or_else(|| ApiError::from(UserError::UnknownUser))
 }
