@@ -263,15 +263,23 @@ async fn audit_export(
     };
     let mut stdout = std::io::stdout().lock();
     let mut last = None;
+    // A reader that stops early (`| head`) closes the pipe: the export stops there, quietly.
+    let mut closed = false;
     let exported = operator::audit_export(config, after, until, |event| {
         let line = serde_json::to_string(&event)
             .map_err(|error| twofold_api::app::AppError::Internal(Box::new(error)))?;
-        writeln!(stdout, "{line}")
-            .map_err(|error| twofold_api::app::AppError::Internal(Box::new(error)))?;
+        writeln!(stdout, "{line}").map_err(|error| {
+            closed = error.kind() == std::io::ErrorKind::BrokenPipe;
+            twofold_api::app::AppError::Internal(Box::new(error))
+        })?;
         last = Some(event.position);
         Ok(())
     })
-    .await?;
+    .await;
+    let exported = match exported {
+        Err(_) if closed => return Ok(()),
+        other => other?,
+    };
     let resume = last.map_or_else(String::new, |position| {
         format!("; resume with --after {position}")
     });
