@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 /// or for another scheme's.
 const CONTENT: &[u8] = b"twofold event content v1";
 const LINK: &[u8] = b"twofold event chain v1";
+const SNAPSHOT: &[u8] = b"twofold user snapshot v1";
 
 /// A key the chain is computed with, and its id (stored beside each digest, so that a rotated
 /// sealing key still verifies what it chained).
@@ -117,6 +118,31 @@ pub fn digests(key: &ChainKey, previous: Option<&str>, event: &ChainedEvent) -> 
     let content = event.content_digest(key);
     let chain = link(key, previous, &content);
     (content, chain)
+}
+
+/// The keyed digest of a snapshot: the aggregate, the sequence it was taken at, its state
+/// version and the exact state text. A snapshot is a cache the aggregate is loaded from, so
+/// one changed behind the service's back must not load.
+pub fn snapshot_digest(
+    key: &ChainKey,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: u64,
+    state_version: &str,
+    state: &str,
+) -> String {
+    let mut mac = key.mac();
+    let mut field = |bytes: &[u8]| {
+        mac.update(&(bytes.len() as u64).to_be_bytes());
+        mac.update(bytes);
+    };
+    field(SNAPSHOT);
+    field(aggregate_type.as_bytes());
+    field(aggregate_id.as_bytes());
+    field(&sequence.to_be_bytes());
+    field(state_version.as_bytes());
+    field(state.as_bytes());
+    hex(&mac.finalize().into_bytes())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -20,6 +20,7 @@ mod openapi;
 mod password;
 mod secrets;
 mod sessions;
+mod snapshots;
 mod stored_events;
 mod tfa_manage;
 mod throttle;

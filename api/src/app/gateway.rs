@@ -11,14 +11,16 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventStore, PersistenceError, SerializedEvent};
-use cqrs_es::{Aggregate, EventEnvelope, EventStore, Query};
-use twofold_domain::user::ThrottledFactor;
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use cqrs_es::{Aggregate, EventEnvelope, Query};
+use twofold_domain::user::{ThrottledFactor, SNAPSHOT_VERSION};
 use twofold_domain::values::{Email, UserId};
 use twofold_domain::{EventMetadata, User, UserCommand, UserEvent, UserServices};
+use twofold_projections::log::{envelope, Upcasters};
 
 use crate::app::mail_policy::{MailPolicy, MailSecrets};
-use crate::app::store::EventRepository;
+use crate::app::store::{EventRepository, Snapshot};
+use crate::app::views::upcasters;
 use crate::app::AppError;
 use crate::metrics::Metrics;
 
@@ -56,10 +58,24 @@ pub trait Users: Send + Sync {
     async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError>;
 }
 
+/// A snapshot is kept after this many events since the last one: a user is then loaded from
+/// a snapshot and fewer events than this, whatever the length of their history.
+pub const SNAPSHOT_EVERY: usize = 32;
+
+/// A user as loaded for a command.
+struct Loaded {
+    user: User,
+    /// The sequence of their last event.
+    sequence: usize,
+    /// The sequence the snapshot it was loaded from was taken at (0 for none).
+    snapshot_sequence: usize,
+}
+
 /// The gateway over an event repository `R`.
 pub struct CommandGateway<R: EventRepository> {
     repository: R,
-    store: PersistedEventStore<R, User>,
+    upcasters: Upcasters,
+    snapshot_every: usize,
     mail: MailPolicy,
     queries: Vec<Box<dyn Query<User>>>,
     services: UserServices,
@@ -76,14 +92,58 @@ impl<R: EventRepository> CommandGateway<R> {
         services: UserServices,
     ) -> Self {
         Self {
-            store: PersistedEventStore::new_event_store(repository.clone())
-                .with_upcasters(twofold_domain::upcasters()),
             repository,
+            upcasters: upcasters(),
+            snapshot_every: SNAPSHOT_EVERY,
             mail,
             queries,
             services,
             metrics: Metrics::new(),
         }
+    }
+
+    /// Keeps a snapshot after `events` events since the last one instead of
+    /// [`SNAPSHOT_EVERY`] (tests exercise snapshots on short histories with this).
+    pub fn with_snapshot_every(mut self, events: usize) -> Self {
+        self.snapshot_every = events.max(1);
+        self
+    }
+
+    /// Loads user `aggregate_id`: the newest snapshot that can be trusted and is of the
+    /// current shape, then the events after it, through the upcasters. Without one, every
+    /// event.
+    async fn load_user(&self, aggregate_id: &str) -> Result<Loaded, AppError> {
+        let snapshot = self
+            .repository
+            .snapshot(aggregate_id)
+            .await?
+            .filter(|snapshot| snapshot.state_version == SNAPSHOT_VERSION)
+            .and_then(
+                |snapshot| match serde_json::from_value::<User>(snapshot.state) {
+                    Ok(user) => Some((user, snapshot.sequence)),
+                    Err(error) => {
+                        tracing::warn!(user_id = aggregate_id, error = %error,
+                            "a snapshot does not read; the user is folded from every event");
+                        None
+                    }
+                },
+            );
+        let (mut user, snapshot_sequence) = snapshot.unwrap_or_default();
+        let mut sequence = snapshot_sequence;
+        let events = self
+            .repository
+            .get_last_events::<User>(aggregate_id, snapshot_sequence)
+            .await?;
+        for event in events {
+            let envelope = envelope(event, &self.upcasters)?;
+            sequence = envelope.sequence;
+            user.apply(envelope.payload);
+        }
+        Ok(Loaded {
+            user,
+            sequence,
+            snapshot_sequence,
+        })
     }
 
     /// Records command latency and lockouts into `metrics`.
@@ -112,36 +172,49 @@ impl<R: EventRepository> CommandGateway<R> {
     ) -> Result<Committed, AppError> {
         let aggregate_id = id.to_string();
         for _ in 0..MAX_ATTEMPTS {
-            let mut context = self.store.load_aggregate(&aggregate_id).await?;
+            let Loaded {
+                mut user,
+                sequence,
+                snapshot_sequence,
+            } = self.load_user(&aggregate_id).await?;
             let sink = EventSink::default();
-            context
-                .aggregate
-                .handle(command.clone(), &self.services, &sink)
-                .await?;
+            user.handle(command.clone(), &self.services, &sink).await?;
             let events = sink.collect().await;
             if events.is_empty() {
                 return Ok(Committed {
                     user_id: id,
                     events,
-                    user: context.aggregate,
+                    user,
                 });
             }
             let jobs = self
                 .mail
-                .jobs(
-                    &context.aggregate,
-                    &events,
-                    secrets,
-                    metadata.request_id.as_deref(),
-                )
+                .jobs(&user, &events, secrets, metadata.request_id.as_deref())
                 .map_err(|error| AppError::Internal(Box::new(error)))?;
-            let envelopes = envelopes(&aggregate_id, context.current_sequence, events, metadata);
+            let envelopes = envelopes(&aggregate_id, sequence, events, metadata);
             let serialized = envelopes
                 .iter()
                 .map(SerializedEvent::try_from)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(AppError::from)?;
-            match self.repository.commit(&serialized, &jobs).await {
+            // The sink applied each event as it was recorded: `user` is the state after them,
+            // as a snapshot must hold it (cqrs-es's own snapshot store applies them twice).
+            let new_sequence = sequence + envelopes.len();
+            let snapshot = (new_sequence - snapshot_sequence >= self.snapshot_every)
+                .then(|| {
+                    serde_json::to_value(&user).map(|state| Snapshot {
+                        sequence: new_sequence,
+                        state_version: SNAPSHOT_VERSION.to_owned(),
+                        state,
+                    })
+                })
+                .transpose()
+                .map_err(|error| AppError::Internal(Box::new(error)))?;
+            match self
+                .repository
+                .commit(&serialized, &jobs, snapshot.as_ref())
+                .await
+            {
                 Ok(()) => {
                     self.log_lockouts(id, &envelopes);
                     for query in &self.queries {
@@ -153,7 +226,7 @@ impl<R: EventRepository> CommandGateway<R> {
                             .into_iter()
                             .map(|envelope| envelope.payload)
                             .collect(),
-                        user: context.aggregate,
+                        user,
                     });
                 }
                 Err(PersistenceError::OptimisticLockError) => {
@@ -207,8 +280,7 @@ impl<R: EventRepository> Users for CommandGateway<R> {
     }
 
     async fn load(&self, id: UserId) -> Result<User, AppError> {
-        let context = self.store.load_aggregate(&id.to_string()).await?;
-        Ok(context.aggregate)
+        Ok(self.load_user(&id.to_string()).await?.user)
     }
 
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError> {
@@ -216,7 +288,11 @@ impl<R: EventRepository> Users for CommandGateway<R> {
     }
 
     async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError> {
-        Ok(self.store.load_events(&id.to_string()).await?)
+        let events = self.repository.get_events::<User>(&id.to_string()).await?;
+        events
+            .into_iter()
+            .map(|event| envelope(event, &self.upcasters).map_err(AppError::from))
+            .collect()
     }
 }
 
@@ -253,5 +329,294 @@ fn command_name(command: &UserCommand) -> &'static str {
         UserCommand::ResealSecrets => "reseal_secrets",
         UserCommand::NoteSignUpAttempt => "note_sign_up_attempt",
         UserCommand::RecordAuditRead(_) => "record_audit_read",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::persist::PersistedEventRepository;
+    use proptest::prelude::*;
+    use secrecy::{SecretSlice, SecretString};
+    use time::OffsetDateTime;
+    use twofold_domain::testing;
+    use twofold_domain::user::{
+        ChangePassword, EnableTfa, EndOtherSessions, LogIn, NewDevice, RefreshSession,
+        RequestPasswordReset, SignUp, TfaEnrolment, VerifyTfaCode,
+    };
+    use twofold_domain::values::{
+        ChallengeId, Email, FullName, NewPassword, RefreshTokenId, SessionId,
+    };
+    use twofold_domain::Actor;
+    use twofold_nats::MailSealer;
+
+    use super::*;
+    use crate::app::mail::MailFactory;
+    use crate::app::store::MemEventRepository;
+
+    const PASSWORD: &str = "correct horse battery";
+
+    /// What a random history is made of.
+    #[derive(Debug, Clone)]
+    enum Step {
+        LogIn { right_password: bool },
+        Refresh { current_token: bool },
+        EnableTfa { authenticator: bool },
+        WrongSecondFactor,
+        ChangePassword { right_password: bool },
+        RequestReset,
+        EndOtherSessions,
+        Lock,
+        Unlock,
+        EndAllSessions,
+        GrantAdmin,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => any::<bool>().prop_map(|right_password| Step::LogIn { right_password }),
+            2 => any::<bool>().prop_map(|current_token| Step::Refresh { current_token }),
+            1 => any::<bool>().prop_map(|authenticator| Step::EnableTfa { authenticator }),
+            1 => Just(Step::WrongSecondFactor),
+            1 => any::<bool>().prop_map(|right_password| Step::ChangePassword { right_password }),
+            1 => Just(Step::RequestReset),
+            1 => Just(Step::EndOtherSessions),
+            1 => Just(Step::Lock),
+            1 => Just(Step::Unlock),
+            1 => Just(Step::EndAllSessions),
+            1 => Just(Step::GrantAdmin),
+        ]
+    }
+
+    fn secret(text: &str) -> SecretString {
+        SecretString::from(text)
+    }
+
+    /// What the steps need to know of the history so far: the newest session's tokens and
+    /// the newest open challenge.
+    #[derive(Default)]
+    struct Known {
+        session: Option<(SessionId, RefreshTokenId)>,
+        challenge: Option<ChallengeId>,
+    }
+
+    impl Known {
+        fn learn(&mut self, events: &[UserEvent]) {
+            for event in events {
+                match event {
+                    UserEvent::SessionStarted {
+                        session_id,
+                        refresh_id,
+                        ..
+                    }
+                    | UserEvent::SessionRefreshed {
+                        session_id,
+                        refresh_id,
+                        ..
+                    } => self.session = Some((*session_id, *refresh_id)),
+                    UserEvent::SecondFactorRequired { challenge_id, .. } => {
+                        self.challenge = Some(*challenge_id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn command(step: &Step, known: &Known) -> Option<UserCommand> {
+        Some(match step {
+            Step::LogIn { right_password } => UserCommand::LogIn(LogIn {
+                password: secret(if *right_password { PASSWORD } else { "wrong" }),
+                email_code: secret("123456"),
+            }),
+            Step::Refresh { current_token } => {
+                let (session_id, refresh_id) = known.session?;
+                UserCommand::RefreshSession(RefreshSession {
+                    session_id,
+                    refresh_id: if *current_token {
+                        refresh_id
+                    } else {
+                        RefreshTokenId::from_uuid(uuid::Uuid::from_u128(7))
+                    },
+                    reuse_grace: time::Duration::seconds(10),
+                })
+            }
+            Step::EnableTfa { authenticator } => UserCommand::EnableTfa(EnableTfa {
+                enrolment: TfaEnrolment {
+                    device: if *authenticator {
+                        NewDevice::CodeGenerator {
+                            seed: SecretSlice::from(b"12345678901234567890".to_vec()),
+                        }
+                    } else {
+                        NewDevice::Email
+                    },
+                    backup_codes: vec![secret("AAAA-BBBB-CCCC-DDDD-EEEE-FFFF")],
+                },
+            }),
+            Step::WrongSecondFactor => UserCommand::VerifyTfaCode(VerifyTfaCode {
+                challenge_id: known.challenge?,
+                code: secret("000000"),
+            }),
+            Step::ChangePassword { right_password } => {
+                UserCommand::ChangePassword(ChangePassword {
+                    current: secret(if *right_password { PASSWORD } else { "wrong" }),
+                    new: NewPassword::parse(secret(PASSWORD)).ok()?,
+                    keep_session: known.session.map(|(session, _)| session),
+                })
+            }
+            Step::RequestReset => UserCommand::RequestPasswordReset(RequestPasswordReset {
+                token: secret("reset-token"),
+            }),
+            Step::EndOtherSessions => UserCommand::EndOtherSessions(EndOtherSessions {
+                keep: known.session?.0,
+            }),
+            Step::Lock => UserCommand::LockAccount,
+            Step::Unlock => UserCommand::UnlockAccount,
+            Step::EndAllSessions => UserCommand::EndAllSessions,
+            Step::GrantAdmin => UserCommand::GrantAdmin,
+        })
+    }
+
+    /// Every secret an email of these commands may need.
+    fn secrets() -> MailSecrets {
+        MailSecrets {
+            backup_codes: vec![secret("AAAA-BBBB-CCCC-DDDD-EEEE-FFFF")],
+            email_code: Some(secret("123456")),
+            reset_token: Some(secret("reset-token")),
+        }
+    }
+
+    /// The user folded from every stored event, snapshots ignored.
+    async fn full_replay(repository: &MemEventRepository, id: UserId) -> User {
+        let upcasters = upcasters();
+        let mut user = User::default();
+        for event in repository
+            .get_events::<User>(&id.to_string())
+            .await
+            .unwrap()
+        {
+            user.apply(envelope(event, &upcasters).unwrap().payload);
+        }
+        user
+    }
+
+    fn gateway(
+        repository: MemEventRepository,
+        snapshot_every: usize,
+    ) -> CommandGateway<MemEventRepository> {
+        let at = OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap();
+        CommandGateway::new(
+            repository,
+            MailPolicy::new(MailFactory::new(MailSealer::new(&[7; 32]))),
+            Vec::new(),
+            testing::services_at(at),
+        )
+        .with_snapshot_every(snapshot_every)
+    }
+
+    async fn sign_up(gateway: &CommandGateway<MemEventRepository>, id: UserId) {
+        let sign_up = UserCommand::SignUp(SignUp {
+            user_id: id,
+            email: Email::parse("ada@example.com").unwrap(),
+            full_name: FullName::parse("Ada Lovelace").unwrap(),
+            password: NewPassword::parse(secret(PASSWORD)).unwrap(),
+            tfa: None,
+        });
+        gateway
+            .execute(
+                id,
+                sign_up,
+                &EventMetadata::of(Actor::Anonymous),
+                &secrets(),
+            )
+            .await
+            .unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// After every step of a random history, the user loaded from the newest snapshot and
+        /// the events after it is the user folded from every event.
+        #[test]
+        fn a_snapshot_and_its_tail_fold_to_what_a_full_replay_folds_to(
+            steps in prop::collection::vec(step(), 1..60),
+            snapshot_every in 1usize..8,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
+                let repository = MemEventRepository::new(outbox);
+                let gateway = gateway(repository.clone(), snapshot_every);
+                let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
+                sign_up(&gateway, id).await;
+                let metadata = EventMetadata::of(Actor::User(id));
+                let mut known = Known::default();
+                for step in &steps {
+                    let Some(command) = command(step, &known) else { continue };
+                    // A refusal (a locked factor, a closed challenge) is a step too.
+                    if let Ok(committed) = gateway.execute(id, command, &metadata, &secrets()).await {
+                        known.learn(&committed.events);
+                    }
+                    let loaded = gateway.load_user(&id.to_string()).await.unwrap();
+                    prop_assert_eq!(&loaded.user, &full_replay(&repository, id).await);
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_history_is_loaded_from_a_snapshot_and_few_events() {
+        let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
+        let repository = MemEventRepository::new(outbox);
+        let gateway = gateway(repository.clone(), SNAPSHOT_EVERY);
+        let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
+        sign_up(&gateway, id).await;
+        let metadata = EventMetadata::of(Actor::Cli);
+        for _ in 0..500 {
+            for command in [UserCommand::LockAccount, UserCommand::UnlockAccount] {
+                gateway
+                    .execute(id, command, &metadata, &secrets())
+                    .await
+                    .unwrap();
+            }
+        }
+        let loaded = gateway.load_user(&id.to_string()).await.unwrap();
+        assert_eq!(loaded.sequence, 1001);
+        assert!(loaded.sequence - loaded.snapshot_sequence < SNAPSHOT_EVERY);
+        assert_eq!(loaded.user, full_replay(&repository, id).await);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_another_shape_or_that_does_not_read_is_ignored() {
+        let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
+        let repository = MemEventRepository::new(outbox);
+        let gateway = gateway(repository.clone(), 1);
+        let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
+        sign_up(&gateway, id).await;
+        let metadata = EventMetadata::of(Actor::Cli);
+        gateway
+            .execute(id, UserCommand::GrantAdmin, &metadata, &secrets())
+            .await
+            .unwrap();
+        let truth = full_replay(&repository, id).await;
+        assert!(truth.is_admin());
+        for stale in [
+            Snapshot {
+                sequence: 9,
+                state_version: "0".to_owned(),
+                state: serde_json::to_value(User::default()).unwrap(),
+            },
+            Snapshot {
+                sequence: 10,
+                state_version: SNAPSHOT_VERSION.to_owned(),
+                state: serde_json::json!({"not": "a user"}),
+            },
+        ] {
+            repository.put_snapshot(&id.to_string(), stale);
+            let loaded = gateway.load_user(&id.to_string()).await.unwrap();
+            assert_eq!(loaded.snapshot_sequence, 0);
+            assert_eq!(loaded.user, truth);
+        }
     }
 }

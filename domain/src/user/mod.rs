@@ -19,7 +19,7 @@ mod tests;
 mod tfa;
 mod throttle;
 
-pub use aggregate::User;
+pub use aggregate::{User, SNAPSHOT_VERSION};
 pub use commands::{
     ChangePassword, DisableTfa, EnableTfa, EndOtherSessions, EndSession, LogIn, NewDevice,
     RefreshSession, RegenerateBackupCodes, RequestPasswordReset, ResetPassword, SignUp,

@@ -16,7 +16,7 @@ use twofold_domain::values::{Email, UserId};
 use twofold_domain::User;
 use twofold_projections::log::{Checkpoint, EventLog, LoggedEvent};
 
-use super::{claimed_email, EmailIndex, EmailTaken, EventRepository};
+use super::{claimed_email, EmailIndex, EmailTaken, EventRepository, Snapshot};
 use twofold_nats::MailJob;
 
 #[derive(Default)]
@@ -28,6 +28,8 @@ struct Stored {
     /// Per aggregate (type, id): positions in `log`.
     streams: HashMap<(String, String), Vec<usize>>,
     emails: HashMap<String, UserId>,
+    /// The newest snapshot of each user.
+    snapshots: HashMap<String, Snapshot>,
 }
 
 /// Events in memory; clones share one store. Mail jobs committed with events are handed to
@@ -71,6 +73,15 @@ impl MemEventRepository {
             .collect())
     }
 
+    /// Keeps `snapshot` as the newest of `aggregate_id`, whatever it holds (tests only: the
+    /// store's own snapshots come with commits).
+    #[cfg(test)]
+    pub fn put_snapshot(&self, aggregate_id: &str, snapshot: Snapshot) {
+        if let Ok(mut stored) = self.stored.lock() {
+            stored.snapshots.insert(aggregate_id.to_owned(), snapshot);
+        }
+    }
+
     fn stream(events: Vec<SerializedEvent>) -> ReplayStream {
         let (mut feed, stream) = ReplayStream::new(events.len().max(1));
         tokio::spawn(async move {
@@ -112,7 +123,7 @@ impl PersistedEventRepository for MemEventRepository {
         events: &[SerializedEvent],
         _snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        self.commit(events, &[]).await
+        self.commit(events, &[], None).await
     }
 
     async fn stream_events<A: Aggregate>(
@@ -149,6 +160,7 @@ impl EventRepository for MemEventRepository {
         &self,
         events: &[SerializedEvent],
         jobs: &[MailJob],
+        snapshot: Option<&Snapshot>,
     ) -> Result<(), PersistenceError> {
         let mut reservations = Vec::new();
         for event in events {
@@ -189,12 +201,26 @@ impl EventRepository for MemEventRepository {
                 .push(position);
         }
         stored.emails.extend(reservations);
+        if let Some(snapshot) = snapshot {
+            let kept = stored
+                .snapshots
+                .entry(first.aggregate_id.clone())
+                .or_insert_with(|| snapshot.clone());
+            if kept.sequence < snapshot.sequence {
+                *kept = snapshot.clone();
+            }
+        }
         drop(stored);
         for job in jobs.iter().cloned() {
             // The receiver lives as long as the service; if it is gone we are shutting down.
             let _ = self.outbox.send(job);
         }
         Ok(())
+    }
+
+    async fn snapshot(&self, aggregate_id: &str) -> Result<Option<Snapshot>, PersistenceError> {
+        let stored = self.stored.lock().map_err(|_| poisoned())?;
+        Ok(stored.snapshots.get(aggregate_id).cloned())
     }
 }
 

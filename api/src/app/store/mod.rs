@@ -38,14 +38,35 @@ fn claimed_email(event: &SerializedEvent) -> Result<Option<(String, UserId)>, Pe
     })
 }
 
+/// A user's folded state after one of their events, taken so that loading them does not
+/// fold every event again. A cache of the events, never the truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The sequence of the last event folded into it.
+    pub sequence: usize,
+    /// The state's shape when it was taken (`twofold_domain::user::SNAPSHOT_VERSION`).
+    pub state_version: String,
+    /// The folded state.
+    pub state: serde_json::Value,
+}
+
 /// The write side of an event store: a command's events and the mail jobs they cause,
-/// committed in one atomic step (with any email reservation the events make), or not at all.
+/// committed in one atomic step (with any email reservation the events make, and a new
+/// snapshot), or not at all; and the snapshots it keeps.
 pub trait EventRepository: PersistedEventRepository + EmailIndex + Clone + 'static {
-    /// Appends `events` (one aggregate's, numbered after its last stored one) and queues
-    /// `jobs`. A sequence already taken is `OptimisticLockError`; a taken email, [`EmailTaken`].
+    /// Appends `events` (one aggregate's, numbered after its last stored one), queues `jobs`
+    /// and keeps `snapshot` (unless a newer one is kept). A sequence already taken is
+    /// `OptimisticLockError`; a taken email, [`EmailTaken`].
     fn commit(
         &self,
         events: &[SerializedEvent],
         jobs: &[MailJob],
+        snapshot: Option<&Snapshot>,
     ) -> impl std::future::Future<Output = Result<(), PersistenceError>> + Send;
+
+    /// The newest snapshot of user `aggregate_id` that can be trusted, if any.
+    fn snapshot(
+        &self,
+        aggregate_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<Snapshot>, PersistenceError>> + Send;
 }

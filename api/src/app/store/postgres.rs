@@ -11,19 +11,28 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
 use twofold_domain::values::{Email, UserId};
+use twofold_domain::User;
 
 use std::sync::Arc;
 
 use twofold_nats::MailJob;
 use twofold_projections::chain::{self, ChainKey, ChainedEvent};
 
-use super::{claimed_email, EmailIndex, EmailTaken, EventRepository};
+use super::{claimed_email, EmailIndex, EmailTaken, EventRepository, Snapshot};
 
 // The payload and metadata are sent as the exact text their digests cover.
 const INSERT_EVENT: &str = "INSERT INTO events \
     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
      content_digest, chain_digest, chain_key_id) \
     VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10)";
+/// Keeps a snapshot unless a newer one is kept.
+const KEEP_SNAPSHOT: &str = "INSERT INTO user_snapshots \
+    (aggregate_type, aggregate_id, sequence, state_version, state, digest, key_id) \
+    VALUES ($1, $2, $3, $4, $5::json, $6, $7) \
+    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence, \
+        state_version = EXCLUDED.state_version, state = EXCLUDED.state, \
+        digest = EXCLUDED.digest, key_id = EXCLUDED.key_id, taken_at = now() \
+    WHERE user_snapshots.sequence < EXCLUDED.sequence";
 const RESERVE_EMAIL: &str = "INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)";
 const EMAIL_CONSTRAINT: &str = "user_emails_email_key_pkey";
 
@@ -100,7 +109,7 @@ impl PersistedEventRepository for PgEventRepository {
         events: &[SerializedEvent],
         _snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        self.commit(events, &[]).await
+        self.commit(events, &[], None).await
     }
 
     async fn stream_events<A: Aggregate>(
@@ -139,6 +148,7 @@ impl EventRepository for PgEventRepository {
         &self,
         events: &[SerializedEvent],
         jobs: &[MailJob],
+        snapshot: Option<&Snapshot>,
     ) -> Result<(), PersistenceError> {
         if events.is_empty() {
             return Ok(());
@@ -198,6 +208,67 @@ impl EventRepository for PgEventRepository {
                 .await
                 .map_err(persistence_error)?;
         }
+        if let (Some(snapshot), Some(first)) = (snapshot, events.first()) {
+            let state = serde_json::to_string(&snapshot.state)?;
+            let sequence = snapshot.sequence as u64;
+            let digest = chain::snapshot_digest(
+                &self.chain_key,
+                &first.aggregate_type,
+                &first.aggregate_id,
+                sequence,
+                &snapshot.state_version,
+                &state,
+            );
+            sqlx::query(KEEP_SNAPSHOT)
+                .bind(&first.aggregate_type)
+                .bind(&first.aggregate_id)
+                .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+                .bind(&snapshot.state_version)
+                .bind(&state)
+                .bind(&digest)
+                .bind(self.chain_key.id())
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+        }
         tx.commit().await.map_err(persistence_error)
+    }
+
+    async fn snapshot(&self, aggregate_id: &str) -> Result<Option<Snapshot>, PersistenceError> {
+        let row: Option<(i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT sequence, state_version, state::text, digest, key_id FROM user_snapshots \
+             WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(User::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(persistence_error)?;
+        let Some((sequence, state_version, state, digest, key_id)) = row else {
+            return Ok(None);
+        };
+        if key_id != self.chain_key.id() {
+            // Taken under a retired key: the user is folded from the events until the next.
+            return Ok(None);
+        }
+        let sequence = u64::try_from(sequence).unwrap_or_default();
+        let expected = chain::snapshot_digest(
+            &self.chain_key,
+            User::TYPE,
+            aggregate_id,
+            sequence,
+            &state_version,
+            &state,
+        );
+        if expected != digest {
+            tracing::warn!(target: "security", user_id = aggregate_id,
+                "a snapshot does not match its digest; the user is folded from every event");
+            return Ok(None);
+        }
+        Ok(Some(Snapshot {
+            sequence: usize::try_from(sequence).unwrap_or(usize::MAX),
+            state_version,
+            state: serde_json::from_str(&state)?,
+        }))
     }
 }

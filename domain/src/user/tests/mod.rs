@@ -12,6 +12,7 @@ mod password;
 mod proofs;
 mod sessions;
 mod signup;
+mod snapshot;
 mod tfa;
 mod throttle;
 mod upcasters;
