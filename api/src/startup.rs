@@ -26,6 +26,7 @@ use twofold_projections::{
 };
 
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
+use crate::app::access::{AccessCache, DropsAccess};
 use crate::app::gateway::{CommandGateway, Users};
 use crate::app::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
 use crate::app::mail_policy::MailPolicy;
@@ -226,6 +227,7 @@ pub fn app(store: &Store, adapters: Adapters, settings: Settings, metrics: &Metr
 struct StoreParts {
     users: Arc<dyn Users>,
     directory: Arc<dyn UserDirectory>,
+    access: Arc<AccessCache>,
     unknown_accounts: Arc<dyn UnknownAccountThrottle>,
     projector: Projector,
     views: ViewSet,
@@ -244,12 +246,15 @@ fn composed(
     let stored = match store {
         Store::Postgres(pool) => {
             let log: Arc<dyn EventLog> = Arc::new(PgEventLog::new(pool.clone()));
-            let (queries, projector) = projections(
+            let directory: Arc<dyn UserDirectory> = Arc::new(PgUserDirectory::new(pool.clone()));
+            let access = Arc::new(AccessCache::new(Arc::clone(&directory)));
+            let (mut queries, projector) = projections(
                 &log,
                 Arc::new(PgViewStore::new(pool.clone(), USER_VIEW_TABLE)),
                 Arc::new(PgViewStore::new(pool.clone(), SESSION_VIEW_TABLE)),
                 Arc::new(PgCheckpointStore::new(pool.clone())),
             );
+            queries.push(Box::new(DropsAccess(Arc::clone(&access))));
             let gateway = CommandGateway::new(
                 PgEventRepository::new(pool.clone(), Arc::clone(&adapters.chain_key)),
                 policy(),
@@ -259,7 +264,8 @@ fn composed(
             .with_metrics(metrics.clone());
             StoreParts {
                 users: Arc::new(gateway),
-                directory: Arc::new(PgUserDirectory::new(pool.clone())),
+                directory,
+                access,
                 unknown_accounts: Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
                 projector,
                 views: ViewSet::Postgres(pool.clone()),
@@ -271,20 +277,24 @@ fn composed(
             let log: Arc<dyn EventLog> = Arc::new(events.clone());
             let views = Arc::new(MemViewStore::<UserView>::default());
             let sessions = Arc::new(MemViewStore::<SessionsView>::default());
-            let (queries, projector) = projections(
+            let directory: Arc<dyn UserDirectory> = Arc::new(MemUserDirectory::new(
+                Arc::clone(&views),
+                Arc::clone(&sessions),
+            ));
+            let access = Arc::new(AccessCache::new(Arc::clone(&directory)));
+            let (mut queries, projector) = projections(
                 &log,
                 Arc::clone(&views) as _,
                 Arc::clone(&sessions) as _,
                 Arc::new(MemCheckpointStore::default()),
             );
+            queries.push(Box::new(DropsAccess(Arc::clone(&access))));
             let gateway = CommandGateway::new(events, policy(), queries, services)
                 .with_metrics(metrics.clone());
             StoreParts {
                 users: Arc::new(gateway),
-                directory: Arc::new(MemUserDirectory::new(
-                    Arc::clone(&views),
-                    Arc::clone(&sessions),
-                )),
+                directory,
+                access,
                 unknown_accounts: Arc::new(MemUnknownAccountThrottle::default()),
                 projector,
                 views: ViewSet::Memory {
@@ -299,6 +309,7 @@ fn composed(
     let parts = Parts {
         users: stored.users,
         directory: stored.directory,
+        access: stored.access,
         unknown_accounts: stored.unknown_accounts,
         mail: MailFactory::new(adapters.mail_sealer),
         mail_queue: adapters.mail_queue,

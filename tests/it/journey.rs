@@ -256,6 +256,8 @@ pub async fn admin_listing(app: &TestApp) {
     assert_eq!(outcome, GrantOutcome::Granted);
     let again = grant_admin(&app.config, &email).await.unwrap();
     assert_eq!(again, GrantOutcome::AlreadyAdmin);
+    // The command line is another process: the service sees the role within its bound.
+    tokio::time::sleep(twofold_api::app::access::ACCESS_CACHE_TTL).await;
 
     let response = app.get_with("/users/users", access).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -339,21 +341,24 @@ pub async fn admin_listing(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(refreshed.status(), StatusCode::UNAUTHORIZED);
-    // A user cannot do this to another.
+    // The lock ended the victim's sessions, and their access tokens with them.
     let victim_access = victim_tokens["access_token"].as_str().unwrap();
-    let refused = app
-        .http
-        .post(app.url(&format!("/users/{victim_id}/unlock")))
-        .bearer_auth(victim_access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let dead = app.get_with("/auth/test-token", victim_access).await;
+    assert_eq!(dead.status(), StatusCode::UNAUTHORIZED);
     let unlocked = admin_post(format!("/users/{victim_id}/unlock"))
         .await
         .unwrap();
     assert_eq!(unlocked.status(), StatusCode::NO_CONTENT);
     let tokens = app.login_expecting(&victim, StatusCode::OK).await;
+    // A user cannot do this to another.
+    let refused = app
+        .http
+        .post(app.url(&format!("/users/{victim_id}/lock")))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let ended = app
         .http
         .delete(app.url(&format!("/users/{victim_id}/sessions")))

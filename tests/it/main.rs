@@ -18,6 +18,7 @@ mod metrics;
 mod nats_server;
 mod openapi;
 mod password;
+mod revocation;
 mod secrets;
 mod sessions;
 mod snapshots;

@@ -140,13 +140,18 @@ async fn sessions_are_listed_ended_one_by_one_or_all_but_the_callers_and_logged_
         refresh(&app, &refresh_token(&logins[2])).await.status(),
         StatusCode::UNAUTHORIZED
     );
+    // The session's access token died with it.
+    let (status, body) = problem(app.get_with("/auth/sessions", &access(2)).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "auth.invalid_token");
+    let fresh = app.login_token(&email, StatusCode::OK).await;
     let listed: Value = app
-        .get_with("/auth/sessions", &access(2))
+        .get_with("/auth/sessions", &fresh)
         .await
         .json()
         .await
         .unwrap();
-    assert!(listed["sessions"].as_array().unwrap().is_empty());
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1);
 }
 
 /// Sessions a user keeps at once (`MAX_SESSIONS`, documented in SECURITY.md).
@@ -158,13 +163,20 @@ async fn at_the_session_cap_a_login_ends_the_oldest_session_in_the_list_too() {
     let email = unique_email("cap");
     app.signup(&signup_body(&email, None)).await;
     let first = app.login_expecting(&email, StatusCode::OK).await;
+    let mut newest = first.clone();
     for _ in 0..MAX_SESSIONS {
-        app.login_expecting(&email, StatusCode::OK).await;
+        newest = app.login_expecting(&email, StatusCode::OK).await;
     }
 
-    // The first session's access token still verifies until it expires, so it can list.
+    // The first session's access token died with its session.
+    let (status, _) = problem(
+        app.get_with("/auth/sessions", first["access_token"].as_str().unwrap())
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let listed: Value = app
-        .get_with("/auth/sessions", first["access_token"].as_str().unwrap())
+        .get_with("/auth/sessions", newest["access_token"].as_str().unwrap())
         .await
         .json()
         .await
@@ -176,7 +188,8 @@ async fn at_the_session_cap_a_login_ends_the_oldest_session_in_the_list_too() {
         .map(|session| session["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), MAX_SESSIONS);
-    let first_id = listed["current_session_id"].as_str().unwrap();
+    let first_claims = claims_of(first["access_token"].as_str().unwrap());
+    let first_id = first_claims["sid"].as_str().unwrap();
     assert!(
         !ids.contains(&first_id),
         "the ended session is still listed"

@@ -30,7 +30,11 @@ async fn a_snapshot_changed_behind_the_services_back_is_ignored() {
     .await
     .unwrap();
     let login = app.login(&email, crate::helpers::PASSWORD).await;
-    assert_eq!(login.status(), StatusCode::OK, "the events say the account is open");
+    assert_eq!(
+        login.status(),
+        StatusCode::OK,
+        "the events say the account is open"
+    );
     let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
     assert!(logs.contains("a snapshot does not match its digest"));
 }

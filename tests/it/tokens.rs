@@ -13,11 +13,6 @@ fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
 
-fn claims_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
-
 fn sign(app: &TestApp, kid: &str, claims: &Value) -> String {
     let key = EncodingKey::from_ed_pem(app.jwt_key_pem().as_bytes()).unwrap();
     let mut header = Header::new(Algorithm::EdDSA);

@@ -3,6 +3,7 @@
 //! knows HTTP (no axum, no `crate::http`): a handler extracts, calls one use case, and maps
 //! its one outcome to one response.
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 mod error;
@@ -32,6 +33,7 @@ use twofold_projections::{UserDirectory, UserView};
 use crate::adapters::Argon2Hasher;
 use crate::config::ExistingEmail;
 use crate::metrics::Metrics;
+use access::{AccessCache, UserAccess};
 use gateway::Users;
 use mail::{MailFactory, MailQueue};
 use unknown_accounts::UnknownAccountThrottle;
@@ -58,6 +60,7 @@ pub struct Settings {
 pub struct App {
     users: Arc<dyn Users>,
     directory: Arc<dyn UserDirectory>,
+    access: Arc<AccessCache>,
     unknown_accounts: Arc<dyn UnknownAccountThrottle>,
     mail: MailFactory,
     mail_queue: Arc<dyn MailQueue>,
@@ -80,6 +83,8 @@ pub struct Parts {
     pub users: Arc<dyn Users>,
     /// The user views.
     pub directory: Arc<dyn UserDirectory>,
+    /// What access tokens may still do, cached over the views.
+    pub access: Arc<AccessCache>,
     /// Failed logins to addresses without an account.
     pub unknown_accounts: Arc<dyn UnknownAccountThrottle>,
     /// Builds the emails no command causes (the test email).
@@ -104,6 +109,7 @@ impl App {
         Self {
             users: parts.users,
             directory: parts.directory,
+            access: parts.access,
             unknown_accounts: parts.unknown_accounts,
             mail: parts.mail,
             mail_queue: parts.mail_queue,
@@ -127,9 +133,15 @@ impl App {
         self.users.find_by_email(email).await
     }
 
+    /// `user` as their access tokens see them (their view and live sessions), from memory
+    /// when a recent copy is there (see [`access`]); `None` if they do not exist.
+    pub async fn access(&self, user: UserId) -> Result<Option<Arc<UserAccess>>, AppError> {
+        self.access.access(user).await
+    }
+
     /// Whether `user` exists and has the admin role (from the user view).
     pub async fn is_admin(&self, user: UserId) -> Result<Option<bool>, AppError> {
-        Ok(self.directory.find(user).await?.map(|view| view.is_admin))
+        Ok(self.access(user).await?.map(|access| access.view.is_admin))
     }
 
     /// Waits at most `timeout` for the work requests started in the background.

@@ -4,7 +4,11 @@
 use axum::extract::{FromRef, FromRequest, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
+use std::sync::Arc;
+
 use twofold_domain::{Actor, EventMetadata};
+
+use crate::app::access::UserAccess;
 
 use crate::http::error::ApiError;
 use crate::http::jwt::{Access, Claims, KindClaims, PreTfa};
@@ -56,7 +60,27 @@ fn verified<K: KindClaims>(parts: &Parts, state: &AppState) -> Result<Claims<K>,
     state.tokens.verify(bearer(parts)?)
 }
 
-/// The claims of a valid access token.
+/// A valid access token whose session is live, with the user as it sees them. A logout,
+/// an ended session, a password change or reset, an admin lock or the end of every session
+/// ends the session, and so kills its access tokens before they expire (at once on the
+/// instance that did it, within `ACCESS_CACHE_TTL` on the others: see `app::access`).
+async fn live_access(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<(Claims<Access>, Arc<UserAccess>), ApiError> {
+    let claims = verified::<Access>(parts, state)?;
+    let access = state
+        .app
+        .access(claims.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    if !access.session_is_live(claims.session_id()) {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok((claims, access))
+}
+
+/// The claims of a valid access token of a live session.
 pub struct AccessToken(pub Claims<Access>);
 
 impl<S> FromRequestParts<S> for AccessToken
@@ -67,7 +91,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        verified(parts, &AppState::from_ref(state)).map(Self)
+        let (claims, _) = live_access(parts, &AppState::from_ref(state)).await?;
+        Ok(Self(claims))
     }
 }
 
@@ -97,12 +122,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let state = AppState::from_ref(state);
-        let claims = verified::<Access>(parts, &state)?;
-        match state.app.is_admin(claims.sub).await? {
-            Some(true) => Ok(Self(claims)),
-            Some(false) => Err(ApiError::AdminOnly),
-            None => Err(ApiError::InvalidToken),
+        let (claims, access) = live_access(parts, &AppState::from_ref(state)).await?;
+        if access.view.is_admin {
+            Ok(Self(claims))
+        } else {
+            Err(ApiError::AdminOnly)
         }
     }
 }

@@ -235,9 +235,9 @@ async fn test_token(
 ) -> Result<Json<UserView>, ApiError> {
     state
         .app
-        .user_view(claims.sub)
+        .access(claims.sub)
         .await?
-        .map(Json)
+        .map(|access| Json(access.view.clone()))
         .ok_or(ApiError::InvalidToken)
 }
 
