@@ -55,6 +55,8 @@ pub enum HistoryType {
     SignUpAttempted,
     /// Someone else (an admin or an operator) read the account's audit trail.
     AuditTrailRead,
+    /// The account was erased.
+    AccountErased,
 }
 
 /// Who caused an entry, as the user may know it.
@@ -227,6 +229,7 @@ pub fn history_entry(
         UserEvent::AccountUnlocked { at } => entry(HistoryType::AccountUnlocked, *at),
         UserEvent::AdminGranted { at } => entry(HistoryType::AdminGranted, *at),
         UserEvent::SignUpAttempted { at } => entry(HistoryType::SignUpAttempted, *at),
+        UserEvent::UserErased { at } => entry(HistoryType::AccountErased, *at),
         UserEvent::AuditTrailRead { scope, at } => HistoryEntry {
             scope: Some(*scope),
             ..entry(HistoryType::AuditTrailRead, *at)

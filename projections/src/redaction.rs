@@ -130,7 +130,8 @@ pub fn redacted(event: &UserEvent) -> UserEvent {
         | UserEvent::AccountUnlocked { .. }
         | UserEvent::AdminGranted { .. }
         | UserEvent::SignUpAttempted { .. }
-        | UserEvent::AuditTrailRead { .. } => event.clone(),
+        | UserEvent::AuditTrailRead { .. }
+        | UserEvent::UserErased { .. } => event.clone(),
     }
 }
 

@@ -5,7 +5,7 @@ use cqrs_es::{EventEnvelope, View};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use twofold_domain::values::SessionId;
-use twofold_domain::{User, UserEvent};
+use twofold_domain::{EventMetadata, User, UserEvent};
 
 use crate::ProjectedView;
 
@@ -40,7 +40,8 @@ impl ProjectedView for SessionsView {
         match event {
             UserEvent::SessionStarted { .. }
             | UserEvent::SessionRefreshed { .. }
-            | UserEvent::SessionEnded { .. } => true,
+            | UserEvent::SessionEnded { .. }
+            | UserEvent::UserErased { .. } => true,
             UserEvent::SignedUp { .. }
             | UserEvent::TfaEnabled { .. }
             | UserEvent::TfaDeviceChanged { .. }
@@ -69,8 +70,9 @@ impl ProjectedView for SessionsView {
 
 impl View<User> for SessionsView {
     fn update(&mut self, event: &EventEnvelope<User>) {
-        let ip_address = event.metadata.get("ip").cloned();
-        let user_agent = event.metadata.get("user_agent").cloned();
+        let metadata = EventMetadata::from_map(&event.metadata).ok();
+        let ip_address = metadata.as_ref().and_then(|metadata| metadata.ip.clone());
+        let user_agent = metadata.and_then(|metadata| metadata.user_agent);
         match &event.payload {
             UserEvent::SessionStarted { session_id, at, .. } => {
                 self.sessions.push(SessionSummary {
@@ -91,6 +93,7 @@ impl View<User> for SessionsView {
             UserEvent::SessionEnded { session_id, .. } => {
                 self.sessions.retain(|session| session.id != *session_id);
             }
+            UserEvent::UserErased { .. } => self.sessions.clear(),
             _ => {}
         }
     }

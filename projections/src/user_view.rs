@@ -44,7 +44,8 @@ impl crate::ProjectedView for UserView {
             | UserEvent::TfaDisabled { .. }
             | UserEvent::AdminGranted { .. }
             | UserEvent::AccountLocked { .. }
-            | UserEvent::AccountUnlocked { .. } => true,
+            | UserEvent::AccountUnlocked { .. }
+            | UserEvent::UserErased { .. } => true,
             UserEvent::LoggedIn { .. }
             | UserEvent::SecondFactorRequired { .. }
             | UserEvent::EmailCodeIssued { .. }
@@ -91,6 +92,8 @@ impl View<User> for UserView {
                     device_type: device.device_type(),
                 });
             }
+            // What is left of an erased user is nothing: the view reads as no user at all.
+            UserEvent::UserErased { .. } => *self = Self::default(),
             UserEvent::AdminGranted { .. } => self.is_admin = true,
             UserEvent::AccountLocked { .. } => self.is_locked = true,
             UserEvent::AccountUnlocked { .. } => self.is_locked = false,

@@ -329,6 +329,8 @@ fn command_name(command: &UserCommand) -> &'static str {
         UserCommand::ResealSecrets => "reseal_secrets",
         UserCommand::NoteSignUpAttempt => "note_sign_up_attempt",
         UserCommand::RecordAuditRead(_) => "record_audit_read",
+        UserCommand::EraseOwnAccount(_) => "erase_own_account",
+        UserCommand::EraseAccount => "erase_account",
     }
 }
 

@@ -146,7 +146,9 @@ impl MailPolicy {
                 | UserEvent::AccountUnlocked { .. }
                 | UserEvent::AdminGranted { .. }
                 | UserEvent::SeedResealed { .. }
-                | UserEvent::AuditTrailRead { .. } => {}
+                | UserEvent::AuditTrailRead { .. }
+                // The address is being forgotten: nothing is sent to it any more.
+                | UserEvent::UserErased { .. } => {}
             }
         }
         Ok(jobs)

@@ -157,7 +157,8 @@ fn domain_status(error: UserError) -> StatusCode {
         UserError::TfaAlreadyEnabled
         | UserError::TfaNotEnabled
         | UserError::NoCodeGenerator
-        | UserError::ResetTokenInvalid => StatusCode::BAD_REQUEST,
+        | UserError::ResetTokenInvalid
+        | UserError::SecondFactorRequired => StatusCode::BAD_REQUEST,
         UserError::ChallengeClosed | UserError::SessionEnded => StatusCode::UNAUTHORIZED,
         UserError::TfaCodeReplayed | UserError::EmailCodeExpired | UserError::AccountLocked => {
             StatusCode::FORBIDDEN

@@ -16,7 +16,7 @@ use crate::values::{ChallengeId, Email, FullName, KeyedDigest, PasswordHash, Use
 /// ignored and the user is folded from every event again. (A field merely added with a
 /// default would read from an old snapshot without the facts that older events folded into
 /// it.) A test pins the shape to this version.
-pub const SNAPSHOT_VERSION: &str = "1";
+pub const SNAPSHOT_VERSION: &str = "2";
 
 /// One user, as folded from their events.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +36,8 @@ pub struct User {
     pub(super) sessions: Vec<super::sessions::Session>,
     /// Failure counts and locks, per kind of factor.
     pub(super) throttles: super::throttle::Throttles,
+    /// Erased: the stream is closed, no command applies any more.
+    pub(super) erased: bool,
     /// When the owner was last told of a sign-up attempt with their address.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub(super) last_sign_up_notice: Option<OffsetDateTime>,
@@ -171,6 +173,10 @@ impl Aggregate for User {
             UserCommand::RecordAuditRead(scope) => {
                 self.record_audit_read(scope, services, sink).await
             }
+            UserCommand::EraseOwnAccount(command) => {
+                self.erase_own_account(command, services, sink).await
+            }
+            UserCommand::EraseAccount => self.erase_account(services, sink).await,
         }
     }
 
@@ -346,6 +352,13 @@ impl Aggregate for User {
             UserEvent::SignUpAttempted { at } => self.last_sign_up_notice = Some(at),
             // A read changes nothing of the user; it is kept for the record.
             UserEvent::AuditTrailRead { .. } => {}
+            // Nothing of the person is kept, and the stream stays closed.
+            UserEvent::UserErased { .. } => {
+                *self = Self {
+                    erased: true,
+                    ..Self::default()
+                };
+            }
             UserEvent::SeedResealed { seed, .. } => {
                 if let Some(tfa) = self.tfa.as_mut() {
                     tfa.device.secret = DeviceSecret::CodeGenerator { seed };

@@ -51,6 +51,19 @@ pub enum UserCommand {
     NoteSignUpAttempt,
     /// Record that someone other than the user read the user's audit trail.
     RecordAuditRead(AuditScope),
+    /// The user erases their own account.
+    EraseOwnAccount(EraseOwnAccount),
+    /// Erase the account (an admin's or operator's action).
+    EraseAccount,
+}
+
+/// Erases the caller's own account, with the proofs of a sensitive change.
+#[derive(Debug, Clone)]
+pub struct EraseOwnAccount {
+    /// The current password.
+    pub password: SecretString,
+    /// A current second factor; required when two-factor authentication is on.
+    pub code: Option<SecretString>,
 }
 
 /// Creates the account, optionally with two-factor authentication already on.

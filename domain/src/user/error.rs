@@ -61,6 +61,9 @@ pub enum UserError {
     /// An admin locked the account.
     #[error("this account is locked; contact an administrator")]
     AccountLocked,
+    /// Erasing an account with two-factor authentication on needs a current second factor.
+    #[error("a current second factor (`code`) is required for this account")]
+    SecondFactorRequired,
     /// The reset token is wrong, spent or expired.
     #[error("the reset token is not valid; request a new one")]
     ResetTokenInvalid,
@@ -104,6 +107,7 @@ impl UserError {
             Self::Locked { .. } => "auth.locked",
             Self::SessionEnded => "auth.session_ended",
             Self::ResetTokenInvalid => "auth.reset_token_invalid",
+            Self::SecondFactorRequired => "tfa.code_required",
             Self::AccountLocked => "auth.account_locked",
             Self::UnknownSession => "auth.session_not_found",
             Self::HasherSaturated => "service.busy",

@@ -285,6 +285,14 @@ pub enum UserEvent {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// The account was erased: the person's key is destroyed, so what identified them in
+    /// earlier events reads as erased, and the stream is closed. Who and why are in the
+    /// metadata; the event itself holds no personal data. Since version 2.0.
+    UserErased {
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
     /// Someone other than the user read the user's audit trail; the metadata names who and
     /// in which request, so that the auditors are audited too. Since version 2.0.
     AuditTrailRead {
@@ -336,6 +344,7 @@ impl DomainEvent for UserEvent {
             Self::AdminGranted { .. } => "AdminGranted",
             Self::SeedResealed { .. } => "SeedResealed",
             Self::AuditTrailRead { .. } => "AuditTrailRead",
+            Self::UserErased { .. } => "UserErased",
             Self::SignUpAttempted { .. } => "SignUpAttempted",
         };
         name.to_owned()

@@ -99,7 +99,7 @@ impl User {
     /// Checks a current second factor: a TOTP code (for an authenticator app) or a backup
     /// code. The proof is recorded (spending the TOTP step or the backup code); a wrong code is
     /// a recorded, throttled failure (`Ok(false)`).
-    async fn confirm_second_factor(
+    pub(super) async fn confirm_second_factor(
         &mut self,
         code: &SecretString,
         services: &UserServices,

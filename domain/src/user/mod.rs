@@ -4,6 +4,7 @@
 mod admin;
 mod aggregate;
 mod commands;
+mod erasure;
 mod error;
 mod events;
 mod keys;
@@ -21,8 +22,8 @@ mod throttle;
 
 pub use aggregate::{User, SNAPSHOT_VERSION};
 pub use commands::{
-    ChangePassword, DisableTfa, EnableTfa, EndOtherSessions, EndSession, LogIn, NewDevice,
-    RefreshSession, RegenerateBackupCodes, RequestPasswordReset, ResetPassword, SignUp,
+    ChangePassword, DisableTfa, EnableTfa, EndOtherSessions, EndSession, EraseOwnAccount, LogIn,
+    NewDevice, RefreshSession, RegenerateBackupCodes, RequestPasswordReset, ResetPassword, SignUp,
     SwitchTfaDevice, TfaEnrolment, UseBackupCode, UserCommand, VerifyTfaCode,
 };
 pub use error::UserError;

@@ -40,6 +40,8 @@ pub enum SessionEndReason {
     EndedByAdmin,
     /// A new login found the user at [`MAX_SESSIONS`]; the oldest session made room.
     SessionLimit,
+    /// The account was erased.
+    AccountErased,
 }
 
 /// A live session.

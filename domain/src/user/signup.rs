@@ -19,7 +19,7 @@ impl User {
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
-        if self.account.is_some() {
+        if self.account.is_some() || self.erased {
             return Err(UserError::AlreadyRegistered);
         }
         let password_hash = services.hasher.hash(&command.password).await?;

@@ -95,6 +95,7 @@ pub(super) fn one_of_each() -> Vec<UserEvent> {
             scope: AuditScope::Events,
             at: at(10),
         },
+        UserEvent::UserErased { at: at(11) },
     ]
 }
 
@@ -114,7 +115,7 @@ pub(super) fn one_of_each_stored_at_1_0() -> Vec<UserEvent> {
 fn every_event_is_stored_under_its_event_type_and_reads_back_unchanged() {
     let types: std::collections::BTreeSet<String> =
         one_of_each().iter().map(DomainEvent::event_type).collect();
-    assert_eq!(types.len(), 25, "one of each type");
+    assert_eq!(types.len(), 26, "one of each type");
     assert_eq!(
         one_of_each_stored_at_1_0().len(),
         24,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod backup_codes;
+mod erasure;
 mod events;
 mod keys;
 mod login;
