@@ -129,6 +129,16 @@ pub enum UsersCommand {
         /// The user's email address.
         email: String,
     },
+    /// Erase a user: every session ends, the address is freed and what identified the person
+    /// in the log can no longer be read (recorded as an event, with `cli` as the actor).
+    Erase {
+        /// The user's id or email address.
+        user: String,
+        /// Why (recorded in clear with the erasure; at most 200 characters, never the
+        /// person's data).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// `twofold keys …`

@@ -27,6 +27,9 @@ async fn main() -> ExitCode {
         Some(Command::Users {
             action: UsersCommand::GrantAdmin { email },
         }) => grant_admin(&cli.config, &email).await,
+        Some(Command::Users {
+            action: UsersCommand::Erase { user, reason },
+        }) => erase_user(&cli.config, &user, reason.as_deref()).await,
         Some(Command::Keys {
             action: KeysCommand::Generate { jwt_key_out },
         }) => generate_keys(&jwt_key_out),
@@ -102,11 +105,17 @@ async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<()> {
     }
 }
 
+async fn erase_user(config: &Config, who: &str, reason: Option<&str>) -> anyhow::Result<()> {
+    let user_id = operator::erase_user(config, who, reason).await?;
+    say(&format!("user {user_id} is erased"))
+}
+
 async fn reseal(config: &Config) -> anyhow::Result<()> {
     let report = operator::reseal(config).await?;
     say(&format!(
-        "{} users checked, {} TOTP seeds resealed under the current key",
-        report.users, report.resealed
+        "{} users checked, {} TOTP seeds, {} data keys and {} address reservations moved to the \
+         current key",
+        report.users, report.resealed, report.data_keys_resealed, report.addresses_reindexed
     ))?;
     if report.retired_keys_in_use.is_empty() {
         return say("no user holds a secret under a retired key: they can be removed");

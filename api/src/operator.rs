@@ -31,8 +31,10 @@ async fn app(config: &Config, what: &str) -> anyhow::Result<(Arc<App>, PgPool)> 
         );
     };
     let (services, hasher) = startup::services(config, &keys)?;
-    let pool = startup::connect(database_url, 2).await?;
+    // A views rebuild holds a lock, a snapshot scan and a read of the data keys at once.
+    let pool = startup::connect(database_url, 4).await?;
     startup::chain_older_events(&pool, &keys).await?;
+    startup::index_addresses_by_digest(&pool, &keys).await?;
     let adapters = Adapters {
         services,
         hasher,
@@ -52,6 +54,24 @@ pub async fn grant_admin(config: &Config, email: &str) -> anyhow::Result<GrantOu
     app.grant_admin(&email, Actor::Cli)
         .await?
         .with_context(|| format!("no user has the email address {email}"))
+}
+
+/// Erases the user `who` (an id or an email address), with `cli` as the actor and `reason`
+/// recorded; returns their id.
+pub async fn erase_user(
+    config: &Config,
+    who: &str,
+    reason: Option<&str>,
+) -> anyhow::Result<UserId> {
+    let reason = crate::app::erasure::reason(reason)?;
+    let (app, _) = app(config, "users erase").await?;
+    let user_id = resolve(&app, who).await?;
+    let metadata = EventMetadata {
+        reason,
+        ..EventMetadata::of(Actor::Cli)
+    };
+    app.erase_account(user_id, &metadata).await?;
+    Ok(user_id)
 }
 
 /// Seals every TOTP seed under a retired key again under the current one, and reports which
@@ -74,15 +94,15 @@ pub async fn rebuild_views(
     config: &Config,
     apply: bool,
 ) -> anyhow::Result<twofold_projections::rebuild::RebuildReport> {
-    let Some(database_url) = &config.database_url else {
+    if config.database_url.is_none() {
         anyhow::bail!(
             "views rebuild needs DATABASE_URL: the embedded mode's views are rebuilt inside the \
              running service, with POST /api/v1/admin/views/rebuild"
         );
-    };
-    let pool = startup::connect(database_url, 4).await?;
-    let views = crate::app::views::ViewSet::Postgres(pool);
-    Ok(crate::app::views::rebuild(&views, apply).await?)
+    }
+    // The use cases' view set: it opens the events' personal data with the users' keys.
+    let (app, _pool) = app(config, "views rebuild").await?;
+    Ok(app.rebuild_views(apply).await?)
 }
 
 /// Walks every user's chain of events with the chain keys of the current and retired sealing

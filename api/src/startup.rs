@@ -19,6 +19,7 @@ use twofold_mailer::{Sender, Transport};
 use twofold_nats::{MailJob, MailSealer, OutboxRelay, Topology};
 use twofold_projections::chain::{self, ChainKey};
 use twofold_projections::log::{EventLog, PgEventLog};
+use twofold_projections::personal::PersonalData;
 use twofold_projections::{
     CheckpointStore, Follower, MemCheckpointStore, MemUserDirectory, MemViewStore,
     PgCheckpointStore, PgUserDirectory, PgViewStore, Projection, Projector, SessionsView,
@@ -88,6 +89,22 @@ pub async fn chain_older_events(pool: &PgPool, keys: &Keys) -> anyhow::Result<()
         tracing::info!(
             events = chained,
             "events stored before the event chain are now chained"
+        );
+    }
+    Ok(())
+}
+
+/// Rewrites the address reservations stored in clear (before addresses were indexed by keyed
+/// digest) into digests under the current sealing key, once.
+pub async fn index_addresses_by_digest(pool: &PgPool, keys: &Keys) -> anyhow::Result<()> {
+    let sealer = XChaChaSealer::new(&keys.sealing, &keys.retired_sealing);
+    let indexed = PgEventRepository::index_clear_addresses(pool, &sealer)
+        .await
+        .context("indexing the addresses stored in clear by their keyed digest failed")?;
+    if indexed > 0 {
+        tracing::info!(
+            addresses = indexed,
+            "address reservations stored in clear are now keyed by digest"
         );
     }
     Ok(())
@@ -245,7 +262,14 @@ fn composed(
     let services = adapters.services.clone();
     let stored = match store {
         Store::Postgres(pool) => {
-            let log: Arc<dyn EventLog> = Arc::new(PgEventLog::new(pool.clone()));
+            let repository = PgEventRepository::new(
+                pool.clone(),
+                Arc::clone(&adapters.chain_key),
+                Arc::clone(&services.sealer),
+            );
+            let personal: Arc<dyn PersonalData> = Arc::new(repository.clone());
+            let log: Arc<dyn EventLog> =
+                Arc::new(PgEventLog::new(pool.clone()).with_personal_data(Arc::clone(&personal)));
             let directory: Arc<dyn UserDirectory> = Arc::new(PgUserDirectory::new(pool.clone()));
             let access = Arc::new(AccessCache::new(Arc::clone(&directory)));
             let (mut queries, projector) = projections(
@@ -255,25 +279,23 @@ fn composed(
                 Arc::new(PgCheckpointStore::new(pool.clone())),
             );
             queries.push(Box::new(DropsAccess(Arc::clone(&access))));
-            let gateway = CommandGateway::new(
-                PgEventRepository::new(pool.clone(), Arc::clone(&adapters.chain_key)),
-                policy(),
-                queries,
-                services,
-            )
-            .with_metrics(metrics.clone());
+            let gateway = CommandGateway::new(repository, policy(), queries, services)
+                .with_metrics(metrics.clone());
             StoreParts {
                 users: Arc::new(gateway),
                 directory,
                 access,
                 unknown_accounts: Arc::new(PgUnknownAccountThrottle::new(pool.clone())),
                 projector,
-                views: ViewSet::Postgres(pool.clone()),
+                views: ViewSet::Postgres {
+                    pool: pool.clone(),
+                    personal,
+                },
                 log,
             }
         }
         Store::Memory(outbox) => {
-            let events = MemEventRepository::new(outbox.clone());
+            let events = MemEventRepository::new(outbox.clone(), Arc::clone(&services.sealer));
             let log: Arc<dyn EventLog> = Arc::new(events.clone());
             let views = Arc::new(MemViewStore::<UserView>::default());
             let sessions = Arc::new(MemViewStore::<SessionsView>::default());
@@ -340,6 +362,7 @@ async fn mail_path(
         Some(pool) => {
             migrate(&pool).await?;
             chain_older_events(&pool, keys).await?;
+            index_addresses_by_digest(&pool, keys).await?;
             let nats_url = config
                 .nats_url
                 .as_deref()

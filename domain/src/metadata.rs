@@ -69,12 +69,16 @@ pub struct EventMetadata {
     pub ip: Option<String>,
     /// The client's `User-Agent`.
     pub user_agent: Option<String>,
+    /// Why, where the actor gave a reason (an erasure's, for example). Kept in clear: it must
+    /// not name the person.
+    pub reason: Option<String>,
 }
 
 const ACTOR: &str = "actor";
 const REQUEST_ID: &str = "request_id";
 const IP: &str = "ip";
 const USER_AGENT: &str = "user_agent";
+const REASON: &str = "reason";
 
 impl EventMetadata {
     /// Metadata naming only the actor (the command line, the configuration).
@@ -84,6 +88,15 @@ impl EventMetadata {
             request_id: None,
             ip: None,
             user_agent: None,
+            reason: None,
+        }
+    }
+
+    /// This metadata with `reason`.
+    pub fn because(self, reason: impl Into<String>) -> Self {
+        Self {
+            reason: Some(reason.into()),
+            ..self
         }
     }
 
@@ -94,6 +107,7 @@ impl EventMetadata {
             (REQUEST_ID, &self.request_id),
             (IP, &self.ip),
             (USER_AGENT, &self.user_agent),
+            (REASON, &self.reason),
         ];
         for (key, value) in optional {
             if let Some(value) = value {
@@ -103,7 +117,7 @@ impl EventMetadata {
         map
     }
 
-    /// Reads the stored form back. Keys other than the four are ignored.
+    /// Reads the stored form back. Keys other than the five are ignored.
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, UnknownActor> {
         let actor = map
             .get(ACTOR)
@@ -114,6 +128,7 @@ impl EventMetadata {
             request_id: map.get(REQUEST_ID).cloned(),
             ip: map.get(IP).cloned(),
             user_agent: map.get(USER_AGENT).cloned(),
+            reason: map.get(REASON).cloned(),
         })
     }
 }
@@ -163,9 +178,10 @@ mod tests {
             request_id: Some("req-1".to_owned()),
             ip: Some("192.0.2.7".to_owned()),
             user_agent: None,
+            reason: Some("asked for by the user".to_owned()),
         };
         let map = metadata.to_map();
-        assert_eq!(map.len(), 3);
+        assert_eq!(map.len(), 4);
         assert_eq!(EventMetadata::from_map(&map), Ok(metadata));
     }
 

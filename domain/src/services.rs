@@ -67,6 +67,9 @@ pub trait SecretSealer: Send + Sync {
     fn open(&self, sealed: &SealedSecret) -> Result<SecretSlice<u8>, SealerError>;
     /// A keyed digest under the current key.
     fn digest(&self, secret: &[u8]) -> KeyedDigest;
+    /// Keyed digests under every configured key, the current one first: to find what was
+    /// digested before a key rotation.
+    fn digests(&self, secret: &[u8]) -> Vec<KeyedDigest>;
     /// Whether `candidate` has this digest, compared in constant time.
     fn matches(&self, digest: &KeyedDigest, candidate: &[u8]) -> bool;
     /// The id of the key that seals and digests now; secrets under any other id are due for

@@ -118,6 +118,10 @@ impl SecretSealer for HexSealer {
         }
     }
 
+    fn digests(&self, secret: &[u8]) -> Vec<KeyedDigest> {
+        vec![self.digest(secret)]
+    }
+
     fn matches(&self, digest: &KeyedDigest, candidate: &[u8]) -> bool {
         digest.digest == hex(candidate)
     }

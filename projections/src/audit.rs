@@ -21,6 +21,9 @@ pub struct AuditedMetadata {
     pub ip: Option<String>,
     /// The client's `User-Agent`.
     pub user_agent: Option<String>,
+    /// Why, where the actor gave a reason (an erasure's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One stored event, as an auditor reads it.
@@ -81,6 +84,7 @@ pub fn audited(
             request_id: metadata.request_id,
             ip: metadata.ip,
             user_agent: metadata.user_agent,
+            reason: metadata.reason,
         },
         payload: serde_json::to_value(redacted(&envelope.payload))?,
     })

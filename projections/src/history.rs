@@ -297,6 +297,7 @@ mod tests {
             request_id: Some("req-1".to_owned()),
             ip: Some("203.0.113.7".to_owned()),
             user_agent: Some("curl/8.5.0".to_owned()),
+            reason: None,
         }
     }
 

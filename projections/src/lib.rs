@@ -7,6 +7,7 @@ pub mod chain;
 mod directory;
 mod history;
 pub mod log;
+pub mod personal;
 mod projection;
 mod projector;
 pub mod rebuild;

@@ -71,12 +71,20 @@ async fn a_rotated_sealing_key_keeps_old_secrets_working_until_resealed() {
         .await
         .unwrap();
     assert_eq!(report.resealed, 1);
+    // The users' data keys and address reservations move too (the rotated user's and the
+    // admin-free rest: every user of this database was made under the old key).
+    assert_eq!(report.data_keys_resealed, report.users, "{report:?}");
+    assert_eq!(report.addresses_reindexed, report.users, "{report:?}");
     assert_eq!(report.retired_keys_in_use.len(), 1, "{report:?}");
     assert_eq!(report.retired_keys_in_use.values().sum::<usize>(), 1);
     let again = twofold_api::operator::reseal(&rotated_config)
         .await
         .unwrap();
     assert_eq!(again.resealed, 0);
+    assert_eq!(
+        (again.data_keys_resealed, again.addresses_reindexed),
+        (0, 0)
+    );
     assert_eq!(again.users, report.users);
 
     let resealed: Vec<Value> =

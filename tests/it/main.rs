@@ -7,6 +7,7 @@
 mod audit;
 mod concurrency;
 mod enumeration;
+mod erasure;
 mod errors;
 mod health;
 mod helpers;

@@ -543,12 +543,21 @@ async fn a_user_whose_log_was_written_at_version_1_0_logs_in_after_the_upgrade()
         .await
         .unwrap();
 
-    // His password (reset in the fixture; its lock long expired) opens a session, and a
-    // second login reads his log of 1.0 and new events together.
+    // The next start keys his address reservation, stored in clear, by its digest. His
+    // password (reset in the fixture; its lock long expired) opens a session, and a second
+    // login reads his log of 1.0 and new events together.
+    let app = app.another_instance().await;
     app.login_expecting("alan@example.com", StatusCode::OK)
         .await;
     app.login_expecting("alan@example.com", StatusCode::OK)
         .await;
+    let reservation: String =
+        sqlx::query_scalar("SELECT email_key FROM user_emails WHERE user_id = $1")
+            .bind(&alan)
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert!(!reservation.contains("alan"), "{reservation}");
 
     let added: Vec<(String, Value)> = sqlx::query_as(
         "SELECT event_version, payload FROM events \

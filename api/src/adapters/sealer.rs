@@ -177,6 +177,20 @@ impl SecretSealer for XChaChaSealer {
         }
     }
 
+    fn digests(&self, secret: &[u8]) -> Vec<KeyedDigest> {
+        std::iter::once(&self.current)
+            .chain(&self.retired)
+            .map(|key| {
+                let mut mac = key.mac();
+                mac.update(secret);
+                KeyedDigest {
+                    key_id: key.key_id.clone(),
+                    digest: STANDARD.encode(mac.finalize().into_bytes()),
+                }
+            })
+            .collect()
+    }
+
     fn matches(&self, digest: &KeyedDigest, candidate: &[u8]) -> bool {
         let Some(key) = self.key(&digest.key_id) else {
             return false;

@@ -38,6 +38,10 @@ pub struct ResealReport {
     pub users: usize,
     /// TOTP seeds sealed again under the current key.
     pub resealed: usize,
+    /// Users' data keys sealed again under the current key.
+    pub data_keys_resealed: usize,
+    /// Address reservations moved to the current key's digest.
+    pub addresses_reindexed: usize,
     /// Retired key ids that still key some user's digests, with how many users.
     pub retired_keys_in_use: BTreeMap<String, usize>,
 }
@@ -102,6 +106,10 @@ impl App {
         let metadata = EventMetadata::of(Actor::Cli);
         let mut report = ResealReport::default();
         for id in users {
+            // An erased user has nothing left to reseal: their key is gone.
+            if self.users.load(id).await?.is_erased() {
+                continue;
+            }
             let committed = self
                 .users
                 .execute(
@@ -112,6 +120,9 @@ impl App {
                 )
                 .await?;
             report.users += 1;
+            let personal = self.users.reseal_personal_data(id).await?;
+            report.data_keys_resealed += usize::from(personal.key);
+            report.addresses_reindexed += usize::from(personal.address);
             report.resealed += committed
                 .events
                 .iter()

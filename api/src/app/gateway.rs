@@ -14,12 +14,17 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, EventEnvelope, Query};
 use twofold_domain::user::{ThrottledFactor, SNAPSHOT_VERSION};
+use twofold_domain::values::SealedSecret;
 use twofold_domain::values::{Email, UserId};
 use twofold_domain::{EventMetadata, User, UserCommand, UserEvent, UserServices};
 use twofold_projections::log::{envelope, Upcasters};
+use twofold_projections::personal::{strip_personal_metadata, DataKey};
+use zeroize::Zeroizing;
 
 use crate::app::mail_policy::{MailPolicy, MailSecrets};
-use crate::app::store::{EventRepository, Snapshot};
+use crate::app::store::{
+    email_index_input, Commit, EmailClaim, EventRepository, PersonalResealed, Snapshot,
+};
 use crate::app::views::upcasters;
 use crate::app::AppError;
 use crate::metrics::Metrics;
@@ -56,6 +61,9 @@ pub trait Users: Send + Sync {
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError>;
     /// Every event of user `id`, in sequence order, read through the upcasters.
     async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError>;
+    /// After a sealing-key rotation: moves user `id`'s data key and address reservation to the
+    /// current sealing key.
+    async fn reseal_personal_data(&self, id: UserId) -> Result<PersonalResealed, AppError>;
 }
 
 /// A snapshot is kept after this many events since the last one: a user is then loaded from
@@ -146,6 +154,51 @@ impl<R: EventRepository> CommandGateway<R> {
         })
     }
 
+    /// Seals the personal data of `events` (the user's) under the user's data key, creating
+    /// the key if they have none yet (a sign-up, or a user from before keys existed): returned
+    /// sealed, to be stored with them. A user erased before these events gets no new key: the
+    /// personal fields of the events' metadata are left out instead.
+    async fn seal_personal_data(
+        &self,
+        aggregate_id: &str,
+        erased: bool,
+        events: &mut [SerializedEvent],
+    ) -> Result<Option<SealedSecret>, AppError> {
+        let mut ring = self.repository.keys(&[aggregate_id]).await?;
+        let mut new_key = None;
+        if ring.get(aggregate_id).is_none() && erased {
+            events.iter_mut().for_each(strip_personal_metadata);
+            return Ok(None);
+        }
+        if ring.get(aggregate_id).is_none() {
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            self.services.rng.fill(bytes.as_mut());
+            new_key = Some(self.services.sealer.seal(bytes.as_ref()));
+            ring.insert(aggregate_id.to_owned(), DataKey::new(bytes));
+        }
+        for event in events {
+            ring.seal(event, || {
+                let mut nonce = [0u8; 24];
+                self.services.rng.fill(&mut nonce);
+                nonce
+            });
+        }
+        Ok(new_key)
+    }
+
+    /// The address a sign-up among `envelopes` claims, with its keyed digests.
+    fn email_claim(&self, envelopes: &[EventEnvelope<User>]) -> Option<EmailClaim> {
+        envelopes
+            .iter()
+            .find_map(|envelope| match &envelope.payload {
+                UserEvent::SignedUp { user_id, email, .. } => Some(EmailClaim {
+                    user_id: *user_id,
+                    digests: self.services.sealer.digests(&email_index_input(email)),
+                }),
+                _ => None,
+            })
+    }
+
     /// Records command latency and lockouts into `metrics`.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
@@ -192,11 +245,18 @@ impl<R: EventRepository> CommandGateway<R> {
                 .jobs(&user, &events, secrets, metadata.request_id.as_deref())
                 .map_err(|error| AppError::Internal(Box::new(error)))?;
             let envelopes = envelopes(&aggregate_id, sequence, events, metadata);
-            let serialized = envelopes
+            let mut serialized = envelopes
                 .iter()
                 .map(SerializedEvent::try_from)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(AppError::from)?;
+            let forget = envelopes
+                .iter()
+                .any(|envelope| matches!(envelope.payload, UserEvent::UserErased { .. }));
+            let new_key = self
+                .seal_personal_data(&aggregate_id, user.is_erased(), &mut serialized)
+                .await?;
+            let email_claim = self.email_claim(&envelopes);
             // The sink applied each event as it was recorded: `user` is the state after them,
             // as a snapshot must hold it (cqrs-es's own snapshot store applies them twice).
             let new_sequence = sequence + envelopes.len();
@@ -210,11 +270,15 @@ impl<R: EventRepository> CommandGateway<R> {
                 })
                 .transpose()
                 .map_err(|error| AppError::Internal(Box::new(error)))?;
-            match self
-                .repository
-                .commit(&serialized, &jobs, snapshot.as_ref())
-                .await
-            {
+            let commit = Commit {
+                events: &serialized,
+                jobs: &jobs,
+                snapshot,
+                email_claim,
+                new_key,
+                forget,
+            };
+            match self.repository.commit(commit).await {
                 Ok(()) => {
                     self.log_lockouts(id, &envelopes);
                     for query in &self.queries {
@@ -293,6 +357,17 @@ impl<R: EventRepository> Users for CommandGateway<R> {
             .into_iter()
             .map(|event| envelope(event, &self.upcasters).map_err(AppError::from))
             .collect()
+    }
+
+    async fn reseal_personal_data(&self, id: UserId) -> Result<PersonalResealed, AppError> {
+        let user = self.load(id).await?;
+        let digests = user
+            .email()
+            .map(|email| self.services.sealer.digests(&email_index_input(email)));
+        Ok(self
+            .repository
+            .reseal_personal_data(&id.to_string(), digests.as_deref())
+            .await?)
     }
 }
 
@@ -547,7 +622,7 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             runtime.block_on(async {
                 let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
-                let repository = MemEventRepository::new(outbox);
+                let repository = MemEventRepository::new(outbox, std::sync::Arc::new(twofold_domain::testing::HexSealer));
                 let gateway = gateway(repository.clone(), snapshot_every);
                 let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
                 sign_up(&gateway, id).await;
@@ -570,7 +645,10 @@ mod tests {
     #[tokio::test]
     async fn a_long_history_is_loaded_from_a_snapshot_and_few_events() {
         let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
-        let repository = MemEventRepository::new(outbox);
+        let repository = MemEventRepository::new(
+            outbox,
+            std::sync::Arc::new(twofold_domain::testing::HexSealer),
+        );
         let gateway = gateway(repository.clone(), SNAPSHOT_EVERY);
         let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
         sign_up(&gateway, id).await;
@@ -592,7 +670,10 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_of_another_shape_or_that_does_not_read_is_ignored() {
         let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
-        let repository = MemEventRepository::new(outbox);
+        let repository = MemEventRepository::new(
+            outbox,
+            std::sync::Arc::new(twofold_domain::testing::HexSealer),
+        );
         let gateway = gateway(repository.clone(), 1);
         let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
         sign_up(&gateway, id).await;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use twofold_projections::log::{EventLog, Upcasters};
+use twofold_projections::personal::PersonalData;
 use twofold_projections::rebuild::{rebuild_memory, rebuild_postgres, RebuildError, RebuildReport};
 use twofold_projections::{MemViewStore, SessionsView, UserView};
 
@@ -19,8 +20,14 @@ pub fn upcasters() -> Upcasters {
 /// The views of a store and the log they are rebuilt from.
 #[derive(Clone)]
 pub enum ViewSet {
-    /// In Postgres: the view tables beside `events`.
-    Postgres(PgPool),
+    /// In Postgres: the view tables beside `events`, and the keys that open the personal data
+    /// of the events (the event repository keeps them).
+    Postgres {
+        /// The database.
+        pool: PgPool,
+        /// The users' data keys.
+        personal: Arc<dyn PersonalData>,
+    },
     /// In memory.
     Memory {
         /// The in-memory log.
@@ -43,7 +50,9 @@ impl App {
 /// rebuilt ones in their place.
 pub async fn rebuild(views: &ViewSet, apply: bool) -> Result<RebuildReport, RebuildError> {
     match views {
-        ViewSet::Postgres(pool) => rebuild_postgres(pool, upcasters(), apply).await,
+        ViewSet::Postgres { pool, personal } => {
+            rebuild_postgres(pool, Arc::clone(personal), upcasters(), apply).await
+        }
         ViewSet::Memory {
             log,
             users,
@@ -81,7 +90,10 @@ mod tests {
     #[tokio::test]
     async fn the_embedded_views_are_rebuilt_from_the_in_memory_log() {
         let (outbox, _jobs) = tokio::sync::mpsc::unbounded_channel();
-        let events = MemEventRepository::new(outbox);
+        let events = MemEventRepository::new(
+            outbox,
+            std::sync::Arc::new(twofold_domain::testing::HexSealer),
+        );
         let user = UserId::new_random().to_string();
         let signed_up = UserEvent::SignedUp {
             user_id: user.parse().unwrap(),

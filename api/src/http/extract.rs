@@ -152,6 +152,7 @@ impl RequestContext {
             request_id: self.request_id.clone(),
             ip: self.ip.clone(),
             user_agent: self.user_agent.clone(),
+            reason: None,
         }
     }
 }

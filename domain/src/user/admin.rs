@@ -24,14 +24,18 @@ impl User {
 }
 
 impl User {
-    /// Records a read of the user's audit trail by someone else (the metadata says who).
+    /// Records a read of the user's audit trail by someone else (the metadata says who). An
+    /// erased user's trail stays readable, so this is the one command their closed stream
+    /// still takes.
     pub(super) async fn record_audit_read(
         &mut self,
         scope: AuditScope,
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
-        self.account()?;
+        if !self.erased {
+            self.account()?;
+        }
         let at = services.clock.now();
         sink.write(UserEvent::AuditTrailRead { scope, at }, self)
             .await;

@@ -68,7 +68,12 @@ pub(super) struct Challenge {
 }
 
 impl User {
-    /// The user id, once signed up.
+    /// Whether the user was erased (their stream is closed).
+    pub fn is_erased(&self) -> bool {
+        self.erased
+    }
+
+    /// The user's id, once they have signed up (and until they are erased).
     pub fn id(&self) -> Option<UserId> {
         self.account.as_ref().map(|account| account.id)
     }

@@ -8,7 +8,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use twofold_domain::User;
 
+use std::sync::Arc;
+
 use super::{Checkpoint, EventLog, LoggedEvent};
+use crate::personal::{open_events, open_logged, NoKeys, PersonalData};
 
 /// Events after a checkpoint whose transactions can no longer be overtaken: every transaction
 /// below the snapshot's xmin has ended, and any later one gets a larger id.
@@ -39,12 +42,22 @@ const USER_EVENTS: &str = "SELECT aggregate_type, aggregate_id, sequence, event_
 #[derive(Clone)]
 pub struct PgEventLog {
     pool: PgPool,
+    personal: Arc<dyn PersonalData>,
 }
 
 impl PgEventLog {
-    /// Reads `events` through `pool`.
+    /// Reads `events` through `pool`; sealed personal data reads as erased until
+    /// [`PgEventLog::with_personal_data`] gives the keys.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            personal: Arc::new(NoKeys),
+        }
+    }
+
+    /// Opens the personal data of the events it reads with the keys `personal` keeps.
+    pub fn with_personal_data(self, personal: Arc<dyn PersonalData>) -> Self {
+        Self { personal, ..self }
     }
 }
 
@@ -105,7 +118,11 @@ impl EventLog for PgEventLog {
             .fetch_all(&self.pool)
             .await
             .map_err(database)?;
-        rows.iter().map(logged_event).collect()
+        let logged = rows
+            .iter()
+            .map(logged_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        open_logged(self.personal.as_ref(), logged).await
     }
 
     async fn user_log(
@@ -122,7 +139,11 @@ impl EventLog for PgEventLog {
             .fetch_all(&self.pool)
             .await
             .map_err(database)?;
-        rows.iter().map(logged_event).collect()
+        let logged = rows
+            .iter()
+            .map(logged_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        open_logged(self.personal.as_ref(), logged).await
     }
 
     async fn user_events(
@@ -137,6 +158,10 @@ impl EventLog for PgEventLog {
             .fetch_all(&self.pool)
             .await
             .map_err(database)?;
-        rows.iter().map(serialized_event).collect()
+        let events = rows
+            .iter()
+            .map(serialized_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        open_events(self.personal.as_ref(), events).await
     }
 }

@@ -9,6 +9,7 @@ use twofold_domain::{User, UserEvent};
 
 use super::RebuildError;
 use crate::log::{envelope, Upcasters};
+use crate::personal::{holds_sealed, KeyRing};
 use crate::projection::fold;
 use crate::store::StoredView;
 use crate::{ProjectedView, SessionsView, UserView};
@@ -40,14 +41,19 @@ impl Folded {
 pub(super) struct Folder {
     pub(super) users: HashMap<String, Folded>,
     upcasters: Upcasters,
+    /// The data keys that open the personal data of the events it takes.
+    keys: KeyRing,
     pub(super) events: usize,
 }
 
 impl Folder {
-    pub(super) fn new(upcasters: Upcasters) -> Self {
+    /// A folder whose events are read through `upcasters`, their personal data opened with
+    /// `keys` (where a user's key is gone, it reads as erased).
+    pub(super) fn new(upcasters: Upcasters, keys: KeyRing) -> Self {
         Self {
             users: HashMap::new(),
             upcasters,
+            keys,
             events: 0,
         }
     }
@@ -65,6 +71,9 @@ impl Folder {
         metadata: &str,
     ) -> Result<(), RebuildError> {
         self.events += 1;
+        // Only a sealed event needs its user's id again, to be opened.
+        let sealed_for =
+            (holds_sealed(payload) || holds_sealed(metadata)).then(|| aggregate_id.clone());
         let folded = self.users.entry(aggregate_id).or_default();
         if sequence != folded.last_sequence + 1 {
             return Err(RebuildError::Gap {
@@ -74,6 +83,24 @@ impl Folder {
             });
         }
         folded.last_sequence = sequence;
+        if let Some(aggregate_id) = sealed_for {
+            let sealed = SerializedEvent {
+                aggregate_id,
+                sequence,
+                aggregate_type: User::TYPE.to_owned(),
+                event_type: event_type.to_owned(),
+                event_version: event_version.to_owned(),
+                payload: serde_json::from_str(payload)?,
+                metadata: serde_json::from_str(metadata)?,
+            };
+            let opened = envelope(self.keys.open(sealed), &self.upcasters)?;
+            if UserView::is_changed_by(&opened.payload)
+                || SessionsView::is_changed_by(&opened.payload)
+            {
+                folded.apply(&opened);
+            }
+            return Ok(());
+        }
         let needs_upcast = self
             .upcasters
             .iter()

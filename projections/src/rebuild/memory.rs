@@ -12,6 +12,7 @@ use twofold_domain::User;
 use super::fold::Folder;
 use super::{catch_up, compare, Difference, RebuildError, RebuildReport, CATCH_UP_BATCH};
 use crate::log::{Checkpoint, EventLog, Upcasters};
+use crate::personal::KeyRing;
 use crate::store::MemViewStore;
 use crate::{Follower, ProjectedView, Projection, SessionsView, UserView};
 
@@ -25,7 +26,8 @@ pub async fn rebuild_memory(
     apply: bool,
 ) -> Result<RebuildReport, RebuildError> {
     let started = Instant::now();
-    let mut folder = Folder::new(Arc::clone(&upcasters));
+    // The log opens the personal data of what it reads.
+    let mut folder = Folder::new(Arc::clone(&upcasters), KeyRing::default());
     let mut from = Checkpoint::ORIGIN;
     loop {
         let events = log.read_after(from, CATCH_UP_BATCH).await?;

@@ -16,6 +16,7 @@ use twofold_domain::User;
 use super::fold::Folder;
 use super::{catch_up, compare, Difference, RebuildError, RebuildReport, VIEWS};
 use crate::log::{checkpoint, envelope, Checkpoint, EventLog, PgEventLog, Upcasters};
+use crate::personal::{KeyRing, PersonalData};
 use crate::projection::fold;
 use crate::store::{PgViewStore, StoredView};
 use crate::{Follower, ProjectedView, Projection, SessionsView, UserView};
@@ -33,8 +34,13 @@ fn shadow_table(view: &str) -> String {
 }
 
 /// The snapshot scan: every `User` event below the snapshot's xmin, folded per user, in one
-/// repeatable-read transaction. Returns the folder and the checkpoint of the last row read.
-async fn scan(pool: &PgPool, upcasters: Upcasters) -> Result<(Folder, Checkpoint), RebuildError> {
+/// repeatable-read transaction, personal data opened with the keys `personal` keeps. Returns
+/// the folder and the checkpoint of the last row read.
+async fn scan(
+    pool: &PgPool,
+    personal: &dyn PersonalData,
+    upcasters: Upcasters,
+) -> Result<(Folder, Checkpoint), RebuildError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
@@ -43,7 +49,10 @@ async fn scan(pool: &PgPool, upcasters: Upcasters) -> Result<(Folder, Checkpoint
         sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
             .fetch_one(&mut *tx)
             .await?;
-    let mut folder = Folder::new(upcasters);
+    // Read after the snapshot is taken, the keys are those of every user it holds (and maybe
+    // of some it does not); a user erased since reads as erased, as their erasure then does.
+    let keys = personal.all_keys().await?;
+    let mut folder = Folder::new(upcasters, keys);
     let mut last = Checkpoint::ORIGIN;
     {
         let mut rows = sqlx::query(
@@ -241,9 +250,11 @@ async fn settle(pool: &PgPool) -> Result<(), RebuildError> {
 const REBUILD_LOCK: i64 = 0x7477_6f66_6f6c_6401;
 
 /// Rebuilds every view from the Postgres log into shadow tables, reports how they differ from
-/// the live ones, and with `apply` swaps them in.
+/// the live ones, and with `apply` swaps them in. Personal data is opened with the keys
+/// `personal` keeps.
 pub async fn rebuild_postgres(
     pool: &PgPool,
+    personal: Arc<dyn PersonalData>,
     upcasters: Upcasters,
     apply: bool,
 ) -> Result<RebuildReport, RebuildError> {
@@ -255,7 +266,7 @@ pub async fn rebuild_postgres(
     if !locked {
         return Err(RebuildError::Busy);
     }
-    let result = rebuild_locked(pool, &mut lock, upcasters, apply).await;
+    let result = rebuild_locked(pool, &mut lock, personal, upcasters, apply).await;
     let _unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(REBUILD_LOCK)
         .execute(&mut *lock)
@@ -266,6 +277,7 @@ pub async fn rebuild_postgres(
 async fn rebuild_locked(
     pool: &PgPool,
     connection: &mut PgConnection,
+    personal: Arc<dyn PersonalData>,
     upcasters: Upcasters,
     apply: bool,
 ) -> Result<RebuildReport, RebuildError> {
@@ -274,7 +286,7 @@ async fn rebuild_locked(
     }
     settle(pool).await?;
     let started = Instant::now();
-    let (folder, scanned) = scan(pool, Arc::clone(&upcasters)).await?;
+    let (folder, scanned) = scan(pool, personal.as_ref(), Arc::clone(&upcasters)).await?;
     insert_views(
         connection,
         &shadow_table(UserView::NAME),
@@ -295,7 +307,8 @@ async fn rebuild_locked(
     };
     drop(folder);
 
-    let log: Arc<dyn EventLog> = Arc::new(PgEventLog::new(pool.clone()));
+    let log: Arc<dyn EventLog> =
+        Arc::new(PgEventLog::new(pool.clone()).with_personal_data(Arc::clone(&personal)));
     let user_views = Projection::<UserView>::new(
         Arc::new(PgViewStore::new(
             pool.clone(),
@@ -319,7 +332,7 @@ async fn rebuild_locked(
     if apply {
         let (caught_up, read) = catch_up(&*log, &followers, &upcasters, checkpoint).await?;
         report.caught_up += read;
-        report.caught_up += swap(connection, caught_up, &upcasters).await?;
+        report.caught_up += swap(connection, personal.as_ref(), caught_up, &upcasters).await?;
         report.applied = true;
     } else {
         for view in VIEWS {
@@ -339,6 +352,7 @@ const SWAP_LOCK_TIMEOUT: &str = "10s";
 /// events it applied.
 async fn swap(
     connection: &mut PgConnection,
+    personal: &dyn PersonalData,
     from: Checkpoint,
     upcasters: &Upcasters,
 ) -> Result<usize, RebuildError> {
@@ -370,8 +384,9 @@ async fn swap(
     .await?;
     let mut applied = 0;
     for (user, events) in users {
-        apply_in_transaction::<UserView>(&mut tx, &user, upcasters).await?;
-        apply_in_transaction::<SessionsView>(&mut tx, &user, upcasters).await?;
+        let keys = personal.keys(&[&user]).await?;
+        apply_in_transaction::<UserView>(&mut tx, &user, &keys, upcasters).await?;
+        apply_in_transaction::<SessionsView>(&mut tx, &user, &keys, upcasters).await?;
         applied += usize::try_from(events).unwrap_or_default();
     }
     for view in VIEWS {
@@ -404,6 +419,7 @@ async fn swap(
 async fn apply_in_transaction<V: ProjectedView>(
     connection: &mut PgConnection,
     user: &str,
+    keys: &KeyRing,
     upcasters: &Upcasters,
 ) -> Result<(), RebuildError> {
     let table = shadow_table(V::NAME);
@@ -435,7 +451,7 @@ async fn apply_in_transaction<V: ProjectedView>(
     let mut expected = applied + 1;
     let mut changed = false;
     for row in &rows {
-        let event = envelope(crate::log::serialized_event(row)?, upcasters)?;
+        let event = envelope(keys.open(crate::log::serialized_event(row)?), upcasters)?;
         if event.sequence != expected {
             return Err(RebuildError::Gap {
                 user: user.to_owned(),

@@ -1,10 +1,12 @@
 //! Item 3 of the log: rebuilding the views from the log finds what differs, and `apply`
 //! swaps the rebuilt views in.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::TryStreamExt;
 use twofold_projections::log::Upcasters;
+use twofold_projections::personal::NoKeys;
 use twofold_projections::rebuild::rebuild_postgres;
 
 use crate::db::{
@@ -43,7 +45,7 @@ async fn users_with_views(db: &TestDb, count: usize) -> Vec<String> {
 async fn views_kept_by_the_projections_match_a_rebuild() {
     let db = TestDb::migrated().await;
     users_with_views(&db, 5).await;
-    let report = rebuild_postgres(&db.pool, upcasters(), false)
+    let report = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), false)
         .await
         .unwrap();
     assert_eq!(report.events, 20);
@@ -77,7 +79,7 @@ async fn a_row_corrupted_by_sql_is_reported_and_apply_repairs_it() {
         .await
         .unwrap();
 
-    let report = rebuild_postgres(&db.pool, upcasters(), false)
+    let report = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), false)
         .await
         .unwrap();
     let found: Vec<String> = report.differences.iter().map(ToString::to_string).collect();
@@ -98,10 +100,12 @@ async fn a_row_corrupted_by_sql_is_reported_and_apply_repairs_it() {
         found[1]
     );
 
-    let applied = rebuild_postgres(&db.pool, upcasters(), true).await.unwrap();
+    let applied = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), true)
+        .await
+        .unwrap();
     assert!(applied.applied);
     assert_eq!(applied.differences.len(), 2);
-    let again = rebuild_postgres(&db.pool, upcasters(), false)
+    let again = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), false)
         .await
         .unwrap();
     assert_eq!(again.differences, [], "the swapped-in views match the log");
@@ -189,7 +193,7 @@ async fn rebuild_speed_against_a_raw_scan() {
     drop(rows);
     let scan = started.elapsed();
 
-    let report = rebuild_postgres(&db.pool, upcasters(), false)
+    let report = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), false)
         .await
         .unwrap();
     #[allow(clippy::cast_precision_loss)]

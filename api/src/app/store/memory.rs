@@ -12,11 +12,16 @@ use cqrs_es::persist::{
 use cqrs_es::Aggregate;
 use serde_json::Value;
 use time::OffsetDateTime;
-use twofold_domain::values::{Email, UserId};
+use twofold_domain::services::SecretSealer;
+use twofold_domain::values::{Email, KeyedDigest, SealedSecret, UserId};
 use twofold_domain::User;
 use twofold_projections::log::{Checkpoint, EventLog, LoggedEvent};
+use twofold_projections::personal::{KeyRing, PersonalData};
 
-use super::{claimed_email, EmailIndex, EmailTaken, EventRepository, Snapshot};
+use super::{
+    email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
+    PersonalResealed, Snapshot,
+};
 use twofold_nats::MailJob;
 
 #[derive(Default)]
@@ -27,9 +32,53 @@ struct Stored {
     recorded_at: Vec<OffsetDateTime>,
     /// Per aggregate (type, id): positions in `log`.
     streams: HashMap<(String, String), Vec<usize>>,
+    /// The address index: the keyed digest of an address -> its user.
     emails: HashMap<String, UserId>,
     /// The newest snapshot of each user.
     snapshots: HashMap<String, Snapshot>,
+    /// The users' data keys, sealed.
+    keys: HashMap<String, SealedSecret>,
+}
+
+impl Stored {
+    /// `events` with their personal data opened with their users' keys.
+    fn opened(
+        &self,
+        sealer: &dyn SecretSealer,
+        events: Vec<SerializedEvent>,
+    ) -> Vec<SerializedEvent> {
+        let ring = key_ring(
+            sealer,
+            events
+                .iter()
+                .filter_map(|event| {
+                    let sealed = self.keys.get(&event.aggregate_id)?;
+                    Some((event.aggregate_id.clone(), sealed.clone()))
+                })
+                .collect::<HashMap<_, _>>(),
+        );
+        events.into_iter().map(|event| ring.open(event)).collect()
+    }
+    /// `logged` with their personal data opened.
+    fn opened_logged(
+        &self,
+        sealer: &dyn SecretSealer,
+        logged: Vec<LoggedEvent>,
+    ) -> Vec<LoggedEvent> {
+        let (places, events): (Vec<_>, Vec<_>) = logged
+            .into_iter()
+            .map(|logged| ((logged.checkpoint, logged.recorded_at), logged.event))
+            .unzip();
+        places
+            .into_iter()
+            .zip(self.opened(sealer, events))
+            .map(|((checkpoint, recorded_at), event)| LoggedEvent {
+                checkpoint,
+                event,
+                recorded_at,
+            })
+            .collect()
+    }
 }
 
 /// Events in memory; clones share one store. Mail jobs committed with events are handed to
@@ -39,6 +88,7 @@ struct Stored {
 pub struct MemEventRepository {
     stored: Arc<Mutex<Stored>>,
     outbox: tokio::sync::mpsc::UnboundedSender<MailJob>,
+    sealer: Arc<dyn SecretSealer>,
 }
 
 fn poisoned() -> PersistenceError {
@@ -46,11 +96,16 @@ fn poisoned() -> PersistenceError {
 }
 
 impl MemEventRepository {
-    /// A repository handing committed mail jobs to `outbox`.
-    pub fn new(outbox: tokio::sync::mpsc::UnboundedSender<MailJob>) -> Self {
+    /// A repository handing committed mail jobs to `outbox`, opening data keys and digesting
+    /// addresses with `sealer`.
+    pub fn new(
+        outbox: tokio::sync::mpsc::UnboundedSender<MailJob>,
+        sealer: Arc<dyn SecretSealer>,
+    ) -> Self {
         Self {
             stored: Arc::default(),
             outbox,
+            sealer,
         }
     }
 
@@ -62,7 +117,7 @@ impl MemEventRepository {
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         let stored = self.stored.lock().map_err(|_| poisoned())?;
         let key = (aggregate_type.to_owned(), aggregate_id.to_owned());
-        Ok(stored
+        let events = stored
             .streams
             .get(&key)
             .into_iter()
@@ -70,7 +125,8 @@ impl MemEventRepository {
             .filter_map(|position| stored.log.get(*position))
             .filter(|event| event.sequence > after)
             .cloned()
-            .collect())
+            .collect();
+        Ok(stored.opened(self.sealer.as_ref(), events))
     }
 
     /// Keeps `snapshot` as the newest of `aggregate_id`, whatever it holds (tests only: the
@@ -123,7 +179,11 @@ impl PersistedEventRepository for MemEventRepository {
         events: &[SerializedEvent],
         _snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        self.commit(events, &[], None).await
+        self.commit(Commit {
+            events,
+            ..Commit::default()
+        })
+        .await
     }
 
     async fn stream_events<A: Aggregate>(
@@ -150,24 +210,36 @@ impl PersistedEventRepository for MemEventRepository {
 #[async_trait]
 impl EmailIndex for MemEventRepository {
     async fn find_user(&self, email: &Email) -> Result<Option<UserId>, PersistenceError> {
+        let digests = self.sealer.digests(&email_index_input(email));
         let stored = self.stored.lock().map_err(|_| poisoned())?;
-        Ok(stored.emails.get(&email.key()).copied())
+        Ok(digests
+            .iter()
+            .find_map(|digest| stored.emails.get(&digest.digest).copied()))
+    }
+}
+
+#[async_trait]
+impl PersonalData for MemEventRepository {
+    async fn keys(&self, users: &[&str]) -> Result<KeyRing, PersistenceError> {
+        let stored = self.stored.lock().map_err(|_| poisoned())?;
+        Ok(key_ring(
+            self.sealer.as_ref(),
+            users
+                .iter()
+                .filter_map(|user| Some(((*user).to_owned(), stored.keys.get(*user)?.clone())))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    async fn all_keys(&self) -> Result<KeyRing, PersistenceError> {
+        let stored = self.stored.lock().map_err(|_| poisoned())?;
+        Ok(key_ring(self.sealer.as_ref(), stored.keys.clone()))
     }
 }
 
 impl EventRepository for MemEventRepository {
-    async fn commit(
-        &self,
-        events: &[SerializedEvent],
-        jobs: &[MailJob],
-        snapshot: Option<&Snapshot>,
-    ) -> Result<(), PersistenceError> {
-        let mut reservations = Vec::new();
-        for event in events {
-            if let Some(reservation) = claimed_email(event)? {
-                reservations.push(reservation);
-            }
-        }
+    async fn commit(&self, commit: Commit<'_>) -> Result<(), PersistenceError> {
+        let events = commit.events;
         let mut stored = self.stored.lock().map_err(|_| poisoned())?;
         // Check everything before changing anything, so a refused commit leaves no trace.
         let Some(first) = events.first() else {
@@ -180,14 +252,18 @@ impl EventRepository for MemEventRepository {
                 && event.aggregate_id == first.aggregate_id
                 && event.sequence == current + offset + 1
         });
-        if !in_order {
+        let key_taken = commit.new_key.is_some() && stored.keys.contains_key(&first.aggregate_id);
+        if !in_order || key_taken {
             return Err(PersistenceError::OptimisticLockError);
         }
-        if reservations
-            .iter()
-            .any(|(email_key, _)| stored.emails.contains_key(email_key))
-        {
-            return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
+        if let Some(claim) = &commit.email_claim {
+            if claim
+                .digests
+                .iter()
+                .any(|digest| stored.emails.contains_key(&digest.digest))
+            {
+                return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
+            }
         }
         let now = OffsetDateTime::now_utc();
         for event in events {
@@ -200,18 +276,33 @@ impl EventRepository for MemEventRepository {
                 .or_default()
                 .push(position);
         }
-        stored.emails.extend(reservations);
-        if let Some(snapshot) = snapshot {
+        if let Some(claim) = &commit.email_claim {
+            if let Some(current) = claim.digests.first() {
+                stored.emails.insert(current.digest.clone(), claim.user_id);
+            }
+        }
+        if let Some(sealed) = commit.new_key {
+            stored.keys.insert(first.aggregate_id.clone(), sealed);
+        }
+        let user = first.aggregate_id.clone();
+        let mut jobs: Vec<MailJob> = commit.jobs.to_vec();
+        if commit.forget {
+            stored.keys.remove(&user);
+            stored.snapshots.remove(&user);
+            stored.emails.retain(|_, owner| owner.to_string() != user);
+            // Nothing more is sent to an address being forgotten.
+            jobs.retain(|job| job.owner.to_string() != user);
+        } else if let Some(snapshot) = commit.snapshot {
             let kept = stored
                 .snapshots
-                .entry(first.aggregate_id.clone())
+                .entry(user)
                 .or_insert_with(|| snapshot.clone());
             if kept.sequence < snapshot.sequence {
-                *kept = snapshot.clone();
+                *kept = snapshot;
             }
         }
         drop(stored);
-        for job in jobs.iter().cloned() {
+        for job in jobs {
             // The receiver lives as long as the service; if it is gone we are shutting down.
             let _ = self.outbox.send(job);
         }
@@ -221,6 +312,31 @@ impl EventRepository for MemEventRepository {
     async fn snapshot(&self, aggregate_id: &str) -> Result<Option<Snapshot>, PersistenceError> {
         let stored = self.stored.lock().map_err(|_| poisoned())?;
         Ok(stored.snapshots.get(aggregate_id).cloned())
+    }
+
+    async fn reseal_personal_data(
+        &self,
+        aggregate_id: &str,
+        address: Option<&[KeyedDigest]>,
+    ) -> Result<PersonalResealed, PersistenceError> {
+        let mut stored = self.stored.lock().map_err(|_| poisoned())?;
+        let mut resealed = PersonalResealed::default();
+        if let Some(sealed) = stored.keys.get_mut(aggregate_id) {
+            if let Some(again) = reseal_key(self.sealer.as_ref(), sealed)? {
+                *sealed = again;
+                resealed.key = true;
+            }
+        }
+        if let (Some([current, older @ ..]), Ok(user)) = (address, aggregate_id.parse::<UserId>()) {
+            for digest in older {
+                if stored.emails.get(&digest.digest) == Some(&user) {
+                    stored.emails.remove(&digest.digest);
+                    stored.emails.insert(current.digest.clone(), user);
+                    resealed.address = true;
+                }
+            }
+        }
+        Ok(resealed)
     }
 }
 
@@ -235,7 +351,7 @@ impl EventLog for MemEventRepository {
     ) -> Result<Vec<LoggedEvent>, PersistenceError> {
         let stored = self.stored.lock().map_err(|_| poisoned())?;
         let start = usize::try_from(after.position()).unwrap_or(0);
-        Ok(stored
+        let logged = stored
             .log
             .iter()
             .zip(&stored.recorded_at)
@@ -247,7 +363,8 @@ impl EventLog for MemEventRepository {
                 event: event.clone(),
                 recorded_at: *recorded_at,
             })
-            .collect())
+            .collect();
+        Ok(stored.opened_logged(self.sealer.as_ref(), logged))
     }
 
     async fn user_log(
@@ -261,7 +378,7 @@ impl EventLog for MemEventRepository {
             <User as Aggregate>::TYPE.to_owned(),
             aggregate_id.to_owned(),
         );
-        Ok(stored
+        let logged = stored
             .streams
             .get(&key)
             .into_iter()
@@ -277,7 +394,8 @@ impl EventLog for MemEventRepository {
             })
             .filter(|logged| logged.event.sequence > after)
             .take(limit)
-            .collect())
+            .collect();
+        Ok(stored.opened_logged(self.sealer.as_ref(), logged))
     }
 
     async fn user_events(

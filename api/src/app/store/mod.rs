@@ -1,15 +1,20 @@
-//! Event repositories: Postgres (through postgres-es) and in memory. Both write a user's email
-//! reservation in the same atomic step as the `SignedUp` event that claims it, so email
-//! uniqueness holds under concurrency and the email -> user lookup is never behind.
+//! Event repositories: Postgres (through postgres-es) and in memory. Both write a user's address
+//! reservation (a keyed digest, never the address) in the same atomic step as the `SignedUp`
+//! event that claims it, so uniqueness holds under concurrency and the address -> user lookup is
+//! never behind. Both keep the users' data keys (sealed under the sealing key) outside the log,
+//! open the personal data of the events they read with them, and destroy a user's key when the
+//! user is erased (see `twofold_projections::personal`).
 
 mod memory;
 mod postgres;
 
 use async_trait::async_trait;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
-use twofold_domain::values::{Email, UserId};
-use twofold_domain::UserEvent;
+use twofold_domain::services::SecretSealer;
+use twofold_domain::values::{Email, KeyedDigest, SealedSecret, UserId};
 use twofold_nats::MailJob;
+use twofold_projections::personal::{DataKey, KeyRing, PersonalData};
+use zeroize::Zeroizing;
 
 pub use memory::MemEventRepository;
 pub use postgres::PgEventRepository;
@@ -26,16 +31,80 @@ pub trait EmailIndex: Send + Sync {
     async fn find_user(&self, email: &Email) -> Result<Option<UserId>, PersistenceError>;
 }
 
-/// The email reservation a stored event makes, if it is a sign-up.
-fn claimed_email(event: &SerializedEvent) -> Result<Option<(String, UserId)>, PersistenceError> {
-    if event.aggregate_type != <twofold_domain::User as cqrs_es::Aggregate>::TYPE {
+/// What the address index is keyed by: a keyed digest of the lower-cased address, so the
+/// index never holds an address in clear.
+pub fn email_index_input(email: &Email) -> Vec<u8> {
+    format!("email:{}", email.key()).into_bytes()
+}
+
+/// A sign-up's claim on an address: its keyed digests under every configured sealing key
+/// (the current one first, which is the one stored). An address indexed under a key retired
+/// since is still taken.
+#[derive(Debug, Clone)]
+pub struct EmailClaim {
+    /// The user claiming it.
+    pub user_id: UserId,
+    /// The digests, current key first.
+    pub digests: Vec<KeyedDigest>,
+}
+
+/// One command's commit: its events, and what must be stored with them or not at all.
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    /// The events, one aggregate's, numbered after its last stored one, personal data sealed.
+    pub events: &'a [SerializedEvent],
+    /// The mail jobs they cause.
+    pub jobs: &'a [MailJob],
+    /// A new snapshot of the user after them.
+    pub snapshot: Option<Snapshot>,
+    /// The address a sign-up claims.
+    pub email_claim: Option<EmailClaim>,
+    /// A data key created for the user (sealed under the sealing key), which sealed the
+    /// events' personal data.
+    pub new_key: Option<SealedSecret>,
+    /// The user is erased: their data key, address, snapshot and waiting mail are deleted
+    /// with the events, so that nothing of them can be read from then on.
+    pub forget: bool,
+}
+
+/// Opens sealed data keys with `sealer`; a key that does not open is left out (its user's data
+/// reads as erased) and logged.
+fn key_ring(
+    sealer: &dyn SecretSealer,
+    sealed: impl IntoIterator<Item = (String, SealedSecret)>,
+) -> KeyRing {
+    let mut ring = KeyRing::default();
+    for (user, sealed) in sealed {
+        match sealer.open(&sealed) {
+            Ok(bytes) => {
+                use secrecy::ExposeSecret;
+                let Ok(key) = <[u8; 32]>::try_from(bytes.expose_secret()) else {
+                    tracing::error!(user_id = user, "a data key is not 32 bytes");
+                    continue;
+                };
+                ring.insert(user, DataKey::new(Zeroizing::new(key)));
+            }
+            Err(error) => {
+                tracing::error!(user_id = user, error = %error, "a data key does not open");
+            }
+        }
+    }
+    ring
+}
+
+/// `sealed` (a data key) sealed again under `sealer`'s current key, if it is under another.
+fn reseal_key(
+    sealer: &dyn SecretSealer,
+    sealed: &SealedSecret,
+) -> Result<Option<SealedSecret>, PersistenceError> {
+    if sealed.key_id == sealer.current_key_id() {
         return Ok(None);
     }
-    let payload: UserEvent = serde_json::from_value(event.payload.clone())?;
-    Ok(match payload {
-        UserEvent::SignedUp { user_id, email, .. } => Some((email.key(), user_id)),
-        _ => None,
-    })
+    let key = sealer
+        .open(sealed)
+        .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+    use secrecy::ExposeSecret;
+    Ok(Some(sealer.seal(key.expose_secret())))
 }
 
 /// A user's folded state after one of their events, taken so that loading them does not
@@ -50,18 +119,16 @@ pub struct Snapshot {
     pub state: serde_json::Value,
 }
 
-/// The write side of an event store: a command's events and the mail jobs they cause,
-/// committed in one atomic step (with any email reservation the events make, and a new
-/// snapshot), or not at all; and the snapshots it keeps.
-pub trait EventRepository: PersistedEventRepository + EmailIndex + Clone + 'static {
-    /// Appends `events` (one aggregate's, numbered after its last stored one), queues `jobs`
-    /// and keeps `snapshot` (unless a newer one is kept). A sequence already taken is
-    /// `OptimisticLockError`; a taken email, [`EmailTaken`].
+/// The write side of an event store: a command's events and what goes with them, committed
+/// in one atomic step or not at all; the snapshots it keeps; and the users' data keys.
+pub trait EventRepository:
+    PersistedEventRepository + EmailIndex + PersonalData + Clone + 'static
+{
+    /// Stores `commit`. A sequence already taken, or a data key created meanwhile by another
+    /// command, is `OptimisticLockError`; a taken address, [`EmailTaken`].
     fn commit(
         &self,
-        events: &[SerializedEvent],
-        jobs: &[MailJob],
-        snapshot: Option<&Snapshot>,
+        commit: Commit<'_>,
     ) -> impl std::future::Future<Output = Result<(), PersistenceError>> + Send;
 
     /// The newest snapshot of user `aggregate_id` that can be trusted, if any.
@@ -69,4 +136,22 @@ pub trait EventRepository: PersistedEventRepository + EmailIndex + Clone + 'stat
         &self,
         aggregate_id: &str,
     ) -> impl std::future::Future<Output = Result<Option<Snapshot>, PersistenceError>> + Send;
+
+    /// After a sealing-key rotation: seals user `aggregate_id`'s data key again under the
+    /// current sealing key, and moves their address reservation to `address`'s first digest
+    /// (the current key's) from any other of them.
+    fn reseal_personal_data(
+        &self,
+        aggregate_id: &str,
+        address: Option<&[KeyedDigest]>,
+    ) -> impl std::future::Future<Output = Result<PersonalResealed, PersistenceError>> + Send;
+}
+
+/// What [`EventRepository::reseal_personal_data`] moved to the current sealing key.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PersonalResealed {
+    /// The data key.
+    pub key: bool,
+    /// The address reservation.
+    pub address: bool,
 }

@@ -1,6 +1,9 @@
-//! The Postgres event repository: postgres-es for reads, and a commit that writes the events
-//! (each chained to its predecessor, see `twofold_projections::chain`), any email
-//! reservation and the mail jobs in one transaction.
+//! The Postgres event repository: postgres-es for reads (each event's personal data opened with
+//! its user's data key), and a commit that writes the events (each chained to its predecessor,
+//! see `twofold_projections::chain`), the address reservation, a new data key, the mail jobs
+//! and a snapshot in one transaction — or, for an erasure, deletes what identifies the user.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use cqrs_es::persist::{
@@ -10,15 +13,16 @@ use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
-use twofold_domain::values::{Email, UserId};
+use twofold_domain::services::SecretSealer;
+use twofold_domain::values::{Email, KeyedDigest, SealedSecret, UserId};
 use twofold_domain::User;
-
-use std::sync::Arc;
-
-use twofold_nats::MailJob;
 use twofold_projections::chain::{self, ChainKey, ChainedEvent};
+use twofold_projections::personal::{open_events, KeyRing, PersonalData};
 
-use super::{claimed_email, EmailIndex, EmailTaken, EventRepository, Snapshot};
+use super::{
+    email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
+    PersonalResealed, Snapshot,
+};
 
 // The payload and metadata are sent as the exact text their digests cover.
 const INSERT_EVENT: &str = "INSERT INTO events \
@@ -35,29 +39,39 @@ const KEEP_SNAPSHOT: &str = "INSERT INTO user_snapshots \
     WHERE user_snapshots.sequence < EXCLUDED.sequence";
 const RESERVE_EMAIL: &str = "INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)";
 const EMAIL_CONSTRAINT: &str = "user_emails_email_key_pkey";
+/// A data key; a second one for the same user is a lost race (the events were sealed with it).
+const KEEP_DATA_KEY: &str =
+    "INSERT INTO user_data_keys (aggregate_id, key_id, sealed_key) VALUES ($1, $2, $3)";
 
 /// Events in Postgres.
 pub struct PgEventRepository {
     pool: PgPool,
     reader: PostgresEventRepository,
     chain_key: Arc<ChainKey>,
+    sealer: Arc<dyn SecretSealer>,
 }
 
 impl PgEventRepository {
-    /// A repository over the `events` and `user_emails` tables, chaining with `chain_key`.
-    pub fn new(pool: PgPool, chain_key: Arc<ChainKey>) -> Self {
+    /// A repository over the `events`, `user_emails` and `user_data_keys` tables, chaining with
+    /// `chain_key`, and opening data keys and digesting addresses with `sealer`.
+    pub fn new(pool: PgPool, chain_key: Arc<ChainKey>, sealer: Arc<dyn SecretSealer>) -> Self {
         let reader = PostgresEventRepository::new(pool.clone());
         Self {
             pool,
             reader,
             chain_key,
+            sealer,
         }
     }
 }
 
 impl Clone for PgEventRepository {
     fn clone(&self) -> Self {
-        Self::new(self.pool.clone(), Arc::clone(&self.chain_key))
+        Self::new(
+            self.pool.clone(),
+            Arc::clone(&self.chain_key),
+            Arc::clone(&self.sealer),
+        )
     }
 }
 
@@ -84,7 +98,8 @@ impl PersistedEventRepository for PgEventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reader.get_events::<A>(aggregate_id).await
+        let events = self.reader.get_events::<A>(aggregate_id).await?;
+        open_events(self, events).await
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -92,9 +107,11 @@ impl PersistedEventRepository for PgEventRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reader
+        let events = self
+            .reader
             .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
+            .await?;
+        open_events(self, events).await
     }
 
     async fn get_snapshot<A: Aggregate>(
@@ -109,7 +126,11 @@ impl PersistedEventRepository for PgEventRepository {
         events: &[SerializedEvent],
         _snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        self.commit(events, &[], None).await
+        self.commit(Commit {
+            events,
+            ..Commit::default()
+        })
+        .await
     }
 
     async fn stream_events<A: Aggregate>(
@@ -127,9 +148,15 @@ impl PersistedEventRepository for PgEventRepository {
 #[async_trait]
 impl EmailIndex for PgEventRepository {
     async fn find_user(&self, email: &Email) -> Result<Option<UserId>, PersistenceError> {
+        let digests: Vec<String> = self
+            .sealer
+            .digests(&email_index_input(email))
+            .into_iter()
+            .map(|digest| digest.digest)
+            .collect();
         let user_id: Option<String> =
-            sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email_key = $1")
-                .bind(email.key())
+            sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email_key = ANY($1) LIMIT 1")
+                .bind(&digests)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(persistence_error)?;
@@ -143,29 +170,119 @@ impl EmailIndex for PgEventRepository {
     }
 }
 
-impl EventRepository for PgEventRepository {
-    async fn commit(
-        &self,
-        events: &[SerializedEvent],
-        jobs: &[MailJob],
-        snapshot: Option<&Snapshot>,
-    ) -> Result<(), PersistenceError> {
-        if events.is_empty() {
-            return Ok(());
+#[async_trait]
+impl PersonalData for PgEventRepository {
+    async fn keys(&self, users: &[&str]) -> Result<KeyRing, PersistenceError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT aggregate_id, key_id, sealed_key FROM user_data_keys \
+             WHERE aggregate_id = ANY($1)",
+        )
+        .bind(users)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(persistence_error)?;
+        Ok(self.ring(rows))
+    }
+
+    async fn all_keys(&self) -> Result<KeyRing, PersistenceError> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT aggregate_id, key_id, sealed_key FROM user_data_keys")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(persistence_error)?;
+        Ok(self.ring(rows))
+    }
+}
+
+impl PgEventRepository {
+    /// Rewrites the address reservations stored in clear (before the index was keyed by
+    /// digest) into their digests under `sealer`'s current key, in one transaction. Returns
+    /// how many it rewrote; none on every start after the first.
+    pub async fn index_clear_addresses(
+        pool: &PgPool,
+        sealer: &dyn SecretSealer,
+    ) -> Result<usize, PersistenceError> {
+        let mut tx = pool.begin().await.map_err(persistence_error)?;
+        // A digest is base64, without '@'; every address has one.
+        let clear: Vec<(String, String)> = sqlx::query_as(
+            "SELECT email_key, user_id FROM user_emails WHERE strpos(email_key, '@') > 0 \
+             FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(persistence_error)?;
+        for (address, user_id) in &clear {
+            let email = Email::parse(address)
+                .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+            sqlx::query("UPDATE user_emails SET email_key = $1 WHERE email_key = $2")
+                .bind(sealer.digest(&email_index_input(&email)).digest)
+                .bind(address)
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+            tracing::debug!(user_id, "address reservation keyed by digest");
         }
-        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
-        let mut previous = match events.first() {
-            Some(first) => chain::previous_digest(
-                &mut tx,
-                &first.aggregate_type,
-                &first.aggregate_id,
-                first.sequence as u64,
-            )
-            .await
-            .map_err(persistence_error)?,
-            None => None,
+        tx.commit().await.map_err(persistence_error)?;
+        Ok(clear.len())
+    }
+
+    /// The data keys of `rows` (user, key id, sealed key), opened.
+    fn ring(&self, rows: Vec<(String, String, String)>) -> KeyRing {
+        key_ring(
+            self.sealer.as_ref(),
+            rows.into_iter()
+                .map(|(user, key_id, ciphertext)| (user, SealedSecret { key_id, ciphertext })),
+        )
+    }
+}
+
+impl EventRepository for PgEventRepository {
+    async fn commit(&self, commit: Commit<'_>) -> Result<(), PersistenceError> {
+        let Some(first) = commit.events.first() else {
+            return Ok(());
         };
-        for event in events {
+        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
+        if let Some(sealed) = &commit.new_key {
+            sqlx::query(KEEP_DATA_KEY)
+                .bind(&first.aggregate_id)
+                .bind(&sealed.key_id)
+                .bind(&sealed.ciphertext)
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+        }
+        if let Some(claim) = &commit.email_claim {
+            let digests: Vec<&str> = claim
+                .digests
+                .iter()
+                .map(|digest| digest.digest.as_str())
+                .collect();
+            let taken: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM user_emails WHERE email_key = ANY($1))",
+            )
+            .bind(&digests)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(persistence_error)?;
+            let Some(current) = digests.first().filter(|_| !taken) else {
+                return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
+            };
+            sqlx::query(RESERVE_EMAIL)
+                .bind(current)
+                .bind(claim.user_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+        }
+        let mut previous = chain::previous_digest(
+            &mut tx,
+            &first.aggregate_type,
+            &first.aggregate_id,
+            first.sequence as u64,
+        )
+        .await
+        .map_err(persistence_error)?;
+        for event in commit.events {
             let sequence = i64::try_from(event.sequence)
                 .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
             let chained = ChainedEvent {
@@ -194,21 +311,26 @@ impl EventRepository for PgEventRepository {
                 .await
                 .map_err(persistence_error)?;
             previous = Some(chain_digest);
-            if let Some((email_key, user_id)) = claimed_email(event)? {
-                sqlx::query(RESERVE_EMAIL)
-                    .bind(email_key)
-                    .bind(user_id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(persistence_error)?;
-            }
         }
-        for job in jobs {
+        for job in commit.jobs {
             twofold_nats::enqueue(&mut tx, job)
                 .await
                 .map_err(persistence_error)?;
         }
-        if let (Some(snapshot), Some(first)) = (snapshot, events.first()) {
+        if commit.forget {
+            for statement in [
+                "DELETE FROM user_data_keys WHERE aggregate_id = $1",
+                "DELETE FROM user_emails WHERE user_id = $1",
+                "DELETE FROM user_snapshots WHERE aggregate_id = $1",
+                "DELETE FROM mail_outbox WHERE job->>'owner' = $1",
+            ] {
+                sqlx::query(statement)
+                    .bind(&first.aggregate_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(persistence_error)?;
+            }
+        } else if let Some(snapshot) = &commit.snapshot {
             let state = serde_json::to_string(&snapshot.state)?;
             let sequence = snapshot.sequence as u64;
             let digest = chain::snapshot_digest(
@@ -232,6 +354,53 @@ impl EventRepository for PgEventRepository {
                 .map_err(persistence_error)?;
         }
         tx.commit().await.map_err(persistence_error)
+    }
+
+    async fn reseal_personal_data(
+        &self,
+        aggregate_id: &str,
+        address: Option<&[KeyedDigest]>,
+    ) -> Result<PersonalResealed, PersistenceError> {
+        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
+        let mut resealed = PersonalResealed::default();
+        let sealed: Option<(String, String)> = sqlx::query_as(
+            "SELECT key_id, sealed_key FROM user_data_keys WHERE aggregate_id = $1 FOR UPDATE",
+        )
+        .bind(aggregate_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(persistence_error)?;
+        if let Some((key_id, ciphertext)) = sealed {
+            if let Some(again) =
+                reseal_key(self.sealer.as_ref(), &SealedSecret { key_id, ciphertext })?
+            {
+                sqlx::query(
+                    "UPDATE user_data_keys SET key_id = $2, sealed_key = $3 WHERE aggregate_id = $1",
+                )
+                .bind(aggregate_id)
+                .bind(&again.key_id)
+                .bind(&again.ciphertext)
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+                resealed.key = true;
+            }
+        }
+        if let Some([current, older @ ..]) = address {
+            let older: Vec<&str> = older.iter().map(|digest| digest.digest.as_str()).collect();
+            let moved = sqlx::query(
+                "UPDATE user_emails SET email_key = $1 WHERE user_id = $2 AND email_key = ANY($3)",
+            )
+            .bind(&current.digest)
+            .bind(aggregate_id)
+            .bind(&older)
+            .execute(&mut *tx)
+            .await
+            .map_err(persistence_error)?;
+            resealed.address = moved.rows_affected() > 0;
+        }
+        tx.commit().await.map_err(persistence_error)?;
+        Ok(resealed)
     }
 
     async fn snapshot(&self, aggregate_id: &str) -> Result<Option<Snapshot>, PersistenceError> {

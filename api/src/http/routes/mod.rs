@@ -2,6 +2,7 @@
 
 mod auth;
 mod dto;
+mod erasure;
 mod health;
 mod password;
 mod sessions;
@@ -46,7 +47,7 @@ fn api() -> OpenApiRouter<AppState> {
             OpenApiRouter::new()
                 .nest("/auth", auth::router())
                 .nest("/tfa", tfa::router())
-                .nest("/users", users::router())
+                .nest("/users", users::router().merge(erasure::router()))
                 .nest("/tasks", tasks::router())
                 .nest("/admin", views::router()),
         )

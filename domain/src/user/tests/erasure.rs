@@ -81,7 +81,7 @@ fn an_admin_erases_an_account_without_its_proofs() {
 }
 
 #[test]
-fn an_erased_user_is_unknown_to_every_command() {
+fn an_erased_user_is_unknown_to_every_command_but_the_record_of_an_audit_read() {
     let history = vec![signed_up(), erased(10)];
     for command in [
         UserCommand::LogIn(LogIn {
@@ -90,7 +90,6 @@ fn an_erased_user_is_unknown_to_every_command() {
         }),
         UserCommand::GrantAdmin,
         UserCommand::EraseAccount,
-        UserCommand::RecordAuditRead(AuditScope::Events),
         erase_own(PASSWORD, None),
     ] {
         test_at(20)
@@ -98,6 +97,18 @@ fn an_erased_user_is_unknown_to_every_command() {
             .when(command)
             .then_expect_error(UserError::UnknownUser);
     }
+    // The log of an erased user stays readable to auditors, and who read it is recorded.
+    test_at(20)
+        .given(history)
+        .when(UserCommand::RecordAuditRead(AuditScope::Events))
+        .then_expect_events(vec![UserEvent::AuditTrailRead {
+            scope: AuditScope::Events,
+            at: at(20),
+        }]);
+    test_at(20)
+        .given(vec![])
+        .when(UserCommand::RecordAuditRead(AuditScope::Events))
+        .then_expect_error(UserError::UnknownUser);
 }
 
 #[test]

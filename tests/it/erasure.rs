@@ -1,0 +1,359 @@
+//! Erasure (crypto-shredding): an erased user's personal data is unreadable everywhere the
+//! service keeps data, while their events stay, in order, replayable and verifiable.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use twofold_api::operator::{audit_verify, erase_user, grant_admin, rebuild_views};
+use uuid::Uuid;
+
+use crate::helpers::{
+    default_nats_url, fresh_database, problem, signup_body, spawn_app, spawn_app_with, test_config,
+    unique_email, Store, TestApp, LOGS, PASSWORD,
+};
+
+/// A person with data distinctive enough to be searched for.
+struct Person {
+    email: String,
+    full_name: String,
+    ip: String,
+    user_agent: String,
+}
+
+impl Person {
+    fn new() -> Self {
+        let tag = Uuid::new_v4().simple().to_string();
+        Self {
+            email: format!("zelda.{tag}@erasure.example"),
+            full_name: format!("Zelda Quixfernsby {}", &tag[..8]),
+            ip: "198.51.100.77".to_owned(),
+            user_agent: format!("ErasureProbe/{}", &tag[..12]),
+        }
+    }
+
+    /// What must not be readable anywhere once they are erased.
+    fn traces(&self) -> [&str; 4] {
+        [&self.email, &self.full_name, &self.ip, &self.user_agent]
+    }
+}
+
+/// The `UserErased` event among `events` (a user's, as `GET /users/{id}/events` lists them).
+fn erasure_of(events: &Value) -> &Value {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["type"] == "UserErased")
+        .expect("a UserErased event")
+}
+
+async fn sign_up(app: &TestApp, person: &Person) -> StatusCode {
+    let mut body = signup_body(&person.email, None);
+    body["full_name"] = json!(person.full_name);
+    app.http
+        .post(app.url("/auth/signup"))
+        .header("x-forwarded-for", &person.ip)
+        .header("user-agent", &person.user_agent)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn log_in(app: &TestApp, person: &Person) -> reqwest::Response {
+    app.http
+        .post(app.url("/auth/login"))
+        .header("x-forwarded-for", &person.ip)
+        .header("user-agent", &person.user_agent)
+        .form(&[("username", person.email.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn access_token(app: &TestApp, person: &Person) -> String {
+    let response = log_in(app, person).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn user_id(app: &TestApp, token: &str) -> String {
+    let me: Value = app
+        .get_with("/auth/test-token", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    me["id"].as_str().unwrap().to_owned()
+}
+
+async fn admin_token(app: &TestApp) -> String {
+    let admin = unique_email("erasure-admin");
+    app.signup(&signup_body(&admin, None)).await;
+    grant_admin(&app.config, &admin).await.unwrap();
+    app.login_token(&admin, StatusCode::OK).await
+}
+
+async fn erase_me(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .delete(app.url("/users/me"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Everything Postgres holds, as `pg_dump` writes it.
+fn pg_dump(app: &TestApp) -> String {
+    let output = std::process::Command::new("pg_dump")
+        .arg("--no-owner")
+        .arg(app.config.database_url.as_deref().unwrap())
+        .output()
+        .expect("pg_dump runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+#[tokio::test]
+async fn an_erased_user_leaves_nothing_readable_and_the_log_stays_whole() {
+    let mut config = test_config(
+        Store::Postgres,
+        Some(fresh_database().await),
+        Some(default_nats_url()),
+    );
+    config.trusted_proxies = "127.0.0.1".to_owned();
+    let mut app = spawn_app_with(config).await;
+    app.start_mailer();
+    let admin = admin_token(&app).await;
+    let person = Person::new();
+
+    assert_eq!(sign_up(&app, &person).await, StatusCode::OK);
+    let _other_session = access_token(&app, &person).await;
+    let token = access_token(&app, &person).await;
+    let id = user_id(&app, &token).await;
+    // A reset email goes through the outbox, the stream and the mailer (it lands in the mail
+    // folder, which stands for the SMTP server: outside what erasure can reach).
+    let forgot = app
+        .http
+        .post(app.url("/auth/forgot-password"))
+        .json(&json!({"email": person.email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forgot.status(), StatusCode::ACCEPTED);
+    app.wait_for_email(&person.email, "Reset your Twofold password")
+        .await;
+
+    let wrong = erase_me(&app, &token, &json!({"password": "not the password"})).await;
+    assert_eq!(problem(wrong).await.1["code"], "auth.wrong_password");
+    let erased = erase_me(&app, &token, &json!({"password": PASSWORD})).await;
+    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+
+    // Every session ended: the access token handed out before is dead at once.
+    let old = app.get_with("/auth/test-token", &token).await;
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        log_in(&app, &person).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let listing: Value = app
+        .get_with("/users/users?per_page=500", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listing
+        .as_array()
+        .unwrap_or_else(|| panic!("{listing}"))
+        .iter()
+        .all(|user| user["id"] != id.as_str()));
+
+    // The events stay, in order, with what identified the person read as erased.
+    let events: Value = app
+        .get_with(&format!("/users/{id}/events"), &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let erasure = erasure_of(&events).clone();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.first().unwrap()["type"], "SignedUp");
+    assert_eq!(
+        events.first().unwrap()["payload"]["SignedUp"]["email"],
+        "[erased]"
+    );
+    assert_eq!(
+        events.first().unwrap()["payload"]["SignedUp"]["full_name"],
+        "[erased]"
+    );
+    assert_eq!(erasure["metadata"]["reason"], "self-service");
+    // The admin's read of the erased user's events is recorded too, after the erasure.
+    assert_eq!(events.last().unwrap()["type"], "AuditTrailRead");
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(event["sequence"], index + 1);
+        for field in ["ip", "user_agent"] {
+            let value = &event["metadata"][field];
+            assert!(value.is_null() || value == "[erased]", "{event}");
+        }
+    }
+
+    // Nothing of the person can be read in the database or the logs.
+    let dump = pg_dump(&app);
+    let logs = captured_logs();
+    for trace in person.traces() {
+        assert!(!dump.contains(trace), "{trace} is in the database");
+        assert!(!logs.contains(trace), "{trace} is in the logs");
+    }
+
+    // The log is whole: the views rebuild to what they are, and the chain holds.
+    let report = rebuild_views(&app.config, false).await.unwrap();
+    assert_eq!(report.differences, []);
+    let verification = audit_verify(&app.config, None).await.unwrap();
+    assert!(verification.findings.is_empty(), "{verification:?}");
+
+    // The address is free for a new account, which is someone else.
+    assert_eq!(sign_up(&app, &person).await, StatusCode::OK);
+    let again = access_token(&app, &person).await;
+    assert_ne!(user_id(&app, &again).await, id);
+}
+
+#[tokio::test]
+async fn with_two_factor_on_erasing_oneself_needs_a_current_code() {
+    let app = spawn_app(Store::Embedded).await;
+    let email = unique_email("erase-tfa");
+    let seed = app.signup_with_authenticator(&email).await;
+    let challenge: Value = app.login_expecting(&email, StatusCode::ACCEPTED).await;
+    let pre = challenge["access_token"].as_str().unwrap();
+    let verified: Value = app
+        .http
+        .post(app.url(&format!(
+            "/tfa/login_tfa?tfa_token={}",
+            crate::helpers::current_code(&seed)
+        )))
+        .bearer_auth(pre)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = verified["access_token"].as_str().unwrap().to_owned();
+
+    let without = erase_me(&app, &token, &json!({"password": PASSWORD})).await;
+    let (status, body) = problem(without).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::BAD_REQUEST, &json!("tfa.code_required"))
+    );
+    let wrong = erase_me(
+        &app,
+        &token,
+        &json!({"password": PASSWORD, "code": "000000"}),
+    )
+    .await;
+    assert_eq!(problem(wrong).await.1["code"], "tfa.invalid_code");
+    assert_eq!(
+        app.get_with("/auth/test-token", &token).await.status(),
+        StatusCode::OK,
+        "a refused erasure erases nothing"
+    );
+    let backup = app.backup_codes(&email).await;
+    let erased = erase_me(
+        &app,
+        &token,
+        &json!({"password": PASSWORD, "code": backup[0]}),
+    )
+    .await;
+    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get_with("/auth/test-token", &token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // The address is free again, in the embedded store too.
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_admin_and_an_operator_erase_users_with_a_reason() {
+    let app = spawn_app(Store::Postgres).await;
+    let admin = admin_token(&app).await;
+    let first = unique_email("erased-by-admin");
+    let second = unique_email("erased-by-cli");
+    app.signup(&signup_body(&first, None)).await;
+    app.signup(&signup_body(&second, None)).await;
+    let first_token = app.login_token(&first, StatusCode::OK).await;
+    let first_id = user_id(&app, &first_token).await;
+
+    let too_long = app
+        .http
+        .delete(app.url(&format!("/users/{first_id}?reason={}", "x".repeat(201))))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_long.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let by_user = app
+        .http
+        .delete(app.url(&format!("/users/{first_id}")))
+        .bearer_auth(&first_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_user.status(), StatusCode::FORBIDDEN);
+    let erased = app
+        .http
+        .delete(app.url(&format!("/users/{first_id}?reason=ticket%204711")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get_with("/auth/test-token", &first_token)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let again = app
+        .http
+        .delete(app.url(&format!("/users/{first_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(again).await.0, StatusCode::NOT_FOUND);
+
+    let second_id = erase_user(&app.config, &second, Some("data-protection request"))
+        .await
+        .unwrap();
+    assert!(
+        erase_user(&app.config, &second, None).await.is_err(),
+        "gone"
+    );
+    for (id, actor, reason) in [
+        (first_id.clone(), "admin:", "ticket 4711"),
+        (second_id.to_string(), "cli", "data-protection request"),
+    ] {
+        let events: Value = app
+            .get_with(&format!("/users/{id}/events"), &admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let erasure = erasure_of(&events);
+        assert!(erasure["metadata"]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with(actor));
+        assert_eq!(erasure["metadata"]["reason"], reason);
+    }
+}
