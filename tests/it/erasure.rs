@@ -203,6 +203,20 @@ async fn an_erased_user_leaves_nothing_readable_and_the_log_stays_whole() {
         }
     }
 
+    // As of an instant before the erasure, the account shows with the person's data erased.
+    let before_erasure =
+        url::form_urlencoded::byte_serialize(events[0]["recorded_at"].as_str().unwrap().as_bytes())
+            .collect::<String>();
+    let then: Value = app
+        .get_with(&format!("/users/{id}?as_of={before_erasure}"), &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(then["id"], id.as_str());
+    assert_eq!(then["email"], "[erased]");
+    assert_eq!(then["full_name"], "[erased]");
+
     // Nothing of the person can be read in the database or the logs.
     let dump = pg_dump(&app);
     let logs = captured_logs();
