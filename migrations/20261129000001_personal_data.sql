@@ -15,3 +15,13 @@ CREATE TABLE user_data_keys
 -- (the service rewrites the rows written before, in clear, when it starts), and an erasure
 -- deletes a user's reservation by user id.
 CREATE INDEX user_emails_user_id ON user_emails (user_id);
+
+-- Events stored before per-user keys hold personal data in clear. The first start of a version
+-- with keys seals it, once, under a key created for each such user, and chains those users'
+-- events again (their rows changed); this row records that it happened, and when.
+CREATE TABLE personal_data_sealed
+(
+    sealed_at       timestamptz NOT NULL DEFAULT now(),
+    users           bigint      NOT NULL,
+    events_rewritten bigint     NOT NULL
+);

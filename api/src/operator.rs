@@ -34,6 +34,7 @@ async fn app(config: &Config, what: &str) -> anyhow::Result<(Arc<App>, PgPool)> 
     // A views rebuild holds a lock, a snapshot scan and a read of the data keys at once.
     let pool = startup::connect(database_url, 4).await?;
     startup::chain_older_events(&pool, &keys).await?;
+    startup::seal_older_personal_data(&pool, &keys).await?;
     startup::index_addresses_by_digest(&pool, &keys).await?;
     let adapters = Adapters {
         services,

@@ -110,6 +110,25 @@ pub async fn index_addresses_by_digest(pool: &PgPool, keys: &Keys) -> anyhow::Re
     Ok(())
 }
 
+/// Seals, once, the personal data of the events stored before per-user keys (see
+/// [`PgEventRepository::seal_older_personal_data`]).
+pub async fn seal_older_personal_data(pool: &PgPool, keys: &Keys) -> anyhow::Result<()> {
+    let sealer = XChaChaSealer::new(&keys.sealing, &keys.retired_sealing);
+    let sealed =
+        PgEventRepository::seal_older_personal_data(pool, &sealer, &keys.sealing.chain_key())
+            .await
+            .context("sealing the personal data of events stored in clear failed")?;
+    if sealed.users > 0 {
+        tracing::warn!(
+            users = sealed.users,
+            events = sealed.events_rewritten,
+            "events stored before per-user keys had their personal data sealed and were chained \
+             again: a head saved before (audit verify --head-in) reports these users as rewritten"
+        );
+    }
+    Ok(())
+}
+
 /// Connects to Postgres and applies the migrations.
 pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let pool = open_pool(database_url, max_connections)
@@ -362,6 +381,7 @@ async fn mail_path(
         Some(pool) => {
             migrate(&pool).await?;
             chain_older_events(&pool, keys).await?;
+            seal_older_personal_data(&pool, keys).await?;
             index_addresses_by_digest(&pool, keys).await?;
             let nats_url = config
                 .nats_url

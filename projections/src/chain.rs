@@ -261,6 +261,44 @@ pub async fn chain_events_from_before_the_chain(
     Ok(rows.len() as u64)
 }
 
+/// Computes the digests of every event of one aggregate again, from its first, within the
+/// caller's transaction: for a one-time rewrite of stored rows by the service itself (sealing
+/// the personal data of events from before per-user keys). Returns how many it chained.
+pub async fn rechain(
+    connection: &mut PgConnection,
+    key: &ChainKey,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> sqlx::Result<u64> {
+    let rows = sqlx::query(&format!(
+        "SELECT {CHAINED_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+         ORDER BY sequence FOR UPDATE"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut previous: Option<String> = None;
+    for row in &rows {
+        let stored = stored_link(row)?;
+        let (content, chain) = digests(key, previous.as_deref(), &stored.event);
+        sqlx::query(
+            "UPDATE events SET content_digest = $4, chain_digest = $5, chain_key_id = $6 \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(i64::try_from(stored.event.sequence).unwrap_or(i64::MAX))
+        .bind(&content)
+        .bind(&chain)
+        .bind(key.id())
+        .execute(&mut *connection)
+        .await?;
+        previous = Some(chain);
+    }
+    Ok(rows.len() as u64)
+}
+
 /// What is wrong with one event of a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]

@@ -10,6 +10,7 @@ use crate::helpers::{
     default_nats_url, fresh_database, problem, signup_body, spawn_app, spawn_app_with, test_config,
     unique_email, Store, TestApp, LOGS, PASSWORD,
 };
+use crate::stored_events::store_from_before_the_upgrade;
 
 /// A person with data distinctive enough to be searched for.
 struct Person {
@@ -370,4 +371,67 @@ async fn an_admin_and_an_operator_erase_users_with_a_reason() {
             .starts_with(actor));
         assert_eq!(erasure["metadata"]["reason"], reason);
     }
+}
+
+#[tokio::test]
+async fn an_account_from_before_per_user_keys_is_sealed_at_the_next_start_and_erased_without_trace()
+{
+    let app = spawn_app(Store::Postgres).await;
+    let db = app.db.as_ref().unwrap();
+    let alan = store_from_before_the_upgrade(db, "alan@example.com").await;
+    // As a database from before per-user keys: the one-time sealing has not run.
+    sqlx::query("DELETE FROM personal_data_sealed")
+        .execute(db)
+        .await
+        .unwrap();
+    let traces = ["alan@example.com", "Alan Turing", "twofold-fixture/1.0"];
+    let stored = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT string_agg(event_version || payload::text || metadata::text, ' ') \
+             FROM events WHERE aggregate_id = $1",
+        )
+        .bind(&alan)
+        .fetch_one(db)
+        .await
+        .unwrap()
+    };
+    assert!(stored().await.contains("alan@example.com"));
+
+    // The next start seals his personal data once, and chains his rewritten events again.
+    let restarted = app.another_instance().await;
+    let text = stored().await;
+    for trace in traces {
+        assert!(!text.contains(trace), "{trace} is still in clear");
+    }
+    let (users, rewritten): (i64, i64) =
+        sqlx::query_as("SELECT users, events_rewritten FROM personal_data_sealed")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(users, 1);
+    assert!(rewritten > 1, "{rewritten}");
+    let verification = audit_verify(&app.config, None).await.unwrap();
+    assert!(verification.findings.is_empty(), "{verification:?}");
+    let again = restarted.another_instance().await;
+    drop(again);
+    let (markers,): (i64,) = sqlx::query_as("SELECT count(*) FROM personal_data_sealed")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(markers, 1, "it runs once");
+
+    // He still logs in, and erasing him leaves nothing of him readable.
+    let token = restarted
+        .login_token("alan@example.com", StatusCode::OK)
+        .await;
+    let erased = erase_me(&restarted, &token, &json!({"password": PASSWORD})).await;
+    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+    let dump = pg_dump(&restarted);
+    for trace in traces {
+        assert!(!dump.contains(trace), "{trace} is in the database");
+    }
+    let report = rebuild_views(&app.config, false).await.unwrap();
+    assert_eq!(report.differences, []);
+    let verification = audit_verify(&app.config, None).await.unwrap();
+    assert!(verification.findings.is_empty(), "{verification:?}");
 }

@@ -505,19 +505,19 @@ async fn a_journey_records_every_event_type_for_the_stored_events_fixture() {
 /// The committed fixture: rows the service stored at event version 1.0.
 const EVENTS_V1_0: &str = include_str!("../../projections/tests/fixtures/events-v1.0.json");
 
-#[tokio::test]
-async fn a_user_whose_log_was_written_at_version_1_0_logs_in_after_the_upgrade() {
-    let app = spawn_app(Store::Postgres).await;
-    let db = app.db.as_ref().unwrap();
+/// Stores the fixture's events of the user with `email` (at version 1.0, unchained) and their
+/// address reservation in clear, as a database from before the upgrade holds them; returns the
+/// user's id.
+pub(crate) async fn store_from_before_the_upgrade(db: &sqlx::PgPool, email: &str) -> String {
     let rows: Vec<Value> = serde_json::from_str(EVENTS_V1_0).unwrap();
-    let alan = rows
+    let user = rows
         .iter()
-        .find(|row| row["payload"]["SignedUp"]["email"] == "alan@example.com")
+        .find(|row| row["payload"]["SignedUp"]["email"] == email)
         .map(|row| row["aggregate_id"].as_str().unwrap().to_owned())
         .unwrap();
     for row in rows
         .iter()
-        .filter(|row| row["aggregate_id"] == alan.as_str())
+        .filter(|row| row["aggregate_id"] == user.as_str())
     {
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
@@ -537,11 +537,19 @@ async fn a_user_whose_log_was_written_at_version_1_0_logs_in_after_the_upgrade()
         .unwrap();
     }
     sqlx::query("INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)")
-        .bind("alan@example.com")
-        .bind(&alan)
+        .bind(email)
+        .bind(&user)
         .execute(db)
         .await
         .unwrap();
+    user
+}
+
+#[tokio::test]
+async fn a_user_whose_log_was_written_at_version_1_0_logs_in_after_the_upgrade() {
+    let app = spawn_app(Store::Postgres).await;
+    let db = app.db.as_ref().unwrap();
+    let alan = store_from_before_the_upgrade(db, "alan@example.com").await;
 
     // The next start keys his address reservation, stored in clear, by its digest. His
     // password (reset in the fixture; its lock long expired) opens a session, and a second

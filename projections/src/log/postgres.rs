@@ -75,7 +75,9 @@ fn out_of_range(error: std::num::TryFromIntError) -> PersistenceError {
     PersistenceError::DeserializationError(Box::new(error))
 }
 
-pub(crate) fn serialized_event(row: &PgRow) -> Result<SerializedEvent, PersistenceError> {
+/// A row of `events` (its aggregate, sequence, type, version, payload and metadata columns) as
+/// cqrs-es reads it.
+pub fn serialized_event(row: &PgRow) -> Result<SerializedEvent, PersistenceError> {
     let sequence: i64 = row.try_get("sequence").map_err(database)?;
     Ok(SerializedEvent {
         aggregate_id: row.try_get("aggregate_id").map_err(database)?,

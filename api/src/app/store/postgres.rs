@@ -11,13 +11,15 @@ use cqrs_es::persist::{
 };
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
+use rand::RngCore;
 use serde_json::Value;
 use sqlx::PgPool;
 use twofold_domain::services::SecretSealer;
 use twofold_domain::values::{Email, KeyedDigest, SealedSecret, UserId};
 use twofold_domain::User;
 use twofold_projections::chain::{self, ChainKey, ChainedEvent};
-use twofold_projections::personal::{open_events, KeyRing, PersonalData};
+use twofold_projections::personal::{open_events, DataKey, KeyRing, PersonalData};
+use zeroize::Zeroizing;
 
 use super::{
     email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
@@ -194,7 +196,144 @@ impl PersonalData for PgEventRepository {
     }
 }
 
+/// What [`PgEventRepository::seal_older_personal_data`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OlderDataSealed {
+    /// Users whose events held personal data in clear.
+    pub users: u64,
+    /// Their events rewritten (sealed).
+    pub events_rewritten: u64,
+}
+
+/// Where a stored row holds personal data in clear: a sign-up from before sealed sign-ups, or
+/// a client address or user agent in the metadata.
+const HOLDS_CLEAR_PERSONAL_DATA: &str = "aggregate_type = 'User' AND \
+    ((event_type = 'SignedUp' AND event_version <> '3.0') \
+     OR metadata->>'ip' NOT LIKE 'sealed:v1:%' \
+     OR metadata->>'user_agent' NOT LIKE 'sealed:v1:%')";
+
 impl PgEventRepository {
+    /// Seals, once, the personal data of the events stored before per-user keys: for each
+    /// user with such rows, a data key (theirs, or a new one), their sign-up brought to the
+    /// current shape and sealed, their metadata sealed, and their chain computed again (the
+    /// rows changed: `audit verify` then holds, and a head saved before reports the rewritten
+    /// users). Every instance calls it before it serves; the first does the work under a lock
+    /// and a marker row makes it never run again.
+    pub async fn seal_older_personal_data(
+        pool: &PgPool,
+        sealer: &dyn SecretSealer,
+        chain_key: &ChainKey,
+    ) -> Result<OlderDataSealed, PersistenceError> {
+        let mut tx = pool.begin().await.map_err(persistence_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('twofold personal data sealed'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(persistence_error)?;
+        let done: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM personal_data_sealed)")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(persistence_error)?;
+        if done {
+            return Ok(OlderDataSealed::default());
+        }
+        let users: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT DISTINCT aggregate_id FROM events WHERE {HOLDS_CLEAR_PERSONAL_DATA} \
+             ORDER BY aggregate_id"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(persistence_error)?;
+        let upcasters = twofold_domain::upcasters();
+        let mut sealed = OlderDataSealed::default();
+        for user in &users {
+            let mut ring = KeyRing::default();
+            let stored: Option<(String, String)> = sqlx::query_as(
+                "SELECT key_id, sealed_key FROM user_data_keys WHERE aggregate_id = $1",
+            )
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(persistence_error)?;
+            match stored {
+                Some((key_id, ciphertext)) => {
+                    ring = key_ring(
+                        sealer,
+                        [(user.clone(), SealedSecret { key_id, ciphertext })],
+                    );
+                }
+                None => {
+                    let mut bytes = Zeroizing::new([0u8; 32]);
+                    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+                    let key = sealer.seal(bytes.as_ref());
+                    sqlx::query(KEEP_DATA_KEY)
+                        .bind(user)
+                        .bind(&key.key_id)
+                        .bind(&key.ciphertext)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(persistence_error)?;
+                    ring.insert(user.clone(), DataKey::new(bytes));
+                }
+            }
+            let rows = sqlx::query(&format!(
+                "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                    payload, metadata FROM events \
+                 WHERE aggregate_id = $1 AND {HOLDS_CLEAR_PERSONAL_DATA} ORDER BY sequence \
+                 FOR UPDATE"
+            ))
+            .bind(user)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(persistence_error)?;
+            for row in &rows {
+                let mut event = twofold_projections::log::serialized_event(row)?;
+                if event.event_type == "SignedUp" {
+                    while let Some(upcaster) = upcasters.iter().find(|upcaster| {
+                        upcaster.can_upcast(&event.event_type, &event.event_version)
+                    }) {
+                        event = upcaster.upcast(event);
+                    }
+                }
+                ring.seal(&mut event, || {
+                    let mut nonce = [0u8; 24];
+                    rand::rngs::OsRng.fill_bytes(&mut nonce);
+                    nonce
+                });
+                sqlx::query(
+                    "UPDATE events SET event_version = $3, payload = $4::json, metadata = $5::json \
+                     WHERE aggregate_id = $1 AND sequence = $2 AND aggregate_type = 'User'",
+                )
+                .bind(user)
+                .bind(i64::try_from(event.sequence).unwrap_or(i64::MAX))
+                .bind(&event.event_version)
+                .bind(serde_json::to_string(&event.payload)?)
+                .bind(serde_json::to_string(&event.metadata)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+            }
+            chain::rechain(&mut tx, chain_key, User::TYPE, user)
+                .await
+                .map_err(persistence_error)?;
+            // A snapshot holds the address in clear and is only a cache: it is taken again.
+            sqlx::query("DELETE FROM user_snapshots WHERE aggregate_id = $1")
+                .bind(user)
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+            sealed.users += 1;
+            sealed.events_rewritten += rows.len() as u64;
+        }
+        sqlx::query("INSERT INTO personal_data_sealed (users, events_rewritten) VALUES ($1, $2)")
+            .bind(i64::try_from(sealed.users).unwrap_or(i64::MAX))
+            .bind(i64::try_from(sealed.events_rewritten).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(persistence_error)?;
+        tx.commit().await.map_err(persistence_error)?;
+        Ok(sealed)
+    }
+
     /// Rewrites the address reservations stored in clear (before the index was keyed by
     /// digest) into their digests under `sealer`'s current key, in one transaction. Returns
     /// how many it rewrote; none on every start after the first.
