@@ -7,9 +7,10 @@ use twofold_api::operator::{audit_verify, erase_user, grant_admin, rebuild_views
 use uuid::Uuid;
 
 use crate::helpers::{
-    default_nats_url, fresh_database, problem, signup_body, spawn_app, spawn_app_with, test_config,
-    unique_email, Store, TestApp, LOGS, PASSWORD,
+    fresh_database, problem, signup_body, spawn_app, spawn_app_with, test_config, unique_email,
+    Store, TestApp, LOGS, PASSWORD,
 };
+use crate::nats_server::NatsServer;
 use crate::stored_events::store_from_before_the_upgrade;
 
 /// A person with data distinctive enough to be searched for.
@@ -117,16 +118,32 @@ fn pg_dump(app: &TestApp) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The bytes of every file under `dir`, one after the other.
+fn files_under(dir: &std::path::Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            bytes.extend(files_under(&path));
+        } else if let Ok(content) = std::fs::read(&path) {
+            bytes.extend(content);
+        }
+    }
+    bytes
+}
+
 fn captured_logs() -> String {
     String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
 }
 
 #[tokio::test]
 async fn an_erased_user_leaves_nothing_readable_and_the_log_stays_whole() {
+    // A NATS server of its own, whose JetStream files the test can search.
+    let mut nats = NatsServer::start().await;
     let mut config = test_config(
         Store::Postgres,
         Some(fresh_database().await),
-        Some(default_nats_url()),
+        Some(nats.url()),
     );
     config.trusted_proxies = "127.0.0.1".to_owned();
     let mut app = spawn_app_with(config).await;
@@ -150,6 +167,28 @@ async fn an_erased_user_leaves_nothing_readable_and_the_log_stays_whole() {
     assert_eq!(forgot.status(), StatusCode::ACCEPTED);
     app.wait_for_email(&person.email, "Reset your Twofold password")
         .await;
+    // A later job waits in the stream (no mailer runs), so the stream's file block that held
+    // the person's job stays on disk: only an erasure of their job's bytes removes them.
+    app.stop_mailer();
+    let bystander = unique_email("erasure-bystander");
+    app.signup(&signup_body(&bystander, None)).await;
+    app.http
+        .post(app.url("/auth/forgot-password"))
+        .json(&json!({"email": bystander}))
+        .send()
+        .await
+        .unwrap();
+    let db = app.db.clone().unwrap();
+    for _ in 0..100 {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let wrong = erase_me(&app, &token, &json!({"password": "not the password"})).await;
     assert_eq!(problem(wrong).await.1["code"], "auth.wrong_password");
@@ -218,11 +257,22 @@ async fn an_erased_user_leaves_nothing_readable_and_the_log_stays_whole() {
     assert_eq!(then["email"], "[erased]");
     assert_eq!(then["full_name"], "[erased]");
 
-    // Nothing of the person can be read in the database or the logs.
+    // Nothing of the person can be read in the database, the JetStream files (the mail job
+    // was erased from the stream once sent) or the logs.
     let dump = pg_dump(&app);
+    app.stop_mailer();
+    nats.shut_down();
+    let jetstream = files_under(nats.store_dir());
+    let found = |text: &str| {
+        jetstream
+            .windows(text.len())
+            .any(|window| window == text.as_bytes())
+    };
+    assert!(found(&bystander), "the files hold the job still waiting");
     let logs = captured_logs();
     for trace in person.traces() {
         assert!(!dump.contains(trace), "{trace} is in the database");
+        assert!(!found(trace), "{trace} is in the JetStream files");
         assert!(!logs.contains(trace), "{trace} is in the logs");
     }
 

@@ -37,6 +37,11 @@ impl NatsServer {
         server
     }
 
+    /// Where its JetStream keeps its streams and buckets.
+    pub fn store_dir(&self) -> &std::path::Path {
+        &self.store_dir
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -65,6 +70,17 @@ impl NatsServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("nats-server did not listen on {}", self.port);
+    }
+
+    /// Shuts the server down as an operator would (SIGTERM), so it writes out what it holds in
+    /// memory, and waits for it to exit.
+    pub fn shut_down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
     }
 
     /// Kills the server (SIGKILL to its pid) and waits for it to exit.
