@@ -6,12 +6,16 @@ use serde_json::{json, Value};
 use twofold_api::operator::{audit_verify, erase_user, grant_admin, rebuild_views};
 use uuid::Uuid;
 
+use crate::helpers::{current_code, otpauth_uri_from_png, seed_from_uri};
 use crate::helpers::{
     fresh_database, problem, signup_body, spawn_app, spawn_app_with, test_config, unique_email,
     Store, TestApp, LOGS, PASSWORD,
 };
 use crate::nats_server::NatsServer;
+use crate::password::reset_token;
 use crate::stored_events::store_from_before_the_upgrade;
+
+const NEW_PASSWORD: &str = "an entirely new passphrase";
 
 /// A person with data distinctive enough to be searched for.
 struct Person {
@@ -63,11 +67,15 @@ async fn sign_up(app: &TestApp, person: &Person) -> StatusCode {
 }
 
 async fn log_in(app: &TestApp, person: &Person) -> reqwest::Response {
+    log_in_with(app, person, PASSWORD).await
+}
+
+async fn log_in_with(app: &TestApp, person: &Person, password: &str) -> reqwest::Response {
     app.http
         .post(app.url("/auth/login"))
         .header("x-forwarded-for", &person.ip)
         .header("user-agent", &person.user_agent)
-        .form(&[("username", person.email.as_str()), ("password", PASSWORD)])
+        .form(&[("username", person.email.as_str()), ("password", password)])
         .send()
         .await
         .unwrap()
@@ -153,22 +161,61 @@ async fn an_erased_user_leaves_nothing_readable_and_the_log_stays_whole() {
 
     assert_eq!(sign_up(&app, &person).await, StatusCode::OK);
     let _other_session = access_token(&app, &person).await;
-    let token = access_token(&app, &person).await;
-    let id = user_id(&app, &token).await;
-    // A reset email goes through the outbox, the stream and the mailer (it lands in the mail
-    // folder, which stands for the SMTP server: outside what erasure can reach).
+    let first = access_token(&app, &person).await;
+    let id = user_id(&app, &first).await;
+    // An authenticator app as second factor; the backup codes are emailed.
+    let png = app
+        .enable_tfa(&first, "code_generator")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let seed = seed_from_uri(&otpauth_uri_from_png(&png));
+    let backup_codes = app.backup_codes(&person.email).await;
+    // A password reset by emailed token (it ends every session), then a login with both
+    // factors. The emails go through the outbox, the stream and the mailer, and land in the
+    // mail folder, which stands for the mail server: outside what erasure can reach.
     let forgot = app
         .http
         .post(app.url("/auth/forgot-password"))
+        .header("x-forwarded-for", &person.ip)
+        .header("user-agent", &person.user_agent)
         .json(&json!({"email": person.email}))
         .send()
         .await
         .unwrap();
     assert_eq!(forgot.status(), StatusCode::ACCEPTED);
-    app.wait_for_email(&person.email, "Reset your Twofold password")
-        .await;
-    // A later job waits in the stream (no mailer runs), so the stream's file block that held
-    // the person's job stays on disk: only an erasure of their job's bytes removes them.
+    let reset_token = reset_token(
+        &app.wait_for_email(&person.email, "Reset your Twofold password")
+            .await,
+    );
+    let reset = app
+        .http
+        .post(app.url("/auth/reset-password"))
+        .header("x-forwarded-for", &person.ip)
+        .header("user-agent", &person.user_agent)
+        .json(&json!({"email": person.email, "token": reset_token, "new_password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    let challenge = log_in_with(&app, &person, NEW_PASSWORD).await;
+    assert_eq!(challenge.status(), StatusCode::ACCEPTED);
+    let pre: Value = challenge.json().await.unwrap();
+    let verified = app
+        .http
+        .post(app.url(&format!("/tfa/login_tfa?tfa_token={}", current_code(&seed))))
+        .bearer_auth(pre["access_token"].as_str().unwrap())
+        .header("x-forwarded-for", &person.ip)
+        .header("user-agent", &person.user_agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), StatusCode::OK);
+    let tokens: Value = verified.json().await.unwrap();
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    // A later job waits in the stream (no mailer runs), so the stream's files hold a block
+    // beside where the person's jobs were.
     app.stop_mailer();
     let bystander = unique_email("erasure-bystander");
     app.signup(&signup_body(&bystander, None)).await;
@@ -190,9 +237,19 @@ async fn an_erased_user_leaves_nothing_readable_and_the_log_stays_whole() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    let wrong = erase_me(&app, &token, &json!({"password": "not the password"})).await;
+    let wrong = erase_me(
+        &app,
+        &token,
+        &json!({"password": "not the password", "code": backup_codes[0]}),
+    )
+    .await;
     assert_eq!(problem(wrong).await.1["code"], "auth.wrong_password");
-    let erased = erase_me(&app, &token, &json!({"password": PASSWORD})).await;
+    let erased = erase_me(
+        &app,
+        &token,
+        &json!({"password": NEW_PASSWORD, "code": backup_codes[1]}),
+    )
+    .await;
     assert_eq!(erased.status(), StatusCode::NO_CONTENT);
 
     // Every session ended: the access token handed out before is dead at once.
