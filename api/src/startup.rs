@@ -12,6 +12,7 @@ use axum::http::{HeaderName, Request};
 use axum::Router;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
@@ -429,16 +430,21 @@ impl Application {
             readiness: mail.readiness,
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-        let mut router = crate::http::routes::router()
+        let router = crate::http::routes::router()
             .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
             .with_state(state)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+        #[cfg(feature = "test-routes")]
+        let router = router.merge(test_routes());
+        let mut router = router;
         if let Some(limit) = ClientRateLimit::new(config.ip_rate_limit, trusted_proxies) {
             router = router.layer(axum::middleware::from_fn_with_state(
                 limit,
                 crate::http::rate_limit::limit,
             ));
         }
+        // Inside the hygiene headers and the request span: a panic's answer gets both.
+        let router = router.layer(CatchPanicLayer::custom(answer_panic));
         let router = crate::http::hygiene::apply(router, &cors_origins)
             .layer(axum::middleware::from_fn_with_state(
                 metrics,
@@ -548,6 +554,34 @@ impl Application {
         served
     }
 }
+
+/// The answer to a handler that panicked: a 500 problem+json like any internal error, with
+/// the panic logged (in the request's span, so with its request id). The connection stays up.
+fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    let error =
+        crate::http::error::ApiError::Internal(format!("a handler panicked: {message}").into());
+    axum::response::IntoResponse::into_response(error)
+}
+
+/// Routes the integration tests call and a release build never has (feature `test-routes`).
+#[cfg(feature = "test-routes")]
+fn test_routes() -> Router {
+    // A handler that panics, as a bug would: the tests check what the client and the log see.
+    #[allow(clippy::panic, reason = "the route exists to panic")]
+    async fn panics() -> &'static str {
+        panic!("a handler panicked on purpose")
+    }
+    Router::new().route(TEST_PANIC_PATH, axum::routing::get(panics))
+}
+
+/// The path of the test route that panics (feature `test-routes`).
+#[cfg(feature = "test-routes")]
+pub const TEST_PANIC_PATH: &str = "/__tests/panic";
 
 /// How long work started in the background (a password reset) may take once the server has
 /// stopped.

@@ -18,6 +18,7 @@ mod metrics;
 mod nats_server;
 mod openapi;
 mod outage;
+mod panics;
 mod password;
 mod pg_server;
 mod revocation;
