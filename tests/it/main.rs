@@ -21,6 +21,7 @@ mod outage;
 mod panics;
 mod password;
 mod pg_server;
+mod refresh_race;
 mod revocation;
 mod secrets;
 mod sessions;
