@@ -10,4 +10,5 @@ mod cli;
 mod common;
 mod config;
 mod crash;
+mod key_files;
 mod shutdown;
