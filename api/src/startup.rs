@@ -1,8 +1,6 @@
 //! The composition root: concrete adapters wired to the domain's ports, the store chosen from
 //! configuration, and the HTTP server.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +12,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
@@ -59,6 +58,7 @@ pub struct Application {
     relay: Option<OutboxRelay>,
     projector: Projector,
     shutdown_timeout: Duration,
+    limits: crate::serve::Limits,
 }
 
 /// The domain's ports with their production adapters.
@@ -433,7 +433,10 @@ impl Application {
         let router = crate::http::routes::router()
             .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
             .with_state(state)
-            .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+            .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+            .layer(RequestBodyTimeoutLayer::new(
+                config.connections.body_read_timeout(),
+            ));
         #[cfg(feature = "test-routes")]
         let router = router.merge(test_routes());
         let mut router = router;
@@ -478,6 +481,7 @@ impl Application {
             relay: mail.relay,
             projector,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
+            limits: config.connections.limits(config.database_max_connections),
         })
     }
 
@@ -488,8 +492,10 @@ impl Application {
             .map_or(0, |address| address.port())
     }
 
-    /// Serves until SIGINT or SIGTERM. Then it stops accepting connections, lets the requests
-    /// in flight finish for at most the shutdown timeout (`TWOFOLD_SHUTDOWN_TIMEOUT`), and
+    /// Serves until SIGINT or SIGTERM, within the connection limits of [`crate::serve`]. Then
+    /// it stops accepting connections, drops those with no request in progress (half-sent
+    /// requests too), lets the requests in progress finish for at most the shutdown timeout
+    /// (`TWOFOLD_SHUTDOWN_TIMEOUT`), and
     /// stops the outbox relay after a last drain; rows it could not relay stay in the outbox
     /// for the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
@@ -508,13 +514,7 @@ impl Application {
             shutdown_signal().await;
             let _ = stopping.send(true);
         };
-        let server = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal)
-        .into_future();
+        let server = crate::serve::serve(self.listener, self.router, self.limits, signal);
         let timeout = self.shutdown_timeout;
         let deadline = async {
             let _ = stopped.wait_for(|stopping| *stopping).await;

@@ -12,3 +12,4 @@ mod config;
 mod crash;
 mod key_files;
 mod shutdown;
+mod slow_clients;
