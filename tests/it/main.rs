@@ -22,6 +22,7 @@ mod panics;
 mod password;
 mod pg_server;
 mod refresh_race;
+mod reset_abuse;
 mod revocation;
 mod secrets;
 mod sessions;
