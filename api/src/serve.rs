@@ -289,7 +289,13 @@ async fn serve_connection(
     tokio::pin!(served);
     let mut draining = false;
     loop {
-        let idle_deadline = connection.idle_deadline(limits.idle_timeout);
+        // A connection with a request in progress is not idle: look again a whole idle timeout
+        // later (its answer resets the clock), rather than at a deadline already past.
+        let idle_deadline = if connection.is_busy() {
+            Instant::now() + limits.idle_timeout
+        } else {
+            connection.idle_deadline(limits.idle_timeout)
+        };
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(error) = result {

@@ -26,6 +26,11 @@ struct Server {
 impl Server {
     /// The embedded service under `prlimit --nofile=256`, with short timeouts.
     async fn start(shutdown_timeout: u64) -> Self {
+        Self::start_with(shutdown_timeout, &[]).await
+    }
+
+    /// As [`Self::start`], with `settings` overriding the environment.
+    async fn start_with(shutdown_timeout: u64, settings: &[(&str, &str)]) -> Self {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("twofold-slow-{port}.log"));
         let child = Command::new("prlimit")
@@ -41,6 +46,7 @@ impl Server {
             .env("TWOFOLD_ARGON2_MEMORY_KIB", "8192")
             .env("TWOFOLD_ARGON2_ITERATIONS", "1")
             .env("RUST_LOG", "warn")
+            .envs(settings.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
@@ -69,6 +75,32 @@ impl Server {
             .expect("an answer");
         assert_eq!(response.status(), 200);
         started.elapsed()
+    }
+
+    /// CPU time the process has used so far (user and system), from `/proc/<pid>/stat`.
+    fn cpu_time(&self) -> Duration {
+        let pid = self.child.id().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let per_second: u64 = String::from_utf8(
+            std::process::Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+        Duration::from_millis(ticks * 1000 / per_second)
     }
 
     fn terminate(&self) {
@@ -218,5 +250,44 @@ async fn a_half_sent_request_does_not_hold_shutdown() {
     assert!(
         took < Duration::from_secs(TIMEOUT_SECONDS),
         "shutdown waited {took:?} for a request that was never sent in full"
+    );
+}
+
+#[tokio::test]
+async fn a_request_in_progress_longer_than_the_idle_timeout_costs_no_cpu_while_it_waits() {
+    // A body that stalls keeps its request in progress for the body timeout (4 s), well past
+    // the idle timeout (1 s): the connection is busy, not idle, and waiting costs nothing.
+    let server = Server::start_with(
+        30,
+        &[
+            ("TWOFOLD_IDLE_TIMEOUT", "1"),
+            ("TWOFOLD_BODY_READ_TIMEOUT", "4"),
+        ],
+    )
+    .await;
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /api/v1/auth/signup HTTP/1.1\r\nHost: twofold\r\n\
+              Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.cpu_time();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+    let spent = server.cpu_time() - before;
+
+    assert!(read.is_ok(), "the connection was never closed");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 4"),
+        "the stalled body is answered at its timeout, not cut at the idle one"
+    );
+    assert!(
+        spent < Duration::from_millis(1500),
+        "the server spent {spent:?} of CPU while one request waited for its body"
     );
 }
