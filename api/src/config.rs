@@ -300,6 +300,11 @@ pub struct Config {
         default_value = "conflict"
     )]
     pub signup_existing_email: ExistingEmail,
+
+    // Connection limits (issue 11, item 1): owned with the server loop in `crate::serve`.
+    /// Timeouts and the connection cap of the HTTP server.
+    #[command(flatten)]
+    pub connections: crate::serve::ConnectionSettings,
 }
 
 /// An RFC 3339 instant, as the audit subcommands take it.
@@ -366,6 +371,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("signup_existing_email", &self.signup_existing_email)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -425,6 +431,7 @@ impl Config {
             log_format: LogFormat::Pretty,
             shutdown_timeout: 30,
             signup_existing_email: ExistingEmail::Conflict,
+            connections: crate::serve::ConnectionSettings::default(),
         })
     }
 

@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod operator;
 pub mod readiness;
+pub mod serve;
 pub mod startup;
 pub mod telemetry;
 

@@ -1,8 +1,6 @@
 //! The composition root: concrete adapters wired to the domain's ports, the store chosen from
 //! configuration, and the HTTP server.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +10,9 @@ use axum::http::{HeaderName, Request};
 use axum::Router;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
 use twofold_mailer::{Sender, Transport};
@@ -59,6 +59,7 @@ pub struct Application {
     relay: Option<OutboxRelay>,
     projector: Projector,
     shutdown_timeout: Duration,
+    limits: crate::serve::Limits,
 }
 
 /// The domain's ports with their production adapters.
@@ -472,16 +473,24 @@ impl Application {
             readiness: mail.readiness,
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-        let mut router = crate::http::routes::router()
+        let router = crate::http::routes::router()
             .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
             .with_state(state)
-            .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+            .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+            .layer(RequestBodyTimeoutLayer::new(
+                config.connections.body_read_timeout(),
+            ));
+        #[cfg(feature = "test-routes")]
+        let router = router.merge(test_routes());
+        let mut router = router;
         if let Some(limit) = ClientRateLimit::new(config.ip_rate_limit, trusted_proxies) {
             router = router.layer(axum::middleware::from_fn_with_state(
                 limit,
                 crate::http::rate_limit::limit,
             ));
         }
+        // Inside the hygiene headers and the request span: a panic's answer gets both.
+        let router = router.layer(CatchPanicLayer::custom(answer_panic));
         let router = crate::http::hygiene::apply(router, &cors_origins)
             .layer(axum::middleware::from_fn_with_state(
                 metrics,
@@ -515,6 +524,7 @@ impl Application {
             relay: mail.relay,
             projector,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
+            limits: config.connections.limits(config.database_max_connections),
         })
     }
 
@@ -525,8 +535,10 @@ impl Application {
             .map_or(0, |address| address.port())
     }
 
-    /// Serves until SIGINT or SIGTERM. Then it stops accepting connections, lets the requests
-    /// in flight finish for at most the shutdown timeout (`TWOFOLD_SHUTDOWN_TIMEOUT`), and
+    /// Serves until SIGINT or SIGTERM, within the connection limits of [`crate::serve`]. Then
+    /// it stops accepting connections, drops those with no request in progress (half-sent
+    /// requests too), lets the requests in progress finish for at most the shutdown timeout
+    /// (`TWOFOLD_SHUTDOWN_TIMEOUT`), and
     /// stops the outbox relay after a last drain; rows it could not relay stay in the outbox
     /// for the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
@@ -545,13 +557,7 @@ impl Application {
             shutdown_signal().await;
             let _ = stopping.send(true);
         };
-        let server = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal)
-        .into_future();
+        let server = crate::serve::serve(self.listener, self.router, self.limits, signal);
         let timeout = self.shutdown_timeout;
         let deadline = async {
             let _ = stopped.wait_for(|stopping| *stopping).await;
@@ -591,6 +597,34 @@ impl Application {
         served
     }
 }
+
+/// The answer to a handler that panicked: a 500 problem+json like any internal error, with
+/// the panic logged (in the request's span, so with its request id). The connection stays up.
+fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    let error =
+        crate::http::error::ApiError::Internal(format!("a handler panicked: {message}").into());
+    axum::response::IntoResponse::into_response(error)
+}
+
+/// Routes the integration tests call and a release build never has (feature `test-routes`).
+#[cfg(feature = "test-routes")]
+fn test_routes() -> Router {
+    // A handler that panics, as a bug would: the tests check what the client and the log see.
+    #[allow(clippy::panic, reason = "the route exists to panic")]
+    async fn panics() -> &'static str {
+        panic!("a handler panicked on purpose")
+    }
+    Router::new().route(TEST_PANIC_PATH, axum::routing::get(panics))
+}
+
+/// The path of the test route that panics (feature `test-routes`).
+#[cfg(feature = "test-routes")]
+pub const TEST_PANIC_PATH: &str = "/__tests/panic";
 
 /// How long work started in the background (a password reset) may take once the server has
 /// stopped.

@@ -307,12 +307,18 @@ mod tests {
     use super::*;
 
     fn job(mail: Mail) -> MailJob {
+        job_sealed(|_| mail)
+    }
+
+    /// A job whose mail is made knowing the job's id (sealed codes are bound to it).
+    fn job_sealed(mail: impl FnOnce(uuid::Uuid) -> Mail) -> MailJob {
+        let id = uuid::Uuid::new_v4();
         MailJob {
-            id: uuid::Uuid::new_v4(),
+            id,
             owner: UserId::new_random(),
             to: Email::parse("ada@example.com").unwrap(),
             request_id: None,
-            mail,
+            mail: mail(id),
         }
     }
 
@@ -338,8 +344,8 @@ mod tests {
         let sender = Sender::new(&Transport::File(dir.clone()), DEFAULT_FROM).unwrap();
         let sealer = MailSealer::new(&[3u8; 32]);
         let codes = vec!["ABCD-EFGH-JKLM-NPQR-STUV-WXYZ".to_owned()];
-        let job = job(Mail::BackupCodes {
-            codes: sealer.seal_codes(&codes, "ada@example.com"),
+        let job = job_sealed(|id| Mail::BackupCodes {
+            codes: sealer.seal_codes(&codes, "ada@example.com", id),
         });
 
         sender.send(&job, &sealer).await.unwrap();
@@ -409,8 +415,8 @@ mod tests {
         assert!(!error.to_string().contains("not an address"));
 
         let other_key = MailSealer::new(&[4u8; 32]);
-        let sealed = job(Mail::LoginCode {
-            code: other_key.seal("123456", "ada@example.com"),
+        let sealed = job_sealed(|id| Mail::LoginCode {
+            code: other_key.seal("123456", "ada@example.com", id),
             valid_minutes: 5,
         });
         let error = sender.send(&sealed, &sealer).await.unwrap_err();

@@ -91,7 +91,9 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
     };
     let (template, values) = match &job.mail {
         Mail::BackupCodes { codes } => {
-            let codes = sealer.open_codes(codes, job.to.as_str()).map_err(sealed)?;
+            let codes = sealer
+                .open_codes(codes, job.to.as_str(), job.id)
+                .map_err(sealed)?;
             let text = Zeroizing::new(
                 codes
                     .iter()
@@ -112,7 +114,7 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
             code,
             valid_minutes,
         } => {
-            let code = sealer.open(code, job.to.as_str()).map_err(sealed)?;
+            let code = sealer.open(code, job.to.as_str(), job.id).map_err(sealed)?;
             let validity = match valid_minutes {
                 1 => "1 minute".to_owned(),
                 minutes => format!("{minutes} minutes"),
@@ -129,7 +131,9 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
             token,
             valid_minutes,
         } => {
-            let token = sealer.open(token, job.to.as_str()).map_err(sealed)?;
+            let token = sealer
+                .open(token, job.to.as_str(), job.id)
+                .map_err(sealed)?;
             let validity = format!("{valid_minutes} minutes");
             (
                 &PASSWORD_RESET,
@@ -302,14 +306,14 @@ mod tests {
         let codes: Vec<String> = CODES.iter().map(|code| (*code).to_owned()).collect();
         vec![
             Mail::BackupCodes {
-                codes: sealer.seal_codes(&codes, "ada@example.com"),
+                codes: sealer.seal_codes(&codes, "ada@example.com", uuid::Uuid::nil()),
             },
             Mail::LoginCode {
-                code: sealer.seal("123456", "ada@example.com"),
+                code: sealer.seal("123456", "ada@example.com", uuid::Uuid::nil()),
                 valid_minutes: 10,
             },
             Mail::PasswordReset {
-                token: sealer.seal("a-reset-token", "ada@example.com"),
+                token: sealer.seal("a-reset-token", "ada@example.com", uuid::Uuid::nil()),
                 valid_minutes: 15,
             },
             Mail::Test,
@@ -328,7 +332,7 @@ mod tests {
                 remaining: usize::MAX,
             },
             Mail::LoginCode {
-                code: sealer.seal("123456", "ada@example.com"),
+                code: sealer.seal("123456", "ada@example.com", uuid::Uuid::nil()),
                 valid_minutes: u32::MAX,
             },
         ]
@@ -423,10 +427,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_code_moved_into_another_job_to_the_same_address_is_a_render_error() {
+        let sealer = sealer();
+        let first = job(Mail::LoginCode {
+            code: sealer.seal("123456", "ada@example.com", uuid::Uuid::nil()),
+            valid_minutes: 10,
+        });
+        assert!(render(&first, &sealer).is_ok());
+        let resent = MailJob {
+            id: uuid::Uuid::new_v4(),
+            ..first
+        };
+        let error = render(&resent, &sealer).unwrap_err();
+        assert!(matches!(error, RenderError::Sealed { .. }));
+    }
+
+    #[test]
     fn a_code_sealed_under_another_key_is_a_render_error() {
         let other = MailSealer::new(&[1u8; 32]);
         let mail = Mail::LoginCode {
-            code: other.seal("123456", "ada@example.com"),
+            code: other.seal("123456", "ada@example.com", uuid::Uuid::nil()),
             valid_minutes: 5,
         };
         let error = render(&job(mail), &sealer()).unwrap_err();

@@ -1,8 +1,13 @@
 //! Sealing the codes inside mail jobs, so they are never in clear in the outbox table or the
 //! stream. The key is derived with HKDF from the sealing key both the API and the mailer are
 //! configured with, under its own label, so it never equals the key that seals TOTP seeds.
-//! The recipient address is authenticated with each code (AEAD associated data): a sealed code
-//! copied into a job addressed to someone else does not open.
+//! The recipient address and the job id are authenticated with each code (AEAD associated
+//! data): a sealed code copied into a job addressed to someone else, or into another job to the
+//! same address (a resend by whoever can publish on the mail subjects), does not open.
+//!
+//! Codes sealed by versions before the job id was bound (recipient only) still open, so that
+//! jobs waiting in the outbox or the stream across an upgrade are delivered; a code sealed now
+//! never opens under the older associated data.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -10,6 +15,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::SealedText;
@@ -77,8 +83,8 @@ impl MailKey {
 }
 
 impl MailSealer {
-    /// Seals `plaintext` for `recipient`.
-    pub fn seal(&self, plaintext: &str, recipient: &str) -> SealedText {
+    /// Seals `plaintext` for `recipient` in the mail job `job`.
+    pub fn seal(&self, plaintext: &str, recipient: &str, job: Uuid) -> SealedText {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         // Encryption only fails for plaintexts beyond 256 GiB.
@@ -89,7 +95,7 @@ impl MailSealer {
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext.as_bytes(),
-                    aad: &associated_data(recipient),
+                    aad: &associated_data(recipient, job),
                 },
             )
             .unwrap_or_default();
@@ -101,19 +107,20 @@ impl MailSealer {
         }
     }
 
-    /// Seals a list of codes (as a JSON array) for `recipient`.
-    pub fn seal_codes(&self, codes: &[String], recipient: &str) -> SealedText {
+    /// Seals a list of codes (as a JSON array) for `recipient` in the mail job `job`.
+    pub fn seal_codes(&self, codes: &[String], recipient: &str, job: Uuid) -> SealedText {
         let mut json = serde_json::to_string(codes).unwrap_or_default();
-        let sealed = self.seal(&json, recipient);
+        let sealed = self.seal(&json, recipient, job);
         json.zeroize();
         sealed
     }
 
-    /// Opens text sealed for `recipient`.
+    /// Opens text sealed for `recipient` in the mail job `job`.
     pub fn open(
         &self,
         sealed: &SealedText,
         recipient: &str,
+        job: Uuid,
     ) -> Result<Zeroizing<String>, OpenFailed> {
         let key = std::iter::once(&self.current)
             .chain(&self.retired)
@@ -126,35 +133,48 @@ impl MailSealer {
             return Err(OpenFailed::Corrupt);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
-        let plaintext = key
-            .cipher
-            .decrypt(
+        let decrypt = |aad: &[u8]| {
+            key.cipher.decrypt(
                 XNonce::from_slice(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: &associated_data(recipient),
+                    aad,
                 },
             )
+        };
+        let plaintext = decrypt(&associated_data(recipient, job))
+            .or_else(|_| decrypt(&recipient_only_associated_data(recipient)))
             .map_err(|_| OpenFailed::Corrupt)?;
         String::from_utf8(plaintext)
             .map(Zeroizing::new)
             .map_err(|_| OpenFailed::Corrupt)
     }
 
-    /// Opens a list of codes sealed for `recipient`.
+    /// Opens a list of codes sealed for `recipient` in the mail job `job`.
     pub fn open_codes(
         &self,
         sealed: &SealedText,
         recipient: &str,
+        job: Uuid,
     ) -> Result<Vec<Zeroizing<String>>, OpenFailed> {
-        let json = self.open(sealed, recipient)?;
+        let json = self.open(sealed, recipient, job)?;
         let codes: Vec<String> = serde_json::from_str(&json).map_err(|_| OpenFailed::Corrupt)?;
         Ok(codes.into_iter().map(Zeroizing::new).collect())
     }
 }
 
-/// The associated data a code is sealed with: the recipient, case-folded as addresses are.
-fn associated_data(recipient: &str) -> Vec<u8> {
+/// The associated data a code is sealed with: the recipient, case-folded as addresses are, and
+/// the job.
+fn associated_data(recipient: &str, job: Uuid) -> Vec<u8> {
+    format!(
+        "twofold mail to {} in job {job}",
+        recipient.trim().to_lowercase()
+    )
+    .into_bytes()
+}
+
+/// The associated data of codes sealed before the job was bound (see the module doc).
+fn recipient_only_associated_data(recipient: &str) -> Vec<u8> {
     format!("twofold mail to {}", recipient.trim().to_lowercase()).into_bytes()
 }
 
@@ -162,14 +182,16 @@ fn associated_data(recipient: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    const JOB: Uuid = Uuid::nil();
+
     #[test]
     fn sealed_codes_open_with_the_same_key_only_and_hide_the_plaintext() {
         let sealer = MailSealer::new(&[7u8; 32]);
         let codes = vec!["AAAA-BBBB".to_owned(), "CCCC-DDDD".to_owned()];
-        let sealed = sealer.seal_codes(&codes, "ada@example.com");
+        let sealed = sealer.seal_codes(&codes, "ada@example.com", JOB);
         assert!(!sealed.ciphertext.contains("AAAA"));
         let opened: Vec<String> = sealer
-            .open_codes(&sealed, "ada@example.com")
+            .open_codes(&sealed, "ada@example.com", JOB)
             .unwrap()
             .iter()
             .map(|code| code.to_string())
@@ -177,23 +199,26 @@ mod tests {
         assert_eq!(opened, codes);
         let other = MailSealer::new(&[8u8; 32]);
         assert!(matches!(
-            other.open(&sealed, "ada@example.com"),
+            other.open(&sealed, "ada@example.com", JOB),
             Err(OpenFailed::UnknownKey(_))
         ));
     }
 
     #[test]
     fn a_job_sealed_before_a_rotation_opens_with_the_retired_key() {
-        let before = MailSealer::new(&[7u8; 32]).seal("123456", "ada@example.com");
+        let before = MailSealer::new(&[7u8; 32]).seal("123456", "ada@example.com", JOB);
         let rotated = MailSealer::new(&[8u8; 32]).with_retired([&[7u8; 32]]);
         assert_eq!(
-            rotated.open(&before, "ada@example.com").unwrap().as_str(),
+            rotated
+                .open(&before, "ada@example.com", JOB)
+                .unwrap()
+                .as_str(),
             "123456"
         );
-        let after = rotated.seal("654321", "ada@example.com");
+        let after = rotated.seal("654321", "ada@example.com", JOB);
         assert_ne!(after.key_id, before.key_id);
         assert!(matches!(
-            MailSealer::new(&[7u8; 32]).open(&after, "ada@example.com"),
+            MailSealer::new(&[7u8; 32]).open(&after, "ada@example.com", JOB),
             Err(OpenFailed::UnknownKey(_))
         ));
     }
@@ -201,10 +226,10 @@ mod tests {
     #[test]
     fn a_sealed_code_does_not_open_for_another_recipient() {
         let sealer = MailSealer::new(&[7u8; 32]);
-        let sealed = sealer.seal("reset-token", "victim@example.com");
-        assert!(sealer.open(&sealed, "Victim@Example.com").is_ok());
+        let sealed = sealer.seal("reset-token", "victim@example.com", JOB);
+        assert!(sealer.open(&sealed, "Victim@Example.com", JOB).is_ok());
         assert!(matches!(
-            sealer.open(&sealed, "attacker@example.com"),
+            sealer.open(&sealed, "attacker@example.com", JOB),
             Err(OpenFailed::Corrupt)
         ));
     }
@@ -212,13 +237,55 @@ mod tests {
     #[test]
     fn tampered_sealed_text_is_refused() {
         let sealer = MailSealer::new(&[7u8; 32]);
-        let mut sealed = sealer.seal("123456", "ada@example.com");
+        let mut sealed = sealer.seal("123456", "ada@example.com", JOB);
         let mut bytes = STANDARD.decode(&sealed.ciphertext).unwrap();
         bytes[30] ^= 1;
         sealed.ciphertext = STANDARD.encode(bytes);
         assert!(matches!(
-            sealer.open(&sealed, "ada@example.com"),
+            sealer.open(&sealed, "ada@example.com", JOB),
             Err(OpenFailed::Corrupt)
         ));
+    }
+
+    #[test]
+    fn a_sealed_code_does_not_open_in_another_job() {
+        let sealer = MailSealer::new(&[7u8; 32]);
+        let sealed = sealer.seal("123456", "ada@example.com", JOB);
+        assert!(sealer.open(&sealed, "ada@example.com", JOB).is_ok());
+        assert!(matches!(
+            sealer.open(&sealed, "ada@example.com", Uuid::from_u128(1)),
+            Err(OpenFailed::Corrupt)
+        ));
+    }
+
+    #[test]
+    fn a_code_sealed_before_jobs_were_bound_still_opens_in_its_job() {
+        let sealer = MailSealer::new(&[7u8; 32]);
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ciphertext = sealer
+            .current
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: b"123456",
+                    aad: &recipient_only_associated_data("ada@example.com"),
+                },
+            )
+            .unwrap();
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&ciphertext);
+        let older = SealedText {
+            key_id: sealer.current.key_id.clone(),
+            ciphertext: STANDARD.encode(bytes),
+        };
+        assert_eq!(
+            sealer
+                .open(&older, "ada@example.com", JOB)
+                .unwrap()
+                .as_str(),
+            "123456"
+        );
     }
 }

@@ -40,14 +40,60 @@ impl AppError {
     /// A database error: unavailable when the database could not be reached or answered in
     /// time, internal otherwise.
     pub fn database(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(Box::new(error)),
-            other => Self::Internal(Box::new(other)),
+        if is_unavailable(&error) {
+            Self::Unavailable(Box::new(error))
+        } else {
+            Self::Internal(Box::new(error))
         }
+    }
+
+    /// An error a store passed on without sorting it: unavailable when its cause says the
+    /// database is out of reach, internal otherwise. postgres-es sorts only I/O and TLS errors
+    /// as connection errors; a pool time-out, a closed pool or a server shutting down reach us
+    /// as "unknown" errors and are sorted here.
+    fn unsorted(error: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        if is_unavailable(&*error) {
+            Self::Unavailable(error)
+        } else {
+            Self::Internal(error)
+        }
+    }
+}
+
+/// Whether `error` (or any error in its cause chain) says that the database cannot be reached
+/// or cannot serve now, as opposed to a bug or bad data. A client should retry those later.
+pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            if sqlx_unavailable(error) {
+                return true;
+            }
+        }
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+fn sqlx_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08: connection exceptions; 53: insufficient resources (too many
+        // connections, out of memory or disk); 57P01-57P03: the server is shutting down,
+        // crashed or is starting; 57014: a statement timed out.
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "57014")
+        }),
+        _ => false,
     }
 }
 
@@ -60,8 +106,8 @@ impl From<AggregateError<UserError>> for AppError {
                 Self::Domain(UserError::EmailTaken)
             }
             AggregateError::DatabaseConnectionError(error) => Self::Unavailable(error),
-            AggregateError::DeserializationError(error)
-            | AggregateError::UnexpectedError(error) => Self::Internal(error),
+            AggregateError::UnexpectedError(error) => Self::unsorted(error),
+            AggregateError::DeserializationError(error) => Self::Internal(error),
         }
     }
 }
@@ -74,8 +120,8 @@ impl From<PersistenceError> for AppError {
             PersistenceError::UnknownError(error) if error.is::<EmailTaken>() => {
                 Self::Domain(UserError::EmailTaken)
             }
-            PersistenceError::DeserializationError(error)
-            | PersistenceError::UnknownError(error) => Self::Internal(error),
+            PersistenceError::UnknownError(error) => Self::unsorted(error),
+            PersistenceError::DeserializationError(error) => Self::Internal(error),
         }
     }
 }

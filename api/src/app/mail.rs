@@ -44,8 +44,8 @@ impl MailFactory {
     }
 }
 
-/// Builds the jobs of one recipient. Codes are sealed bound to the recipient, so a job's code
-/// cannot be moved into an email to someone else.
+/// Builds the jobs of one recipient. Codes are sealed bound to the recipient and to their job,
+/// so a job's code cannot be moved into an email to someone else, nor resent in another job.
 pub struct Recipient<'a> {
     sealer: &'a MailSealer,
     owner: UserId,
@@ -55,8 +55,12 @@ pub struct Recipient<'a> {
 
 impl Recipient<'_> {
     fn job(&self, mail: Mail) -> MailJob {
+        self.job_with_id(Uuid::new_v4(), mail)
+    }
+
+    fn job_with_id(&self, id: Uuid, mail: Mail) -> MailJob {
         MailJob {
-            id: Uuid::new_v4(),
+            id,
             owner: self.owner,
             to: self.to.clone(),
             request_id: self.request_id.map(str::to_owned),
@@ -70,19 +74,24 @@ impl Recipient<'_> {
             .iter()
             .map(|code| code.expose_secret().to_owned())
             .collect();
-        let codes = self.sealer.seal_codes(&codes, self.to.as_str());
-        self.job(Mail::BackupCodes { codes })
+        let id = Uuid::new_v4();
+        let codes = self.sealer.seal_codes(&codes, self.to.as_str(), id);
+        self.job_with_id(id, Mail::BackupCodes { codes })
     }
 
     /// A login code for an email second factor.
     pub fn login_code(&self, code: &SecretString) -> MailJob {
         let valid_minutes =
             u32::try_from(twofold_domain::user::EMAIL_CODE_TTL.whole_minutes()).unwrap_or(10);
-        let code = self.sealer.seal(code.expose_secret(), self.to.as_str());
-        self.job(Mail::LoginCode {
-            code,
-            valid_minutes,
-        })
+        let id = Uuid::new_v4();
+        let code = self.sealer.seal(code.expose_secret(), self.to.as_str(), id);
+        self.job_with_id(
+            id,
+            Mail::LoginCode {
+                code,
+                valid_minutes,
+            },
+        )
     }
 
     /// The security notice that two-factor authentication was turned on.
@@ -114,11 +123,17 @@ impl Recipient<'_> {
     pub fn password_reset(&self, token: &SecretString) -> MailJob {
         let valid_minutes =
             u32::try_from(twofold_domain::user::RESET_TOKEN_TTL.whole_minutes()).unwrap_or(15);
-        let token = self.sealer.seal(token.expose_secret(), self.to.as_str());
-        self.job(Mail::PasswordReset {
-            token,
-            valid_minutes,
-        })
+        let id = Uuid::new_v4();
+        let token = self
+            .sealer
+            .seal(token.expose_secret(), self.to.as_str(), id);
+        self.job_with_id(
+            id,
+            Mail::PasswordReset {
+                token,
+                valid_minutes,
+            },
+        )
     }
 
     /// A test email.

@@ -269,7 +269,7 @@ mod tests {
         }
         .expect("a backup-codes email");
         MailSealer::new(&KEY)
-            .open_codes(codes, ADDRESS)
+            .open_codes(codes, ADDRESS, job.id)
             .unwrap()
             .iter()
             .map(|code| code.as_str().to_owned())
@@ -374,7 +374,9 @@ mod tests {
             _ => None,
         }
         .expect("a login-code email");
-        let opened = MailSealer::new(&KEY).open(code, ADDRESS).unwrap();
+        let opened = MailSealer::new(&KEY)
+            .open(code, ADDRESS, sent[0].id)
+            .unwrap();
         assert_eq!(opened.as_str(), "123456");
     }
 
@@ -396,7 +398,9 @@ mod tests {
             _ => None,
         }
         .expect("a reset email");
-        let opened = MailSealer::new(&KEY).open(token, ADDRESS).unwrap();
+        let opened = MailSealer::new(&KEY)
+            .open(token, ADDRESS, sent[0].id)
+            .unwrap();
         assert_eq!(opened.as_str(), "token");
     }
 

@@ -72,6 +72,8 @@ pub struct App {
     /// Work a request starts and does not wait for (a password reset's email): shutdown
     /// waits for it.
     background: TaskTracker,
+    /// Rations that work for password resets (see [`password::ResetQueue`]).
+    resets: password::ResetQueue,
     /// The views and the log they are rebuilt from.
     views: views::ViewSet,
     /// The event log, read back for audits.
@@ -119,6 +121,7 @@ impl App {
             settings,
             metrics: parts.metrics,
             background: TaskTracker::new(),
+            resets: password::ResetQueue::default(),
             views: parts.views,
             log: parts.log,
         }

@@ -1,6 +1,7 @@
 //! Passwords: changing one, and resetting a forgotten one with an emailed token.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use secrecy::SecretString;
 use twofold_domain::user::{ChangeOutcome, ChangePassword, RequestPasswordReset, ResetPassword};
@@ -35,18 +36,26 @@ impl App {
         Ok(outcome)
     }
 
-    /// Emails a reset token if `email` has an account. The work happens after this returns
-    /// (tracked, so that shutdown waits for it): neither the caller's answer nor its timing
-    /// tells whether the address has an account.
+    /// Emails a reset token if `email` has an account (and its ration allows: see
+    /// `twofold_domain::user::RESET_EMAIL_INTERVAL`). The work happens after this returns
+    /// (tracked, so that shutdown waits for it), rationed by [`ResetQueue`]: neither the
+    /// caller's answer nor its timing tells whether the address has an account.
     pub fn forgot_password(self: &Arc<Self>, email: &str, metadata: EventMetadata) {
         let Ok(email) = Email::parse(email) else {
             return;
         };
+        let Some(admitted) = self.resets.admit(&email) else {
+            return;
+        };
         let app = Arc::clone(self);
         self.background.spawn(async move {
+            let Ok(_worker) = app.resets.workers.acquire().await else {
+                return;
+            };
             if let Err(error) = app.issue_reset_token(&email, &metadata).await {
                 tracing::warn!(code = error.code(), error = %error, "password reset not issued");
             }
+            drop(admitted);
         });
     }
 
@@ -99,5 +108,69 @@ impl App {
             })?;
         tracing::info!(target: "security", %user_id, "password reset");
         Ok(())
+    }
+}
+
+/// Reset requests worked on at once: each is a lookup and a command, and a flood of them must
+/// leave the database and the runtime to everyone else.
+const RESET_WORKERS: usize = 4;
+/// Addresses whose reset request may wait for a worker; more are dropped (and logged).
+const RESET_BACKLOG: usize = 1024;
+
+/// Rations the background work of password resets. A request for an address that already
+/// has one waiting or in progress adds nothing (its outcome would be the same: the domain's
+/// cooldown records nothing within minutes of the last reset email), so a flood for one
+/// victim costs one command; requests for many addresses wait for one of
+/// [`RESET_WORKERS`] workers, and beyond [`RESET_BACKLOG`] waiting they are dropped.
+pub(crate) struct ResetQueue {
+    workers: tokio::sync::Semaphore,
+    pending: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Default for ResetQueue {
+    fn default() -> Self {
+        Self {
+            workers: tokio::sync::Semaphore::new(RESET_WORKERS),
+            pending: Arc::default(),
+        }
+    }
+}
+
+impl ResetQueue {
+    /// Admits a request for `email`, unless one for it is already pending or the backlog is
+    /// full; the guard frees its place when dropped.
+    fn admit(&self, email: &Email) -> Option<Pending> {
+        let key = email.as_str().to_lowercase();
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.contains(&key) {
+            return None;
+        }
+        if pending.len() >= RESET_BACKLOG {
+            tracing::warn!(
+                backlog = RESET_BACKLOG,
+                "password reset requests dropped: backlog full"
+            );
+            return None;
+        }
+        pending.insert(key.clone());
+        Some(Pending {
+            key,
+            pending: Arc::clone(&self.pending),
+        })
+    }
+}
+
+/// An admitted reset request's place in the [`ResetQueue`].
+struct Pending {
+    key: String,
+    pending: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
     }
 }

@@ -11,8 +11,9 @@ use super::mail_policy::MailSecrets;
 use super::{App, AppError};
 
 impl App {
-    /// Rotates the refresh token `refresh_id` of `session_id`. A rotated token presented again
-    /// after the grace period revokes the session, and that is recorded.
+    /// Rotates the refresh token `refresh_id` of `session_id`. The token it replaced, presented
+    /// again within the grace period, gets the same successor; after it, the session is
+    /// revoked, and that is recorded.
     pub async fn refresh(
         &self,
         user_id: UserId,
@@ -29,7 +30,8 @@ impl App {
             .users
             .execute(user_id, command, metadata, &MailSecrets::none())
             .await?;
-        let outcome = RefreshOutcome::read(user_id, &committed.events)?;
+        let outcome =
+            RefreshOutcome::decided(&committed.user, user_id, session_id, &committed.events)?;
         if let RefreshOutcome::Refused(Refusal::RefreshTokenReused) = outcome {
             tracing::warn!(target: "security", %user_id, %session_id,
                 "rotated refresh token presented again: session revoked");

@@ -5,12 +5,18 @@
 //! algorithm is pinned to EdDSA (Ed25519) on the server side: the token's own `alg` header is
 //! never trusted, which rules out `alg: none` and HMAC/public-key confusion. Tokens carry a
 //! `kid` (the key's RFC 7638 thumbprint) and are refused if it names another key.
+//!
+//! Beyond the signature, the claims must be ones this service could have issued: an `iat` no
+//! later than now (give or take the leeway) and an `exp` no further from `iat` than the
+//! kind's configured lifetime. A token that breaks either was minted with a leaked key or a
+//! wrong clock, and would otherwise outlive every lifetime the operator set. An access or
+//! refresh token must name its session (`sid`), or it could not be revoked with it.
 
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::SigningKey;
 use jsonwebtoken::{
     decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
@@ -187,9 +193,17 @@ impl JwtKey {
         Self::from_signing_key(&SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
-    /// A fresh key in PKCS#8 PEM, for `twofold keys generate`.
+    /// A fresh key in PKCS#8 v1 PEM (RFC 5208: the private key alone, as
+    /// `openssl genpkey -algorithm ed25519` writes it), for `twofold keys generate`. v2
+    /// (RFC 5958, with the public key beside it) is what ed25519-dalek writes by default, and
+    /// not every tool reads it; [`Self::from_pem`] reads both.
     pub fn generate_pem() -> Result<Zeroizing<String>, String> {
-        SigningKey::generate(&mut rand::rngs::OsRng)
+        let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+        let private_only = KeypairBytes {
+            secret_key: signing.to_bytes(),
+            public_key: None,
+        };
+        private_only
             .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .map_err(|_| "could not encode the key".to_owned())
     }
@@ -360,10 +374,20 @@ impl TokenService {
         let claims = decode::<Claims<K>>(token, &key.decoding, &validation)
             .map_err(|_| ApiError::InvalidToken)?
             .claims;
-        if claims.typ != K::KIND {
+        if claims.typ != K::KIND || !self.issued_as_we_issue(&claims) {
             return Err(ApiError::InvalidToken);
         }
         Ok(claims)
+    }
+
+    /// Whether `claims` keep to what this service issues: not issued in the future (beyond the
+    /// leeway), and not valid for longer than the kind's lifetime.
+    fn issued_as_we_issue<K: KindClaims>(&self, claims: &Claims<K>) -> bool {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let leeway = i64::try_from(LEEWAY_SECONDS).unwrap_or(i64::MAX);
+        let lifetime = i64::try_from(self.lifetime(K::KIND).as_secs()).unwrap_or(i64::MAX);
+        claims.iat <= now.saturating_add(leeway)
+            && claims.exp.saturating_sub(claims.iat) <= lifetime
     }
 
     /// The JWKS document.
@@ -511,6 +535,71 @@ mod tests {
         header.kid = Some(tokens.key.kid.clone());
         let forged = encode(&header, &claims, &tokens.key.encoding).unwrap();
         assert!(tokens.verify::<Access>(&forged).is_err());
+    }
+
+    /// `claims` with `edit` applied, signed by `tokens`' key as an access token.
+    fn forged_access(tokens: &TokenService, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut claims = serde_json::to_value(
+            tokens
+                .verify::<Access>(&access_token(tokens))
+                .expect("a fresh token verifies"),
+        )
+        .unwrap();
+        edit(&mut claims);
+        let mut header = Header::new(tokens.key.algorithm);
+        header.kid = Some(tokens.key.kid.clone());
+        encode(&header, &claims, &tokens.key.encoding).unwrap()
+    }
+
+    fn now() -> i64 {
+        OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_beyond_the_leeway_is_refused() {
+        let tokens = service();
+        let leeway = i64::try_from(LEEWAY_SECONDS).unwrap();
+        let issued_at = |iat: i64| {
+            forged_access(&tokens, |claims| {
+                claims["iat"] = iat.into();
+                claims["nbf"] = (now() - 1).into();
+                claims["exp"] = (iat + 60).into();
+            })
+        };
+        assert!(tokens
+            .verify::<Access>(&issued_at(now() + leeway + 60))
+            .is_err());
+        assert!(tokens.verify::<Access>(&issued_at(now() + 1)).is_ok());
+    }
+
+    #[test]
+    fn a_token_valid_for_longer_than_its_kinds_lifetime_is_refused() {
+        let tokens = service();
+        let lifetime = i64::try_from(tokens.lifetime(TokenKind::Access).as_secs()).unwrap();
+        let lasting = |seconds: i64| {
+            forged_access(&tokens, |claims| {
+                let iat = claims["iat"].as_i64().unwrap();
+                claims["exp"] = (iat + seconds).into();
+            })
+        };
+        assert!(tokens.verify::<Access>(&lasting(lifetime + 1)).is_err());
+        assert!(tokens.verify::<Access>(&lasting(365 * 86_400)).is_err());
+        assert!(tokens.verify::<Access>(&lasting(lifetime)).is_ok());
+    }
+
+    #[test]
+    fn generated_keys_are_pkcs8_v1_and_v2_keys_still_load() {
+        use ed25519_dalek::pkcs8::spki::der::{self, Decode};
+        let pem = JwtKey::generate_pem().unwrap();
+        let (_, der) = der::pem::decode_vec(pem.as_bytes()).unwrap();
+        let info = ed25519_dalek::pkcs8::PrivateKeyInfo::from_der(&der).unwrap();
+        assert!(info.public_key.is_none(), "v1: the private key alone");
+        assert!(JwtKey::from_pem(&pem).is_ok());
+        let v2 = SigningKey::generate(&mut rand::rngs::OsRng)
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap();
+        assert!(v2.contains("BEGIN PRIVATE KEY"));
+        assert!(JwtKey::from_pem(&v2).is_ok());
     }
 
     #[test]

@@ -10,4 +10,6 @@ mod cli;
 mod common;
 mod config;
 mod crash;
+mod key_files;
 mod shutdown;
+mod slow_clients;

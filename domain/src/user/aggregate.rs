@@ -16,7 +16,7 @@ use crate::values::{ChallengeId, Email, FullName, KeyedDigest, PasswordHash, Use
 /// ignored and the user is folded from every event again. (A field merely added with a
 /// default would read from an old snapshot without the facts that older events folded into
 /// it.) A test pins the shape to this version.
-pub const SNAPSHOT_VERSION: &str = "2";
+pub const SNAPSHOT_VERSION: &str = "3";
 
 /// One user, as folded from their events.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +41,10 @@ pub struct User {
     /// When the owner was last told of a sign-up attempt with their address.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub(super) last_sign_up_notice: Option<OffsetDateTime>,
+    /// When the latest reset emails were requested, oldest first: at most
+    /// [`super::RESET_EMAILS_PER_DAY`], all a cooldown and the daily cap need.
+    #[serde(default, with = "crate::rfc3339::vec")]
+    pub(super) reset_requests: Vec<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -307,9 +311,12 @@ impl Aggregate for User {
                 self.set_new_password(password_hash);
             }
             UserEvent::PasswordResetRequested {
-                digest, expires_at, ..
+                digest,
+                expires_at,
+                at,
             } => {
                 self.password_reset = Some((digest, expires_at));
+                self.note_reset_request(at);
             }
             UserEvent::PasswordReset { password_hash, .. } => {
                 self.set_new_password(password_hash);

@@ -29,7 +29,7 @@ pub use commands::{
 pub use error::UserError;
 pub use events::{AuditScope, Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
 pub use outcome::{ChangeOutcome, LoginOutcome, NoDecision, RefreshOutcome, Refusal, SessionGrant};
-pub use password::RESET_TOKEN_TTL;
+pub use password::{RESET_EMAILS_PER_DAY, RESET_EMAIL_INTERVAL, RESET_TOKEN_TTL};
 pub use sessions::{SessionEndReason, MAX_SESSIONS, SESSION_MAX_AGE};
 pub use throttle::{Throttle, ThrottledFactor, FIRST_LOCK, LOCK_AFTER_FAILURES, MAX_LOCK};
 

@@ -6,7 +6,7 @@
 //! The types here turn a command's events back into one decision per flow, so that the rule
 //! "which refusal was it" lives beside the commands that record it, not with their callers.
 
-use super::{Factor, SessionEndReason, UserEvent};
+use super::{Factor, SessionEndReason, User, UserEvent};
 use crate::values::{ChallengeId, RefreshTokenId, SessionId, UserId};
 
 /// A refusal a command records as an event rather than returns as an error.
@@ -117,6 +117,29 @@ impl RefreshOutcome {
                     _ => Refusal::RefreshTokenReused,
                 })),
                 _ => None,
+            })
+            .ok_or(NoDecision)
+    }
+
+    /// The decision of a refresh of `session_id` that recorded `events` and left the user in
+    /// state `user`. A refresh that recorded nothing repeated one already decided within the
+    /// grace period: it gets the successor already issued, the session's current token.
+    pub fn decided(
+        user: &User,
+        user_id: UserId,
+        session_id: SessionId,
+        events: &[UserEvent],
+    ) -> Result<Self, NoDecision> {
+        if !events.is_empty() {
+            return Self::read(user_id, events);
+        }
+        user.current_refresh_token(session_id)
+            .map(|refresh_id| {
+                Self::Refreshed(SessionGrant {
+                    user_id,
+                    session_id,
+                    refresh_id,
+                })
             })
             .ok_or(NoDecision)
     }

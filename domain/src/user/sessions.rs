@@ -1,9 +1,13 @@
 //! Sessions: each completed login starts one, and its refresh tokens rotate.
 //!
 //! A session remembers its current refresh token and the one before it. Presenting the
-//! current one rotates it. Presenting the previous one within the grace period also rotates
-//! (two tabs refreshing at once both succeed); any other, older token proves that a token was
-//! copied, so the whole session is revoked (refresh-token reuse detection, RFC 9700 §4.14.2).
+//! current one rotates it. Presenting the previous one within the grace period rotates
+//! nothing: it gets the successor already issued, so that clients refreshing one token at once
+//! (two tabs, a retry after a lost answer) all end holding the same live token. Rotating again
+//! there would make the other clients' successors stale, and their next refresh would look
+//! like theft. Any other, older token, or the previous one after the grace period, proves that
+//! a token was copied, so the whole session is revoked (refresh-token reuse detection,
+//! RFC 9700 §4.14.2).
 //! Sessions also end by logout, by the user ending them, and at their absolute age limit,
 //! however often they were refreshed.
 
@@ -101,13 +105,17 @@ impl User {
         let presented = command.refresh_id;
         let within_grace = matches!(session.previous, Some((previous, rotated_at))
             if previous == presented && at - rotated_at <= command.reuse_grace);
+        if at < session.expires_at && presented != session.current && within_grace {
+            // A repeat of a refresh already decided: its successor stands (see the module doc).
+            return Ok(());
+        }
         let event = if at >= session.expires_at {
             UserEvent::SessionEnded {
                 session_id: session.id,
                 reason: SessionEndReason::Expired,
                 at,
             }
-        } else if presented == session.current || within_grace {
+        } else if presented == session.current {
             UserEvent::SessionRefreshed {
                 session_id: session.id,
                 refresh_id: RefreshTokenId::from_uuid(services.rng.uuid()),
@@ -122,6 +130,14 @@ impl User {
         };
         sink.write(event, self).await;
         Ok(())
+    }
+
+    /// The current refresh token of the live session `session_id`.
+    pub fn current_refresh_token(&self, session_id: SessionId) -> Option<RefreshTokenId> {
+        self.sessions
+            .iter()
+            .find(|s| s.id == session_id)
+            .map(|s| s.current)
     }
 
     /// Ends one session (logout, or the user ending it). Ending an ended session is a no-op.

@@ -195,12 +195,18 @@ impl RunningMailer {
 const RECIPIENT: &str = "ada@example.com";
 
 fn job(mail: Mail) -> MailJob {
+    job_sealed(|_| mail)
+}
+
+/// A job whose mail is made knowing the job's id (sealed codes are bound to it).
+fn job_sealed(mail: impl FnOnce(Uuid) -> Mail) -> MailJob {
+    let id = Uuid::new_v4();
     MailJob {
-        id: Uuid::new_v4(),
+        id,
         owner: UserId::new_random(),
         to: Email::parse(RECIPIENT).unwrap(),
         request_id: Some(format!("req-{}", Uuid::new_v4().simple())),
-        mail,
+        mail: mail(id),
     }
 }
 
@@ -255,11 +261,11 @@ async fn published_jobs_are_each_delivered_once_and_recorded_as_success() {
         "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF".to_owned(),
         "GGGG-HHHH-JJJJ-KKKK-LLLL-MMMM".to_owned(),
     ];
-    let backup_codes = job(Mail::BackupCodes {
-        codes: sealer.seal_codes(&codes, RECIPIENT),
+    let backup_codes = job_sealed(|id| Mail::BackupCodes {
+        codes: sealer.seal_codes(&codes, RECIPIENT, id),
     });
-    let login_code = job(Mail::LoginCode {
-        code: sealer.seal("246810", RECIPIENT),
+    let login_code = job_sealed(|id| Mail::LoginCode {
+        code: sealer.seal("246810", RECIPIENT, id),
         valid_minutes: 5,
     });
     let jobs = vec![
@@ -342,8 +348,8 @@ async fn a_failing_transport_is_retried_then_dead_lettered_without_logging_the_c
     let nats = Nats::fresh().await;
     let sealer = MailSealer::new(&KEY);
     let code = "QZ7391";
-    let doomed = job(Mail::LoginCode {
-        code: sealer.seal(code, RECIPIENT),
+    let doomed = job_sealed(|id| Mail::LoginCode {
+        code: sealer.seal(code, RECIPIENT, id),
         valid_minutes: 5,
     });
     let transport = Transport::parse(&format!("smtp://127.0.0.1:{}", free_port())).unwrap();
@@ -520,8 +526,8 @@ async fn an_smtp_server_that_comes_up_after_the_mailer_gets_the_email() {
         retry_base: Duration::from_secs(1),
         ..nats.settings(transport)
     });
-    let login = job(Mail::LoginCode {
-        code: sealer.seal("135790", RECIPIENT),
+    let login = job_sealed(|id| Mail::LoginCode {
+        code: sealer.seal("135790", RECIPIENT, id),
         valid_minutes: 5,
     });
     nats.publish(&login).await;

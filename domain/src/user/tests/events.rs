@@ -177,9 +177,9 @@ fn the_folded_state_writes_its_times_in_rfc_3339_and_reads_back_unchanged() {
         user.apply(event);
     }
     let json = serde_json::to_value(&user).unwrap();
-    // The email code's expiry, the session's end and last rotation, the reset token's expiry,
-    // the lock and the sign-up notice.
-    assert_eq!(count_rfc3339_strings(&json), 6, "{json}");
+    // The email code's expiry, the session's end and last rotation, the reset token's expiry
+    // and its request, the lock and the sign-up notice.
+    assert_eq!(count_rfc3339_strings(&json), 7, "{json}");
     let back: User = serde_json::from_value(json).unwrap();
     assert_eq!(back, user);
 }

@@ -209,6 +209,38 @@ fn a_refresh_is_rotated_revoked_on_reuse_or_refused_once_expired() {
     );
 }
 
+#[test]
+fn a_repeated_refresh_within_the_grace_period_gets_the_successor_already_issued() {
+    use cqrs_es::Aggregate;
+    let rotated_at_sixty = UserEvent::SessionRefreshed {
+        session_id: SessionId::from_uuid(nth_uuid(5)),
+        refresh_id: RefreshTokenId::from_uuid(nth_uuid(9)),
+        at: at(60),
+    };
+    let history = vec![signed_up(), session_at_zero(), rotated_at_sixty];
+    let repeated = recorded(65, history.clone(), refresh(6));
+    assert!(repeated.is_empty(), "nothing rotates: {repeated:?}");
+    let mut user = User::default();
+    for event in history {
+        user.apply(event);
+    }
+    let session_id = SessionId::from_uuid(nth_uuid(5));
+
+    assert_eq!(
+        RefreshOutcome::decided(&user, user_id(), session_id, &repeated),
+        Ok(RefreshOutcome::Refreshed(SessionGrant {
+            user_id: user_id(),
+            session_id,
+            refresh_id: RefreshTokenId::from_uuid(nth_uuid(9)),
+        }))
+    );
+    let unknown = SessionId::from_uuid(nth_uuid(4));
+    assert_eq!(
+        RefreshOutcome::decided(&user, user_id(), unknown, &repeated),
+        Err(NoDecision)
+    );
+}
+
 fn disable(password: &str, code: &str) -> UserCommand {
     UserCommand::DisableTfa(DisableTfa {
         password: secret(password),

@@ -1,7 +1,8 @@
 use super::*;
 use crate::user::{
     ChangePassword, Factor, LogIn, RequestPasswordReset, ResetPassword, SessionEndReason,
-    UserCommand, UserError, RESET_TOKEN_TTL, SESSION_MAX_AGE,
+    UserCommand, UserError, RESET_EMAILS_PER_DAY, RESET_EMAIL_INTERVAL, RESET_TOKEN_TTL,
+    SESSION_MAX_AGE,
 };
 use crate::values::{NewPassword, RefreshTokenId, SessionId};
 
@@ -213,4 +214,72 @@ fn a_password_reset_clears_the_password_failure_count() {
             challenge_id: None,
             at: at(60),
         }]);
+}
+
+fn reset_requested_at(offset: i64) -> UserEvent {
+    UserEvent::PasswordResetRequested {
+        digest: digest_of(TOKEN),
+        expires_at: at(offset) + RESET_TOKEN_TTL,
+        at: at(offset),
+    }
+}
+
+const ANOTHER_TOKEN: &str = "another-reset-token-with-plenty-of-entropy";
+
+fn request_reset() -> UserCommand {
+    UserCommand::RequestPasswordReset(RequestPasswordReset {
+        token: secret(ANOTHER_TOKEN),
+    })
+}
+
+fn another_reset_requested_at(offset: i64) -> UserEvent {
+    UserEvent::PasswordResetRequested {
+        digest: digest_of(ANOTHER_TOKEN),
+        expires_at: at(offset) + RESET_TOKEN_TTL,
+        at: at(offset),
+    }
+}
+
+#[test]
+fn a_reset_request_within_the_cooldown_records_nothing_and_the_pending_token_stands() {
+    let just_before = RESET_EMAIL_INTERVAL.whole_seconds() - 1;
+    test_at(just_before)
+        .given(vec![signed_up(), reset_requested_at(0)])
+        .when(request_reset())
+        .then_expect_events(vec![]);
+    test_at(just_before)
+        .given(vec![signed_up(), reset_requested_at(0)])
+        .when(reset(TOKEN))
+        .then_expect_events(vec![UserEvent::PasswordReset {
+            password_hash: new_hash(),
+            at: at(just_before),
+        }]);
+}
+
+#[test]
+fn a_reset_request_after_the_cooldown_issues_a_new_token() {
+    let after = RESET_EMAIL_INTERVAL.whole_seconds();
+    test_at(after)
+        .given(vec![signed_up(), reset_requested_at(0)])
+        .when(request_reset())
+        .then_expect_events(vec![another_reset_requested_at(after)]);
+}
+
+#[test]
+fn no_more_than_the_daily_cap_of_reset_emails_go_in_a_day() {
+    let interval = RESET_EMAIL_INTERVAL.whole_seconds();
+    let cap = i64::try_from(RESET_EMAILS_PER_DAY).unwrap();
+    let mut history = vec![signed_up()];
+    history.extend((0..cap).map(|n| reset_requested_at(n * interval)));
+    let last = (cap - 1) * interval;
+    test_at(last + interval)
+        .given(history.clone())
+        .when(request_reset())
+        .then_expect_events(vec![]);
+    // A day after the first, one more may go.
+    let a_day_later = time::Duration::DAY.whole_seconds();
+    test_at(a_day_later)
+        .given(history)
+        .when(request_reset())
+        .then_expect_events(vec![another_reset_requested_at(a_day_later)]);
 }

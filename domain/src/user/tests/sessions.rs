@@ -61,11 +61,28 @@ fn the_current_refresh_token_is_rotated() {
 }
 
 #[test]
-fn the_previous_token_is_accepted_within_the_grace_period() {
+fn a_repeated_refresh_of_the_previous_token_within_the_grace_period_rotates_nothing() {
+    // The successor issued at 60 stays current: every client of the race ends holding it.
     test_at(65)
         .given(vec![signed_up(), started(0), refreshed(0, 9, 60)])
         .when(refresh(0, 6))
-        .then_expect_events(vec![refreshed(0, 0, 65)]);
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn the_successor_of_a_repeated_refresh_can_itself_be_refreshed() {
+    test_at(66)
+        .given(vec![signed_up(), started(0), refreshed(0, 9, 60)])
+        .when(refresh(0, 9))
+        .then_expect_events(vec![refreshed(0, 0, 66)]);
+}
+
+#[test]
+fn a_repeat_of_a_refresh_exactly_at_the_end_of_the_grace_period_still_gets_the_successor() {
+    test_at(70)
+        .given(vec![signed_up(), started(0), refreshed(0, 9, 60)])
+        .when(refresh(0, 6))
+        .then_expect_events(vec![]);
 }
 
 #[test]

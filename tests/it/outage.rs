@@ -1,0 +1,276 @@
+//! A database outage under load: every operation answers 503 `service.unavailable` with
+//! `Retry-After` while Postgres is down, never 500, and the service recovers by itself.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::pg_server::PgServer;
+
+/// One answer: the operation, its status, its `code` and whether it carried `Retry-After`.
+#[derive(Debug, Clone)]
+struct Answer {
+    operation: &'static str,
+    status: StatusCode,
+    code: Option<String>,
+    retry_after: bool,
+}
+
+type Answers = Arc<Mutex<Vec<Answer>>>;
+
+async fn record(
+    answers: &Answers,
+    operation: &'static str,
+    response: reqwest::Result<reqwest::Response>,
+) {
+    let answer = match response {
+        Ok(response) => {
+            let status = response.status();
+            let retry_after = response.headers().contains_key("retry-after");
+            let body: Option<Value> = response.json().await.ok();
+            Answer {
+                operation,
+                status,
+                code: body.and_then(|body| body["code"].as_str().map(str::to_owned)),
+                retry_after,
+            }
+        }
+        // A reset or timed-out connection is as bad as a 500.
+        Err(error) => panic!("{operation}: no answer: {error}"),
+    };
+    answers.lock().unwrap().push(answer);
+}
+
+/// Every operation once, as a signed-in user with `tokens` would call them.
+async fn every_operation(app: &TestApp, tokens: &Value, answers: &Answers) {
+    let access = tokens["access_token"].as_str().unwrap();
+    let http = &app.http;
+    record(
+        answers,
+        "signup",
+        http.post(app.url("/auth/signup"))
+            .json(&signup_body(&unique_email("down"), None))
+            .send()
+            .await,
+    )
+    .await;
+    record(
+        answers,
+        "login",
+        http.post(app.url("/auth/login"))
+            .form(&[
+                ("username", unique_email("down").as_str()),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await,
+    )
+    .await;
+    record(
+        answers,
+        "refresh",
+        http.post(app.url("/auth/refresh"))
+            .json(&json!({ "refresh_token": tokens["refresh_token"] }))
+            .send()
+            .await,
+    )
+    .await;
+    record(
+        answers,
+        "test-token",
+        http.get(app.url("/auth/test-token"))
+            .bearer_auth(access)
+            .send()
+            .await,
+    )
+    .await;
+    record(
+        answers,
+        "sessions",
+        http.get(app.url("/auth/sessions"))
+            .bearer_auth(access)
+            .send()
+            .await,
+    )
+    .await;
+    record(
+        answers,
+        "history",
+        http.get(app.url("/users/me/history"))
+            .bearer_auth(access)
+            .send()
+            .await,
+    )
+    .await;
+    record(
+        answers,
+        "forgot-password",
+        http.post(app.url("/auth/forgot-password"))
+            .json(&json!({ "email": unique_email("down") }))
+            .send()
+            .await,
+    )
+    .await;
+}
+
+fn by_operation(answers: &[Answer]) -> BTreeMap<&'static str, Vec<(u16, Option<String>)>> {
+    let mut map: BTreeMap<&'static str, Vec<(u16, Option<String>)>> = BTreeMap::new();
+    for answer in answers {
+        map.entry(answer.operation)
+            .or_default()
+            .push((answer.status.as_u16(), answer.code.clone()));
+    }
+    map
+}
+
+#[tokio::test]
+async fn a_stopped_or_frozen_database_answers_503_with_retry_after_never_500_and_the_service_recovers(
+) {
+    let mut postgres = PgServer::start().await;
+    let database = twofold_tests::scratch::create_database(&postgres.url())
+        .await
+        .unwrap();
+    let mut app = spawn_app_with(test_config(
+        Store::Postgres,
+        Some(database),
+        Some(default_nats_url()),
+    ))
+    .await;
+    app.http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let app = Arc::new(app);
+    let email = unique_email("outage");
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    let tokens = app.login_expecting(&email, StatusCode::OK).await;
+
+    // Load: sign-ups from four clients for the whole test.
+    let answers: Answers = Arc::default();
+    let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, answers, stop) = (
+                Arc::clone(&app),
+                Arc::clone(&answers),
+                Arc::clone(&stop_load),
+            );
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let response = app
+                        .http
+                        .post(app.url("/auth/signup"))
+                        .json(&signup_body(&unique_email("load"), None))
+                        .send()
+                        .await;
+                    record(&answers, "signup (load)", response).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    postgres.stop();
+    let down: Answers = Arc::default();
+    // Two rounds: the first meets the connections the shutdown closed, the second a pool
+    // that cannot open new ones.
+    for _ in 0..2 {
+        every_operation(&app, &tokens, &down).await;
+    }
+    let down = down.lock().unwrap().clone();
+
+    postgres.resume().await;
+    wait_for_recovery(&app).await;
+
+    // A database that hangs rather than refuses (a frozen host, a partition): connecting
+    // times out instead of failing.
+    postgres.freeze();
+    let frozen: Answers = Arc::default();
+    every_operation(&app, &tokens, &frozen).await;
+    let frozen = frozen.lock().unwrap().clone();
+    postgres.thaw();
+
+    wait_for_recovery(&app).await;
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let fresh = app.login_expecting(&email, StatusCode::OK).await;
+    let after: Answers = Arc::default();
+    every_operation(&app, &fresh, &after).await;
+    let after = after.lock().unwrap().clone();
+
+    let all: Vec<Answer> = answers
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(&down)
+        .chain(&frozen)
+        .chain(&after)
+        .cloned()
+        .collect();
+    let server_errors: Vec<&Answer> = all
+        .iter()
+        .filter(|answer| {
+            answer.status.is_server_error() && answer.status != StatusCode::SERVICE_UNAVAILABLE
+        })
+        .collect();
+    assert!(
+        server_errors.is_empty(),
+        "answers other than 503 among the 5xx: {server_errors:?}"
+    );
+    for answer in all
+        .iter()
+        .filter(|answer| answer.status == StatusCode::SERVICE_UNAVAILABLE)
+    {
+        assert_eq!(
+            answer.code.as_deref(),
+            Some("service.unavailable"),
+            "{answer:?}"
+        );
+        assert!(answer.retry_after, "a 503 without Retry-After: {answer:?}");
+    }
+    // Every operation that needs the database said so while it was down or frozen; the ones
+    // that do not (a reset request is queued off the request path) answered as usual.
+    for (state, answers) in [("down", &down), ("frozen", &frozen)] {
+        let by_operation = by_operation(answers);
+        for operation in ["signup", "login", "refresh", "sessions", "history"] {
+            assert!(
+                by_operation[operation]
+                    .iter()
+                    .any(|(status, _)| *status == 503),
+                "{operation} did not answer 503 while the database was {state}: {by_operation:?}"
+            );
+        }
+    }
+    // And after: nothing unavailable any more.
+    for answer in &after {
+        assert!(answer.status.as_u16() < 500, "not recovered: {answer:?}");
+    }
+}
+
+/// Waits (up to 30 s) until a sign-up succeeds again.
+async fn wait_for_recovery(app: &TestApp) {
+    let started = Instant::now();
+    loop {
+        let status = app
+            .signup(&signup_body(&unique_email("back"), None))
+            .await
+            .status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no recovery: sign-up answers {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
