@@ -1,5 +1,5 @@
-//! The original service's clients keep working, and every error is problem+json naming what
-//! is wrong.
+//! The original service's clients keep working, every error is problem+json naming what is
+//! wrong, and a first run meets no surprise (a missing database, the first admin).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -396,4 +396,130 @@ async fn a_password_of_only_spaces_or_one_repeated_character_is_refused_as_too_w
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{weak:?}");
         assert_eq!(problem_body["code"], "user.password_too_weak", "{weak:?}");
     }
+}
+
+#[tokio::test]
+async fn a_missing_database_is_created_at_the_first_start() {
+    let server = std::env::var("TWOFOLD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+    let name = twofold_tests::scratch::database_name();
+    let database_url = format!("{server}/{name}");
+    let config = test_config(
+        Store::Postgres,
+        Some(database_url.clone()),
+        Some(default_nats_url()),
+    );
+
+    // The app holds the database as a scratch resource: it is dropped when the test ends.
+    let app = spawn_app_with(config).await;
+
+    let email = unique_email("firstrun");
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    assert!(
+        logs.lines().any(
+            |line| line.contains("the database did not exist: created it") && line.contains(&name)
+        ),
+        "no log line says the database was created"
+    );
+}
+
+/// Whether the user with `email` is an admin, as the admin endpoint tells them.
+async fn is_admin(app: &TestApp, email: &str) -> bool {
+    let access = app.login_token(email, StatusCode::OK).await;
+    let status = app.get_with("/users/users", &access).await.status();
+    assert!(
+        status == StatusCode::OK || status == StatusCode::FORBIDDEN,
+        "{status}"
+    );
+    status == StatusCode::OK
+}
+
+#[tokio::test]
+async fn configured_admin_emails_get_the_role_at_start_up_and_at_sign_up_on_postgres() {
+    let app = spawn_app(Store::Postgres).await;
+    let existing = unique_email("existingadmin");
+    let later = unique_email("lateradmin");
+    let bystander = unique_email("bystander");
+    for email in [&existing, &bystander] {
+        assert_eq!(
+            app.signup(&signup_body(email, None)).await.status(),
+            StatusCode::OK
+        );
+    }
+    assert!(!is_admin(&app, &existing).await);
+
+    // A second start with the addresses configured (one in another letter case).
+    let mut config = app.config.clone();
+    config.admin_emails = vec![existing.to_uppercase(), later.clone()];
+    let configured = spawn_app_with(config).await;
+
+    assert!(
+        is_admin(&configured, &existing).await,
+        "granted at start-up"
+    );
+    assert_eq!(
+        configured.signup(&signup_body(&later, None)).await.status(),
+        StatusCode::OK
+    );
+    assert!(is_admin(&configured, &later).await, "granted at sign-up");
+    assert!(!is_admin(&configured, &bystander).await);
+
+    // Each grant is an `AdminGranted` event whose actor is the configuration.
+    let actors: Vec<String> = sqlx::query_scalar(
+        "SELECT metadata->>'actor' FROM events WHERE event_type = 'AdminGranted' \
+         ORDER BY sequence",
+    )
+    .fetch_all(app.db.as_ref().unwrap())
+    .await
+    .unwrap();
+    assert_eq!(actors, ["config", "config"]);
+
+    // A third start grants nothing again.
+    let mut config = configured.config.clone();
+    config.admin_emails = vec![existing.clone(), later.clone()];
+    let _again = spawn_app_with(config).await;
+    let grants: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'AdminGranted'")
+            .fetch_one(app.db.as_ref().unwrap())
+            .await
+            .unwrap();
+    assert_eq!(grants, 2);
+}
+
+#[tokio::test]
+async fn a_configured_admin_email_gets_the_role_at_sign_up_in_the_embedded_mode() {
+    let admin = unique_email("embeddedadmin");
+    let mut config = test_config(Store::Embedded, None, None);
+    config.admin_emails = vec![admin.clone()];
+    let app = spawn_app_with(config).await;
+    let user = unique_email("embeddeduser");
+
+    for email in [&admin, &user] {
+        assert_eq!(
+            app.signup(&signup_body(email, None)).await.status(),
+            StatusCode::OK
+        );
+    }
+
+    assert!(is_admin(&app, &admin).await);
+    assert!(!is_admin(&app, &user).await);
+    let access = app.login_token(&admin, StatusCode::OK).await;
+    let history: Value = app
+        .get_with("/users/me/history", &access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let granted = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["type"] == "admin_granted")
+        .cloned()
+        .unwrap_or_else(|| panic!("no admin_granted entry: {history}"));
+    assert_ne!(granted["by"], "self");
 }

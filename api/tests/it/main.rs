@@ -10,4 +10,5 @@ mod cli;
 mod common;
 mod config;
 mod crash;
+mod first_run;
 mod shutdown;
