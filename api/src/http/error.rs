@@ -598,3 +598,88 @@ impl ApiError {
         Self::request(status, code, detail)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // Read only through the parser's errors.
+    struct Signup {
+        email: String,
+        device: Option<Device>,
+        count: Option<u32>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // Read only through the parser's errors.
+    struct Device {
+        device_type: String,
+    }
+
+    fn detail(error: ApiError) -> (StatusCode, &'static str, String) {
+        let (status, code) = error.status_and_code();
+        (status, code, error.problem().detail().to_owned())
+    }
+
+    #[test]
+    fn a_json_field_at_fault_is_named_with_its_path_and_what_it_must_be() {
+        let refused = |body: &str| detail(parse_json::<Signup>(body.as_bytes()).unwrap_err());
+        assert_eq!(
+            refused(r#"{"email": "a@b.c", "device": {}}"#).2,
+            "the field `device.device_type` is missing"
+        );
+        assert_eq!(
+            refused(r#"{"email": "a@b.c", "count": -1}"#).2,
+            "the field `count` must be a whole number"
+        );
+        assert_eq!(
+            refused(r#"{"email": "a@b.c", "count": "seven"}"#).2,
+            "the field `count` must be a whole number, not a string"
+        );
+        assert_eq!(
+            refused(r#"{"email": "a@b.c", "email": "d@e.f"}"#).2,
+            "the field `email` is given more than once"
+        );
+        let (status, code, _) = refused(r#"{"email": "a@b.c"} trailing"#);
+        assert_eq!(
+            (status, code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "request.malformed_json")
+        );
+    }
+
+    #[test]
+    fn a_value_the_client_sent_is_never_repeated_in_the_detail() {
+        for body in [
+            r#"{"email": "hunter2-secret-value", "count": "hunter2-secret-value"}"#,
+            r#"{"email": ["hunter2-secret-value"]}"#,
+            r#"{"email": "a@b.c", "device": "hunter2-secret-value"}"#,
+        ] {
+            let (_, _, text) = detail(parse_json::<Signup>(body.as_bytes()).unwrap_err());
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_query_or_form_field_at_fault_is_named() {
+        let refused = |text: &str, input| {
+            detail(parse_urlencoded::<Signup>(text.as_bytes(), input).unwrap_err())
+        };
+        assert_eq!(
+            refused("email=a%40b.c&count=99999999999", Input::Query),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request.invalid_query",
+                "the field `count` must be a whole number in range".to_owned()
+            )
+        );
+        assert_eq!(
+            refused("count=1", Input::Form),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request.invalid_form",
+                "the field `email` is missing".to_owned()
+            )
+        );
+    }
+}
