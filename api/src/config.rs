@@ -3,6 +3,7 @@
 //! they are read and never printed.
 
 mod check;
+pub mod database;
 mod file;
 
 use std::net::SocketAddr;
@@ -66,6 +67,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ViewsCommand,
     },
+    /// Run the mailer (the same as the `twofold-mailer` binary, from this one's build): send
+    /// the emails of the mail jobs in NATS JetStream until SIGTERM. It takes the mailer's
+    /// settings (`twofold mailer --help`); the settings above do not apply to it.
+    #[command(name = "mailer")]
+    Mailer(twofold_mailer::MailerArgs),
 }
 
 /// `twofold audit …`
@@ -305,6 +311,10 @@ pub struct Config {
     /// Timeouts and the connection cap of the HTTP server.
     #[command(flatten)]
     pub connections: crate::serve::ConnectionSettings,
+    /// Email addresses (comma-separated) that get the admin role: when they sign up, or at
+    /// start-up if their account exists. Recorded as an event with `config` as the actor.
+    #[arg(long, env = "TWOFOLD_ADMIN_EMAILS", value_delimiter = ',')]
+    pub admin_emails: Vec<String>,
 }
 
 /// An RFC 3339 instant, as the audit subcommands take it.
@@ -372,6 +382,7 @@ impl std::fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("signup_existing_email", &self.signup_existing_email)
             .field("connections", &self.connections)
+            .field("admin_emails", &self.admin_emails)
             .finish()
     }
 }
@@ -432,6 +443,7 @@ impl Config {
             shutdown_timeout: 30,
             signup_existing_email: ExistingEmail::Conflict,
             connections: crate::serve::ConnectionSettings::default(),
+            admin_emails: Vec::new(),
         })
     }
 

@@ -48,6 +48,7 @@ async fn main() -> ExitCode {
         Some(Command::Views {
             action: ViewsCommand::Rebuild { apply },
         }) => rebuild_views(&cli.config, apply).await,
+        Some(Command::Mailer(args)) => mailer(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,6 +81,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await?
         .run_until_stopped()
         .await?;
+    Ok(())
+}
+
+/// `twofold mailer`: what `twofold-mailer` does, from this binary, so that running the service
+/// and the mailer from source takes one build.
+async fn mailer(args: twofold_mailer::MailerArgs) -> anyhow::Result<()> {
+    if let Some(address) = args.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(address)
+            .install()
+            .map_err(|error| {
+                ConfigProblems(vec![format!(
+                    "TWOFOLD_MAILER_METRICS_ADDR: cannot serve metrics on {address}: {error}"
+                )])
+            })?;
+        tracing::info!(%address, "serving metrics");
+    }
+    let settings = args
+        .into_settings()
+        .map_err(|error| ConfigProblems(vec![error.to_string()]))?;
+    tracing::info!(?settings, "starting the mailer");
+    twofold_mailer::run(settings, startup::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The composition root: concrete adapters wired to the domain's ports, the store chosen from
 //! configuration, and the HTTP server.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,6 +152,12 @@ async fn open_pool(database_url: &str, max_connections: u32) -> Result<PgPool, S
     let probe = sqlx::PgConnection::connect(database_url);
     match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
         Err(_) => return Err(unreachable(&"no answer within 5 seconds")),
+        Ok(Err(error)) if crate::config::database::is_missing_database(&error) => {
+            let name = crate::config::database::create(database_url)
+                .await
+                .map_err(|reason| format!("DATABASE_URL: {reason}"))?;
+            tracing::info!(database = %name, "the database did not exist: created it");
+        }
         Ok(Err(error)) => return Err(unreachable(&error)),
         Ok(Ok(probe)) => {
             let _closed = probe.close().await;
@@ -216,6 +223,8 @@ pub fn settings(config: &Config) -> Settings {
         refresh_reuse_grace: time::Duration::seconds(
             i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
         ),
+        // Checked at start-up (`Config::check`).
+        admin_emails: config.admin_emails().unwrap_or_default(),
     }
 }
 
@@ -438,6 +447,8 @@ impl Application {
     /// Validates `config` (see [`validate`]), wires the service and binds its port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let (checked, pool) = validate(&config).await?;
+        // Before anything is logged: a port in use is a configuration problem like the others.
+        let socket = reserve_port(config.addr).map_err(|problem| ConfigProblems(vec![problem]))?;
         let Checked {
             keys,
             lifetimes,
@@ -459,6 +470,9 @@ impl Application {
             mail_queue: mail.queue,
         };
         let (app, projector) = composed(&mail.store, adapters, settings(&config), &metrics);
+        app.grant_configured_admins()
+            .await
+            .context("granting the admin role of TWOFOLD_ADMIN_EMAILS failed")?;
         let tokens = TokenService::new(
             keys.jwt,
             config.jwt_issuer.clone(),
@@ -513,8 +527,8 @@ impl Application {
                 }),
             )
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
-        let listener = tokio::net::TcpListener::bind(config.addr)
-            .await
+        let listener = socket
+            .listen(LISTEN_BACKLOG)
             .with_context(|| format!("TWOFOLD_ADDR: cannot listen on {}", config.addr))?;
         tracing::info!(address = %listener.local_addr()?, "listening");
         Ok(Self {
@@ -626,6 +640,27 @@ fn test_routes() -> Router {
 #[cfg(feature = "test-routes")]
 pub const TEST_PANIC_PATH: &str = "/__tests/panic";
 
+/// Connections the kernel queues before they are accepted (as `TcpListener::bind` sets).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `addr` without listening yet: a port in use is found before start-up does any work,
+/// and nothing connects before the service can answer.
+fn reserve_port(addr: SocketAddr) -> Result<tokio::net::TcpSocket, String> {
+    let cannot = |error: std::io::Error| format!("TWOFOLD_ADDR: cannot listen on {addr}: {error}");
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(cannot)?;
+    // As `TcpListener::bind` does: a restart may reuse the port of connections in TIME_WAIT,
+    // never one another process listens on.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true).map_err(cannot)?;
+    socket.bind(addr).map_err(cannot)?;
+    Ok(socket)
+}
+
 /// How long work started in the background (a password reset) may take once the server has
 /// stopped.
 const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -633,7 +668,8 @@ const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the outbox relay may take to finish its batch once the server has stopped.
 const RELAY_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {

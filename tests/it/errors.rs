@@ -110,7 +110,7 @@ async fn bad_requests_get_problem_details_with_stable_codes() {
     let mut no_device = signup_body(&unique_email("nodevice"), None);
     no_device["tfa_enabled"] = json!(true);
     let (status, body) = problem(app.signup(&no_device).await).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["code"], "tfa.device_required");
 
     // `tfa_enabled` and `device` may be left out (the original answered 500).

@@ -74,7 +74,10 @@ async fn error_details_are_ours_not_the_parsers() {
             .await,
     )
     .await;
-    assert_eq!(body["detail"], "a field has a value of the wrong type");
+    assert_eq!(
+        body["detail"],
+        "the field `email` must be a string, not a number"
+    );
 }
 
 #[tokio::test]

@@ -97,6 +97,32 @@ impl App {
         }))
     }
 
+    /// Gives the admin role to every account of `TWOFOLD_ADMIN_EMAILS` that exists (at
+    /// start-up; the others get it when they sign up), recorded with `config` as the actor.
+    pub async fn grant_configured_admins(&self) -> Result<(), AppError> {
+        for email in &self.settings.admin_emails {
+            match self.grant_admin(email, Actor::Config).await? {
+                Some(GrantOutcome::Granted) => {
+                    tracing::info!(%email, "admin role granted (TWOFOLD_ADMIN_EMAILS)");
+                }
+                Some(GrantOutcome::AlreadyAdmin) => {}
+                None => tracing::info!(
+                    %email,
+                    "TWOFOLD_ADMIN_EMAILS: no account yet; the role is granted at sign-up"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `email` is one of `TWOFOLD_ADMIN_EMAILS` (in any letter case).
+    pub(super) fn is_configured_admin(&self, email: &Email) -> bool {
+        self.settings
+            .admin_emails
+            .iter()
+            .any(|admin| admin.key() == email.key())
+    }
+
     /// Seals every TOTP seed of `users` that a retired key sealed again under the current one
     /// (a `SeedResealed` event each, with `cli` as the actor), and reports which retired keys
     /// digests still need. Safe to run again, and while the service runs: a user changed

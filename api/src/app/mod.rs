@@ -55,6 +55,8 @@ pub struct Settings {
     pub signup_existing_email: ExistingEmail,
     /// How long a rotated refresh token stays acceptable.
     pub refresh_reuse_grace: time::Duration,
+    /// Addresses that get the admin role from the configuration (`TWOFOLD_ADMIN_EMAILS`).
+    pub admin_emails: Vec<twofold_domain::values::Email>,
 }
 
 /// Twofold's use cases, over the stores and adapters the composition root chose.

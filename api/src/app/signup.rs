@@ -2,7 +2,7 @@
 
 use twofold_domain::user::SignUp;
 use twofold_domain::values::{DeviceType, Email, FullName, NewPassword, UserId};
-use twofold_domain::{EventMetadata, UserCommand, UserError};
+use twofold_domain::{Actor, EventMetadata, UserCommand, UserError};
 
 use super::mail_policy::MailSecrets;
 use super::{App, AppError, ScanCode};
@@ -53,6 +53,9 @@ impl App {
                 if enrolled {
                     tracing::info!(target: "security", %user_id, "two-factor authentication enabled");
                 }
+                if self.is_configured_admin(&account.email) {
+                    self.grant_configured_admin(user_id).await;
+                }
             }
             Err(AppError::Domain(UserError::EmailTaken))
                 if self.settings.signup_existing_email == ExistingEmail::Conceal =>
@@ -63,6 +66,31 @@ impl App {
             Err(error) => return Err(error),
         }
         Ok(self.scan_code(&account.email, seed.as_ref()))
+    }
+
+    /// Gives the new account of a `TWOFOLD_ADMIN_EMAILS` address the admin role, recorded
+    /// with `config` as the actor. The account exists already, so a failure here does not fail
+    /// the sign-up: it is logged, and the next start-up grants the role.
+    async fn grant_configured_admin(&self, user_id: UserId) {
+        let granted = self
+            .users
+            .execute(
+                user_id,
+                UserCommand::GrantAdmin,
+                &EventMetadata::of(Actor::Config),
+                &MailSecrets::none(),
+            )
+            .await;
+        match granted {
+            Ok(_) => {
+                tracing::info!(target: "security", actor = %Actor::Config, %user_id, "admin role granted");
+            }
+            Err(error) => tracing::error!(
+                %user_id,
+                error.cause_chain = ?error,
+                "granting the admin role of TWOFOLD_ADMIN_EMAILS failed; the next start grants it"
+            ),
+        }
     }
 
     /// A sign-up with a taken address, when sign-up conceals existing accounts: the owner is

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use secrecy::ExposeSecret;
+use twofold_domain::values::Email;
 
 use super::{Config, Environment};
 use crate::adapters::SealingKey;
@@ -68,6 +69,7 @@ impl Config {
             &self.trusted_proxies,
         ));
         self.check_stores(&mut problems);
+        problems.note(self.admin_emails());
         problems.note(twofold_nats::Topology::new(&self.nats_prefix));
         problems.note(
             argon2::Params::new(
@@ -96,6 +98,20 @@ impl Config {
             }
             _ => Err(problems),
         }
+    }
+
+    /// The addresses of `TWOFOLD_ADMIN_EMAILS` (blank entries skipped), each a valid address.
+    pub fn admin_emails(&self) -> Result<Vec<Email>, String> {
+        self.admin_emails
+            .iter()
+            .map(|address| address.trim())
+            .filter(|address| !address.is_empty())
+            .map(|address| {
+                Email::parse(address).map_err(|_| {
+                    format!("TWOFOLD_ADMIN_EMAILS: `{address}` is not a valid email address")
+                })
+            })
+            .collect()
     }
 
     /// Token lifetimes, after checking none is zero.

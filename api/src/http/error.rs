@@ -2,8 +2,9 @@
 //! Every failure a client can see has a status and a stable `code`; internal causes are logged
 //! once and never sent.
 
+use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::path::ErrorKind;
-use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -149,7 +150,9 @@ fn domain_status(error: UserError) -> StatusCode {
         | UserError::PasswordTooShort
         | UserError::PasswordTooLong
         | UserError::PasswordTooCommon
-        | UserError::DeviceRequired => StatusCode::UNPROCESSABLE_ENTITY,
+        | UserError::PasswordTooWeak => StatusCode::UNPROCESSABLE_ENTITY,
+        // The original's validator answered 400 to 2FA without a device.
+        UserError::DeviceRequired => StatusCode::BAD_REQUEST,
         UserError::EmailTaken | UserError::AlreadyRegistered => StatusCode::CONFLICT,
         UserError::UnknownUser | UserError::NoBackupCodesLeft | UserError::UnknownSession => {
             StatusCode::NOT_FOUND
@@ -280,88 +283,193 @@ fn refusal_detail(refusal: Refusal) -> String {
     }
 }
 
-/// What is wrong with a body, in our words: the field at fault when the parser names one,
-/// never the parser's own message.
-fn serde_detail(body_text: String) -> String {
-    let quoted = |text: &str| {
-        text.split('`').nth(1).map(|name| {
-            name.chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect::<String>()
-        })
-    };
-    if let Some(rest) = body_text.split("missing field ").nth(1) {
-        if let Some(field) = quoted(rest) {
-            return format!("the field `{field}` is missing");
-        }
-    }
-    if let Some(rest) = body_text.split("unknown variant ").nth(1) {
-        if let Some(value) = quoted(rest) {
-            return format!("`{value}` is not one of the accepted values");
-        }
-    }
-    if body_text.contains("invalid type") || body_text.contains("invalid value") {
-        return "a field has a value of the wrong type".to_owned();
-    }
-    "the request does not have the expected fields".to_owned()
+/// Where a rejected input came from: it chooses the problem's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// A JSON request body.
+    Json,
+    /// A form body (urlencoded or multipart).
+    Form,
+    /// The query string.
+    Query,
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::MissingJsonContentType(_) => Self::request(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "request.unsupported_media_type",
-                "the body must be JSON with `Content-Type: application/json`",
-            ),
-            JsonRejection::JsonSyntaxError(error) => Self::request(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "request.malformed_json",
-                format!(
-                    "the body is not valid JSON: {}",
-                    serde_detail(error.body_text())
-                ),
-            ),
-            JsonRejection::JsonDataError(error) => Self::request(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "request.invalid_body",
-                serde_detail(error.body_text()),
-            ),
-            other => body_rejection(other.status()),
+impl Input {
+    /// The code of a value of the right syntax but the wrong shape.
+    fn invalid_code(self) -> &'static str {
+        match self {
+            Self::Json => "request.invalid_body",
+            Self::Form => "request.invalid_form",
+            Self::Query => "request.invalid_query",
         }
     }
 }
 
-impl From<FormRejection> for ApiError {
-    fn from(rejection: FormRejection) -> Self {
-        match rejection {
-            FormRejection::InvalidFormContentType(_) => Self::request(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "request.unsupported_media_type",
-                "the body must be a form with `Content-Type: application/x-www-form-urlencoded`",
-            ),
-            FormRejection::FailedToDeserializeForm(error) => Self::request(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "request.invalid_form",
-                serde_detail(error.body_text()),
-            ),
-            FormRejection::FailedToDeserializeFormBody(error) => Self::request(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "request.invalid_form",
-                serde_detail(error.body_text()),
-            ),
-            other => body_rejection(other.status()),
-        }
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        Self::request(
+/// Parses a JSON body into `T`, or answers what is wrong with it: where the syntax breaks, or
+/// which field is missing or has the wrong type, in our words (never the parser's).
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::request(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "request.invalid_query",
-            serde_detail(rejection.body_text()),
+            "request.malformed_json",
+            "the body is empty; a JSON object is expected",
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|error| json_error(&error.path().to_string(), error.inner()))?;
+    deserializer
+        .end()
+        .map_err(|error| json_error(".", &error))?;
+    Ok(parsed)
+}
+
+/// The problem of a JSON body `serde_json` refused at `path`.
+fn json_error(path: &str, error: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let (line, column) = (error.line(), error.column());
+    let malformed = |detail: String| {
+        ApiError::request(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.malformed_json",
+            detail,
         )
+    };
+    match error.classify() {
+        Category::Eof => malformed(format!(
+            "the body is not valid JSON: it ends at line {line}, column {column}, before the \
+             JSON is complete"
+        )),
+        Category::Syntax | Category::Io => malformed(format!(
+            "the body is not valid JSON at line {line}, column {column}: {}",
+            without_location(&error.to_string())
+        )),
+        Category::Data => ApiError::request(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Input::Json.invalid_code(),
+            describe(path, &without_location(&error.to_string()), Input::Json),
+        ),
+    }
+}
+
+/// Parses an `application/x-www-form-urlencoded` text (a form body or a query string) into
+/// `T`, or answers which field is missing or not valid.
+pub fn parse_urlencoded<T: serde::de::DeserializeOwned>(
+    text: &[u8],
+    input: Input,
+) -> Result<T, ApiError> {
+    let deserializer = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(text));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        ApiError::request(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            input.invalid_code(),
+            describe(&error.path().to_string(), &error.inner().to_string(), input),
+        )
+    })
+}
+
+/// A parser's message without the ` at line L column C` that `serde_json` appends.
+fn without_location(message: &str) -> String {
+    message
+        .rsplit_once(" at line ")
+        .map_or(message, |(before, _)| before)
+        .to_owned()
+}
+
+/// What is wrong at `path`, from the parser's `message` about it, in our words. A value the
+/// client sent is never repeated (it could be a password sent in the wrong field).
+fn describe(path: &str, message: &str, input: Input) -> String {
+    // `serde_path_to_error` writes the top level as `.`.
+    let path = if path == "." { "" } else { path };
+    let subject = if path.is_empty() {
+        match input {
+            Input::Json => "the body".to_owned(),
+            Input::Form => "the form".to_owned(),
+            Input::Query => "the query string".to_owned(),
+        }
+    } else {
+        format!("the field `{path}`")
+    };
+    let named = |quoted: &str| {
+        let name = quoted.trim().trim_matches('`');
+        if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    if let Some(field) = message.strip_prefix("missing field ") {
+        return format!("the field `{}` is missing", named(field));
+    }
+    if let Some(field) = message.strip_prefix("duplicate field ") {
+        return format!("the field `{}` is given more than once", named(field));
+    }
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let field = rest.split(',').next().unwrap_or(rest);
+        return format!("the field `{}` is not accepted here", named(field));
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            return format!(
+                "{subject} must be {}, not {}",
+                expected_words(expected),
+                found_kind(found)
+            );
+        }
+    }
+    for prefix in ["unknown variant ", "invalid value: ", "invalid length "] {
+        if let Some((_, expected)) = message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once(", expected "))
+        {
+            return format!("{subject} must be {}", expected_words(expected));
+        }
+    }
+    if message.starts_with("UUID parsing failed") {
+        return format!("{subject} must be a UUID (like 67e55044-10b1-426f-9247-bb680e5fe0c8)");
+    }
+    if message.contains("invalid digit") || message.contains("number too large") {
+        return format!("{subject} must be a whole number in range");
+    }
+    format!("{subject} is not valid")
+}
+
+/// What the parser expected, for a client: JSON's words rather than Rust's.
+fn expected_words(expected: &str) -> String {
+    let expected = expected.trim();
+    let integer = [
+        "u8", "u16", "u32", "u64", "u128", "i8", "i16", "i32", "i64", "i128", "usize", "isize",
+    ];
+    if integer.contains(&expected) {
+        "a whole number".to_owned()
+    } else if expected == "f32" || expected == "f64" {
+        "a number".to_owned()
+    } else if expected.starts_with("struct ") || expected == "a map" {
+        "an object".to_owned()
+    } else if expected == "a sequence" || expected.starts_with("a sequence") {
+        "a list".to_owned()
+    } else if expected.starts_with("enum ") || expected == "variant identifier" {
+        "a string naming one of the accepted values".to_owned()
+    } else {
+        expected.to_owned()
+    }
+}
+
+/// The kind of value the client sent, without the value.
+fn found_kind(found: &str) -> &'static str {
+    let kind = found
+        .split([' ', '`', '"'])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    match kind {
+        "integer" | "floating" => "a number",
+        "string" | "character" => "a string",
+        "boolean" => "a boolean",
+        "null" | "unit" | "Option" => "null",
+        "map" => "an object",
+        "sequence" => "a list",
+        _ => "a value of another type",
     }
 }
 
@@ -398,5 +506,180 @@ fn body_rejection(status: StatusCode) -> ApiError {
             "request.unreadable_body",
             "the request body could not be read",
         )
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        body_rejection(rejection.status())
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(_: MultipartRejection) -> Self {
+        Self::request(
+            StatusCode::BAD_REQUEST,
+            "request.invalid_form",
+            "the multipart body has no valid boundary in its `Content-Type`",
+        )
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(error: MultipartError) -> Self {
+        match error.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => body_rejection(StatusCode::PAYLOAD_TOO_LARGE),
+            _ => Self::request(
+                StatusCode::BAD_REQUEST,
+                "request.invalid_form",
+                "the multipart body is malformed or ends too early",
+            ),
+        }
+    }
+}
+
+impl ApiError {
+    /// A body whose `Content-Type` the endpoint does not take; `expected` names those it does.
+    pub fn unsupported_media_type(expected: &str) -> Self {
+        Self::request(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request.unsupported_media_type",
+            format!("the body must be {expected}"),
+        )
+    }
+
+    /// A request URI longer than the service reads.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::request(
+            StatusCode::URI_TOO_LONG,
+            "request.uri_too_long",
+            format!("the request URI is longer than {limit} bytes"),
+        )
+    }
+
+    /// A method the path does not take (the `Allow` header lists those it does).
+    pub fn method_not_allowed() -> Self {
+        Self::request(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "request.method_not_allowed",
+            "this endpoint does not take this method; the `Allow` header lists those it takes",
+        )
+    }
+
+    /// The problem for an error answer that a layer below the routes gave without a body: its
+    /// status kept, a code for it.
+    pub fn bare(status: StatusCode) -> Self {
+        let (code, detail) = match status {
+            StatusCode::NOT_FOUND => return Self::NotFound("no such endpoint"),
+            StatusCode::METHOD_NOT_ALLOWED => return Self::method_not_allowed(),
+            StatusCode::BAD_REQUEST => ("request.bad_request", "the request is malformed"),
+            StatusCode::REQUEST_TIMEOUT => {
+                ("request.timeout", "the request was not received in time")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => ("request.too_large", "the request body is too large"),
+            StatusCode::URI_TOO_LONG => ("request.uri_too_long", "the request URI is too long"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "request.unsupported_media_type",
+                "the body's `Content-Type` is not one this endpoint takes",
+            ),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+                "request.headers_too_large",
+                "the request headers are too large",
+            ),
+            StatusCode::TOO_MANY_REQUESTS => {
+                ("request.rate_limited", "too many requests; retry later")
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                return Self::Unavailable("a layer answered 503".into())
+            }
+            status if status.is_server_error() => ("internal", "internal error"),
+            _ => ("request.rejected", "the request was rejected"),
+        };
+        Self::request(status, code, detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // Read only through the parser's errors.
+    struct Signup {
+        email: String,
+        device: Option<Device>,
+        count: Option<u32>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // Read only through the parser's errors.
+    struct Device {
+        device_type: String,
+    }
+
+    fn detail(error: ApiError) -> (StatusCode, &'static str, String) {
+        let (status, code) = error.status_and_code();
+        (status, code, error.problem().detail().to_owned())
+    }
+
+    #[test]
+    fn a_json_field_at_fault_is_named_with_its_path_and_what_it_must_be() {
+        let refused = |body: &str| detail(parse_json::<Signup>(body.as_bytes()).unwrap_err());
+        assert_eq!(
+            refused(r#"{"email": "a@b.c", "device": {}}"#).2,
+            "the field `device.device_type` is missing"
+        );
+        assert_eq!(
+            refused(r#"{"email": "a@b.c", "count": -1}"#).2,
+            "the field `count` must be a whole number"
+        );
+        assert_eq!(
+            refused(r#"{"email": "a@b.c", "count": "seven"}"#).2,
+            "the field `count` must be a whole number, not a string"
+        );
+        assert_eq!(
+            refused(r#"{"email": "a@b.c", "email": "d@e.f"}"#).2,
+            "the field `email` is given more than once"
+        );
+        let (status, code, _) = refused(r#"{"email": "a@b.c"} trailing"#);
+        assert_eq!(
+            (status, code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "request.malformed_json")
+        );
+    }
+
+    #[test]
+    fn a_value_the_client_sent_is_never_repeated_in_the_detail() {
+        for body in [
+            r#"{"email": "hunter2-secret-value", "count": "hunter2-secret-value"}"#,
+            r#"{"email": ["hunter2-secret-value"]}"#,
+            r#"{"email": "a@b.c", "device": "hunter2-secret-value"}"#,
+        ] {
+            let (_, _, text) = detail(parse_json::<Signup>(body.as_bytes()).unwrap_err());
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_query_or_form_field_at_fault_is_named() {
+        let refused = |text: &str, input| {
+            detail(parse_urlencoded::<Signup>(text.as_bytes(), input).unwrap_err())
+        };
+        assert_eq!(
+            refused("email=a%40b.c&count=99999999999", Input::Query),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request.invalid_query",
+                "the field `count` must be a whole number in range".to_owned()
+            )
+        );
+        assert_eq!(
+            refused("count=1", Input::Form),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request.invalid_form",
+                "the field `email` is missing".to_owned()
+            )
+        );
     }
 }

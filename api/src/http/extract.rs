@@ -1,23 +1,48 @@
 //! Request extractors: bodies, queries and paths that fail as problem+json, bearer tokens of each kind, and the
 //! request context stored as event metadata.
 
-use axum::extract::{FromRef, FromRequest, FromRequestParts};
-use axum::http::header::{AUTHORIZATION, USER_AGENT};
+use axum::body::Bytes;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Multipart, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use twofold_domain::{Actor, EventMetadata};
 
 use crate::app::access::UserAccess;
 
-use crate::http::error::ApiError;
+use crate::http::error::{parse_json, parse_urlencoded, ApiError, Input};
 use crate::http::jwt::{Access, Claims, KindClaims, PreTfa};
 use crate::http::state::AppState;
 
-/// A JSON body; malformed ones answer problem+json.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body; malformed ones answer problem+json naming the field at fault. A request
+/// without a `Content-Type` is read as JSON, as the original service read it; another media
+/// type answers 415.
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match media_type(request.headers()) {
+            None => {}
+            Some(media) if is_json(&media) => {}
+            Some(_) => {
+                return Err(ApiError::unsupported_media_type(
+                    "JSON with `Content-Type: application/json`",
+                ))
+            }
+        }
+        let body = Bytes::from_request(request, state).await?;
+        parse_json(&body).map(Self)
+    }
+}
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
@@ -25,15 +50,70 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     }
 }
 
-/// A form body; malformed ones answer problem+json.
-#[derive(FromRequest)]
-#[from_request(via(axum::Form), rejection(ApiError))]
+/// The media type of a request (`type/subtype`, lower case, without parameters), if it says.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().unwrap_or("?");
+    let media = value.split(';').next().unwrap_or_default().trim();
+    (!media.is_empty()).then(|| media.to_ascii_lowercase())
+}
+
+/// `application/json` or a JSON-based type such as `application/merge-patch+json`.
+fn is_json(media: &str) -> bool {
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+/// A form body: `application/x-www-form-urlencoded` (what `curl -d` sends, and the default
+/// without a `Content-Type`) or `multipart/form-data` (what a browser's `FormData` sends), as
+/// the original's OAuth2 password form took both. Malformed ones answer problem+json.
 pub struct Form<T>(pub T);
 
-/// Query parameters; malformed ones answer problem+json.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+impl<T, S> FromRequest<S> for Form<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match media_type(request.headers()).as_deref() {
+            None | Some("application/x-www-form-urlencoded") => {
+                let body = Bytes::from_request(request, state).await?;
+                parse_urlencoded(&body, Input::Form).map(Self)
+            }
+            Some("multipart/form-data") => {
+                let mut multipart = Multipart::from_request(request, state).await?;
+                let mut fields = Vec::new();
+                while let Some(field) = multipart.next_field().await? {
+                    let name = field.name().unwrap_or_default().to_owned();
+                    fields.push((name, field.text().await?));
+                }
+                // The fields as one urlencoded text: the same parser, so the same answers.
+                let encoded = serde_urlencoded::to_string(&fields)
+                    .map_err(|_| ApiError::unsupported_media_type("a form of text fields"))?;
+                parse_urlencoded(encoded.as_bytes(), Input::Form).map(Self)
+            }
+            Some(_) => Err(ApiError::unsupported_media_type(
+                "a form: `application/x-www-form-urlencoded` or `multipart/form-data`",
+            )),
+        }
+    }
+}
+
+/// Query parameters; malformed ones answer problem+json naming the parameter at fault.
 pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        parse_urlencoded(query.as_bytes(), Input::Query).map(Self)
+    }
+}
 
 /// Path parameters; malformed ones answer problem+json.
 #[derive(FromRequestParts)]

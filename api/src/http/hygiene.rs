@@ -1,10 +1,16 @@
-//! HTTP hygiene applied to every response: security headers, and CORS that is closed unless
-//! origins are configured.
+//! HTTP hygiene applied to every response: security headers, CORS that is closed unless
+//! origins are configured, and problem+json for every error (a URI too long, a bare rejection).
 
+use axum::body::HttpBody;
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::http::error::ApiError;
 
 /// Headers every response carries unless the handler set its own. The API serves JSON and
 /// PNG only, so nothing may be framed, sniffed, cached (token responses must not be, RFC 6749
@@ -24,9 +30,18 @@ const SECURITY_HEADERS: [(HeaderName, &str); 6] = [
     ),
 ];
 
-/// Adds the security headers, and CORS for `allowed_origins` if there are any.
+/// Longest request URI (path and query) the service reads, in bytes. Twofold's own URIs are
+/// short; 8 KiB is what common proxies allow. (A URI over 64 KiB never reaches here: the HTTP
+/// parser answers it with a bare 414 itself.)
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Adds the security headers, and CORS for `allowed_origins` if there are any. Every error
+/// answer is problem+json: a URI that is too long, and an error that a layer below the routes
+/// gave without a body, get one with a code for their status.
 pub fn apply(router: Router, allowed_origins: &[HeaderValue]) -> Router {
-    let mut router = router;
+    let mut router = router
+        .layer(axum::middleware::from_fn(problem_for_bare_errors))
+        .layer(axum::middleware::from_fn(limit_uri));
     for (name, value) in SECURITY_HEADERS {
         router = router.layer(SetResponseHeaderLayer::if_not_present(
             name,
@@ -43,6 +58,38 @@ pub fn apply(router: Router, allowed_origins: &[HeaderValue]) -> Router {
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .max_age(std::time::Duration::from_secs(600)),
     )
+}
+
+/// Answers 414 problem+json to a URI over [`MAX_URI_BYTES`].
+async fn limit_uri(request: Request, next: Next) -> Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if length > MAX_URI_BYTES {
+        return ApiError::uri_too_long(MAX_URI_BYTES).into_response();
+    }
+    next.run(request).await
+}
+
+/// Gives an error answer without a body (a method the route does not take, a layer's
+/// rejection) the problem+json of its status; the headers it had (`Allow`, `Retry-After`) stay.
+async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let bare = (status.is_client_error() || status.is_server_error())
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+        && response.body().size_hint().exact() == Some(0);
+    if !bare {
+        return response;
+    }
+    let mut problem = ApiError::bare(status).into_response();
+    for (name, value) in response.headers() {
+        if !problem.headers().contains_key(name) {
+            problem.headers_mut().append(name, value.clone());
+        }
+    }
+    problem
 }
 
 /// Parses `TWOFOLD_CORS_ORIGINS`: comma-separated origins such as `https://app.example.com`.

@@ -28,6 +28,8 @@ use twofold_domain::UserError;
 const PROBLEM_JSON: &str = "application/problem+json";
 /// The media type of the login form.
 const FORM: &str = "application/x-www-form-urlencoded";
+/// The other media type of the login form, as a browser's `FormData` sends it.
+const MULTIPART: &str = "multipart/form-data";
 
 /// The fixed parts of the document: its description, security schemes and tags.
 #[derive(utoipa::OpenApi)]
@@ -37,7 +39,10 @@ const FORM: &str = "application/x-www-form-urlencoded";
         description = "Password login with JWTs, an optional second factor (TOTP from an \
             authenticator app, or a code sent by email) and single-use backup codes.\n\n\
             Every error is `application/problem+json` with a stable `code`; each operation \
-            lists the codes it can answer, with an example of each.\n\n\
+            lists the codes it can answer, with an example of each. A method a path does not \
+            take answers 405 `request.method_not_allowed` (with `Allow`); a path that no \
+            route serves answers 404 `request.not_found`, or with a trailing slash a 307 \
+            redirect to the path without it.\n\n\
             Tokens: `access_token` (30 minutes) for most endpoints; `pre_2fa_token` (the \
             `access_token` of a 202 login, 5 minutes) only for the second login step; the \
             refresh token (24 hours, rotated at each use) only in the body of `/auth/refresh`."
@@ -151,25 +156,25 @@ fn json_problems() -> Vec<ApiError> {
         rejected(
             StatusCode::UNPROCESSABLE_ENTITY,
             "request.malformed_json",
-            "the body is not valid JSON: the request does not have the expected fields",
+            "the body is not valid JSON: it ends at line 1, column 10, before the JSON is complete",
         ),
         rejected(
             StatusCode::UNPROCESSABLE_ENTITY,
             "request.invalid_body",
-            "the field `email` is missing",
+            "the field `device.device_type` must be `email` or `code_generator`",
         ),
     ]);
     problems
 }
 
-/// What every operation that takes a form body can answer.
-fn form_problems() -> Vec<ApiError> {
+/// What every operation that takes a form body (`multipart` if also as multipart) can answer.
+fn form_problems(multipart: bool) -> Vec<ApiError> {
     let mut problems = body_problems();
     problems.extend([
         rejected(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "request.unsupported_media_type",
-            "the body must be a form with `Content-Type: application/x-www-form-urlencoded`",
+            "the body must be a form: `application/x-www-form-urlencoded` or `multipart/form-data`",
         ),
         rejected(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -177,6 +182,13 @@ fn form_problems() -> Vec<ApiError> {
             "the field `password` is missing",
         ),
     ]);
+    if multipart {
+        problems.push(rejected(
+            StatusCode::BAD_REQUEST,
+            "request.invalid_form",
+            "the multipart body is malformed or ends too early",
+        ));
+    }
     problems
 }
 
@@ -223,7 +235,10 @@ fn has_own_body(response: &Response) -> bool {
 /// The problems an operation answers because of what it takes: a token, a body, query or
 /// path parameters; and any operation can fail inside.
 fn implied_problems(operation: &Operation) -> Vec<ApiError> {
-    let mut implied = vec![ApiError::Internal("unexpected".into())];
+    let mut implied = vec![
+        ApiError::Internal("unexpected".into()),
+        ApiError::uri_too_long(crate::http::hygiene::MAX_URI_BYTES),
+    ];
     if operation
         .security
         .as_ref()
@@ -236,7 +251,7 @@ fn implied_problems(operation: &Operation) -> Vec<ApiError> {
             implied.extend(json_problems());
         }
         if body.content.contains_key(FORM) {
-            implied.extend(form_problems());
+            implied.extend(form_problems(body.content.contains_key(MULTIPART)));
         }
     }
     let has_parameter_in = |place: ParameterIn| {

@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod config;
 mod crash;
+mod first_run;
 mod key_files;
 mod shutdown;
 mod slow_clients;

@@ -19,6 +19,10 @@ pub enum UserError {
     /// The password is on the list of common passwords.
     #[error("this password is too common; choose another")]
     PasswordTooCommon,
+    /// The password is only spaces, or one character repeated: long enough, and still guessed
+    /// at once.
+    #[error("the password is only spaces or one repeated character; choose another")]
+    PasswordTooWeak,
     /// Two-factor authentication was asked for without a device.
     #[error("a device is required when two-factor authentication is enabled")]
     DeviceRequired,
@@ -93,6 +97,7 @@ impl UserError {
             Self::PasswordTooShort => "user.password_too_short",
             Self::PasswordTooLong => "user.password_too_long",
             Self::PasswordTooCommon => "user.password_too_common",
+            Self::PasswordTooWeak => "user.password_too_weak",
             Self::DeviceRequired => "tfa.device_required",
             Self::EmailTaken => "user.email_taken",
             Self::AlreadyRegistered => "user.already_registered",

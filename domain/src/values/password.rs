@@ -37,6 +37,9 @@ impl NewPassword {
         if COMMON_PASSWORDS.contains(raw.expose_secret().to_lowercase().as_str()) {
             return Err(UserError::PasswordTooCommon);
         }
+        if is_one_repeated_character(raw.expose_secret()) {
+            return Err(UserError::PasswordTooWeak);
+        }
         Ok(Self(raw))
     }
 
@@ -44,6 +47,15 @@ impl NewPassword {
     pub fn secret(&self) -> &SecretString {
         &self.0
     }
+}
+
+/// Whether `password` is one character repeated (all spaces included): a guesser tries those
+/// first, whatever their length, and no list of common passwords holds every length of them.
+fn is_one_repeated_character(password: &str) -> bool {
+    let mut characters = password.chars();
+    characters
+        .next()
+        .is_some_and(|first| characters.all(|other| other == first))
 }
 
 /// An Argon2id hash in PHC string format (`$argon2id$v=19$m=…`): salted, slow, and safe to store.
@@ -89,16 +101,37 @@ mod tests {
     }
 
     #[test]
+    fn passwords_of_only_spaces_or_one_repeated_character_are_refused_as_too_weak() {
+        for weak in [
+            " ".repeat(8),
+            " ".repeat(40),
+            "a".repeat(8),
+            "Z".repeat(128),
+            "é".repeat(12),
+            "\t".repeat(9),
+        ] {
+            let result = NewPassword::parse(SecretString::from(weak.clone()));
+            assert_eq!(result.err(), Some(UserError::PasswordTooWeak), "{weak:?}");
+        }
+        for fine in ["aaaaaaab", "        x", " a a a a a"] {
+            assert!(
+                NewPassword::parse(SecretString::from(fine)).is_ok(),
+                "{fine:?}"
+            );
+        }
+    }
+
+    #[test]
     fn length_counts_characters_not_bytes() {
         assert!(NewPassword::parse(SecretString::from("ééééééé")).is_err());
-        assert!(NewPassword::parse(SecretString::from("éééééééé")).is_ok());
+        assert!(NewPassword::parse(SecretString::from("éèéèéèéè")).is_ok());
     }
 
     #[test]
     fn passwords_longer_than_the_cap_are_refused_and_no_composition_rule_applies() {
         let long = NewPassword::parse(SecretString::from("a".repeat(129)));
         assert_eq!(long.err(), Some(UserError::PasswordTooLong));
-        assert!(NewPassword::parse(SecretString::from("a".repeat(128))).is_ok());
+        assert!(NewPassword::parse(SecretString::from("ab".repeat(64))).is_ok());
         assert!(NewPassword::parse(SecretString::from("all lower case words")).is_ok());
     }
 }

@@ -76,6 +76,7 @@ problems!(
         UserError::PasswordTooShort,
         UserError::PasswordTooLong,
         UserError::PasswordTooCommon,
+        UserError::PasswordTooWeak,
         UserError::DeviceRequired,
         ApiError::rate_limited(60),
         UserError::HasherSaturated,
@@ -158,7 +159,13 @@ problems!(
     post,
     path = "/login",
     tag = "auth",
-    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(description = "The OAuth2 password form, urlencoded (as `curl -d` sends it) \
+        or multipart (as a browser's `FormData` sends it).",
+        content(
+            (LoginForm = "application/x-www-form-urlencoded"),
+            (LoginForm = "multipart/form-data"),
+        )
+    ),
     responses(
         (status = 200, description = "Logged in: an access and a refresh token.",
             body = TokenResponse, example = json!({

@@ -1,4 +1,5 @@
-//! `/health/live` and `/health/ready` for orchestrators, and `/metrics` for Prometheus.
+//! `/` (what this service is, as the original answered there), `/health/live` and
+//! `/health/ready` for orchestrators, and `/metrics` for Prometheus.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,6 +14,7 @@ use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(root))
         .routes(routes!(live))
         .routes(routes!(ready))
         .routes(routes!(metrics))
@@ -36,6 +38,53 @@ struct Check {
     name: &'static str,
     /// `up` or `down`.
     status: &'static str,
+}
+
+/// What answers at `/`: the service, its version and where to read about it.
+#[derive(Serialize, ToSchema)]
+struct ServiceInfo {
+    /// `Twofold`.
+    service: &'static str,
+    /// The version of this build.
+    version: &'static str,
+    /// Where to go next.
+    links: ServiceLinks,
+}
+
+/// The documentation and the readiness check.
+#[derive(Serialize, ToSchema)]
+struct ServiceLinks {
+    /// Swagger UI.
+    docs: &'static str,
+    /// The OpenAPI document.
+    openapi: &'static str,
+    /// The readiness check.
+    health: &'static str,
+}
+
+/// The service's name, version and links, so that a client of the original (which answered
+/// 200 here) and a newcomer both find their way.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "operations",
+    responses((status = 200, description = "The service and where to read about it.",
+        body = ServiceInfo, example = json!({
+            "service": "Twofold",
+            "version": "0.1.0",
+            "links": {"docs": "/docs", "openapi": "/openapi.json", "health": "/health/ready"}
+        })))
+)]
+async fn root() -> Json<ServiceInfo> {
+    Json(ServiceInfo {
+        service: "Twofold",
+        version: env!("CARGO_PKG_VERSION"),
+        links: ServiceLinks {
+            docs: super::DOCS_PATH,
+            openapi: super::OPENAPI_PATH,
+            health: "/health/ready",
+        },
+    })
 }
 
 /// 200 while the process serves requests.

@@ -13,7 +13,7 @@ mod users;
 mod views;
 mod well_known;
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -78,7 +78,33 @@ pub fn router() -> Router<AppState> {
     );
     router
         .merge(docs)
-        .fallback(|| async { ApiError::NotFound("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .fallback(unmatched)
+}
+
+/// A path no route serves. With a trailing slash it is redirected (307, so the method and body
+/// are kept) to the path without it, query string included, as the original's framework did;
+/// otherwise it is 404. A path that would redirect to `//host` (which a browser reads as
+/// another site) is not redirected.
+async fn unmatched(uri: Uri) -> Response {
+    let path = uri.path();
+    let trimmed = path.trim_end_matches('/');
+    let elsewhere = trimmed.starts_with("//") || trimmed.starts_with("/\\");
+    if trimmed.len() == path.len() || trimmed.is_empty() || elsewhere {
+        return ApiError::NotFound("no such endpoint").into_response();
+    }
+    let location = match uri.query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed.to_owned(),
+    };
+    match HeaderValue::try_from(location) {
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
+        Err(_) => ApiError::NotFound("no such endpoint").into_response(),
+    }
 }
 
 /// A PNG response.
