@@ -217,3 +217,49 @@ async fn an_admin_rebuilds_the_views_of_the_running_service_over_http() {
     assert_eq!(report["differences"][0]["rebuilt"], "false");
     assert_eq!(me(&app, &user_token).await["is_locked"], false);
 }
+
+#[tokio::test]
+async fn in_the_embedded_mode_a_configured_admin_rebuilds_the_in_memory_views_over_http() {
+    let admin = unique_email("embedded-admin");
+    let mut config = crate::helpers::test_config(Store::Embedded, None, None);
+    config.admin_emails = vec![admin.clone()];
+    let app = crate::helpers::spawn_app_with(config).await;
+    let email = unique_email("embedded-user");
+    for address in [&admin, &email] {
+        assert_eq!(
+            app.signup(&signup_body(address, None)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let admin_token = app.login_token(&admin, StatusCode::OK).await;
+    let user_token = app.login_token(&email, StatusCode::OK).await;
+    let rebuild = |token: &str, apply: bool| {
+        app.http
+            .post(app.url(&format!("/admin/views/rebuild?apply={apply}")))
+            .bearer_auth(token)
+            .send()
+    };
+
+    let (status, body) = problem(rebuild(&user_token, false).await.unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("auth.admin_only"))
+    );
+    for apply in [false, true] {
+        let response = rebuild(&admin_token, apply).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let report: Value = response.json().await.unwrap();
+        assert_eq!(report["applied"], apply, "{report}");
+        assert_eq!(report["differences"], Value::Array(Vec::new()), "{report}");
+        assert_eq!(report["users"], 2, "{report}");
+        assert!(report["events"].as_u64().unwrap() >= 6, "{report}");
+    }
+    // The rebuilt views serve: the user is still who they were.
+    let me: Value = app
+        .get_with("/auth/test-token", &user_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], email.as_str());
+}
