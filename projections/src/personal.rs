@@ -112,10 +112,6 @@ pub fn holds_sealed(text: &str) -> bool {
     text.contains(SEALED)
 }
 
-fn is_sealed(value: &Value) -> bool {
-    value.as_str().is_some_and(|text| text.starts_with(SEALED))
-}
-
 /// The data keys of some users, opened, for reading or writing their events.
 #[derive(Default, Debug)]
 pub struct KeyRing {
@@ -138,47 +134,19 @@ impl KeyRing {
     pub fn open(&self, mut event: SerializedEvent) -> SerializedEvent {
         let key = self.keys.get(&event.aggregate_id);
         let user = event.aggregate_id.clone();
-        let open = |field: &str, value: &mut Value| {
-            if !is_sealed(value) {
-                return;
-            }
-            let opened = key
-                .and_then(|key| key.open(&user, field, value.as_str().unwrap_or_default()))
-                .unwrap_or_else(|| ERASED.to_owned());
-            *value = Value::String(opened);
-        };
-        if event.event_type == SIGN_UP && event.event_version == SEALED_SIGN_UP_VERSION {
-            if let Some(fields) = event
-                .payload
-                .get_mut(SIGN_UP)
-                .and_then(Value::as_object_mut)
-            {
-                for field in SIGN_UP_FIELDS {
-                    if let Some(value) = fields.get_mut(field) {
-                        open(field, value);
-                    }
-                }
-            }
-            event.event_version = OPENED_SIGN_UP_VERSION.to_owned();
-        }
-        self.open_metadata(&user, &mut event.metadata);
-        event
-    }
-
-    /// Opens the personal fields of the metadata of one of `user`'s events.
-    pub fn open_metadata(&self, user: &str, metadata: &mut Value) {
-        let key = self.keys.get(user);
-        let Some(fields) = metadata.as_object_mut() else {
-            return;
-        };
-        for field in METADATA_FIELDS {
-            if let Some(value) = fields.get_mut(field).filter(|value| is_sealed(value)) {
+        let sealed_sign_up = is_sign_up_at(&event, SEALED_SIGN_UP_VERSION);
+        for_each_personal_field(&mut event, SEALED_SIGN_UP_VERSION, |field, value| {
+            if let Some(sealed) = value.as_str().filter(|text| text.starts_with(SEALED)) {
                 let opened = key
-                    .and_then(|key| key.open(user, field, value.as_str().unwrap_or_default()))
+                    .and_then(|key| key.open(&user, field, sealed))
                     .unwrap_or_else(|| ERASED.to_owned());
                 *value = Value::String(opened);
             }
+        });
+        if sealed_sign_up {
+            event.event_version = OPENED_SIGN_UP_VERSION.to_owned();
         }
+        event
     }
 
     /// Seals the personal fields of `event` (of the current version, in clear) under its
@@ -189,33 +157,48 @@ impl KeyRing {
             return;
         };
         let user = event.aggregate_id.clone();
-        let mut seal = |field: &str, value: &mut Value| {
-            if is_sealed(value) {
-                return;
+        let open_sign_up = is_sign_up_at(event, OPENED_SIGN_UP_VERSION);
+        for_each_personal_field(event, OPENED_SIGN_UP_VERSION, |field, value| {
+            if let Some(text) = value.as_str().filter(|text| !text.starts_with(SEALED)) {
+                *value = Value::String(key.seal(&user, field, text, nonce()));
             }
-            if let Some(text) = value.as_str().map(str::to_owned) {
-                *value = Value::String(key.seal(&user, field, &text, nonce()));
-            }
-        };
-        if event.event_type == SIGN_UP && event.event_version == OPENED_SIGN_UP_VERSION {
-            if let Some(fields) = event
-                .payload
-                .get_mut(SIGN_UP)
-                .and_then(Value::as_object_mut)
-            {
-                for field in SIGN_UP_FIELDS {
-                    if let Some(value) = fields.get_mut(field) {
-                        seal(field, value);
-                    }
-                }
-            }
+        });
+        if open_sign_up {
             event.event_version = SEALED_SIGN_UP_VERSION.to_owned();
         }
-        if let Some(metadata) = event.metadata.as_object_mut() {
-            for field in METADATA_FIELDS {
-                if let Some(value) = metadata.get_mut(field) {
-                    seal(field, value);
+    }
+}
+
+/// Whether `event` is a sign-up stored at `version`.
+fn is_sign_up_at(event: &SerializedEvent, version: &str) -> bool {
+    event.event_type == SIGN_UP && event.event_version == version
+}
+
+/// Calls `each` with the name and value of every personal field of `event`: the sign-up's
+/// address and name when it is a sign-up at `sign_up_version`, and the metadata's client
+/// address and user agent.
+fn for_each_personal_field(
+    event: &mut SerializedEvent,
+    sign_up_version: &str,
+    mut each: impl FnMut(&str, &mut Value),
+) {
+    if is_sign_up_at(event, sign_up_version) {
+        if let Some(fields) = event
+            .payload
+            .get_mut(SIGN_UP)
+            .and_then(Value::as_object_mut)
+        {
+            for field in SIGN_UP_FIELDS {
+                if let Some(value) = fields.get_mut(field) {
+                    each(field, value);
                 }
+            }
+        }
+    }
+    if let Some(metadata) = event.metadata.as_object_mut() {
+        for field in METADATA_FIELDS {
+            if let Some(value) = metadata.get_mut(field) {
+                each(field, value);
             }
         }
     }

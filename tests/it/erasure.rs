@@ -106,6 +106,16 @@ async fn admin_token(app: &TestApp) -> String {
     app.login_token(&admin, StatusCode::OK).await
 }
 
+/// `DELETE /api/v1{path}` with `token`.
+async fn delete_user(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+    app.http
+        .delete(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn erase_me(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
     app.http
         .delete(app.url("/users/me"))
@@ -437,29 +447,21 @@ async fn an_admin_and_an_operator_erase_users_with_a_reason() {
     let first_token = app.login_token(&first, StatusCode::OK).await;
     let first_id = user_id(&app, &first_token).await;
 
-    let too_long = app
-        .http
-        .delete(app.url(&format!("/users/{first_id}?reason={}", "x".repeat(201))))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let too_long = delete_user(
+        &app,
+        &format!("/users/{first_id}?reason={}", "x".repeat(201)),
+        &admin,
+    )
+    .await;
     assert_eq!(too_long.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let by_user = app
-        .http
-        .delete(app.url(&format!("/users/{first_id}")))
-        .bearer_auth(&first_token)
-        .send()
-        .await
-        .unwrap();
+    let by_user = delete_user(&app, &format!("/users/{first_id}"), &first_token).await;
     assert_eq!(by_user.status(), StatusCode::FORBIDDEN);
-    let erased = app
-        .http
-        .delete(app.url(&format!("/users/{first_id}?reason=ticket%204711")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let erased = delete_user(
+        &app,
+        &format!("/users/{first_id}?reason=ticket%204711"),
+        &admin,
+    )
+    .await;
     assert_eq!(erased.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         app.get_with("/auth/test-token", &first_token)
@@ -467,13 +469,7 @@ async fn an_admin_and_an_operator_erase_users_with_a_reason() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    let again = app
-        .http
-        .delete(app.url(&format!("/users/{first_id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let again = delete_user(&app, &format!("/users/{first_id}"), &admin).await;
     assert_eq!(problem(again).await.0, StatusCode::NOT_FOUND);
 
     let second_id = erase_user(&app.config, &second, Some("data-protection request"))
