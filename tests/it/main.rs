@@ -17,6 +17,7 @@ mod mail;
 mod metrics;
 mod nats_server;
 mod openapi;
+mod overload;
 mod password;
 mod revocation;
 mod secrets;
