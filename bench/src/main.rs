@@ -57,8 +57,7 @@ struct Args {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats_url: String,
-    /// Where `twofold` and `twofold-mailer` are; by default they are built with
-    /// `cargo build --release` first, into the workspace's target folder.
+    /// Where `twofold` and `twofold-mailer` are (default: beside this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Where the results go.
@@ -97,30 +96,26 @@ fn settings(args: &Args, hash_workers: usize) -> Settings {
     }
 }
 
-/// Builds the two release binaries (a no-op when they are fresh) and returns their folder.
-fn build_binaries() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building twofold and twofold-mailer (release)…");
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "twofold-api",
-            "-p",
-            "twofold-mailer",
-            "--bins",
-        ])
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!("cargo build failed: {status}");
+/// The folder of the `twofold` and `twofold-mailer` binaries: `--bin-dir`, or the
+/// benchmark's own (`target/release`, where one `cargo build` puts all three).
+fn bin_dir(args: &Args) -> anyhow::Result<PathBuf> {
+    let dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .context("the benchmark's own folder")?,
+    };
+    for binary in ["twofold", "twofold-mailer"] {
+        if !dir.join(binary).is_file() {
+            bail!(
+                "{} is missing: build it with the benchmark, \
+                 `cargo build --release --locked -p twofold-api -p twofold-mailer -p twofold-bench`",
+                dir.join(binary).display()
+            );
+        }
     }
-    let exe = std::env::current_exe()?;
-    exe.parent()
-        .map(PathBuf::from)
-        .context("the benchmark's own folder")
+    Ok(dir)
 }
 
 fn shell(command: &str, args: &[&str]) -> String {
@@ -293,10 +288,7 @@ async fn main() -> anyhow::Result<()> {
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => build_binaries()?,
-    };
+    let bin_dir = bin_dir(&args)?;
     let servers = Servers {
         database_url: args.database_url.clone(),
         nats_url: args.nats_url.clone(),
