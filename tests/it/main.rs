@@ -20,6 +20,7 @@ mod metrics;
 mod nats_server;
 mod openapi;
 mod outage;
+mod overload;
 mod panics;
 mod password;
 mod pg_server;

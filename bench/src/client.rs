@@ -1,0 +1,111 @@
+//! The HTTP calls the benchmark makes, as a client of the public API would.
+
+use anyhow::Context;
+use reqwest::Client;
+use serde::Deserialize;
+use serde_json::json;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A token pair.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+}
+
+/// A fresh address.
+pub fn fresh_email(tag: &str) -> String {
+    format!("bench-{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// `POST /auth/signup`; `device` turns 2FA on (an `email` device mails its backup codes).
+pub async fn sign_up(
+    client: &Client,
+    base: &str,
+    email: &str,
+    device: Option<&str>,
+) -> anyhow::Result<u16> {
+    let body = json!({
+        "email": email,
+        "full_name": "Ada Lovelace",
+        "password": PASSWORD,
+        "tfa_enabled": device.is_some(),
+        "device": device.map(|device_type| json!({ "device_type": device_type })),
+    });
+    let response = client
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    response.bytes().await?;
+    Ok(status)
+}
+
+/// `POST /auth/login`: the status, and the tokens when it answered 200.
+pub async fn log_in(
+    client: &Client,
+    base: &str,
+    email: &str,
+) -> anyhow::Result<(u16, Option<Tokens>)> {
+    let response = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .form(&[("username", email), ("password", PASSWORD)])
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    if status == 503 {
+        check_busy(response).await?;
+        return Ok((503, None));
+    }
+    if status != 200 {
+        response.bytes().await?;
+        return Ok((status, None));
+    }
+    Ok((status, Some(response.json().await?)))
+}
+
+/// A 503 must be `service.busy` with `Retry-After`; anything else is an error here.
+async fn check_busy(response: reqwest::Response) -> anyhow::Result<()> {
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let body: serde_json::Value = response.json().await?;
+    match (retry_after, body.get("code").and_then(|code| code.as_str())) {
+        (Some(_), Some("service.busy")) => Ok(()),
+        other => anyhow::bail!("a 503 without service.busy and Retry-After: {other:?} {body}"),
+    }
+}
+
+/// `GET /auth/test-token`.
+pub async fn test_token(client: &Client, url: &str, access: &str) -> anyhow::Result<u16> {
+    let response = client.get(url).bearer_auth(access).send().await?;
+    let status = response.status().as_u16();
+    response.bytes().await?;
+    Ok(status)
+}
+
+/// `POST /auth/refresh`: the status and the new pair.
+pub async fn refresh(
+    client: &Client,
+    base: &str,
+    refresh: &str,
+) -> anyhow::Result<(u16, Option<Tokens>)> {
+    let response = client
+        .post(format!("{base}/api/v1/auth/refresh"))
+        .json(&json!({ "refresh_token": refresh }))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let body = response.text().await.unwrap_or_default();
+        anyhow::bail!("refresh answered {status}: {body}");
+    }
+    Ok((
+        status,
+        Some(response.json().await.context("the refresh answer")?),
+    ))
+}
