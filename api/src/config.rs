@@ -15,6 +15,7 @@ use secrecy::SecretString;
 pub use check::{database_target, Checked, ConfigProblems, Keys};
 
 use crate::adapters::{Argon2Params, SealingKey};
+pub use crate::app::ExistingEmail;
 use crate::http::jwt::JwtKey;
 
 /// Twofold: password login with JWTs and a second factor, event-sourced.
@@ -321,17 +322,6 @@ pub struct Config {
 fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|_| format!("`{text}` is not an RFC 3339 instant (like 2026-11-28T21:00:00Z)"))
-}
-
-/// How sign-up answers an email that already has an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExistingEmail {
-    /// 409 with `user.email_taken`: clear for clients, but it tells anyone that the address
-    /// has an account.
-    Conflict,
-    /// The same status and body as a new account; the owner gets an email saying someone
-    /// tried to sign up with their address.
-    Conceal,
 }
 
 impl std::fmt::Debug for Config {

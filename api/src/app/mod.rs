@@ -32,7 +32,6 @@ use twofold_projections::log::EventLog;
 use twofold_projections::{UserDirectory, UserView};
 
 use crate::adapters::Argon2Hasher;
-use crate::config::ExistingEmail;
 use crate::metrics::Metrics;
 use access::{AccessCache, UserAccess};
 use gateway::Users;
@@ -41,7 +40,7 @@ use unknown_accounts::UnknownAccountThrottle;
 
 pub use error::AppError;
 pub use secrets::ScanCode;
-pub use signup::NewAccount;
+pub use signup::{ExistingEmail, NewAccount};
 pub use tfa::DeviceSwitch;
 
 /// The settings the use cases follow.

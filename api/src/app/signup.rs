@@ -6,7 +6,6 @@ use twofold_domain::{Actor, EventMetadata, UserCommand, UserError};
 
 use super::mail_policy::MailSecrets;
 use super::{App, AppError, ScanCode};
-use crate::config::ExistingEmail;
 
 /// A new account, parsed.
 pub struct NewAccount {
@@ -18,6 +17,17 @@ pub struct NewAccount {
     pub password: NewPassword,
     /// The second-factor device, when the user turns 2FA on at once.
     pub device: Option<DeviceType>,
+}
+
+/// How sign-up answers an email that already has an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExistingEmail {
+    /// 409 with `user.email_taken`: clear for clients, but it tells anyone that the address
+    /// has an account.
+    Conflict,
+    /// The same status and body as a new account; the owner gets an email saying someone
+    /// tried to sign up with their address.
+    Conceal,
 }
 
 impl App {
