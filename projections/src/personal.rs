@@ -243,13 +243,7 @@ pub async fn open_logged(
     personal: &dyn PersonalData,
     logged: Vec<crate::log::LoggedEvent>,
 ) -> Result<Vec<crate::log::LoggedEvent>, PersistenceError> {
-    let mut users: Vec<&str> = logged
-        .iter()
-        .map(|logged| logged.event.aggregate_id.as_str())
-        .collect();
-    users.sort_unstable();
-    users.dedup();
-    let ring = personal.keys(&users).await?;
+    let ring = ring_of(personal, logged.iter().map(|logged| &logged.event)).await?;
     Ok(logged
         .into_iter()
         .map(|logged| crate::log::LoggedEvent {
@@ -264,14 +258,19 @@ pub async fn open_events(
     personal: &dyn PersonalData,
     events: Vec<SerializedEvent>,
 ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-    let mut users: Vec<&str> = events
-        .iter()
-        .map(|event| event.aggregate_id.as_str())
-        .collect();
+    let ring = ring_of(personal, events.iter()).await?;
+    Ok(events.into_iter().map(|event| ring.open(event)).collect())
+}
+
+/// The keys of the users of `events`, read from `personal` in one call.
+async fn ring_of<'a>(
+    personal: &dyn PersonalData,
+    events: impl Iterator<Item = &'a SerializedEvent>,
+) -> Result<KeyRing, PersistenceError> {
+    let mut users: Vec<&str> = events.map(|event| event.aggregate_id.as_str()).collect();
     users.sort_unstable();
     users.dedup();
-    let ring = personal.keys(&users).await?;
-    Ok(events.into_iter().map(|event| ring.open(event)).collect())
+    personal.keys(&users).await
 }
 
 #[cfg(test)]

@@ -166,11 +166,11 @@ impl<R: EventRepository> CommandGateway<R> {
     ) -> Result<Option<SealedSecret>, AppError> {
         let mut ring = self.repository.keys(&[aggregate_id]).await?;
         let mut new_key = None;
-        if ring.get(aggregate_id).is_none() && erased {
-            events.iter_mut().for_each(strip_personal_metadata);
-            return Ok(None);
-        }
         if ring.get(aggregate_id).is_none() {
+            if erased {
+                events.iter_mut().for_each(strip_personal_metadata);
+                return Ok(None);
+            }
             let mut bytes = Zeroizing::new([0u8; 32]);
             self.services.rng.fill(bytes.as_mut());
             new_key = Some(self.services.sealer.seal(bytes.as_ref()));

@@ -106,6 +106,17 @@ pub(crate) fn checkpoint(row: &PgRow) -> Result<Checkpoint, PersistenceError> {
     ))
 }
 
+impl PgEventLog {
+    /// `rows` as logged events, their personal data opened.
+    async fn opened(&self, rows: &[PgRow]) -> Result<Vec<LoggedEvent>, PersistenceError> {
+        let logged = rows
+            .iter()
+            .map(logged_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        open_logged(self.personal.as_ref(), logged).await
+    }
+}
+
 #[async_trait]
 impl EventLog for PgEventLog {
     async fn read_after(
@@ -120,11 +131,7 @@ impl EventLog for PgEventLog {
             .fetch_all(&self.pool)
             .await
             .map_err(database)?;
-        let logged = rows
-            .iter()
-            .map(logged_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        open_logged(self.personal.as_ref(), logged).await
+        self.opened(&rows).await
     }
 
     async fn user_log(
@@ -141,11 +148,7 @@ impl EventLog for PgEventLog {
             .fetch_all(&self.pool)
             .await
             .map_err(database)?;
-        let logged = rows
-            .iter()
-            .map(logged_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        open_logged(self.personal.as_ref(), logged).await
+        self.opened(&rows).await
     }
 
     async fn user_events(
