@@ -19,7 +19,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/twofold \
         --shell /usr/sbin/nologin twofold \
-    && install -d -o twofold -g twofold -m 0700 /var/lib/twofold /var/lib/twofold/keys
+    && install -d -o twofold -g twofold -m 0700 /var/lib/twofold /var/lib/twofold/keys \
+        /var/lib/twofold/mail-key
 COPY --from=build /src/target/release/twofold /src/target/release/twofold-mailer /usr/local/bin/
 # Numeric, so that an orchestrator can verify the user is not root without reading /etc/passwd.
 USER 10001:10001

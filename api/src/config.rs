@@ -9,8 +9,10 @@ mod file;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
+pub use twofold_mailer::{LogFormat, MailSettings};
+pub use twofold_nats::NatsSettings;
 
 pub use check::{database_target, Checked, ConfigProblems, Keys};
 
@@ -70,7 +72,7 @@ pub enum Command {
     },
     /// Run the mailer (the same as the `twofold-mailer` binary, from this one's build): send
     /// the emails of the mail jobs in NATS JetStream until SIGTERM. It takes the mailer's
-    /// settings (`twofold mailer --help`); the settings above do not apply to it.
+    /// settings (`twofold mailer --help`), and refuses to run where the sealing key is set.
     #[command(name = "mailer")]
     Mailer(twofold_mailer::MailerArgs),
 }
@@ -160,15 +162,9 @@ pub enum KeysCommand {
     /// After a sealing-key rotation, seal every TOTP seed again under TWOFOLD_SEALING_KEY and
     /// report which retired keys (TWOFOLD_SEALING_RETIRED_KEYS) are still needed.
     Reseal,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable, for a terminal.
-    Pretty,
-    /// One JSON object per line, for log collectors.
-    Json,
+    /// Print the mailer's keys (TWOFOLD_MAIL_KEY and TWOFOLD_MAIL_RETIRED_KEYS), derived from
+    /// TWOFOLD_SEALING_KEY and TWOFOLD_SEALING_RETIRED_KEYS: the mailer holds only these.
+    MailKey,
 }
 
 /// Where Twofold runs, and so how strict start-up is.
@@ -180,58 +176,126 @@ pub enum Environment {
     Production,
 }
 
-/// Every setting, from flags, environment variables or the configuration file.
-#[derive(Clone, Args)]
+/// Every setting, from flags, environment variables or the configuration file, in groups.
+/// The flags, variables and file keys are those of the settings themselves: the groups only
+/// organise the code.
+#[derive(Clone, Debug, Args)]
 pub struct Config {
     /// `production` refuses the embedded in-memory store and keys generated at start-up.
     #[arg(long, env = "TWOFOLD_ENV", value_enum, default_value = "development")]
     pub env: Environment,
+    /// The HTTP server: address, browsers, proxies, client limits.
+    #[command(flatten)]
+    pub http: HttpSettings,
+    /// The event store and views.
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// NATS JetStream, which emails leave through to the mailer.
+    #[command(flatten)]
+    pub nats: NatsSettings,
+    /// Signing tokens.
+    #[command(flatten)]
+    pub jwt: JwtSettings,
+    /// How long tokens live.
+    #[command(flatten)]
+    pub lifetimes: LifetimeSettings,
+    /// Sealing TOTP seeds and personal data, keying digests.
+    #[command(flatten)]
+    pub sealing: SealingSettings,
+    /// Password hashing.
+    #[command(flatten)]
+    pub argon2: Argon2Settings,
+    /// Emails in the embedded mode.
+    #[command(flatten)]
+    pub mail: MailSettings,
+    /// Accounts: second factor, sign-up, admins.
+    #[command(flatten)]
+    pub accounts: AccountSettings,
+    /// Log format.
+    #[arg(long, env = "TWOFOLD_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+/// The HTTP server.
+#[derive(Clone, Debug, Args)]
+pub struct HttpSettings {
     /// Address to listen on.
     #[arg(long, env = "TWOFOLD_ADDR", default_value = "127.0.0.1:5555")]
     pub addr: SocketAddr,
+    /// Origins allowed to call the API from a browser (comma-separated); none by default.
+    #[arg(long, env = "TWOFOLD_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
+    /// Proxies whose `X-Forwarded-For` names the client (comma-separated IP addresses).
+    #[arg(long, env = "TWOFOLD_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// Requests per minute one client address may make to the endpoints callable without a
+    /// token (sign-up, login, refresh, password reset, second step); 0 disables the limit.
+    #[arg(long, env = "TWOFOLD_IP_RATE_LIMIT", default_value_t = 120)]
+    pub ip_rate_limit: u32,
+    /// How long, in seconds, a stopping service waits for requests in flight to finish.
+    #[arg(long, env = "TWOFOLD_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+    /// Timeouts and the connection cap of the HTTP server.
+    #[command(flatten)]
+    pub connections: crate::serve::ConnectionSettings,
+}
+
+/// The event store and views.
+#[derive(Clone, Debug, Args)]
+pub struct DatabaseSettings {
     /// Postgres connection URL; without it Twofold runs on an in-memory store.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// NATS server URL (with JetStream); required with DATABASE_URL, since emails leave
-    /// through the outbox and JetStream to the mailer.
-    #[arg(long, env = "NATS_URL", hide_env_values = true)]
-    pub nats_url: Option<String>,
-    /// Prefix of every NATS stream, subject, consumer and bucket name.
-    #[arg(long, env = "TWOFOLD_NATS_PREFIX", default_value = "twofold")]
-    pub nats_prefix: String,
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub url: Option<SecretString>,
     /// Maximum Postgres connections per instance.
-    #[arg(long, env = "TWOFOLD_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
-    pub database_max_connections: u32,
+    #[arg(
+        long = "database-max-connections",
+        env = "TWOFOLD_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub pool_size: u32,
+}
+
+/// Signing tokens.
+#[derive(Clone, Debug, Args)]
+pub struct JwtSettings {
     /// File with the Ed25519 JWT signing key (PKCS#8 PEM). Required with DATABASE_URL.
-    #[arg(long, env = "TWOFOLD_JWT_KEY_FILE")]
-    pub jwt_key_file: Option<PathBuf>,
+    #[arg(long = "jwt-key-file", env = "TWOFOLD_JWT_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
     /// Sign tokens with HS256 and this shared secret (at least 32 bytes) instead of EdDSA, for
     /// clients of the original service that verify with a shared secret. Prefer EdDSA.
-    #[arg(long, env = "TWOFOLD_JWT_HS256_SECRET", hide_env_values = true)]
-    pub jwt_hs256_secret: Option<SecretString>,
-    /// Earlier JWT keys (PKCS#8 PEM files, comma-separated) that still verify tokens and stay
-    /// in the JWKS until their tokens expire.
-    #[arg(long, env = "TWOFOLD_JWT_RETIRED_KEY_FILES", value_delimiter = ',')]
-    pub jwt_retired_key_files: Vec<PathBuf>,
-    /// 32 random bytes, base64, sealing TOTP seeds and keying code digests. Required with
-    /// DATABASE_URL.
-    #[arg(long, env = "TWOFOLD_SEALING_KEY", hide_env_values = true)]
-    pub sealing_key: Option<SecretString>,
-    /// Sealing keys retired by a rotation, base64, comma-separated: they still open what they
-    /// sealed and check the digests they keyed until `twofold keys reseal` has moved the seeds.
     #[arg(
-        long,
-        env = "TWOFOLD_SEALING_RETIRED_KEYS",
-        value_delimiter = ',',
+        long = "jwt-hs256-secret",
+        env = "TWOFOLD_JWT_HS256_SECRET",
         hide_env_values = true
     )]
-    pub sealing_retired_keys: Vec<SecretString>,
+    pub hs256_secret: Option<SecretString>,
+    /// Earlier JWT keys (PKCS#8 PEM files, comma-separated) that still verify tokens and stay
+    /// in the JWKS until their tokens expire.
+    #[arg(
+        long = "jwt-retired-key-files",
+        env = "TWOFOLD_JWT_RETIRED_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub retired_key_files: Vec<PathBuf>,
     /// The `iss` claim of issued tokens.
-    #[arg(long, env = "TWOFOLD_JWT_ISSUER", default_value = "twofold")]
-    pub jwt_issuer: String,
+    #[arg(
+        long = "jwt-issuer",
+        env = "TWOFOLD_JWT_ISSUER",
+        default_value = "twofold"
+    )]
+    pub issuer: String,
     /// The `aud` claim of access tokens (refresh and pre-2FA tokens add a suffix).
-    #[arg(long, env = "TWOFOLD_JWT_AUDIENCE", default_value = "twofold")]
-    pub jwt_audience: String,
+    #[arg(
+        long = "jwt-audience",
+        env = "TWOFOLD_JWT_AUDIENCE",
+        default_value = "twofold"
+    )]
+    pub audience: String,
+}
+
+/// How long tokens live, in seconds.
+#[derive(Clone, Debug, Args)]
+pub struct LifetimeSettings {
     /// Access token lifetime, in seconds.
     #[arg(long, env = "TWOFOLD_ACCESS_TOKEN_TTL", default_value_t = 1800)]
     pub access_token_ttl: u64,
@@ -245,59 +309,70 @@ pub struct Config {
     /// once; after that, presenting it revokes the session.
     #[arg(long, env = "TWOFOLD_REFRESH_REUSE_GRACE", default_value_t = 10)]
     pub refresh_reuse_grace: u64,
+}
+
+/// Sealing TOTP seeds and personal data, keying digests.
+#[derive(Clone, Debug, Args)]
+pub struct SealingSettings {
+    /// 32 random bytes, base64, sealing TOTP seeds and keying code digests. Required with
+    /// DATABASE_URL.
+    #[arg(
+        long = "sealing-key",
+        env = "TWOFOLD_SEALING_KEY",
+        hide_env_values = true
+    )]
+    pub key: Option<SecretString>,
+    /// Sealing keys retired by a rotation, base64, comma-separated: they still open what they
+    /// sealed and check the digests they keyed until `twofold keys reseal` has moved the seeds.
+    #[arg(
+        long = "sealing-retired-keys",
+        env = "TWOFOLD_SEALING_RETIRED_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub retired_keys: Vec<SecretString>,
+}
+
+/// Password hashing: Argon2id's parameters and the pool that runs it.
+#[derive(Clone, Debug, Args)]
+pub struct Argon2Settings {
+    /// Argon2id memory cost, KiB.
+    #[arg(long = "argon2-memory-kib", env = "TWOFOLD_ARGON2_MEMORY_KIB", default_value_t = Argon2Params::OWASP_MINIMUM.memory_kib)]
+    pub memory_kib: u32,
+    /// Argon2id passes.
+    #[arg(long = "argon2-iterations", env = "TWOFOLD_ARGON2_ITERATIONS", default_value_t = Argon2Params::OWASP_MINIMUM.iterations)]
+    pub iterations: u32,
+    /// Argon2id lanes.
+    #[arg(long = "argon2-parallelism", env = "TWOFOLD_ARGON2_PARALLELISM", default_value_t = Argon2Params::OWASP_MINIMUM.parallelism)]
+    pub parallelism: u32,
+    /// Password hashing threads (default: one per core).
+    #[arg(long = "hash-workers", env = "TWOFOLD_HASH_WORKERS")]
+    pub workers: Option<usize>,
+    /// Password hashes that may wait for a thread before requests get 503.
+    #[arg(long = "hash-queue", env = "TWOFOLD_HASH_QUEUE", default_value_t = 256)]
+    pub queue: usize,
+}
+
+impl Argon2Settings {
+    /// Argon2id parameters.
+    pub fn params(&self) -> Argon2Params {
+        Argon2Params {
+            memory_kib: self.memory_kib,
+            iterations: self.iterations,
+            parallelism: self.parallelism,
+        }
+    }
+}
+
+/// Accounts: the second factor, sign-up and admins.
+#[derive(Clone, Debug, Args)]
+pub struct AccountSettings {
     /// Issuer shown by authenticator apps.
     #[arg(long, env = "TWOFOLD_TOTP_ISSUER", default_value = "Twofold")]
     pub totp_issuer: String,
     /// Backup codes issued when 2FA is turned on.
     #[arg(long, env = "TWOFOLD_BACKUP_CODES", default_value_t = 5)]
     pub backup_codes: usize,
-    /// Argon2id memory cost, KiB.
-    #[arg(long, env = "TWOFOLD_ARGON2_MEMORY_KIB", default_value_t = Argon2Params::OWASP_MINIMUM.memory_kib)]
-    pub argon2_memory_kib: u32,
-    /// Argon2id passes.
-    #[arg(long, env = "TWOFOLD_ARGON2_ITERATIONS", default_value_t = Argon2Params::OWASP_MINIMUM.iterations)]
-    pub argon2_iterations: u32,
-    /// Argon2id lanes.
-    #[arg(long, env = "TWOFOLD_ARGON2_PARALLELISM", default_value_t = Argon2Params::OWASP_MINIMUM.parallelism)]
-    pub argon2_parallelism: u32,
-    /// Password hashing threads (default: one per core).
-    #[arg(long, env = "TWOFOLD_HASH_WORKERS")]
-    pub hash_workers: Option<usize>,
-    /// Password hashes that may wait for a thread before requests get 503.
-    #[arg(long, env = "TWOFOLD_HASH_QUEUE", default_value_t = 256)]
-    pub hash_queue: usize,
-    /// Where emails go in the embedded mode: `stdout`, `file:DIR` or `smtp://…` (on the real
-    /// stack the mailer's own setting applies).
-    #[arg(
-        long,
-        env = "TWOFOLD_MAIL_TRANSPORT",
-        default_value = "stdout",
-        hide_env_values = true
-    )]
-    pub mail_transport: String,
-    /// The From address of emails.
-    #[arg(
-        long,
-        env = "TWOFOLD_MAIL_FROM",
-        default_value = "Twofold <twofold@localhost>"
-    )]
-    pub mail_from: String,
-    /// Requests per minute one client address may make to the endpoints callable without a
-    /// token (sign-up, login, refresh, password reset, second step); 0 disables the limit.
-    #[arg(long, env = "TWOFOLD_IP_RATE_LIMIT", default_value_t = 120)]
-    pub ip_rate_limit: u32,
-    /// Proxies whose `X-Forwarded-For` names the client (comma-separated IP addresses).
-    #[arg(long, env = "TWOFOLD_TRUSTED_PROXIES", default_value = "")]
-    pub trusted_proxies: String,
-    /// Origins allowed to call the API from a browser (comma-separated); none by default.
-    #[arg(long, env = "TWOFOLD_CORS_ORIGINS", default_value = "")]
-    pub cors_origins: String,
-    /// Log format.
-    #[arg(long, env = "TWOFOLD_LOG_FORMAT", value_enum, default_value = "pretty")]
-    pub log_format: LogFormat,
-    /// How long, in seconds, a stopping service waits for requests in flight to finish.
-    #[arg(long, env = "TWOFOLD_SHUTDOWN_TIMEOUT", default_value_t = 30)]
-    pub shutdown_timeout: u64,
     /// How sign-up answers an email that already has an account: `conflict` (409, the API
     /// contract) or `conceal` (the answer a new account gets, and a notice to the owner).
     #[arg(
@@ -307,11 +382,6 @@ pub struct Config {
         default_value = "conflict"
     )]
     pub signup_existing_email: ExistingEmail,
-
-    // Connection limits (issue 11, item 1): owned with the server loop in `crate::serve`.
-    /// Timeouts and the connection cap of the HTTP server.
-    #[command(flatten)]
-    pub connections: crate::serve::ConnectionSettings,
     /// Email addresses (comma-separated) that get the admin role: when they sign up, or at
     /// start-up if their account exists. Recorded as an event with `config` as the actor.
     #[arg(long, env = "TWOFOLD_ADMIN_EMAILS", value_delimiter = ',')]
@@ -324,70 +394,24 @@ fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
         .map_err(|_| format!("`{text}` is not an RFC 3339 instant (like 2026-11-28T21:00:00Z)"))
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("env", &self.env)
-            .field("addr", &self.addr)
-            .field(
-                "database_url",
-                &self.database_url.as_ref().map(|_| "[redacted]"),
-            )
-            .field("nats_url", &self.nats_url.as_deref().map(redact_userinfo))
-            .field("nats_prefix", &self.nats_prefix)
-            .field("database_max_connections", &self.database_max_connections)
-            .field("jwt_key_file", &self.jwt_key_file)
-            .field("jwt_retired_key_files", &self.jwt_retired_key_files)
-            .field(
-                "jwt_hs256_secret",
-                &self.jwt_hs256_secret.as_ref().map(|_| "[redacted]"),
-            )
-            .field(
-                "sealing_key",
-                &self.sealing_key.as_ref().map(|_| "[redacted]"),
-            )
-            .field(
-                "sealing_retired_keys",
-                &format!("[{} redacted]", self.sealing_retired_keys.len()),
-            )
-            .field("jwt_issuer", &self.jwt_issuer)
-            .field("jwt_audience", &self.jwt_audience)
-            .field("access_token_ttl", &self.access_token_ttl)
-            .field("refresh_token_ttl", &self.refresh_token_ttl)
-            .field("pre_tfa_token_ttl", &self.pre_tfa_token_ttl)
-            .field("refresh_reuse_grace", &self.refresh_reuse_grace)
-            .field("totp_issuer", &self.totp_issuer)
-            .field("backup_codes", &self.backup_codes)
-            .field("argon2_memory_kib", &self.argon2_memory_kib)
-            .field("argon2_iterations", &self.argon2_iterations)
-            .field("argon2_parallelism", &self.argon2_parallelism)
-            .field("hash_workers", &self.hash_workers)
-            .field("hash_queue", &self.hash_queue)
-            .field("mail_transport", &redact_userinfo(&self.mail_transport))
-            .field("mail_from", &self.mail_from)
-            .field("ip_rate_limit", &self.ip_rate_limit)
-            .field("trusted_proxies", &self.trusted_proxies)
-            .field("cors_origins", &self.cors_origins)
-            .field("log_format", &self.log_format)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("signup_existing_email", &self.signup_existing_email)
-            .field("connections", &self.connections)
-            .field("admin_emails", &self.admin_emails)
-            .finish()
-    }
-}
-
-/// `smtp://user:pass@host` with the credentials replaced, for logs.
-fn redact_userinfo(spec: &str) -> String {
-    match (spec.split_once("://"), spec.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://[redacted]{}", &spec[at..]),
-        _ => spec.to_owned(),
-    }
-}
-
 impl Config {
-    /// The configuration integration tests use: port 0, cheap Argon2, keys written to (and
-    /// emails delivered into) `work_dir`.
+    /// Every setting at its built-in default, whatever the environment of this process says.
+    pub fn defaults() -> Self {
+        let command =
+            Self::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None));
+        let parsed = command
+            .try_get_matches_from(["defaults"])
+            .and_then(|matches| Self::from_arg_matches(&matches));
+        match parsed {
+            Ok(config) => config,
+            // Every setting has a default or is optional: this cannot fail.
+            Err(error) => unreachable!("the built-in defaults do not parse: {error}"),
+        }
+    }
+
+    /// The configuration integration tests use: the defaults, with port 0, cheap Argon2 on two
+    /// threads, keys written to (and emails delivered into) `work_dir`, no rate limit, no
+    /// refresh grace.
     pub fn for_tests(
         database_url: Option<String>,
         nats_url: Option<String>,
@@ -399,73 +423,55 @@ impl Config {
         let jwt_key_file = work_dir.join("jwt.pem");
         let pem = JwtKey::generate_pem().map_err(std::io::Error::other)?;
         std::fs::write(&jwt_key_file, pem.as_bytes())?;
-        Ok(Self {
-            env: Environment::Development,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            database_url,
-            nats_url,
-            nats_prefix: nats_prefix.to_owned(),
-            database_max_connections: 20,
-            jwt_key_file: Some(jwt_key_file),
-            jwt_retired_key_files: Vec::new(),
-            jwt_hs256_secret: None,
-            sealing_key: Some(SecretString::from(SealingKey::generate().to_base64())),
-            sealing_retired_keys: Vec::new(),
-            jwt_issuer: "twofold".to_owned(),
-            jwt_audience: "twofold".to_owned(),
-            access_token_ttl: 1800,
-            refresh_token_ttl: 86_400,
-            pre_tfa_token_ttl: 300,
-            refresh_reuse_grace: 0,
-            totp_issuer: "Twofold".to_owned(),
-            backup_codes: 5,
-            argon2_memory_kib: insecure.memory_kib,
-            argon2_iterations: insecure.iterations,
-            argon2_parallelism: insecure.parallelism,
-            hash_workers: Some(2),
-            hash_queue: 1024,
-            mail_transport: format!("file:{}", work_dir.join("mail").display()),
-            mail_from: "Twofold <twofold@localhost>".to_owned(),
-            ip_rate_limit: 0,
-            trusted_proxies: String::new(),
-            cors_origins: String::new(),
-            log_format: LogFormat::Pretty,
-            shutdown_timeout: 30,
-            signup_existing_email: ExistingEmail::Conflict,
-            connections: crate::serve::ConnectionSettings::default(),
-            admin_emails: Vec::new(),
-        })
-    }
-
-    /// Argon2id parameters.
-    pub fn argon2_params(&self) -> Argon2Params {
-        Argon2Params {
-            memory_kib: self.argon2_memory_kib,
-            iterations: self.argon2_iterations,
-            parallelism: self.argon2_parallelism,
-        }
+        let mut config = Self::defaults();
+        config.http.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.http.ip_rate_limit = 0;
+        config.database.url = database_url.map(SecretString::from);
+        config.database.pool_size = 20;
+        config.nats.url = nats_url.map(SecretString::from);
+        nats_prefix.clone_into(&mut config.nats.prefix);
+        config.jwt.key_file = Some(jwt_key_file);
+        config.sealing.key = Some(SecretString::from(SealingKey::generate().to_base64()));
+        config.lifetimes.refresh_reuse_grace = 0;
+        config.argon2.memory_kib = insecure.memory_kib;
+        config.argon2.iterations = insecure.iterations;
+        config.argon2.parallelism = insecure.parallelism;
+        config.argon2.workers = Some(2);
+        config.argon2.queue = 1024;
+        config.mail.transport =
+            SecretString::from(format!("file:{}", work_dir.join("mail").display()));
+        Ok(config)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     #[test]
     fn debug_output_hides_credentials_and_keys() {
         let dir = twofold_tests::scratch::ScratchDir::new("config-debug").unwrap();
         let mut config = Config::for_tests(None, None, "t", &dir).unwrap();
-        config.mail_transport = "smtp://mailer:hunter2hunter2@smtp.example:587".to_owned();
-        config.nats_url = Some("nats://user:natspass@127.0.0.1:4222".to_owned());
+        config.mail.transport = SecretString::from("smtp://mailer:hunter2hunter2@smtp.example:587");
+        config.nats.url = Some(SecretString::from("nats://user:natspass@127.0.0.1:4222"));
+        config.database.url = Some(SecretString::from("postgres://app:pgpass@db/twofold"));
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("natspass"), "{printed}");
+        assert!(!printed.contains("pgpass"), "{printed}");
         assert!(
             printed.contains("smtp://[redacted]@smtp.example:587"),
             "{printed}"
         );
-        let sealing =
-            secrecy::ExposeSecret::expose_secret(config.sealing_key.as_ref().unwrap()).to_owned();
+        let sealing = config
+            .sealing
+            .key
+            .as_ref()
+            .unwrap()
+            .expose_secret()
+            .to_owned();
         assert!(!printed.contains(&sealing), "{printed}");
     }
 
@@ -485,8 +491,19 @@ mod tests {
         for id in settings {
             assert!(
                 printed.contains(&format!(" {id}: ")),
-                "the redacting Debug of Config leaves out `{id}`: add it (redacted if secret)"
+                "the Debug of Config leaves out `{id}`: add it (redacted if secret)"
             );
         }
+    }
+
+    #[test]
+    fn the_defaults_are_the_built_in_ones_whatever_the_environment() {
+        let defaults = Config::defaults();
+        assert_eq!(defaults.http.addr, SocketAddr::from(([127, 0, 0, 1], 5555)));
+        assert_eq!(defaults.lifetimes.access_token_ttl, 1800);
+        assert_eq!(defaults.argon2.params(), Argon2Params::OWASP_MINIMUM);
+        assert_eq!(defaults.nats.prefix, "twofold");
+        assert_eq!(defaults.mail.from, twofold_mailer::DEFAULT_FROM);
+        assert!(defaults.database.url.is_none() && defaults.sealing.key.is_none());
     }
 }

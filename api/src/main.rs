@@ -1,9 +1,11 @@
-//! The `twofold` binary: `serve` (the default), `migrate`, `check`, `users grant-admin`,
-//! `keys generate`, `keys reseal`, `audit verify`, `views rebuild`. A configuration problem exits
-//! with status 78 (`EX_CONFIG`), one line each.
+//! The `twofold` binary: `serve` (the default), `migrate`, `check`, `users grant-admin|erase`,
+//! `keys generate|reseal|mail-key`, `audit verify|history|export`, `views rebuild`, `mailer`. A
+//! configuration problem exits with status 78 (`EX_CONFIG`), one line each.
 
 use std::io::Write;
 use std::process::ExitCode;
+
+use secrecy::ExposeSecret;
 
 use twofold_api::app::admin::GrantOutcome;
 use twofold_api::config::{
@@ -48,7 +50,10 @@ async fn main() -> ExitCode {
         Some(Command::Views {
             action: ViewsCommand::Rebuild { apply },
         }) => rebuild_views(&cli.config, apply).await,
-        Some(Command::Mailer(args)) => mailer(args).await,
+        Some(Command::Keys {
+            action: KeysCommand::MailKey,
+        }) => mail_key(&cli.config),
+        Some(Command::Mailer(args)) => mailer(&cli.config, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,7 +91,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// `twofold mailer`: what `twofold-mailer` does, from this binary, so that running the service
 /// and the mailer from source takes one build.
-async fn mailer(args: twofold_mailer::MailerArgs) -> anyhow::Result<()> {
+/// The mailer holds the mail key only: it refuses to run where the sealing key is configured.
+async fn mailer(config: &Config, args: twofold_mailer::MailerArgs) -> anyhow::Result<()> {
+    twofold_mailer::refuse_root_keys(
+        config.sealing.key.is_some(),
+        !config.sealing.retired_keys.is_empty(),
+    )
+    .map_err(|error| ConfigProblems(vec![error.to_string()]))?;
     if let Some(address) = args.metrics_addr {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(address)
@@ -114,10 +125,11 @@ async fn check(config: &Config) -> anyhow::Result<()> {
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     let url = config
-        .database_url
-        .as_deref()
+        .database
+        .url
+        .as_ref()
         .ok_or_else(|| anyhow::anyhow!("migrate needs DATABASE_URL"))?;
-    startup::connect(url, 1).await?;
+    startup::connect(url.expose_secret(), 1).await?;
     say("migrations applied")
 }
 
@@ -355,6 +367,48 @@ fn generate_keys(jwt_key_out: &std::path::Path) -> anyhow::Result<()> {
         jwt_key_out.display(),
         sealing.to_base64()
     ))
+}
+
+/// Prints the mail keys of the configured sealing keys, for the mailer's environment: it
+/// needs them, and must not hold the sealing keys themselves.
+fn mail_key(config: &Config) -> anyhow::Result<()> {
+    use adapters::SealingKey;
+    let Some(current) = &config.sealing.key else {
+        anyhow::bail!(
+            "keys mail-key needs TWOFOLD_SEALING_KEY: the mail key is derived from the sealing \
+             key the API runs with"
+        );
+    };
+    let current = SealingKey::from_base64(current.expose_secret()).map_err(anyhow::Error::msg)?;
+    let retired = config
+        .sealing
+        .retired_keys
+        .iter()
+        .map(|key| {
+            SealingKey::from_base64(key.expose_secret()).map_err(|error| {
+                anyhow::anyhow!(
+                    "{}",
+                    error.replace("TWOFOLD_SEALING_KEY", "TWOFOLD_SEALING_RETIRED_KEYS")
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    say(&format!(
+        "export TWOFOLD_MAIL_KEY={}",
+        current.mail_key().to_base64().as_str()
+    ))?;
+    if !retired.is_empty() {
+        let retired: Vec<_> = retired
+            .iter()
+            .map(|key| key.mail_key().to_base64())
+            .collect();
+        let retired: Vec<&str> = retired.iter().map(|key| key.as_str()).collect();
+        say(&format!(
+            "export TWOFOLD_MAIL_RETIRED_KEYS={}",
+            retired.join(",")
+        ))?;
+    }
+    Ok(())
 }
 
 /// Prints a result line for the operator on standard output.

@@ -2,6 +2,7 @@
 //! composes the use cases from the configuration, as `twofold serve` does, and calls the same
 //! use case an HTTP request would, with `cli` as the actor.
 
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -24,7 +25,7 @@ use crate::startup::{self, Adapters, Store};
 /// The use cases over the configured database, for the subcommand named `what`.
 async fn app(config: &Config, what: &str) -> anyhow::Result<(Arc<App>, PgPool)> {
     let keys = config.keys().map_err(anyhow::Error::msg)?;
-    let Some(database_url) = &config.database_url else {
+    let Some(database_url) = &config.database.url else {
         anyhow::bail!(
             "{what} needs DATABASE_URL: the embedded store lives only inside a running \
              `twofold serve`"
@@ -32,7 +33,7 @@ async fn app(config: &Config, what: &str) -> anyhow::Result<(Arc<App>, PgPool)> 
     };
     let (services, hasher) = startup::services(config, &keys)?;
     // A views rebuild holds a lock, a snapshot scan and a read of the data keys at once.
-    let pool = startup::connect(database_url, 4).await?;
+    let pool = startup::connect(database_url.expose_secret(), 4).await?;
     startup::chain_older_events(&pool, &keys).await?;
     startup::seal_older_personal_data(&pool, &keys).await?;
     startup::index_addresses_by_digest(&pool, &keys).await?;
@@ -95,7 +96,7 @@ pub async fn rebuild_views(
     config: &Config,
     apply: bool,
 ) -> anyhow::Result<twofold_projections::rebuild::RebuildReport> {
-    if config.database_url.is_none() {
+    if config.database.url.is_none() {
         anyhow::bail!(
             "views rebuild needs DATABASE_URL: the embedded mode's views are rebuilt inside the \
              running service, with POST /api/v1/admin/views/rebuild"
@@ -113,10 +114,10 @@ pub async fn audit_verify(
     saved_head: Option<&Head>,
 ) -> anyhow::Result<Verification> {
     let keys = config.keys().map_err(anyhow::Error::msg)?;
-    let Some(database_url) = &config.database_url else {
+    let Some(database_url) = &config.database.url else {
         anyhow::bail!("audit verify needs DATABASE_URL: only the Postgres store is chained");
     };
-    let pool = startup::connect(database_url, 2).await?;
+    let pool = startup::connect(database_url.expose_secret(), 2).await?;
     let chain_keys: Vec<_> = std::iter::once(&keys.sealing)
         .chain(&keys.retired_sealing)
         .map(|key| key.chain_key())

@@ -59,17 +59,6 @@ pub struct ConnectionSettings {
     pub max_connections: Option<usize>,
 }
 
-impl Default for ConnectionSettings {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: 10,
-            body_read_timeout: 10,
-            idle_timeout: 5,
-            max_connections: None,
-        }
-    }
-}
-
 impl ConnectionSettings {
     /// The limits of the server loop, with the cap derived when none is set.
     pub fn limits(&self, pool_connections: u32) -> Limits {

@@ -1,6 +1,7 @@
 //! The composition root: concrete adapters wired to the domain's ports, the store chosen from
 //! configuration, and the HTTP server.
 
+use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
-use twofold_mailer::{Sender, Transport};
-use twofold_nats::{MailJob, MailSealer, OutboxRelay, Topology};
+use twofold_mailer::Sender;
+use twofold_nats::{MailJob, MailSealer, OutboxRelay};
 use twofold_projections::chain::{self, ChainKey};
 use twofold_projections::log::{EventLog, PgEventLog};
 use twofold_projections::personal::PersonalData;
@@ -66,10 +67,11 @@ pub struct Application {
 /// The domain's ports with their production adapters.
 pub fn services(config: &Config, keys: &Keys) -> anyhow::Result<(UserServices, Arc<Argon2Hasher>)> {
     let workers = config
-        .hash_workers
+        .argon2
+        .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let hasher = Arc::new(
-        Argon2Hasher::start(config.argon2_params(), workers, config.hash_queue)
+        Argon2Hasher::start(config.argon2.params(), workers, config.argon2.queue)
             .map_err(|error| anyhow::anyhow!("TWOFOLD_ARGON2_*: {error}"))?,
     );
     let services = UserServices {
@@ -186,11 +188,14 @@ async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 pub async fn validate(config: &Config) -> Result<(Checked, Option<PgPool>), ConfigProblems> {
     let checked = config.check();
     let target_ok = config
-        .database_url
-        .as_deref()
-        .is_some_and(|url| crate::config::database_target(url).is_ok());
-    let pool = match &config.database_url {
-        Some(url) if target_ok => Some(open_pool(url, config.database_max_connections).await),
+        .database
+        .url
+        .as_ref()
+        .is_some_and(|url| crate::config::database_target(url.expose_secret()).is_ok());
+    let pool = match &config.database.url {
+        Some(url) if target_ok => {
+            Some(open_pool(url.expose_secret(), config.database.pool_size).await)
+        }
         _ => None,
     };
     match (checked, pool) {
@@ -217,11 +222,11 @@ pub enum Store {
 /// The settings of the use cases, from `config`.
 pub fn settings(config: &Config) -> Settings {
     Settings {
-        totp_issuer: config.totp_issuer.clone(),
-        backup_codes: config.backup_codes,
-        signup_existing_email: config.signup_existing_email,
+        totp_issuer: config.accounts.totp_issuer.clone(),
+        backup_codes: config.accounts.backup_codes,
+        signup_existing_email: config.accounts.signup_existing_email,
         refresh_reuse_grace: time::Duration::seconds(
-            i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
+            i64::try_from(config.lifetimes.refresh_reuse_grace).unwrap_or(i64::MAX),
         ),
         // Checked at start-up (`Config::check`).
         admin_emails: config.admin_emails().unwrap_or_default(),
@@ -394,14 +399,15 @@ async fn mail_path(
             seal_older_personal_data(&pool, keys).await?;
             index_addresses_by_digest(&pool, keys).await?;
             let nats_url = config
-                .nats_url
-                .as_deref()
+                .nats
+                .url
+                .as_ref()
                 .context("with DATABASE_URL set, NATS_URL must be set too")?;
-            let topology = Topology::new(&config.nats_prefix).map_err(anyhow::Error::msg)?;
+            let topology = config.nats.topology().map_err(anyhow::Error::msg)?;
             // Start even while NATS is down: jobs wait in the outbox until it is back.
             let client = async_nats::ConnectOptions::new()
                 .retry_on_initial_connect()
-                .connect(nats_url)
+                .connect(nats_url.expose_secret())
                 .await
                 .context("NATS_URL is not a valid NATS address")?;
             let jetstream = async_nats::jetstream::new(client.clone());
@@ -419,9 +425,8 @@ async fn mail_path(
             })
         }
         None => {
-            let transport =
-                Transport::parse(&config.mail_transport).context("TWOFOLD_MAIL_TRANSPORT")?;
-            let sender = Sender::new(&transport, &config.mail_from).context("TWOFOLD_MAIL_FROM")?;
+            let transport = config.mail.transport().context("TWOFOLD_MAIL_TRANSPORT")?;
+            let sender = Sender::new(&transport, &config.mail.from).context("TWOFOLD_MAIL_FROM")?;
             let (queue, outbox) =
                 InProcessMailQueue::start(sender, keys.sealing.mail_sealer(), metrics.clone());
             Ok(MailPath {
@@ -448,7 +453,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let (checked, pool) = validate(&config).await?;
         // Before anything is logged: a port in use is a configuration problem like the others.
-        let socket = reserve_port(config.addr).map_err(|problem| ConfigProblems(vec![problem]))?;
+        let socket =
+            reserve_port(config.http.addr).map_err(|problem| ConfigProblems(vec![problem]))?;
         let Checked {
             keys,
             lifetimes,
@@ -475,8 +481,8 @@ impl Application {
             .context("granting the admin role of TWOFOLD_ADMIN_EMAILS failed")?;
         let tokens = TokenService::new(
             keys.jwt,
-            config.jwt_issuer.clone(),
-            config.jwt_audience.clone(),
+            config.jwt.issuer.clone(),
+            config.jwt.audience.clone(),
             lifetimes,
         )
         .with_retired_keys(keys.retired_jwt);
@@ -492,12 +498,12 @@ impl Application {
             .with_state(state)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
             .layer(RequestBodyTimeoutLayer::new(
-                config.connections.body_read_timeout(),
+                config.http.connections.body_read_timeout(),
             ));
         #[cfg(feature = "test-routes")]
         let router = router.merge(test_routes());
         let mut router = router;
-        if let Some(limit) = ClientRateLimit::new(config.ip_rate_limit, trusted_proxies) {
+        if let Some(limit) = ClientRateLimit::new(config.http.ip_rate_limit, trusted_proxies) {
             router = router.layer(axum::middleware::from_fn_with_state(
                 limit,
                 crate::http::rate_limit::limit,
@@ -529,7 +535,7 @@ impl Application {
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
         let listener = socket
             .listen(LISTEN_BACKLOG)
-            .with_context(|| format!("TWOFOLD_ADDR: cannot listen on {}", config.addr))?;
+            .with_context(|| format!("TWOFOLD_ADDR: cannot listen on {}", config.http.addr))?;
         tracing::info!(address = %listener.local_addr()?, "listening");
         Ok(Self {
             listener,
@@ -537,8 +543,8 @@ impl Application {
             app,
             relay: mail.relay,
             projector,
-            shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
-            limits: config.connections.limits(config.database_max_connections),
+            shutdown_timeout: Duration::from_secs(config.http.shutdown_timeout),
+            limits: config.http.connections.limits(config.database.pool_size),
         })
     }
 

@@ -77,7 +77,9 @@ impl Stack {
             .to_string();
         let key_file = work_dir.join("jwt.pem");
         std::fs::write(&key_file, jwt_key_pem.as_bytes())?;
-        let sealing_key = SealingKey::generate().to_base64();
+        let sealing = SealingKey::generate();
+        let sealing_key = sealing.to_base64();
+        let mail_key = sealing.mail_key().to_base64();
         let nats_prefix = format!("bench{}", &tag[..12]);
         let port = free_port()?;
         let transport = format!("smtp://127.0.0.1:{smtp_port}");
@@ -126,7 +128,7 @@ impl Stack {
                     .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                     .env("NATS_URL", &servers.nats_url)
                     .env("TWOFOLD_NATS_PREFIX", &nats_prefix)
-                    .env("TWOFOLD_SEALING_KEY", &sealing_key)
+                    .env("TWOFOLD_MAIL_KEY", mail_key.as_str())
                     .env("TWOFOLD_MAIL_TRANSPORT", &transport)
                     .env("TWOFOLD_LOG_FORMAT", "json");
                 Some(spawn(mailer, &work_dir.join("mailer.log"))?)

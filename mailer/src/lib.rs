@@ -13,8 +13,8 @@ mod worker;
 
 pub use sender::{message_id, SendError, Sender, SenderError, DEFAULT_FROM};
 pub use settings::{
-    parse_sealing_key, LogFormat, MailerArgs, MailerSettings, SettingsError, DEFAULT_CONCURRENCY,
-    DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX,
+    refuse_root_keys, LogFormat, MailSettings, MailerArgs, MailerSettings, SettingsError,
+    DEFAULT_CONCURRENCY, DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, ROOT_KEY_SETTINGS,
 };
 pub use templates::{render, RenderError, RenderedEmail};
 pub use transport::{SmtpCredentials, SmtpSpec, SmtpTls, Transport, TransportSpecError};

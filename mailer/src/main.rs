@@ -24,7 +24,10 @@ async fn main() -> ExitCode {
         }
         tracing::info!(%address, "serving metrics");
     }
-    let settings = match args.into_settings() {
+    let [sealing_key, retired_keys] =
+        twofold_mailer::ROOT_KEY_SETTINGS.map(|name| std::env::var_os(name).is_some());
+    let root_keys = twofold_mailer::refuse_root_keys(sealing_key, retired_keys);
+    let settings = match root_keys.and_then(|()| args.into_settings()) {
         Ok(settings) => settings,
         Err(error) => {
             tracing::error!("invalid configuration: {error}");

@@ -302,7 +302,7 @@ fn io_error(transport: &'static str, error: &dyn std::error::Error) -> SendError
 #[cfg(test)]
 mod tests {
     use twofold_domain::values::{Email, UserId};
-    use twofold_nats::Mail;
+    use twofold_nats::{Mail, MailKey};
 
     use super::*;
 
@@ -342,7 +342,7 @@ mod tests {
     async fn the_file_transport_creates_its_directory_and_writes_one_eml_per_email() {
         let dir = temp_dir().join("nested");
         let sender = Sender::new(&Transport::File(dir.clone()), DEFAULT_FROM).unwrap();
-        let sealer = MailSealer::new(&[3u8; 32]);
+        let sealer = MailSealer::new(MailKey::derive(&[3u8; 32]));
         let codes = vec!["ABCD-EFGH-JKLM-NPQR-STUV-WXYZ".to_owned()];
         let job = job_sealed(|id| Mail::BackupCodes {
             codes: sealer.seal_codes(&codes, "ada@example.com", id),
@@ -371,7 +371,7 @@ mod tests {
 
         let job = job(Mail::Test);
         sender
-            .send(&job, &MailSealer::new(&[3u8; 32]))
+            .send(&job, &MailSealer::new(MailKey::derive(&[3u8; 32])))
             .await
             .unwrap();
 
@@ -385,7 +385,10 @@ mod tests {
     async fn the_stdout_transport_sends() {
         let sender = Sender::new(&Transport::Stdout, DEFAULT_FROM).unwrap();
         sender
-            .send(&job(Mail::Test), &MailSealer::new(&[3u8; 32]))
+            .send(
+                &job(Mail::Test),
+                &MailSealer::new(MailKey::derive(&[3u8; 32])),
+            )
             .await
             .unwrap();
     }
@@ -393,7 +396,7 @@ mod tests {
     #[test]
     fn the_stdout_block_has_from_to_subject_and_the_text_body() {
         let job = job(Mail::Test);
-        let sealer = MailSealer::new(&[3u8; 32]);
+        let sealer = MailSealer::new(MailKey::derive(&[3u8; 32]));
         let email = render(&job, &sealer).unwrap();
         let from: Mailbox = DEFAULT_FROM.parse().unwrap();
         let block = stdout_block(&job, &from, &email);
@@ -406,7 +409,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_recipient_or_sealed_code_is_a_permanent_failure() {
         let sender = Sender::new(&Transport::Stdout, DEFAULT_FROM).unwrap();
-        let sealer = MailSealer::new(&[3u8; 32]);
+        let sealer = MailSealer::new(MailKey::derive(&[3u8; 32]));
         let mut bad_address = job(Mail::Test);
         // A job arrives as JSON; nothing but its sender vouches for the address.
         bad_address.to = serde_json::from_value(serde_json::json!("not an address")).unwrap();
@@ -414,7 +417,7 @@ mod tests {
         assert!(error.is_permanent());
         assert!(!error.to_string().contains("not an address"));
 
-        let other_key = MailSealer::new(&[4u8; 32]);
+        let other_key = MailSealer::new(MailKey::derive(&[4u8; 32]));
         let sealed = job_sealed(|id| Mail::LoginCode {
             code: other_key.seal("123456", "ada@example.com", id),
             valid_minutes: 5,
@@ -432,7 +435,10 @@ mod tests {
         let transport = Transport::parse(&format!("smtp://127.0.0.1:{port}")).unwrap();
         let sender = Sender::new(&transport, DEFAULT_FROM).unwrap();
         let error = sender
-            .send(&job(Mail::Test), &MailSealer::new(&[3u8; 32]))
+            .send(
+                &job(Mail::Test),
+                &MailSealer::new(MailKey::derive(&[3u8; 32])),
+            )
             .await
             .unwrap_err();
         assert!(!error.is_permanent(), "{error}");

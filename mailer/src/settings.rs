@@ -1,13 +1,17 @@
 //! The mailer's settings: built from code ([`MailerSettings::new`]) by tests and the API's
-//! harness, or from the environment ([`MailerArgs`]) by the `twofold-mailer` binary.
+//! harness, or from the environment ([`MailerArgs`]) by the `twofold-mailer` binary and
+//! `twofold mailer`. The NATS settings ([`NatsSettings`]) and the mail settings
+//! ([`MailSettings`]) are the API's too: one definition serves both.
+//!
+//! The mailer holds the mail key only (`TWOFOLD_MAIL_KEY`, derived from the API's sealing key
+//! by `twofold keys mail-key`): it can open the codes of mail jobs, and nothing else the API
+//! seals. It refuses to start where the API's sealing key is configured.
 
 use std::fmt;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use twofold_nats::Topology;
-use zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretString};
+use twofold_nats::{redact_userinfo, MailKey, NatsSettings, Topology};
 
 use crate::sender::DEFAULT_FROM;
 use crate::transport::{Transport, TransportSpecError};
@@ -19,17 +23,20 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
 /// Jobs one mailer works on at once unless configured otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
-/// Everything the mailer needs. Its `Debug` redacts the sealing key.
+/// The settings that hold the API's root sealing keys, which the mailer must not hold.
+pub const ROOT_KEY_SETTINGS: [&str; 2] = ["TWOFOLD_SEALING_KEY", "TWOFOLD_SEALING_RETIRED_KEYS"];
+
+/// Everything the mailer needs. Its `Debug` redacts the keys and credentials.
 #[derive(Clone)]
 pub struct MailerSettings {
     /// NATS server(s), such as `nats://127.0.0.1:4222`.
-    pub nats_url: String,
+    pub nats_url: SecretString,
     /// Stream, consumer and bucket names.
     pub topology: Topology,
-    /// The raw 32-byte sealing key the API seals codes under.
-    pub sealing_key: Zeroizing<[u8; 32]>,
-    /// Sealing keys retired by a rotation: jobs sealed under them before it still open.
-    pub retired_sealing_keys: Vec<Zeroizing<[u8; 32]>>,
+    /// The key the API seals the codes of mail jobs under.
+    pub mail_key: MailKey,
+    /// Mail keys of before a sealing-key rotation: jobs sealed under them still open.
+    pub retired_mail_keys: Vec<MailKey>,
     /// Where emails go.
     pub transport: Transport,
     /// The `From` mailbox.
@@ -45,12 +52,12 @@ pub struct MailerSettings {
 impl MailerSettings {
     /// Settings with the defaults: stdout transport, [`DEFAULT_FROM`], [`DEFAULT_RETRY_BASE`],
     /// [`DEFAULT_RETRY_MAX`] and [`DEFAULT_CONCURRENCY`].
-    pub fn new(nats_url: &str, topology: Topology, sealing_key: Zeroizing<[u8; 32]>) -> Self {
+    pub fn new(nats_url: &str, topology: Topology, mail_key: MailKey) -> Self {
         Self {
-            nats_url: nats_url.to_owned(),
+            nats_url: SecretString::from(nats_url),
             topology,
-            sealing_key,
-            retired_sealing_keys: Vec::new(),
+            mail_key,
+            retired_mail_keys: Vec::new(),
             transport: Transport::Stdout,
             from: DEFAULT_FROM.to_owned(),
             retry_base: DEFAULT_RETRY_BASE,
@@ -63,13 +70,10 @@ impl MailerSettings {
 impl fmt::Debug for MailerSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MailerSettings")
-            .field("nats_url", &redact_url(&self.nats_url))
+            .field("nats_url", &redact_userinfo(self.nats_url.expose_secret()))
             .field("topology", &self.topology)
-            .field("sealing_key", &"[redacted]")
-            .field(
-                "retired_sealing_keys",
-                &format!("[{} redacted]", self.retired_sealing_keys.len()),
-            )
+            .field("mail_key", &self.mail_key)
+            .field("retired_mail_keys", &self.retired_mail_keys)
             .field("transport", &self.transport)
             .field("from", &self.from)
             .field("retry_base", &self.retry_base)
@@ -79,21 +83,7 @@ impl fmt::Debug for MailerSettings {
     }
 }
 
-/// Hides a password in a URL such as `nats://user:pass@host:4222`.
-fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-                format!("{scheme}://{user}:[redacted]@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-/// Log output format.
+/// Log output format (the API's and the mailer's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -102,44 +92,71 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where emails go and whom they come from: the mailer's settings, and the API's in its
+/// embedded mode (which sends without a mailer).
+#[derive(Clone, clap::Args)]
+pub struct MailSettings {
+    /// Where emails go: `stdout`, `file:DIR` or `smtp://[user:pass@]host:port[?tls=starttls|tls]`.
+    /// The API uses it in the embedded mode only; on the real stack the mailer sends.
+    #[arg(
+        id = "mail_transport",
+        long = "mail-transport",
+        env = "TWOFOLD_MAIL_TRANSPORT",
+        default_value = "stdout",
+        hide_env_values = true
+    )]
+    pub transport: SecretString,
+    /// The From mailbox of emails.
+    #[arg(id = "mail_from", long = "mail-from", env = "TWOFOLD_MAIL_FROM", default_value = DEFAULT_FROM)]
+    pub from: String,
+}
+
+impl MailSettings {
+    /// The transport the spec names, or why it names none.
+    pub fn transport(&self) -> Result<Transport, TransportSpecError> {
+        Transport::parse(self.transport.expose_secret())
+    }
+}
+
+impl fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailSettings")
+            .field(
+                "mail_transport",
+                &redact_userinfo(self.transport.expose_secret()),
+            )
+            .field("mail_from", &self.from)
+            .finish()
+    }
+}
+
 /// The command line and environment of the `twofold-mailer` binary.
-#[derive(clap::Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(
     name = "twofold-mailer",
     version,
     about = "Sends Twofold's emails: consumes mail jobs from NATS JetStream."
 )]
 pub struct MailerArgs {
-    /// NATS server URL (required).
-    #[arg(long, env = "NATS_URL", hide_env_values = true)]
-    pub nats_url: Option<String>,
-    /// Prefix of the stream, consumer and bucket names (same as the API's).
-    #[arg(long, env = "TWOFOLD_NATS_PREFIX", default_value = "twofold")]
-    pub nats_prefix: String,
-    /// 32 random bytes, base64: the API's sealing key, which opens the codes in mail jobs
-    /// (required).
-    #[arg(long, env = "TWOFOLD_SEALING_KEY", hide_env_values = true)]
-    pub sealing_key: Option<String>,
-    /// The API's retired sealing keys, base64, comma-separated: jobs sealed before a key
-    /// rotation still open.
+    /// Where NATS is (required) and the prefix of the names.
+    #[command(flatten)]
+    pub nats: NatsSettings,
+    /// 32 random bytes, base64: the key the API seals the codes of mail jobs under, which
+    /// `twofold keys mail-key` prints from the API's sealing key (required).
+    #[arg(long, env = "TWOFOLD_MAIL_KEY", hide_env_values = true)]
+    pub mail_key: Option<SecretString>,
+    /// The mail keys of the API's retired sealing keys, base64, comma-separated (also printed
+    /// by `twofold keys mail-key`): jobs sealed before a key rotation still open.
     #[arg(
         long,
-        env = "TWOFOLD_SEALING_RETIRED_KEYS",
+        env = "TWOFOLD_MAIL_RETIRED_KEYS",
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub sealing_retired_keys: Vec<String>,
-    /// `stdout`, `file:DIR` or `smtp://[user:pass@]host:port[?tls=starttls|tls]`.
-    #[arg(
-        long,
-        env = "TWOFOLD_MAIL_TRANSPORT",
-        default_value = "stdout",
-        hide_env_values = true
-    )]
-    pub mail_transport: String,
-    /// The From mailbox of emails.
-    #[arg(long, env = "TWOFOLD_MAIL_FROM", default_value = DEFAULT_FROM)]
-    pub mail_from: String,
+    pub mail_retired_keys: Vec<SecretString>,
+    /// Where emails go and whom they come from.
+    #[command(flatten)]
+    pub mail: MailSettings,
     /// Milliseconds before the first retry of a failed email; doubles for each further one.
     #[arg(long, env = "TWOFOLD_MAIL_RETRY_BASE_MS", default_value_t = 2000)]
     pub mail_retry_base_ms: u64,
@@ -160,9 +177,22 @@ pub enum SettingsError {
     /// `NATS_URL` is not set.
     #[error("NATS_URL is required: the NATS server to consume mail jobs from, such as nats://127.0.0.1:4222")]
     NoNatsUrl,
-    /// The sealing key is missing, or not base64 of 32 bytes.
-    #[error("{0}")]
-    SealingKey(String),
+    /// `TWOFOLD_MAIL_KEY` is not set.
+    #[error(
+        "TWOFOLD_MAIL_KEY is required: the mail key `twofold keys mail-key` prints from the API's \
+         sealing key"
+    )]
+    NoMailKey,
+    /// A mail key is not base64 of 32 bytes.
+    #[error("{0}: {1}")]
+    MailKey(&'static str, twofold_nats::BadMailKey),
+    /// One of the API's root sealing keys is configured where the mailer runs.
+    #[error(
+        "{0} is set: the mailer needs only the mail key (TWOFOLD_MAIL_KEY, which `twofold keys \
+         mail-key` prints) and refuses to hold the API's sealing key; remove it from the mailer's \
+         environment"
+    )]
+    RootKey(&'static str),
     /// The prefix is not usable in NATS names.
     #[error("{0}")]
     Prefix(String),
@@ -174,68 +204,44 @@ pub enum SettingsError {
     Concurrency,
 }
 
-impl fmt::Debug for MailerArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MailerArgs")
-            .field("nats_prefix", &self.nats_prefix)
-            .field("log_format", &self.log_format)
-            .field("metrics_addr", &self.metrics_addr)
-            .finish_non_exhaustive()
+/// Refuses to go on where the API's sealing key or its retired keys are configured.
+pub fn refuse_root_keys(sealing_key: bool, retired_keys: bool) -> Result<(), SettingsError> {
+    match [sealing_key, retired_keys] {
+        [true, _] => Err(SettingsError::RootKey(ROOT_KEY_SETTINGS[0])),
+        [_, true] => Err(SettingsError::RootKey(ROOT_KEY_SETTINGS[1])),
+        [false, false] => Ok(()),
     }
 }
 
 impl MailerArgs {
     /// Checks the arguments and turns them into settings.
     pub fn into_settings(self) -> Result<MailerSettings, SettingsError> {
-        let nats_url = self.nats_url.ok_or(SettingsError::NoNatsUrl)?;
-        let sealing_key = Zeroizing::new(self.sealing_key.ok_or_else(|| {
-            SettingsError::SealingKey(
-                "TWOFOLD_SEALING_KEY is required: the base64 of the API's 32-byte sealing key"
-                    .to_owned(),
-            )
-        })?);
-        let topology = Topology::new(&self.nats_prefix).map_err(SettingsError::Prefix)?;
+        let nats_url = self.nats.url.clone().ok_or(SettingsError::NoNatsUrl)?;
+        let mail_key = self.mail_key.ok_or(SettingsError::NoMailKey)?;
+        let mail_key = MailKey::parse(mail_key.expose_secret())
+            .map_err(|error| SettingsError::MailKey("TWOFOLD_MAIL_KEY", error))?;
+        let topology = self.nats.topology().map_err(SettingsError::Prefix)?;
         if self.mail_concurrency == 0 {
             return Err(SettingsError::Concurrency);
         }
-        let retired_sealing_keys = self
-            .sealing_retired_keys
+        let retired_mail_keys = self
+            .mail_retired_keys
             .iter()
             .map(|key| {
-                parse_sealing_key(key).map_err(|error| {
-                    SettingsError::SealingKey(
-                        error
-                            .to_string()
-                            .replace("TWOFOLD_SEALING_KEY", "TWOFOLD_SEALING_RETIRED_KEYS"),
-                    )
-                })
+                MailKey::parse(key.expose_secret())
+                    .map_err(|error| SettingsError::MailKey("TWOFOLD_MAIL_RETIRED_KEYS", error))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(MailerSettings {
-            retired_sealing_keys,
-            transport: Transport::parse(&self.mail_transport)?,
-            from: self.mail_from,
+            nats_url,
+            retired_mail_keys,
+            transport: self.mail.transport()?,
+            from: self.mail.from,
             retry_base: Duration::from_millis(self.mail_retry_base_ms),
             concurrency: self.mail_concurrency,
-            ..MailerSettings::new(&nats_url, topology, parse_sealing_key(&sealing_key)?)
+            ..MailerSettings::new("", topology, mail_key)
         })
     }
-}
-
-/// Decodes `TWOFOLD_SEALING_KEY`: base64 (standard alphabet) of exactly 32 bytes.
-pub fn parse_sealing_key(encoded: &str) -> Result<Zeroizing<[u8; 32]>, SettingsError> {
-    let bytes = Zeroizing::new(STANDARD.decode(encoded.trim()).map_err(|_| {
-        SettingsError::SealingKey("TWOFOLD_SEALING_KEY is not valid base64".to_owned())
-    })?);
-    let mut key = Zeroizing::new([0u8; 32]);
-    if bytes.len() != key.len() {
-        return Err(SettingsError::SealingKey(format!(
-            "TWOFOLD_SEALING_KEY must be the base64 of 32 bytes, not of {}",
-            bytes.len()
-        )));
-    }
-    key.copy_from_slice(&bytes);
-    Ok(key)
 }
 
 #[cfg(test)]
@@ -251,7 +257,7 @@ mod tests {
             "twofold-mailer",
             "--nats-url",
             "nats://127.0.0.1:4222",
-            "--sealing-key",
+            "--mail-key",
             KEY,
         ];
         argv.extend_from_slice(extra);
@@ -266,12 +272,12 @@ mod tests {
         assert_eq!(settings.from, DEFAULT_FROM);
         assert_eq!(settings.retry_base, Duration::from_secs(2));
         assert_eq!(settings.concurrency, DEFAULT_CONCURRENCY);
-        let expected: Vec<u8> = (0..32).collect();
-        assert_eq!(settings.sealing_key.as_slice(), expected.as_slice());
+        assert_eq!(settings.mail_key.id(), MailKey::parse(KEY).unwrap().id());
     }
 
     #[test]
     fn every_setting_can_be_given() {
+        let retired = MailKey::derive(&[9u8; 32]);
         let settings = args(&[
             "--nats-prefix",
             "it-1",
@@ -285,6 +291,8 @@ mod tests {
             "2",
             "--log-format",
             "json",
+            "--mail-retired-keys",
+            &retired.to_base64(),
         ])
         .unwrap();
         assert_eq!(settings.log_format, LogFormat::Json);
@@ -294,34 +302,52 @@ mod tests {
         assert_eq!(settings.from, "Ops <ops@example.com>");
         assert_eq!(settings.retry_base, Duration::from_millis(10));
         assert_eq!(settings.concurrency, 2);
+        assert_eq!(settings.retired_mail_keys.len(), 1);
+        assert_eq!(settings.retired_mail_keys[0].id(), retired.id());
     }
 
     #[test]
-    fn a_bad_sealing_key_is_refused_with_a_message_naming_the_variable() {
+    fn a_bad_mail_key_is_refused_with_a_message_naming_the_variable() {
         for bad in ["not base64!", "AAECAw=="] {
-            let error = args(&[]).map(|mut args| {
-                args.sealing_key = Some(bad.to_owned());
-                args.into_settings()
-            });
-            let message = error.unwrap().unwrap_err().to_string();
-            assert!(message.contains("TWOFOLD_SEALING_KEY"), "{message}");
+            let mut with_bad_key = args(&[]).unwrap();
+            with_bad_key.mail_key = Some(SecretString::from(bad));
+            let message = with_bad_key.into_settings().unwrap_err().to_string();
+            assert!(message.contains("TWOFOLD_MAIL_KEY"), "{message}");
             assert!(!message.contains(bad), "{message}");
+            let retired = args(&["--mail-retired-keys", bad]).unwrap();
+            let message = retired.into_settings().unwrap_err().to_string();
+            assert!(message.contains("TWOFOLD_MAIL_RETIRED_KEYS"), "{message}");
         }
     }
 
     #[test]
-    fn a_missing_nats_url_or_sealing_key_is_refused_with_a_message_naming_the_variable() {
+    fn a_missing_nats_url_or_mail_key_is_refused_with_a_message_naming_the_variable() {
         let mut no_key = args(&[]).unwrap();
-        no_key.sealing_key = None;
+        no_key.mail_key = None;
         let message = no_key.into_settings().unwrap_err().to_string();
         assert!(
-            message.contains("TWOFOLD_SEALING_KEY is required"),
+            message.contains("TWOFOLD_MAIL_KEY is required"),
             "{message}"
         );
         let mut no_url = args(&[]).unwrap();
-        no_url.nats_url = None;
+        no_url.nats.url = None;
         let message = no_url.into_settings().unwrap_err().to_string();
         assert!(message.contains("NATS_URL is required"), "{message}");
+    }
+
+    #[test]
+    fn the_root_sealing_keys_are_refused_and_the_sealing_key_flag_is_gone() {
+        for (name, configured) in ROOT_KEY_SETTINGS
+            .into_iter()
+            .zip([[true, false], [false, true]])
+        {
+            let refusal = refuse_root_keys(configured[0], configured[1]).unwrap_err();
+            let message = refusal.to_string();
+            assert!(message.starts_with(name), "{message}");
+            assert!(message.contains("twofold keys mail-key"), "{message}");
+        }
+        assert!(refuse_root_keys(false, false).is_ok());
+        assert!(args(&["--sealing-key", KEY]).is_err());
     }
 
     #[test]
@@ -344,13 +370,15 @@ mod tests {
     }
 
     #[test]
-    fn the_debug_of_settings_and_arguments_hides_the_key_and_passwords() {
-        let mut settings = args(&[]).unwrap().into_settings().unwrap();
-        settings.nats_url = "nats://ada:hunter2@127.0.0.1:4222".to_owned();
-        settings.transport = Transport::parse("smtp://ada:hunter3@mail:25").unwrap();
+    fn the_debug_of_settings_and_arguments_hides_the_keys_and_passwords() {
+        let mut arguments = args(&["--mail-transport", "smtp://ada:hunter3@mail:25"]).unwrap();
+        arguments.nats.url = Some(SecretString::from("nats://ada:hunter1@127.0.0.1:4222"));
+        let debug = format!("{arguments:?}");
+        assert!(!debug.contains("hunter") && !debug.contains(KEY), "{debug}");
+        let mut settings = arguments.into_settings().unwrap();
+        settings.nats_url = SecretString::from("nats://ada:hunter2@127.0.0.1:4222");
         let debug = format!("{settings:?}");
-        assert!(!debug.contains("hunter"), "{debug}");
-        assert!(debug.contains("sealing_key: \"[redacted]\""), "{debug}");
-        assert!(!format!("{:?}", args(&[]).unwrap()).contains(KEY));
+        assert!(!debug.contains("hunter") && !debug.contains(KEY), "{debug}");
+        assert!(debug.contains("mail_key: MailKey { id: "), "{debug}");
     }
 }

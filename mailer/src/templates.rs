@@ -280,6 +280,7 @@ pub(crate) fn escape_html(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use twofold_domain::values::{Email, UserId};
+    use twofold_nats::MailKey;
 
     use super::*;
 
@@ -289,7 +290,7 @@ mod tests {
     ];
 
     fn sealer() -> MailSealer {
-        MailSealer::new(&[42u8; 32])
+        MailSealer::new(MailKey::derive(&[42u8; 32]))
     }
 
     fn job(mail: Mail) -> MailJob {
@@ -444,7 +445,7 @@ mod tests {
 
     #[test]
     fn a_code_sealed_under_another_key_is_a_render_error() {
-        let other = MailSealer::new(&[1u8; 32]);
+        let other = MailSealer::new(MailKey::derive(&[1u8; 32]));
         let mail = Mail::LoginCode {
             code: other.seal("123456", "ada@example.com", uuid::Uuid::nil()),
             valid_minutes: 5,

@@ -16,6 +16,7 @@ use async_nats::jetstream::{kv, AckKind, Context, Message};
 use futures::future::FusedFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use secrecy::ExposeSecret;
 use twofold_nats::{Mail, MailJob, MailSealer, TaskState, TaskStatus, Topology};
 
 use crate::sender::{SendError, Sender};
@@ -106,7 +107,7 @@ impl Mailer {
         let client = async_nats::ConnectOptions::new()
             .name("twofold-mailer")
             .retry_on_initial_connect()
-            .connect(settings.nats_url.as_str())
+            .connect(settings.nats_url.expose_secret())
             .await
             .context("cannot use NATS_URL")?;
         tracing::info!(
@@ -118,8 +119,7 @@ impl Mailer {
         let worker = Worker {
             jetstream: async_nats::jetstream::new(client),
             topology: settings.topology,
-            sealer: MailSealer::new(&settings.sealing_key)
-                .with_retired(settings.retired_sealing_keys.iter().map(|key| &**key)),
+            sealer: MailSealer::new(settings.mail_key).with_retired(settings.retired_mail_keys),
             sender,
             stats: Arc::clone(&self.stats),
             retry_base: settings.retry_base,

@@ -6,10 +6,12 @@ mod outbox;
 mod publish;
 mod schema;
 mod seal;
+mod settings;
 mod topology;
 
 pub use outbox::{enqueue, OutboxRelay};
 pub use publish::{publish, PublishFailed};
 pub use schema::{Mail, MailJob, SealedText, TaskState, TaskStatus};
-pub use seal::{MailSealer, OpenFailed};
+pub use seal::{BadMailKey, MailKey, MailSealer, OpenFailed};
+pub use settings::{redact_userinfo, NatsSettings};
 pub use topology::Topology;

@@ -1,6 +1,7 @@
 //! Sealing the codes inside mail jobs, so they are never in clear in the outbox table or the
-//! stream. The key is derived with HKDF from the sealing key both the API and the mailer are
-//! configured with, under its own label, so it never equals the key that seals TOTP seeds.
+//! stream. The mail key is derived with HKDF from the API's sealing key, under its own label,
+//! so it never equals the key that seals TOTP seeds; the mailer is configured with the derived
+//! mail key only (`twofold keys mail-key` prints it), never with the sealing key it comes from.
 //! The recipient address and the job id are authenticated with each code (AEAD associated
 //! data): a sealed code copied into a job addressed to someone else, or into another job to the
 //! same address (a resend by whoever can publish on the mail subjects), does not open.
@@ -22,6 +23,11 @@ use crate::SealedText;
 
 const NONCE_BYTES: usize = 24;
 
+/// A mail key is not the base64 of 32 bytes. The message never repeats the key.
+#[derive(Debug, thiserror::Error)]
+#[error("a mail key must be the base64 of 32 bytes (as `twofold keys mail-key` prints it)")]
+pub struct BadMailKey;
+
 /// Why sealed text could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenFailed {
@@ -37,48 +43,85 @@ pub enum OpenFailed {
 #[derive(Clone)]
 pub struct MailSealer {
     current: MailKey,
-    /// Keys derived from retired sealing keys: jobs sealed before a rotation still open.
+    /// Keys of before a rotation: jobs sealed under them still open.
     retired: Vec<MailKey>,
 }
 
-/// A mail key derived from one sealing key, with its id.
+/// The key of mail jobs, with its id. Its `Debug` shows the id only.
 #[derive(Clone)]
-struct MailKey {
+pub struct MailKey {
+    key: Zeroizing<[u8; 32]>,
     key_id: String,
     cipher: XChaCha20Poly1305,
 }
 
 impl MailSealer {
-    /// A sealer whose key is derived from the 32-byte sealing key.
-    pub fn new(sealing_key: &[u8; 32]) -> Self {
+    /// A sealer that seals under `current`.
+    pub fn new(current: MailKey) -> Self {
         Self {
-            current: MailKey::derive(sealing_key),
+            current,
             retired: Vec::new(),
         }
     }
 
-    /// This sealer, also opening jobs sealed under keys derived from `retired` sealing keys.
-    pub fn with_retired<'k>(mut self, retired: impl IntoIterator<Item = &'k [u8; 32]>) -> Self {
-        self.retired = retired.into_iter().map(MailKey::derive).collect();
+    /// This sealer, also opening jobs sealed under `retired` keys.
+    pub fn with_retired(mut self, retired: Vec<MailKey>) -> Self {
+        self.retired = retired;
         self
     }
 }
 
 impl MailKey {
-    fn derive(sealing_key: &[u8; 32]) -> Self {
+    /// The mail key of a 32-byte sealing key.
+    pub fn derive(sealing_key: &[u8; 32]) -> Self {
         let mut key = Zeroizing::new([0u8; 32]);
         let expanded = hkdf::Hkdf::<Sha256>::new(None, sealing_key)
             .expand(b"twofold mail job v1", key.as_mut());
         debug_assert!(expanded.is_ok(), "32 bytes is a valid HKDF-SHA-256 length");
+        Self::from_bytes(key)
+    }
+
+    /// A mail key from its base64 (standard alphabet), as [`MailKey::to_base64`] writes it.
+    pub fn parse(encoded: &str) -> Result<Self, BadMailKey> {
+        let bytes = Zeroizing::new(STANDARD.decode(encoded.trim()).map_err(|_| BadMailKey)?);
+        let mut key = Zeroizing::new([0u8; 32]);
+        if bytes.len() != key.len() {
+            return Err(BadMailKey);
+        }
+        key.copy_from_slice(&bytes);
+        Ok(Self::from_bytes(key))
+    }
+
+    /// The key in base64, for the mailer's configuration.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(self.key.as_ref()))
+    }
+
+    /// The key's id, which sealed text names: a digest, never the key.
+    pub fn id(&self) -> &str {
+        &self.key_id
+    }
+
+    fn from_bytes(key: Zeroizing<[u8; 32]>) -> Self {
         let fingerprint = Sha256::digest(key.as_ref());
         let key_id = fingerprint[..8]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        let cipher = XChaCha20Poly1305::new(key.as_ref().into());
         Self {
+            key,
             key_id,
-            cipher: XChaCha20Poly1305::new(key.as_ref().into()),
+            cipher,
         }
+    }
+}
+
+impl std::fmt::Debug for MailKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailKey")
+            .field("id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,9 +227,34 @@ mod tests {
 
     const JOB: Uuid = Uuid::nil();
 
+    fn sealer_of(byte: u8) -> MailSealer {
+        MailSealer::new(MailKey::derive(&[byte; 32]))
+    }
+
+    #[test]
+    fn a_mail_key_survives_its_base64_and_its_debug_shows_only_its_id() {
+        let key = MailKey::derive(&[7u8; 32]);
+        let encoded = key.to_base64();
+        let parsed = MailKey::parse(&encoded).unwrap();
+        assert_eq!(parsed.id(), key.id());
+        assert!(!format!("{key:?}").contains(encoded.as_str()));
+        let sealed = MailSealer::new(key).seal("123456", "ada@example.com", JOB);
+        let opened = MailSealer::new(parsed).open(&sealed, "ada@example.com", JOB);
+        assert_eq!(opened.unwrap().as_str(), "123456");
+    }
+
+    #[test]
+    fn the_mail_key_is_not_the_sealing_key_and_bad_keys_are_refused() {
+        let sealing = [7u8; 32];
+        assert_ne!(MailKey::derive(&sealing).key.as_ref(), &sealing);
+        for bad in ["not base64!", "AAECAw=="] {
+            assert!(MailKey::parse(bad).is_err());
+        }
+    }
+
     #[test]
     fn sealed_codes_open_with_the_same_key_only_and_hide_the_plaintext() {
-        let sealer = MailSealer::new(&[7u8; 32]);
+        let sealer = sealer_of(7);
         let codes = vec!["AAAA-BBBB".to_owned(), "CCCC-DDDD".to_owned()];
         let sealed = sealer.seal_codes(&codes, "ada@example.com", JOB);
         assert!(!sealed.ciphertext.contains("AAAA"));
@@ -197,7 +265,7 @@ mod tests {
             .map(|code| code.to_string())
             .collect();
         assert_eq!(opened, codes);
-        let other = MailSealer::new(&[8u8; 32]);
+        let other = sealer_of(8);
         assert!(matches!(
             other.open(&sealed, "ada@example.com", JOB),
             Err(OpenFailed::UnknownKey(_))
@@ -206,8 +274,8 @@ mod tests {
 
     #[test]
     fn a_job_sealed_before_a_rotation_opens_with_the_retired_key() {
-        let before = MailSealer::new(&[7u8; 32]).seal("123456", "ada@example.com", JOB);
-        let rotated = MailSealer::new(&[8u8; 32]).with_retired([&[7u8; 32]]);
+        let before = sealer_of(7).seal("123456", "ada@example.com", JOB);
+        let rotated = sealer_of(8).with_retired(vec![MailKey::derive(&[7u8; 32])]);
         assert_eq!(
             rotated
                 .open(&before, "ada@example.com", JOB)
@@ -218,14 +286,14 @@ mod tests {
         let after = rotated.seal("654321", "ada@example.com", JOB);
         assert_ne!(after.key_id, before.key_id);
         assert!(matches!(
-            MailSealer::new(&[7u8; 32]).open(&after, "ada@example.com", JOB),
+            sealer_of(7).open(&after, "ada@example.com", JOB),
             Err(OpenFailed::UnknownKey(_))
         ));
     }
 
     #[test]
     fn a_sealed_code_does_not_open_for_another_recipient() {
-        let sealer = MailSealer::new(&[7u8; 32]);
+        let sealer = sealer_of(7);
         let sealed = sealer.seal("reset-token", "victim@example.com", JOB);
         assert!(sealer.open(&sealed, "Victim@Example.com", JOB).is_ok());
         assert!(matches!(
@@ -236,7 +304,7 @@ mod tests {
 
     #[test]
     fn tampered_sealed_text_is_refused() {
-        let sealer = MailSealer::new(&[7u8; 32]);
+        let sealer = sealer_of(7);
         let mut sealed = sealer.seal("123456", "ada@example.com", JOB);
         let mut bytes = STANDARD.decode(&sealed.ciphertext).unwrap();
         bytes[30] ^= 1;
@@ -249,7 +317,7 @@ mod tests {
 
     #[test]
     fn a_sealed_code_does_not_open_in_another_job() {
-        let sealer = MailSealer::new(&[7u8; 32]);
+        let sealer = sealer_of(7);
         let sealed = sealer.seal("123456", "ada@example.com", JOB);
         assert!(sealer.open(&sealed, "ada@example.com", JOB).is_ok());
         assert!(matches!(
@@ -260,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_code_sealed_before_jobs_were_bound_still_opens_in_its_job() {
-        let sealer = MailSealer::new(&[7u8; 32]);
+        let sealer = sealer_of(7);
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ciphertext = sealer

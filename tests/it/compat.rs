@@ -454,7 +454,7 @@ async fn configured_admin_emails_get_the_role_at_start_up_and_at_sign_up_on_post
 
     // A second start with the addresses configured (one in another letter case).
     let mut config = app.config.clone();
-    config.admin_emails = vec![existing.to_uppercase(), later.clone()];
+    config.accounts.admin_emails = vec![existing.to_uppercase(), later.clone()];
     let configured = spawn_app_with(config).await;
 
     assert!(
@@ -480,7 +480,7 @@ async fn configured_admin_emails_get_the_role_at_start_up_and_at_sign_up_on_post
 
     // A third start grants nothing again.
     let mut config = configured.config.clone();
-    config.admin_emails = vec![existing.clone(), later.clone()];
+    config.accounts.admin_emails = vec![existing.clone(), later.clone()];
     let _again = spawn_app_with(config).await;
     let grants: i64 =
         sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'AdminGranted'")
@@ -494,7 +494,7 @@ async fn configured_admin_emails_get_the_role_at_start_up_and_at_sign_up_on_post
 async fn a_configured_admin_email_gets_the_role_at_sign_up_in_the_embedded_mode() {
     let admin = unique_email("embeddedadmin");
     let mut config = test_config(Store::Embedded, None, None);
-    config.admin_emails = vec![admin.clone()];
+    config.accounts.admin_emails = vec![admin.clone()];
     let app = spawn_app_with(config).await;
     let user = unique_email("embeddeduser");
 

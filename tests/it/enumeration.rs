@@ -13,7 +13,7 @@ async fn concealing_app() -> TestApp {
         Some(fresh_database().await),
         Some(default_nats_url()),
     );
-    config.signup_existing_email = ExistingEmail::Conceal;
+    config.accounts.signup_existing_email = ExistingEmail::Conceal;
     let mut app = spawn_app_with(config).await;
     app.start_mailer();
     app

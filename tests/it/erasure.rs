@@ -2,6 +2,7 @@
 //! service keeps data, while their events stay, in order, replayable and verifiable.
 
 use reqwest::StatusCode;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use twofold_api::operator::{audit_export, audit_verify, erase_user, grant_admin, rebuild_views};
 use twofold_projections::log::Checkpoint;
@@ -130,7 +131,7 @@ async fn erase_me(app: &TestApp, token: &str, body: &Value) -> reqwest::Response
 fn pg_dump(app: &TestApp) -> String {
     let output = std::process::Command::new("pg_dump")
         .arg("--no-owner")
-        .arg(app.config.database_url.as_deref().unwrap())
+        .arg(app.config.database.url.as_ref().unwrap().expose_secret())
         .output()
         .expect("pg_dump runs");
     assert!(output.status.success(), "{output:?}");
@@ -164,7 +165,7 @@ async fn an_erased_user_leaves_nothing_readable_and_the_log_stays_whole() {
         Some(fresh_database().await),
         Some(nats.url()),
     );
-    config.trusted_proxies = "127.0.0.1".to_owned();
+    config.http.trusted_proxies = "127.0.0.1".to_owned();
     let mut app = spawn_app_with(config).await;
     app.start_mailer();
     let admin = admin_token(&app).await;

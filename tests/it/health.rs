@@ -2,6 +2,7 @@
 //! checks Postgres and NATS JetStream and names the one that fails.
 
 use reqwest::StatusCode;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -103,7 +104,7 @@ async fn readiness_fails_naming_nats_while_nats_is_down_and_recovers_after() {
 #[tokio::test]
 async fn readiness_fails_naming_postgres_when_its_database_is_gone() {
     let app = spawn_app(Store::Postgres).await;
-    let url = app.config.database_url.clone().unwrap();
+    let url = app.config.database.url.as_ref().unwrap().expose_secret();
     let (server, name) = url.rsplit_once('/').unwrap();
     app.db.as_ref().unwrap().close().await;
     let mut admin =

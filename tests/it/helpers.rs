@@ -6,6 +6,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use twofold_api::{Application, Config};
@@ -105,28 +106,26 @@ pub fn test_config(store: Store, database_url: Option<String>, nats_url: Option<
     let mut config =
         Config::for_tests(database_url, nats_url, &prefix, &work_dir).expect("test config");
     if store == Store::Embedded {
-        config.jwt_key_file = None;
-        config.sealing_key = None;
+        config.jwt.key_file = None;
+        config.sealing.key = None;
     }
     config
 }
 
-/// Mailer settings matching `config`: same NATS, prefix, sealing key and mail folder, and
-/// quick retries.
+/// Mailer settings matching `config`: same NATS, prefix and mail folder, the mail keys of its
+/// sealing keys (what `twofold keys mail-key` prints), and quick retries.
 pub fn mailer_settings(config: &Config) -> twofold_mailer::MailerSettings {
-    use secrecy::ExposeSecret;
-    let key =
-        twofold_mailer::parse_sealing_key(config.sealing_key.as_ref().unwrap().expose_secret())
-            .unwrap();
-    let topology = twofold_nats::Topology::new(&config.nats_prefix).unwrap();
+    let keys = config.keys().unwrap();
+    let topology = config.nats.topology().unwrap();
+    let nats_url = config.nats.url.as_ref().unwrap().expose_secret();
     let mut settings =
-        twofold_mailer::MailerSettings::new(config.nats_url.as_deref().unwrap(), topology, key);
-    settings.retired_sealing_keys = config
-        .sealing_retired_keys
+        twofold_mailer::MailerSettings::new(nats_url, topology, keys.sealing.mail_key());
+    settings.retired_mail_keys = keys
+        .retired_sealing
         .iter()
-        .map(|key| twofold_mailer::parse_sealing_key(key.expose_secret()).unwrap())
+        .map(|key| key.mail_key())
         .collect();
-    settings.transport = twofold_mailer::Transport::parse(&config.mail_transport).unwrap();
+    settings.transport = config.mail.transport().unwrap();
     settings.retry_base = Duration::from_millis(100);
     settings
 }
@@ -151,20 +150,23 @@ pub async fn spawn_app(store: Store) -> TestApp {
 /// keys and emails.
 fn scratch_of(config: &Config) -> Scratch {
     let mut scratch = Scratch::new();
-    if let Some(url) = &config.database_url {
-        scratch.hold(Resource::database(url));
+    if let Some(url) = &config.database.url {
+        scratch.hold(Resource::database(url.expose_secret()));
     }
-    if let Some(url) = &config.nats_url {
-        scratch.hold(Resource::streams(url, &config.nats_prefix));
+    if let Some(url) = &config.nats.url {
+        scratch.hold(Resource::streams(url.expose_secret(), &config.nats.prefix));
     }
     let mail_dir = config
-        .mail_transport
+        .mail
+        .transport
+        .expose_secret()
         .strip_prefix("file:")
         .map(PathBuf::from);
     let mut dirs: Vec<PathBuf> = config
-        .jwt_key_file
+        .jwt
+        .key_file
         .iter()
-        .chain(&config.jwt_retired_key_files)
+        .chain(&config.jwt.retired_key_files)
         .chain(&mail_dir)
         .filter_map(|path| path.parent().map(PathBuf::from))
         .collect();
@@ -186,8 +188,12 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         .expect("the service starts");
     let address = format!("http://127.0.0.1:{}", application.port());
     let server = tokio::spawn(application.run_until_stopped());
-    let db = match &config.database_url {
-        Some(url) => Some(PgPool::connect(url).await.expect("connect to the test db")),
+    let db = match &config.database.url {
+        Some(url) => Some(
+            PgPool::connect(url.expose_secret())
+                .await
+                .expect("connect to the test db"),
+        ),
         None => None,
     };
     TestApp {
@@ -263,7 +269,13 @@ impl TestApp {
 
     /// Where the file transport writes this app's emails.
     pub fn mail_dir(&self) -> PathBuf {
-        PathBuf::from(self.config.mail_transport.trim_start_matches("file:"))
+        PathBuf::from(
+            self.config
+                .mail
+                .transport
+                .expose_secret()
+                .trim_start_matches("file:"),
+        )
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -414,7 +426,7 @@ impl TestApp {
 
     /// The JWT signing key the service was configured with (tests forge tokens with it).
     pub fn jwt_key_pem(&self) -> String {
-        std::fs::read_to_string(self.config.jwt_key_file.as_ref().unwrap()).unwrap()
+        std::fs::read_to_string(self.config.jwt.key_file.as_ref().unwrap()).unwrap()
     }
 }
 

@@ -30,7 +30,7 @@ async fn every_response_carries_security_headers_and_no_cors_by_default() {
 #[tokio::test]
 async fn only_configured_origins_get_cors() {
     let mut config = test_config(Store::Embedded, None, None);
-    config.cors_origins = "https://app.example".to_owned();
+    config.http.cors_origins = "https://app.example".to_owned();
     let app = spawn_app_with(config).await;
     let preflight = |origin: &'static str| {
         app.http
@@ -83,7 +83,7 @@ async fn error_details_are_ours_not_the_parsers() {
 #[tokio::test]
 async fn one_address_is_rate_limited_on_the_unauthenticated_endpoints_only() {
     let mut config = test_config(Store::Embedded, None, None);
-    config.ip_rate_limit = 5;
+    config.http.ip_rate_limit = 5;
     let app = spawn_app_with(config).await;
     for _ in 0..5 {
         let response = app.login("nobody@example.com", "whatever password").await;
@@ -107,8 +107,8 @@ async fn one_address_is_rate_limited_on_the_unauthenticated_endpoints_only() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
     let mut config = test_config(Store::Embedded, None, None);
-    config.ip_rate_limit = 2;
-    config.trusted_proxies = "127.0.0.1".to_owned();
+    config.http.ip_rate_limit = 2;
+    config.http.trusted_proxies = "127.0.0.1".to_owned();
     let app = spawn_app_with(config).await;
     let login_from = |client: &'static str| {
         app.http

@@ -35,10 +35,10 @@ async fn a_rotated_sealing_key_keeps_old_secrets_working_until_resealed() {
     assert_eq!(forgot.status(), StatusCode::ACCEPTED);
 
     // Rotate: a new current key, the old one retired, on the same database and stream.
-    let old_key = before.config.sealing_key.clone().unwrap();
+    let old_key = before.config.sealing.key.clone().unwrap();
     let mut rotated_config = before.config.clone();
-    rotated_config.sealing_key = Some(SecretString::from(SealingKey::generate().to_base64()));
-    rotated_config.sealing_retired_keys = vec![old_key];
+    rotated_config.sealing.key = Some(SecretString::from(SealingKey::generate().to_base64()));
+    rotated_config.sealing.retired_keys = vec![old_key];
     let mut rotated = spawn_app_with(rotated_config.clone()).await;
     rotated.start_mailer();
     rotated
@@ -99,7 +99,7 @@ async fn a_rotated_sealing_key_keeps_old_secrets_working_until_resealed() {
 
     // Without the old key: the resealed seed opens, the old key's backup codes do not.
     let mut after_config = rotated_config.clone();
-    after_config.sealing_retired_keys.clear();
+    after_config.sealing.retired_keys.clear();
     let after = spawn_app_with(after_config).await;
     assert_eq!(
         second_step(

@@ -128,7 +128,7 @@ async fn no_code_is_in_clear_in_the_outbox_or_the_stream() {
         Some(fresh_database().await),
         Some(nats.url()),
     );
-    let topology = Topology::new(&config.nats_prefix).unwrap();
+    let topology = Topology::new(&config.nats.prefix).unwrap();
     let mut app = spawn_app_with(config).await;
 
     // With NATS away the jobs stay in the outbox: read them there.

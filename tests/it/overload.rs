@@ -19,11 +19,11 @@ async fn logins_beyond_the_hash_queue_get_service_busy_with_retry_after() {
     );
     // One hash at a time and one waiting; each hash slow enough (19 MiB, 8 passes) that the
     // flood below finds the worker busy and the queue full.
-    config.hash_workers = Some(1);
-    config.hash_queue = 1;
-    config.argon2_memory_kib = Argon2Params::OWASP_MINIMUM.memory_kib;
-    config.argon2_iterations = 8;
-    config.argon2_parallelism = 1;
+    config.argon2.workers = Some(1);
+    config.argon2.queue = 1;
+    config.argon2.memory_kib = Argon2Params::OWASP_MINIMUM.memory_kib;
+    config.argon2.iterations = 8;
+    config.argon2.parallelism = 1;
     let app = spawn_app_with(config).await;
     let email = unique_email("overload");
     assert_eq!(

@@ -30,7 +30,7 @@ async fn concurrent_refreshes_all_get_one_live_successor(clients: usize) {
         Some(fresh_database().await),
         Some(default_nats_url()),
     );
-    config.refresh_reuse_grace = 30;
+    config.lifetimes.refresh_reuse_grace = 30;
     let app = spawn_app_with(config).await;
     let email = unique_email("race");
     app.signup(&signup_body(&email, None)).await;
@@ -99,7 +99,7 @@ async fn a_rotated_token_presented_after_the_grace_period_still_revokes_the_sess
         Some(fresh_database().await),
         Some(default_nats_url()),
     );
-    config.refresh_reuse_grace = 1;
+    config.lifetimes.refresh_reuse_grace = 1;
     let app = spawn_app_with(config).await;
     let email = unique_email("late");
     app.signup(&signup_body(&email, None)).await;

@@ -46,7 +46,7 @@ async fn a_double_refresh_within_the_grace_period_succeeds_twice() {
         Some(fresh_database().await),
         Some(default_nats_url()),
     );
-    config.refresh_reuse_grace = 30;
+    config.lifetimes.refresh_reuse_grace = 30;
     let app = spawn_app_with(config).await;
     let email = unique_email("grace");
     app.signup(&signup_body(&email, None)).await;

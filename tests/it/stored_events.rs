@@ -440,7 +440,7 @@ async fn a_journey_records_every_event_type_for_the_stored_events_fixture() {
         Some(fresh_database().await),
         Some(default_nats_url()),
     );
-    config.signup_existing_email = ExistingEmail::Conceal;
+    config.accounts.signup_existing_email = ExistingEmail::Conceal;
     let mut app = spawn_app_with(config).await;
     app.http = reqwest::Client::builder()
         .user_agent("twofold-fixture/1.0")
@@ -466,8 +466,8 @@ async fn a_journey_records_every_event_type_for_the_stored_events_fixture() {
     // A sealing-key rotation, then `keys reseal`: Ada's seed is sealed again.
     app.stop_mailer();
     let mut rotated = app.config.clone();
-    rotated.sealing_retired_keys = vec![rotated.sealing_key.clone().unwrap()];
-    rotated.sealing_key = Some(secrecy::SecretString::from(
+    rotated.sealing.retired_keys = vec![rotated.sealing.key.clone().unwrap()];
+    rotated.sealing.key = Some(secrecy::SecretString::from(
         SealingKey::generate().to_base64(),
     ));
     let report = twofold_api::operator::reseal(&rotated).await.unwrap();

@@ -266,7 +266,7 @@ async fn a_rotated_signing_key_keeps_verifying_its_tokens_on_every_instance() {
     let before = old.login_token(&email, StatusCode::OK).await;
 
     // A new instance signs with a new key and keeps the old one as retired.
-    let retired = old.config.jwt_key_file.clone().unwrap();
+    let retired = old.config.jwt.key_file.clone().unwrap();
     let mut rotated = old.config.clone();
     let new_key = retired.with_file_name("jwt-next.pem");
     std::fs::write(
@@ -276,8 +276,8 @@ async fn a_rotated_signing_key_keeps_verifying_its_tokens_on_every_instance() {
             .as_bytes(),
     )
     .unwrap();
-    rotated.jwt_key_file = Some(new_key.clone());
-    rotated.jwt_retired_key_files = vec![retired];
+    rotated.jwt.key_file = Some(new_key.clone());
+    rotated.jwt.retired_key_files = vec![retired];
     let new = spawn_app_with(rotated.clone()).await;
     assert_eq!(
         new.get_with("/auth/test-token", &before).await.status(),
@@ -298,7 +298,7 @@ async fn a_rotated_signing_key_keeps_verifying_its_tokens_on_every_instance() {
     );
 
     // Once the retired key is dropped, its tokens stop working.
-    rotated.jwt_retired_key_files = Vec::new();
+    rotated.jwt.retired_key_files = Vec::new();
     let dropped = spawn_app_with(rotated).await;
     assert_refused(
         &dropped,
@@ -318,7 +318,7 @@ async fn a_rotated_signing_key_keeps_verifying_its_tokens_on_every_instance() {
 async fn in_hs256_mode_clients_verify_tokens_with_the_shared_secret() {
     const SECRET: &str = "a shared secret of at least thirty-two bytes";
     let mut config = test_config(Store::Embedded, None, None);
-    config.jwt_hs256_secret = Some(SECRET.into());
+    config.jwt.hs256_secret = Some(SECRET.into());
     let app = spawn_app_with(config).await;
     let email = unique_email("hs256");
     app.signup(&signup_body(&email, None)).await;

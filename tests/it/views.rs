@@ -222,7 +222,7 @@ async fn an_admin_rebuilds_the_views_of_the_running_service_over_http() {
 async fn in_the_embedded_mode_a_configured_admin_rebuilds_the_in_memory_views_over_http() {
     let admin = unique_email("embedded-admin");
     let mut config = crate::helpers::test_config(Store::Embedded, None, None);
-    config.admin_emails = vec![admin.clone()];
+    config.accounts.admin_emails = vec![admin.clone()];
     let app = crate::helpers::spawn_app_with(config).await;
     let email = unique_email("embedded-user");
     for address in [&admin, &email] {

@@ -48,9 +48,14 @@ impl SealingKey {
         Self(key)
     }
 
+    /// The key of mail jobs, derived from this one: what the mailer is configured with.
+    pub fn mail_key(&self) -> twofold_nats::MailKey {
+        twofold_nats::MailKey::derive(&self.0)
+    }
+
     /// The sealer of mail jobs, whose key is derived from this one.
     pub fn mail_sealer(&self) -> twofold_nats::MailSealer {
-        twofold_nats::MailSealer::new(&self.0)
+        twofold_nats::MailSealer::new(self.mail_key())
     }
 
     /// The key the event chain is computed with (tamper evidence), derived from this one and

@@ -583,7 +583,9 @@ mod tests {
         let at = OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap();
         CommandGateway::new(
             repository,
-            MailPolicy::new(MailFactory::new(MailSealer::new(&[7; 32]))),
+            MailPolicy::new(MailFactory::new(MailSealer::new(
+                twofold_nats::MailKey::derive(&[7; 32]),
+            ))),
             Vec::new(),
             testing::services_at(at),
         )

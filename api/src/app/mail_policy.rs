@@ -164,7 +164,7 @@ mod tests {
         ChallengeId, DeviceId, DeviceType, Email, FullName, KeyedDigest, PasswordHash,
         RefreshTokenId, SealedSecret, SessionId, UserId,
     };
-    use twofold_nats::{Mail, MailSealer};
+    use twofold_nats::{Mail, MailKey, MailSealer};
 
     use super::*;
 
@@ -244,7 +244,7 @@ mod tests {
         for event in history.iter().chain(&new).cloned() {
             user.apply(event);
         }
-        MailPolicy::new(MailFactory::new(MailSealer::new(&KEY))).jobs(
+        MailPolicy::new(MailFactory::new(MailSealer::new(MailKey::derive(&KEY)))).jobs(
             &user,
             &new,
             secrets,
@@ -268,7 +268,7 @@ mod tests {
             _ => None,
         }
         .expect("a backup-codes email");
-        MailSealer::new(&KEY)
+        MailSealer::new(MailKey::derive(&KEY))
             .open_codes(codes, ADDRESS, job.id)
             .unwrap()
             .iter()
@@ -374,7 +374,7 @@ mod tests {
             _ => None,
         }
         .expect("a login-code email");
-        let opened = MailSealer::new(&KEY)
+        let opened = MailSealer::new(MailKey::derive(&KEY))
             .open(code, ADDRESS, sent[0].id)
             .unwrap();
         assert_eq!(opened.as_str(), "123456");
@@ -398,7 +398,7 @@ mod tests {
             _ => None,
         }
         .expect("a reset email");
-        let opened = MailSealer::new(&KEY)
+        let opened = MailSealer::new(MailKey::derive(&KEY))
             .open(token, ADDRESS, sent[0].id)
             .unwrap();
         assert_eq!(opened.as_str(), "token");

@@ -64,23 +64,24 @@ impl Config {
         let mut problems = ConfigProblems::default();
         let keys = self.checked_keys(&mut problems);
         let lifetimes = self.checked_lifetimes(&mut problems);
-        let cors_origins = problems.note(crate::http::hygiene::parse_origins(&self.cors_origins));
+        let cors_origins =
+            problems.note(crate::http::hygiene::parse_origins(&self.http.cors_origins));
         let trusted_proxies = problems.note(crate::http::rate_limit::parse_proxies(
-            &self.trusted_proxies,
+            &self.http.trusted_proxies,
         ));
         self.check_stores(&mut problems);
         problems.note(self.admin_emails());
-        problems.note(twofold_nats::Topology::new(&self.nats_prefix));
+        problems.note(self.nats.topology());
         problems.note(
             argon2::Params::new(
-                self.argon2_memory_kib,
-                self.argon2_iterations,
-                self.argon2_parallelism,
+                self.argon2.memory_kib,
+                self.argon2.iterations,
+                self.argon2.parallelism,
                 None,
             )
             .map_err(|error| format!("TWOFOLD_ARGON2_*: {error}")),
         );
-        if self.hash_workers == Some(0) {
+        if self.argon2.workers == Some(0) {
             problems
                 .0
                 .push("TWOFOLD_HASH_WORKERS must be at least 1".to_owned());
@@ -102,7 +103,8 @@ impl Config {
 
     /// The addresses of `TWOFOLD_ADMIN_EMAILS` (blank entries skipped), each a valid address.
     pub fn admin_emails(&self) -> Result<Vec<Email>, String> {
-        self.admin_emails
+        self.accounts
+            .admin_emails
             .iter()
             .map(|address| address.trim())
             .filter(|address| !address.is_empty())
@@ -132,26 +134,32 @@ impl Config {
     fn checked_lifetimes(&self, problems: &mut ConfigProblems) -> Option<Lifetimes> {
         let before = problems.0.len();
         for (name, value) in [
-            ("TWOFOLD_ACCESS_TOKEN_TTL", self.access_token_ttl),
-            ("TWOFOLD_REFRESH_TOKEN_TTL", self.refresh_token_ttl),
-            ("TWOFOLD_PRE_2FA_TOKEN_TTL", self.pre_tfa_token_ttl),
+            ("TWOFOLD_ACCESS_TOKEN_TTL", self.lifetimes.access_token_ttl),
+            (
+                "TWOFOLD_REFRESH_TOKEN_TTL",
+                self.lifetimes.refresh_token_ttl,
+            ),
+            (
+                "TWOFOLD_PRE_2FA_TOKEN_TTL",
+                self.lifetimes.pre_tfa_token_ttl,
+            ),
         ] {
             if value == 0 {
                 problems.0.push(format!("{name} must be at least 1 second"));
             }
         }
         (problems.0.len() == before).then(|| Lifetimes {
-            access: Duration::from_secs(self.access_token_ttl),
-            refresh: Duration::from_secs(self.refresh_token_ttl),
-            pre_tfa: Duration::from_secs(self.pre_tfa_token_ttl),
+            access: Duration::from_secs(self.lifetimes.access_token_ttl),
+            refresh: Duration::from_secs(self.lifetimes.refresh_token_ttl),
+            pre_tfa: Duration::from_secs(self.lifetimes.pre_tfa_token_ttl),
         })
     }
 
     /// The store settings: a database goes with NATS, and production needs both.
     fn check_stores(&self, problems: &mut ConfigProblems) {
-        match (&self.database_url, &self.nats_url) {
+        match (&self.database.url, &self.nats.url) {
             (Some(url), nats) => {
-                problems.note(database_target(url));
+                problems.note(database_target(url.expose_secret()));
                 if nats.is_none() {
                     problems.0.push(
                         "with DATABASE_URL set, NATS_URL must be set too: emails leave through \
@@ -170,7 +178,8 @@ impl Config {
             ),
             (None, None) => {
                 problems.note(
-                    twofold_mailer::Transport::parse(&self.mail_transport)
+                    self.mail
+                        .transport()
                         .map(drop)
                         .map_err(|error| error.to_string()),
                 );
@@ -180,14 +189,14 @@ impl Config {
 
     fn checked_keys(&self, problems: &mut ConfigProblems) -> Option<Keys> {
         let before = problems.0.len();
-        let ephemeral = self.jwt_key_file.is_none() && self.sealing_key.is_none();
+        let ephemeral = self.jwt.key_file.is_none() && self.sealing.key.is_none();
         if ephemeral && self.env == Environment::Production {
             problems.0.push(
                 "TWOFOLD_ENV=production refuses ephemeral keys: set TWOFOLD_JWT_KEY_FILE and \
                  TWOFOLD_SEALING_KEY (`twofold keys generate` makes a pair)"
                     .to_owned(),
             );
-        } else if ephemeral && self.database_url.is_some() {
+        } else if ephemeral && self.database.url.is_some() {
             problems.0.push(
                 "with DATABASE_URL set, both TWOFOLD_JWT_KEY_FILE and TWOFOLD_SEALING_KEY must be \
                  set, so that every instance signs and seals with the same keys \
@@ -197,12 +206,12 @@ impl Config {
         }
         for (missing, name, other) in [
             (
-                self.jwt_key_file.is_none(),
+                self.jwt.key_file.is_none(),
                 "TWOFOLD_JWT_KEY_FILE",
                 "TWOFOLD_SEALING_KEY",
             ),
             (
-                self.sealing_key.is_none(),
+                self.sealing.key.is_none(),
                 "TWOFOLD_SEALING_KEY",
                 "TWOFOLD_JWT_KEY_FILE",
             ),
@@ -214,22 +223,24 @@ impl Config {
                 ));
             }
         }
-        let jwt = match &self.jwt_key_file {
+        let jwt = match &self.jwt.key_file {
             Some(path) => problems.note(read_jwt_key("TWOFOLD_JWT_KEY_FILE", path)),
             None if ephemeral => problems.note(JwtKey::generate()),
             None => None,
         };
         let retired_jwt: Vec<_> = self
-            .jwt_retired_key_files
+            .jwt
+            .retired_key_files
             .iter()
             .map(|path| problems.note(read_jwt_key("TWOFOLD_JWT_RETIRED_KEY_FILES", path)))
             .collect();
-        let sealing = match &self.sealing_key {
+        let sealing = match &self.sealing.key {
             Some(key) => problems.note(SealingKey::from_base64(key.expose_secret())),
             None => Some(SealingKey::generate()),
         };
         let retired_sealing: Vec<_> = self
-            .sealing_retired_keys
+            .sealing
+            .retired_keys
             .iter()
             .enumerate()
             .map(|(index, key)| {
@@ -245,7 +256,8 @@ impl Config {
             })
             .collect();
         let hs256 = self
-            .jwt_hs256_secret
+            .jwt
+            .hs256_secret
             .as_ref()
             .map(|secret| problems.note(JwtKey::hs256(secret.expose_secret().as_bytes())));
         if problems.0.len() != before {

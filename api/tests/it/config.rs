@@ -159,7 +159,7 @@ fn the_example_file_loads_and_the_environment_overrides_it() {
         "addr: 0.0.0.0:5555,",
         "log_format: Json,",
         "ip_rate_limit: 120,",
-        &format!("jwt_key_file: Some(\n        {:?},", jwt_key),
+        &format!("key_file: Some(\n            {:?},", jwt_key),
         "configuration ok",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
@@ -216,8 +216,8 @@ fn a_flag_beats_a_variable_which_beats_the_file_which_beats_the_default() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     for expected in [
         "addr: 127.0.0.1:7001,",
-        "jwt_issuer: \"from-env\",",
-        "jwt_audience: \"from-flag\",",
+        "issuer: \"from-env\",",
+        "audience: \"from-flag\",",
         "totp_issuer: \"from-file\",",
         "cors_origins: \"https://flag.example\",",
         "backup_codes: 5,",
@@ -252,7 +252,7 @@ fn the_file_may_come_from_twofold_config_and_holds_lists() {
     assert!(stdout.contains("access_token_ttl: 60,"), "{stdout}");
     assert!(stdout.contains(&format!("{:?}", keys[1])), "{stdout}");
     assert!(
-        stdout.contains("sealing_key: Some(\n        \"[redacted]\""),
+        stdout.contains("key: Some(\n            SecretBox<str>([REDACTED]),"),
         "{stdout}"
     );
 }

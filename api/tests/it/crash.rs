@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::common::{free_port, wait_for_port, Deployment};
 use sqlx::PgPool;
+use twofold_api::adapters::SealingKey;
 use uuid::Uuid;
 
 struct Killed(Child);
@@ -121,7 +122,9 @@ async fn an_email_committed_before_a_sigkill_is_sent_after_the_restart() {
     let mut settings = twofold_mailer::MailerSettings::new(
         &format!("nats://127.0.0.1:{}", stack.nats_port),
         twofold_nats::Topology::new(&stack.base.prefix).unwrap(),
-        twofold_mailer::parse_sealing_key(&stack.base.sealing_key).unwrap(),
+        SealingKey::from_base64(&stack.base.sealing_key)
+            .unwrap()
+            .mail_key(),
     );
     settings.transport = twofold_mailer::Transport::File(stack.mail_dir());
     let mailer = tokio::spawn(twofold_mailer::run(settings, std::future::pending::<()>()));

@@ -49,7 +49,7 @@ fn the_mailer_runs_from_the_service_binary_with_its_own_settings() {
     assert!(help.status.success(), "{text}");
     for flag in [
         "--nats-url",
-        "--sealing-key",
+        "--mail-key",
         "--mail-transport",
         "--mail-concurrency",
     ] {

@@ -64,3 +64,56 @@ fn keys_generate_writes_a_pkcs8_v1_key_that_openssl_and_python_read() {
         "a v2 public key: {structure}"
     );
 }
+
+/// `twofold keys mail-key` prints what the mailer runs with: the mail keys of the sealing key
+/// and of the retired ones, never the sealing keys; the mailer refuses the sealing key.
+#[test]
+fn keys_mail_key_prints_the_mailer_keys_and_the_mailer_refuses_the_sealing_key() {
+    use twofold_api::adapters::SealingKey;
+    let current = SealingKey::generate();
+    let retired = SealingKey::generate();
+    let printed = Command::new(env!("CARGO_BIN_EXE_twofold"))
+        .args(["keys", "mail-key"])
+        .env_clear()
+        .env("TWOFOLD_SEALING_KEY", current.to_base64())
+        .env("TWOFOLD_SEALING_RETIRED_KEYS", retired.to_base64())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.status.success(), "{printed:?}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "export TWOFOLD_MAIL_KEY={}",
+                current.mail_key().to_base64().as_str()
+            ),
+            format!(
+                "export TWOFOLD_MAIL_RETIRED_KEYS={}",
+                retired.mail_key().to_base64().as_str()
+            ),
+        ]
+    );
+    assert!(!stdout.contains(current.to_base64().as_str()), "{stdout}");
+
+    let without = Command::new(env!("CARGO_BIN_EXE_twofold"))
+        .args(["keys", "mail-key"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stderr).contains("needs TWOFOLD_SEALING_KEY"));
+
+    let mailer = Command::new(env!("CARGO_BIN_EXE_twofold"))
+        .arg("mailer")
+        .env_clear()
+        .env("NATS_URL", "nats://127.0.0.1:4222")
+        .env("TWOFOLD_MAIL_KEY", current.mail_key().to_base64().as_str())
+        .env("TWOFOLD_SEALING_KEY", current.to_base64())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&mailer.stderr);
+    assert_eq!(mailer.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("TWOFOLD_SEALING_KEY is set"), "{stderr}");
+    assert!(!stderr.contains(current.to_base64().as_str()), "{stderr}");
+}

@@ -326,14 +326,14 @@ async fn run(
     )
     .context("preparing the configuration")?;
     let argon2 = Argon2Params::OWASP_MINIMUM;
-    config.argon2_memory_kib = argon2.memory_kib;
-    config.argon2_iterations = argon2.iterations;
-    config.argon2_parallelism = argon2.parallelism;
+    config.argon2.memory_kib = argon2.memory_kib;
+    config.argon2.iterations = argon2.iterations;
+    config.argon2.parallelism = argon2.parallelism;
     // The production defaults: one hash worker per core, 256 hashes waiting at most.
-    config.hash_workers = None;
-    config.hash_queue = 256;
-    config.ip_rate_limit = 0;
-    config.signup_existing_email = ExistingEmail::Conceal;
+    config.argon2.workers = None;
+    config.argon2.queue = 256;
+    config.http.ip_rate_limit = 0;
+    config.accounts.signup_existing_email = ExistingEmail::Conceal;
 
     let mailer = if args.mailer {
         Some(tokio::spawn(twofold_mailer::run(
@@ -424,22 +424,23 @@ async fn run(
     })
 }
 
-/// Mailer settings matching `config`: same NATS, prefix and sealing key, delivering into
-/// its mail folder.
+/// Mailer settings matching `config`: same NATS and prefix, the mail key of its sealing key,
+/// delivering into its mail folder.
 fn mailer_settings(config: &Config) -> anyhow::Result<twofold_mailer::MailerSettings> {
     use secrecy::ExposeSecret;
-    let key = config
-        .sealing_key
-        .as_ref()
-        .context("the configuration has a sealing key")?;
-    let key = twofold_mailer::parse_sealing_key(key.expose_secret())?;
-    let topology = twofold_nats::Topology::new(&config.nats_prefix).map_err(anyhow::Error::msg)?;
+    let keys = config.keys().map_err(anyhow::Error::msg)?;
+    let topology = config.nats.topology().map_err(anyhow::Error::msg)?;
     let nats_url = config
-        .nats_url
-        .as_deref()
+        .nats
+        .url
+        .as_ref()
         .context("the configuration has a NATS URL")?;
-    let mut settings = twofold_mailer::MailerSettings::new(nats_url, topology, key);
-    settings.transport = twofold_mailer::Transport::parse(&config.mail_transport)?;
+    let mut settings = twofold_mailer::MailerSettings::new(
+        nats_url.expose_secret(),
+        topology,
+        keys.sealing.mail_key(),
+    );
+    settings.transport = config.mail.transport()?;
     Ok(settings)
 }
 

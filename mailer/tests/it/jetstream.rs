@@ -15,10 +15,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use twofold_domain::values::{DeviceType, Email, UserId};
 use twofold_mailer::{Mailer, MailerSettings, MailerStats, Transport, FAILURE_HEADER, UNPARSEABLE};
-use twofold_nats::{Mail, MailJob, MailSealer, TaskState, TaskStatus, Topology};
+use twofold_nats::{Mail, MailJob, MailKey, MailSealer, TaskState, TaskStatus, Topology};
 use twofold_tests::scratch::{self, Resource, Scratch, ScratchDir};
 use uuid::Uuid;
-use zeroize::Zeroizing;
 
 const KEY: [u8; 32] = [9u8; 32];
 const WAIT: Duration = Duration::from_secs(30);
@@ -101,7 +100,7 @@ impl Nats {
         MailerSettings {
             transport,
             concurrency: 4,
-            ..MailerSettings::new(&nats_url(), self.topology.clone(), Zeroizing::new(KEY))
+            ..MailerSettings::new(&nats_url(), self.topology.clone(), MailKey::derive(&KEY))
         }
     }
 
@@ -255,7 +254,7 @@ fn emails_by_job(dir: &Path) -> HashMap<Uuid, Vec<String>> {
 async fn published_jobs_are_each_delivered_once_and_recorded_as_success() {
     // Arrange: one job of each template, half of them queued before the mailer starts.
     let nats = Nats::fresh().await;
-    let sealer = MailSealer::new(&KEY);
+    let sealer = MailSealer::new(MailKey::derive(&KEY));
     let dir = temp_dir("once");
     let codes = vec![
         "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF".to_owned(),
@@ -346,7 +345,7 @@ async fn two_mailers_sharing_the_consumer_send_each_email_exactly_once_between_t
 async fn a_failing_transport_is_retried_then_dead_lettered_without_logging_the_code() {
     // Arrange: SMTP to a loopback port nobody listens on, and a tiny retry base.
     let nats = Nats::fresh().await;
-    let sealer = MailSealer::new(&KEY);
+    let sealer = MailSealer::new(MailKey::derive(&KEY));
     let code = "QZ7391";
     let doomed = job_sealed(|id| Mail::LoginCode {
         code: sealer.seal(code, RECIPIENT, id),
@@ -458,7 +457,7 @@ async fn a_mailer_waiting_for_nats_stops_promptly_on_shutdown() {
     let settings = MailerSettings::new(
         &format!("nats://127.0.0.1:{}", free_port()),
         topology,
-        Zeroizing::new(KEY),
+        MailKey::derive(&KEY),
     );
     let mailer = start_mailer(settings);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -517,7 +516,7 @@ async fn an_smtp_server_that_comes_up_after_the_mailer_gets_the_email() {
     // Arrange: the mailer starts, and fails its first attempt, before the server exists.
     require_aiosmtpd();
     let nats = Nats::fresh().await;
-    let sealer = MailSealer::new(&KEY);
+    let sealer = MailSealer::new(MailKey::derive(&KEY));
     let work = temp_dir("smtp");
     let maildir = work.join("maildir");
     let port = free_port();

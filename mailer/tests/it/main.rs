@@ -6,3 +6,4 @@
 
 mod jetstream;
 mod metrics;
+mod settings;

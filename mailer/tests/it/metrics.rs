@@ -5,7 +5,6 @@ use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
-use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use twofold_domain::values::{Email, UserId};
 use twofold_nats::{Mail, MailJob, Topology};
@@ -44,11 +43,11 @@ async fn the_mailer_binary_counts_sent_emails_on_its_metrics_listener() {
     streams.hold(Resource::streams(&nats_url, &prefix));
     let mail_dir = ScratchDir::new("mailer-metrics").unwrap();
     let metrics_port = free_port();
-    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let key = twofold_nats::MailKey::derive(&[7u8; 32]).to_base64();
     let _mailer = tokio::process::Command::new(env!("CARGO_BIN_EXE_twofold-mailer"))
         .env("NATS_URL", &nats_url)
         .env("TWOFOLD_NATS_PREFIX", &prefix)
-        .env("TWOFOLD_SEALING_KEY", key)
+        .env("TWOFOLD_MAIL_KEY", key.as_str())
         .env(
             "TWOFOLD_MAIL_TRANSPORT",
             format!("file:{}", mail_dir.display()),
