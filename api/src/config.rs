@@ -228,8 +228,9 @@ pub struct HttpSettings {
     /// Proxies whose `X-Forwarded-For` names the client (comma-separated IP addresses).
     #[arg(long, env = "TWOFOLD_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
-    /// Requests per minute one client address may make to the endpoints callable without a
-    /// token (sign-up, login, refresh, password reset, second step); 0 disables the limit.
+    /// Requests per minute one client (an IPv4 address, or the /64 of an IPv6 address) may make
+    /// to the endpoints callable without a token (sign-up, login, refresh, password reset,
+    /// second step), shared by every instance on one database; 0 disables the limit.
     #[arg(long, env = "TWOFOLD_IP_RATE_LIMIT", default_value_t = 120)]
     pub ip_rate_limit: u32,
     /// How long, in seconds, a stopping service waits for requests in flight to finish.

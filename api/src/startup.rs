@@ -3,6 +3,7 @@
 
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use twofold_projections::{
 
 use crate::adapters::{Argon2Hasher, OsRandomness, SystemClock, XChaChaSealer};
 use crate::app::access::{AccessCache, DropsAccess};
+use crate::app::client_limit::{ClientLimiter, MemClientLimiter, PgClientLimiter, SWEEP_PERIOD};
 use crate::app::gateway::{CommandGateway, Users};
 use crate::app::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
 use crate::app::mail_policy::MailPolicy;
@@ -468,6 +470,7 @@ impl Application {
         let (services, hasher) = services(&config, &keys)?;
         let metrics = Metrics::new();
         let mail = mail_path(&config, &keys, pool, &metrics).await?;
+        let sealer = Arc::clone(&services.sealer);
         let adapters = Adapters {
             services,
             hasher,
@@ -503,9 +506,18 @@ impl Application {
         #[cfg(feature = "test-routes")]
         let router = router.merge(test_routes());
         let mut router = router;
-        if let Some(limit) = ClientRateLimit::new(config.http.ip_rate_limit, trusted_proxies) {
+        if let Some(per_minute) = NonZeroU32::new(config.http.ip_rate_limit) {
+            let limiter: Arc<dyn ClientLimiter> = match &mail.store {
+                Store::Postgres(pool) => PgClientLimiter::start(
+                    pool.clone(),
+                    Arc::clone(&sealer),
+                    per_minute,
+                    SWEEP_PERIOD,
+                ),
+                Store::Memory(_) => MemClientLimiter::start(per_minute, SWEEP_PERIOD),
+            };
             router = router.layer(axum::middleware::from_fn_with_state(
-                limit,
+                ClientRateLimit::new(limiter, trusted_proxies),
                 crate::http::rate_limit::limit,
             ));
         }

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod client_limit;
 pub mod erasure;
 mod error;
 pub mod gateway;

@@ -7,22 +7,23 @@
 //! factor is locked separately, an attacker who fails a victim's password on purpose cannot
 //! keep them out for long, and cannot lock their backup codes at all (ASVS 5.0 §6.1.1).
 //!
+//! Requests are counted per client (an IPv4 address or an IPv6 /64, see
+//! [`crate::app::client_limit`]): on Postgres in a table every instance shares, in the embedded
+//! mode in memory.
+//!
 //! The client address is the TCP peer, or, when the peer is a configured trusted proxy, the
 //! right-most address in `X-Forwarded-For` that is not itself a trusted proxy: a client can
 //! prepend anything to that header, but not what the proxies append.
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::app::client_limit::{Admission, ClientKey, ClientLimiter};
 use crate::http::error::ApiError;
 
 /// The limited paths.
@@ -38,38 +39,29 @@ const LIMITED_PATHS: [&str; 7] = [
 
 /// The limiter and who may speak for clients.
 pub struct ClientRateLimit {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    limiter: Arc<dyn ClientLimiter>,
     trusted_proxies: Vec<IpAddr>,
 }
 
 impl ClientRateLimit {
-    /// `per_minute` requests per client address (a burst of that many, refilled evenly over
-    /// the minute); `None` when `per_minute` is 0 (disabled).
-    pub fn new(per_minute: u32, trusted_proxies: Vec<IpAddr>) -> Option<Arc<Self>> {
-        let per_minute = NonZeroU32::new(per_minute)?;
-        let limiter = RateLimiter::keyed(Quota::per_minute(per_minute));
-        let limit = Arc::new(Self {
+    /// Counts requests with `limiter`, believing `X-Forwarded-For` from `trusted_proxies`.
+    pub fn new(limiter: Arc<dyn ClientLimiter>, trusted_proxies: Vec<IpAddr>) -> Arc<Self> {
+        Arc::new(Self {
             limiter,
-            trusted_proxies,
-        });
-        // Forget idle addresses so the table stays small.
-        let weak = Arc::downgrade(&limit);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                match weak.upgrade() {
-                    Some(limit) => limit.limiter.retain_recent(),
-                    None => return,
-                }
-            }
-        });
-        Some(limit)
+            trusted_proxies: trusted_proxies
+                .into_iter()
+                .map(|proxy| proxy.to_canonical())
+                .collect(),
+        })
+    }
+
+    fn is_trusted(&self, address: IpAddr) -> bool {
+        self.trusted_proxies.contains(&address.to_canonical())
     }
 
     /// The address a request is counted against.
     pub fn client_address(&self, peer: IpAddr, forwarded_for: Option<&HeaderValue>) -> IpAddr {
-        if !self.trusted_proxies.contains(&peer) {
+        if !self.is_trusted(peer) {
             return peer;
         }
         let Some(chain) = forwarded_for.and_then(|value| value.to_str().ok()) else {
@@ -78,7 +70,7 @@ impl ClientRateLimit {
         chain
             .rsplit(',')
             .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-            .find(|hop| !self.trusted_proxies.contains(hop))
+            .find(|hop| !self.is_trusted(*hop))
             .unwrap_or(peer)
     }
 }
@@ -112,12 +104,12 @@ pub async fn limit(
     else {
         return next.run(request).await;
     };
-    let client = limit.client_address(peer, request.headers().get("x-forwarded-for"));
-    match limit.limiter.check_key(&client) {
-        Ok(()) => next.run(request).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let seconds = wait.as_secs().max(1);
+    let client =
+        ClientKey::of(limit.client_address(peer, request.headers().get("x-forwarded-for")));
+    match limit.limiter.admit(client).await {
+        Ok(Admission::Admitted) => next.run(request).await,
+        Ok(Admission::Refused { retry_after }) => {
+            let seconds = retry_after.as_secs().max(1);
             tracing::info!(target: "security", %client, "rate limited");
             let mut response = ApiError::rate_limited(seconds).into_response();
             response
@@ -125,15 +117,21 @@ pub async fn limit(
                 .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
             response
         }
+        // The limited endpoints all need the database too: answer as they would.
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
     use super::*;
+    use crate::app::client_limit::{MemClientLimiter, SWEEP_PERIOD};
 
     fn limit(proxies: &str) -> Arc<ClientRateLimit> {
-        ClientRateLimit::new(10, parse_proxies(proxies).unwrap()).unwrap()
+        let limiter = MemClientLimiter::start(NonZeroU32::new(10).unwrap(), SWEEP_PERIOD);
+        ClientRateLimit::new(limiter, parse_proxies(proxies).unwrap())
     }
 
     #[tokio::test]
@@ -152,9 +150,25 @@ mod tests {
         assert_eq!(trusted.client_address(proxy, None), proxy);
     }
 
+    #[tokio::test]
+    async fn a_proxy_is_trusted_under_its_ipv4_mapped_address_too() {
+        let header = HeaderValue::from_static("203.0.113.9");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(
+            limit("192.0.2.1").client_address(mapped, Some(&header)),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let header = HeaderValue::from_static("203.0.113.9, ::ffff:192.0.2.1");
+        let proxy: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            limit("::ffff:192.0.2.1").client_address(proxy, Some(&header)),
+            "203.0.113.9".parse::<IpAddr>().unwrap(),
+            "a mapped hop of a trusted proxy is skipped"
+        );
+    }
+
     #[test]
-    fn zero_disables_the_limit_and_bad_proxies_are_refused() {
-        assert!(ClientRateLimit::new(0, Vec::new()).is_none());
+    fn bad_proxies_are_refused() {
         assert!(parse_proxies("192.0.2.1, nonsense").is_err());
     }
 }
