@@ -245,6 +245,11 @@ pub struct Config {
     /// once; after that, presenting it revokes the session.
     #[arg(long, env = "TWOFOLD_REFRESH_REUSE_GRACE", default_value_t = 10)]
     pub refresh_reuse_grace: u64,
+    /// Seconds after a full sign-in during which reading the TOTP seed's QR code and ending
+    /// other sessions need no proofs; after it they need the password and the second factor.
+    /// 0 asks for the proofs every time.
+    #[arg(long, env = "TWOFOLD_REAUTH_WINDOW", default_value_t = 300)]
+    pub reauth_window: u64,
     /// Issuer shown by authenticator apps.
     #[arg(long, env = "TWOFOLD_TOTP_ISSUER", default_value = "Twofold")]
     pub totp_issuer: String,
@@ -356,6 +361,7 @@ impl std::fmt::Debug for Config {
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("pre_tfa_token_ttl", &self.pre_tfa_token_ttl)
             .field("refresh_reuse_grace", &self.refresh_reuse_grace)
+            .field("reauth_window", &self.reauth_window)
             .field("totp_issuer", &self.totp_issuer)
             .field("backup_codes", &self.backup_codes)
             .field("argon2_memory_kib", &self.argon2_memory_kib)
@@ -417,6 +423,7 @@ impl Config {
             refresh_token_ttl: 86_400,
             pre_tfa_token_ttl: 300,
             refresh_reuse_grace: 0,
+            reauth_window: 300,
             totp_issuer: "Twofold".to_owned(),
             backup_codes: 5,
             argon2_memory_kib: insecure.memory_kib,

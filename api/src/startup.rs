@@ -223,6 +223,9 @@ pub fn settings(config: &Config) -> Settings {
         refresh_reuse_grace: time::Duration::seconds(
             i64::try_from(config.refresh_reuse_grace).unwrap_or(i64::MAX),
         ),
+        reauth_window: time::Duration::seconds(
+            i64::try_from(config.reauth_window).unwrap_or(i64::MAX),
+        ),
         // Checked at start-up (`Config::check`).
         admin_emails: config.admin_emails().unwrap_or_default(),
     }

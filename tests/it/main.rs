@@ -24,6 +24,7 @@ mod overload;
 mod panics;
 mod password;
 mod pg_server;
+mod reauth;
 mod refresh_race;
 mod reset_abuse;
 mod revocation;
