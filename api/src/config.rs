@@ -310,6 +310,11 @@ pub struct LifetimeSettings {
     /// once; after that, presenting it revokes the session.
     #[arg(long, env = "TWOFOLD_REFRESH_REUSE_GRACE", default_value_t = 10)]
     pub refresh_reuse_grace: u64,
+    /// Seconds after a full sign-in during which reading the TOTP seed's QR code and ending
+    /// other sessions need no proofs; after it they need the password and the second factor.
+    /// 0 asks for the proofs every time.
+    #[arg(long, env = "TWOFOLD_REAUTH_WINDOW", default_value_t = 300)]
+    pub reauth_window: u64,
 }
 
 /// Sealing TOTP seeds and personal data, keying digests.

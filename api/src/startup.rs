@@ -230,6 +230,9 @@ pub fn settings(config: &Config) -> Settings {
         refresh_reuse_grace: time::Duration::seconds(
             i64::try_from(config.lifetimes.refresh_reuse_grace).unwrap_or(i64::MAX),
         ),
+        reauth_window: time::Duration::seconds(
+            i64::try_from(config.lifetimes.reauth_window).unwrap_or(i64::MAX),
+        ),
         // Checked at start-up (`Config::check`).
         admin_emails: config.admin_emails().unwrap_or_default(),
     }

@@ -26,6 +26,7 @@ macro_rules! template {
 
 const BACKUP_CODES: Template = template!("backup_codes");
 const LOGIN_CODE: Template = template!("login_code");
+const CONFIRMATION_CODE: Template = template!("confirmation_code");
 const TEST: Template = template!("test");
 const TFA_ENABLED: Template = template!("tfa_enabled");
 const BACKUP_CODE_USED: Template = template!("backup_code_used");
@@ -113,14 +114,22 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
         Mail::LoginCode {
             code,
             valid_minutes,
+        }
+        | Mail::ConfirmationCode {
+            code,
+            valid_minutes,
         } => {
             let code = sealer.open(code, job.to.as_str(), job.id).map_err(sealed)?;
             let validity = match valid_minutes {
                 1 => "1 minute".to_owned(),
                 minutes => format!("{minutes} minutes"),
             };
+            let template = match job.mail {
+                Mail::ConfirmationCode { .. } => &CONFIRMATION_CODE,
+                _ => &LOGIN_CODE,
+            };
             (
-                &LOGIN_CODE,
+                template,
                 vec![
                     Value::plain("code", &code),
                     Value::plain("validity", &validity),
@@ -318,6 +327,10 @@ mod tests {
                 valid_minutes: 15,
             },
             Mail::Test,
+            Mail::ConfirmationCode {
+                code: sealer.seal("424242", "ada@example.com", uuid::Uuid::nil()),
+                valid_minutes: 10,
+            },
             Mail::TfaDisabled,
             Mail::SignUpAttempted,
             Mail::PasswordChanged { reset: true },
@@ -394,6 +407,17 @@ mod tests {
         assert!(email.text.contains("    123456\n"));
         assert!(email.text.contains("expires in 10 minutes"));
         assert!(email.html.contains("123456"));
+    }
+
+    #[test]
+    fn the_confirmation_code_is_in_the_subject_and_the_body_and_is_not_called_a_login_code() {
+        let sealer = sealer();
+        let email = render(&job(every_mail(&sealer).remove(4)), &sealer).unwrap();
+        assert_eq!(email.subject, "Your Twofold confirmation code: 424242");
+        assert!(email.text.contains("    424242\n"));
+        assert!(email.text.contains("expires in 10 minutes"));
+        assert!(!email.text.contains("log"), "{}", email.text);
+        assert!(email.html.contains("424242"));
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub enum Mail {
         /// Minutes until it expires.
         valid_minutes: u32,
     },
+    /// A confirmation code an email-device user asked for while signed in: it proves the
+    /// second factor for a sensitive change or a re-authentication, never a login.
+    ConfirmationCode {
+        /// The code, sealed.
+        code: SealedText,
+        /// Minutes until it expires.
+        valid_minutes: u32,
+    },
     /// A password reset token.
     PasswordReset {
         /// The token, sealed.
@@ -74,6 +82,7 @@ impl Mail {
         match self {
             Self::BackupCodes { .. } => "backup_codes",
             Self::LoginCode { .. } => "login_code",
+            Self::ConfirmationCode { .. } => "confirmation_code",
             Self::PasswordReset { .. } => "password_reset",
             Self::Test => "test",
             Self::TfaEnabled { .. } => "tfa_enabled",

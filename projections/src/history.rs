@@ -31,8 +31,11 @@ pub enum HistoryType {
     TfaDeviceSwitched,
     /// A backup code was used (to log in, or to confirm a change) and is spent.
     BackupCodeUsed,
-    /// A current second factor was proven for a sensitive change.
+    /// A current second factor was proven for a sensitive change or a re-authentication.
     SecondFactorConfirmed,
+    /// A confirmation code was emailed at the user's request, to prove an email device's
+    /// second factor for a sensitive change or a re-authentication.
+    ConfirmationCodeSent,
     /// The backup codes were replaced.
     BackupCodesRegenerated,
     /// A session started.
@@ -230,6 +233,9 @@ pub fn history_entry(
         UserEvent::AdminGranted { at } => entry(HistoryType::AdminGranted, *at),
         UserEvent::SignUpAttempted { at } => entry(HistoryType::SignUpAttempted, *at),
         UserEvent::UserErased { at } => entry(HistoryType::AccountErased, *at),
+        UserEvent::ConfirmationCodeIssued { at, .. } => {
+            entry(HistoryType::ConfirmationCodeSent, *at).with_factor(Factor::EmailCode)
+        }
         UserEvent::AuditTrailRead { scope, at } => HistoryEntry {
             scope: Some(*scope),
             ..entry(HistoryType::AuditTrailRead, *at)
@@ -371,6 +377,30 @@ mod tests {
         assert!(entry.ip_address.is_some());
         let json = serde_json::to_string(&entry).unwrap();
         for secret in ["sealed-seed", "backup-digest", "key-id"] {
+            assert!(!json.contains(secret), "{json}");
+        }
+    }
+
+    #[test]
+    fn a_confirmation_code_the_user_asked_for_shows_without_its_digest() {
+        let issued = UserEvent::ConfirmationCodeIssued {
+            digest: KeyedDigest {
+                key_id: "key-id".to_owned(),
+                digest: "code-digest".to_owned(),
+            },
+            expires_at: at(),
+            at: at(),
+        };
+        let entry = history_entry(user(), &issued, &request(Actor::User(user()))).unwrap();
+        assert_eq!(entry.kind, HistoryType::ConfirmationCodeSent);
+        assert_eq!(entry.factor, Some(HistoryFactor::EmailCode));
+        assert_eq!(entry.by, Initiator::User);
+        let json = serde_json::to_string(&entry).unwrap();
+        assert!(
+            json.contains("\"type\":\"confirmation_code_sent\""),
+            "{json}"
+        );
+        for secret in ["code-digest", "key-id"] {
             assert!(!json.contains(secret), "{json}");
         }
     }

@@ -94,6 +94,15 @@ pub fn redacted(event: &UserEvent) -> UserEvent {
             digest: digest(issued),
             expires_at: *expires_at,
         },
+        UserEvent::ConfirmationCodeIssued {
+            digest: issued,
+            expires_at,
+            at,
+        } => UserEvent::ConfirmationCodeIssued {
+            digest: digest(issued),
+            expires_at: *expires_at,
+            at: *at,
+        },
         UserEvent::PasswordChanged { at, .. } => UserEvent::PasswordChanged {
             password_hash: hash(),
             at: *at,
@@ -199,6 +208,11 @@ mod tests {
                 challenge_id: ChallengeId::from_uuid(uuid::Uuid::from_u128(3)),
                 digest: keyed("code-digest"),
                 expires_at: at,
+            },
+            UserEvent::ConfirmationCodeIssued {
+                digest: keyed("code-digest"),
+                expires_at: at,
+                at,
             },
             UserEvent::PasswordChanged {
                 password_hash: PasswordHash::from_phc("$argon2id$secret-hash".to_owned()),

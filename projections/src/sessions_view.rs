@@ -52,6 +52,7 @@ impl ProjectedView for SessionsView {
             | UserEvent::LoggedIn { .. }
             | UserEvent::SecondFactorRequired { .. }
             | UserEvent::EmailCodeIssued { .. }
+            | UserEvent::ConfirmationCodeIssued { .. }
             | UserEvent::LoginFailed { .. }
             | UserEvent::TfaVerified { .. }
             | UserEvent::BackupCodeConsumed { .. }

@@ -49,6 +49,7 @@ impl crate::ProjectedView for UserView {
             UserEvent::LoggedIn { .. }
             | UserEvent::SecondFactorRequired { .. }
             | UserEvent::EmailCodeIssued { .. }
+            | UserEvent::ConfirmationCodeIssued { .. }
             | UserEvent::LoginFailed { .. }
             | UserEvent::TfaVerified { .. }
             | UserEvent::BackupCodeConsumed { .. }
@@ -100,6 +101,7 @@ impl View<User> for UserView {
             UserEvent::LoggedIn { .. }
             | UserEvent::SecondFactorRequired { .. }
             | UserEvent::EmailCodeIssued { .. }
+            | UserEvent::ConfirmationCodeIssued { .. }
             | UserEvent::LoginFailed { .. }
             | UserEvent::TfaVerified { .. }
             | UserEvent::BackupCodeConsumed { .. }

@@ -25,6 +25,7 @@ mod panics;
 mod password;
 mod pg_server;
 mod rate_limit;
+mod reauth;
 mod refresh_race;
 mod reset_abuse;
 mod revocation;

@@ -406,6 +406,8 @@ fn command_name(command: &UserCommand) -> &'static str {
         UserCommand::RecordAuditRead(_) => "record_audit_read",
         UserCommand::EraseOwnAccount(_) => "erase_own_account",
         UserCommand::EraseAccount => "erase_account",
+        UserCommand::Reauthenticate(_) => "reauthenticate",
+        UserCommand::RequestConfirmationCode(_) => "request_confirmation_code",
     }
 }
 
@@ -417,8 +419,8 @@ mod tests {
     use time::OffsetDateTime;
     use twofold_domain::testing;
     use twofold_domain::user::{
-        ChangePassword, EnableTfa, EndOtherSessions, LogIn, NewDevice, RefreshSession,
-        RequestPasswordReset, SignUp, TfaEnrolment, VerifyTfaCode,
+        ChangePassword, EnableTfa, EndOtherSessions, LogIn, NewDevice, Reauthentication,
+        RefreshSession, RequestPasswordReset, SignUp, TfaEnrolment, VerifyTfaCode,
     };
     use twofold_domain::values::{
         ChallengeId, Email, FullName, NewPassword, RefreshTokenId, SessionId,
@@ -543,9 +545,16 @@ mod tests {
             Step::RequestReset => UserCommand::RequestPasswordReset(RequestPasswordReset {
                 token: secret("reset-token"),
             }),
-            Step::EndOtherSessions => UserCommand::EndOtherSessions(EndOtherSessions {
-                keep: known.session?.0,
-            }),
+            Step::EndOtherSessions => {
+                let keep = known.session?.0;
+                UserCommand::EndOtherSessions(EndOtherSessions {
+                    keep,
+                    reauthentication: Reauthentication::RecentSignIn {
+                        session: keep,
+                        window: time::Duration::days(365),
+                    },
+                })
+            }
             Step::Lock => UserCommand::LockAccount,
             Step::Unlock => UserCommand::UnlockAccount,
             Step::EndAllSessions => UserCommand::EndAllSessions,

@@ -94,6 +94,22 @@ impl Recipient<'_> {
         )
     }
 
+    /// A confirmation code, sealed for this job.
+    pub fn confirmation_code(&self, code: &SecretString) -> MailJob {
+        let valid_minutes =
+            u32::try_from(twofold_domain::user::CONFIRMATION_CODE_TTL.whole_minutes())
+                .unwrap_or(10);
+        let id = Uuid::new_v4();
+        let code = self.sealer.seal(code.expose_secret(), self.to.as_str(), id);
+        self.job_with_id(
+            id,
+            Mail::ConfirmationCode {
+                code,
+                valid_minutes,
+            },
+        )
+    }
+
     /// The security notice that two-factor authentication was turned on.
     pub fn tfa_enabled(&self, device_type: DeviceType) -> MailJob {
         self.job(Mail::TfaEnabled { device_type })

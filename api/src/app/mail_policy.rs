@@ -14,6 +14,7 @@
 //! | `TfaDeviceChanged` | backup codes, "2FA turned on" notice | the user | backup codes |
 //! | `BackupCodesRegenerated` | backup codes | the user | backup codes |
 //! | `EmailCodeIssued` | login code | the user | email code |
+//! | `ConfirmationCodeIssued` | confirmation code | the user | email code |
 //! | `BackupCodeConsumed` | "backup code used" notice | the user | — |
 //! | `TfaDisabled` | "2FA turned off" notice | the user | — |
 //! | `PasswordChanged` | "password changed" notice | the user | — |
@@ -117,6 +118,13 @@ impl MailPolicy {
                         secret: "an email code",
                     })?;
                     jobs.push(mail.login_code(code));
+                }
+                UserEvent::ConfirmationCodeIssued { .. } => {
+                    let code = secrets.email_code.as_ref().ok_or(MissingSecret {
+                        event: "ConfirmationCodeIssued",
+                        secret: "an email code",
+                    })?;
+                    jobs.push(mail.confirmation_code(code));
                 }
                 UserEvent::BackupCodeConsumed { remaining, .. } => {
                     jobs.push(mail.backup_code_used(*remaining));
@@ -378,6 +386,34 @@ mod tests {
             .open(code, ADDRESS, sent[0].id)
             .unwrap();
         assert_eq!(opened.as_str(), "123456");
+    }
+
+    #[test]
+    fn an_issued_confirmation_code_is_mailed_sealed_for_the_user_and_its_job() {
+        let issued = UserEvent::ConfirmationCodeIssued {
+            digest: digest(),
+            expires_at: at(),
+            at: at(),
+        };
+        let secrets = MailSecrets {
+            email_code: Some(SecretString::from("424242")),
+            ..MailSecrets::none()
+        };
+        let history = vec![signed_up(), tfa_enabled(device(DeviceSecret::Email))];
+        let sent = jobs(history.clone(), vec![issued.clone()], &secrets).unwrap();
+        assert_eq!(templates(&sent), ["confirmation_code"]);
+        let code = match &sent[0].mail {
+            Mail::ConfirmationCode { code, .. } => Some(code),
+            _ => None,
+        }
+        .expect("a confirmation-code email");
+        let sealer = MailSealer::new(MailKey::derive(&KEY));
+        assert_eq!(
+            sealer.open(code, ADDRESS, sent[0].id).unwrap().as_str(),
+            "424242"
+        );
+        assert!(sealer.open(code, ADDRESS, uuid::Uuid::new_v4()).is_err());
+        assert!(jobs(history, vec![issued], &MailSecrets::none()).is_err());
     }
 
     #[test]

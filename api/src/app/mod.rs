@@ -41,8 +41,9 @@ use unknown_accounts::UnknownAccountThrottle;
 
 pub use error::AppError;
 pub use secrets::ScanCode;
+pub use sessions::Proofs;
 pub use signup::{ExistingEmail, NewAccount};
-pub use tfa::DeviceSwitch;
+pub use tfa::{AuthenticatorCode, DeviceSwitch};
 
 /// The settings the use cases follow.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub struct Settings {
     pub signup_existing_email: ExistingEmail,
     /// How long a rotated refresh token stays acceptable.
     pub refresh_reuse_grace: time::Duration,
+    /// How long after a full sign-in a session counts as re-authenticated.
+    pub reauth_window: time::Duration,
     /// Addresses that get the admin role from the configuration (`TWOFOLD_ADMIN_EMAILS`).
     pub admin_emails: Vec<twofold_domain::values::Email>,
 }

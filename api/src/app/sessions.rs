@@ -1,7 +1,10 @@
-//! Sessions: refreshing one, ending one or all but one, and listing them.
+//! Sessions: refreshing one, ending one or all but one, and listing them. Ending a session
+//! other than the caller's needs a re-authentication: a recent sign-in, or the proofs.
 
+use secrecy::SecretString;
 use twofold_domain::user::{
-    EndOtherSessions, EndSession, RefreshOutcome, RefreshSession, Refusal, SessionEndReason,
+    ChangeOutcome, EndOtherSessions, EndSession, Reauthentication, RefreshOutcome, RefreshSession,
+    Refusal, SessionEndReason,
 };
 use twofold_domain::values::{RefreshTokenId, SessionId, UserId};
 use twofold_domain::{EventMetadata, UserCommand, UserError};
@@ -58,32 +61,69 @@ impl App {
         }
     }
 
-    /// Ends one of the user's sessions, from another.
+    /// Ends one of the user's sessions, from the caller's session `caller`. Ending another
+    /// session than the caller's needs a re-authentication: `proofs`, or else a sign-in of the
+    /// caller's session within the re-authentication window.
     pub async fn end_session(
         &self,
         user_id: UserId,
+        caller: SessionId,
         session_id: SessionId,
+        proofs: Option<Proofs>,
         metadata: &EventMetadata,
-    ) -> Result<(), AppError> {
-        self.end(user_id, session_id, SessionEndReason::EndedByUser, metadata)
+    ) -> Result<ChangeOutcome, AppError> {
+        let reauthentication =
+            (session_id != caller).then(|| self.reauthentication(caller, proofs));
+        let command = UserCommand::EndSession(EndSession {
+            session_id,
+            reason: SessionEndReason::EndedByUser,
+            reauthentication,
+        });
+        let (outcome, _) = self
+            .change(user_id, command, metadata, &MailSecrets::none())
             .await?;
-        tracing::info!(target: "security", %user_id, %session_id, "session ended by the user");
-        Ok(())
+        if outcome == ChangeOutcome::Changed {
+            tracing::info!(target: "security", %user_id, %session_id, "session ended by the user");
+        }
+        Ok(outcome)
     }
 
-    /// Ends every session of the user but `keep`.
+    /// Ends every session of the user but `keep`, the caller's, once the caller
+    /// re-authenticated (`proofs`, or a recent sign-in of `keep`).
     pub async fn end_other_sessions(
         &self,
         user_id: UserId,
         keep: SessionId,
+        proofs: Option<Proofs>,
         metadata: &EventMetadata,
-    ) -> Result<(), AppError> {
-        let command = UserCommand::EndOtherSessions(EndOtherSessions { keep });
-        self.users
-            .execute(user_id, command, metadata, &MailSecrets::none())
+    ) -> Result<ChangeOutcome, AppError> {
+        let command = UserCommand::EndOtherSessions(EndOtherSessions {
+            keep,
+            reauthentication: self.reauthentication(keep, proofs),
+        });
+        let (outcome, _) = self
+            .change(user_id, command, metadata, &MailSecrets::none())
             .await?;
-        tracing::info!(target: "security", %user_id, "other sessions ended");
-        Ok(())
+        if outcome == ChangeOutcome::Changed {
+            tracing::info!(target: "security", %user_id, "other sessions ended");
+        }
+        Ok(outcome)
+    }
+
+    /// How the caller of session `caller` re-authenticates: with `proofs` when given, else by
+    /// the session's recent sign-in.
+    pub(super) fn reauthentication(
+        &self,
+        caller: SessionId,
+        proofs: Option<Proofs>,
+    ) -> Reauthentication {
+        match proofs {
+            Some(Proofs { password, code }) => Reauthentication::Proofs { password, code },
+            None => Reauthentication::RecentSignIn {
+                session: caller,
+                window: self.settings.reauth_window,
+            },
+        }
     }
 
     /// The user's live sessions.
@@ -98,10 +138,23 @@ impl App {
         reason: SessionEndReason,
         metadata: &EventMetadata,
     ) -> Result<(), AppError> {
-        let command = UserCommand::EndSession(EndSession { session_id, reason });
+        let command = UserCommand::EndSession(EndSession {
+            session_id,
+            reason,
+            reauthentication: None,
+        });
         self.users
             .execute(user_id, command, metadata, &MailSecrets::none())
             .await?;
         Ok(())
     }
+}
+
+/// The proofs a caller gives to re-authenticate: the password, and a current second factor
+/// when two-factor authentication is on.
+pub struct Proofs {
+    /// The current password.
+    pub password: SecretString,
+    /// A current TOTP code, an emailed confirmation code or a backup code.
+    pub code: Option<SecretString>,
 }

@@ -1,17 +1,27 @@
 //! The second factor: turning it on, off, switching device, backup codes, and the QR code of
 //! an enrolled authenticator app. Each change after enrolment needs a current second factor
 //! (and turning it off or switching device the password too); every change sends a notice.
+//! Showing the QR code again needs a re-authentication, as it reveals the seed; an
+//! email-device user proves their factor with a confirmation code they ask for.
 
 use secrecy::SecretString;
 use twofold_domain::user::{
     ChangeOutcome, DeviceSecret, DisableTfa, EnableTfa, Refusal, RegenerateBackupCodes,
-    SwitchTfaDevice,
+    RequestConfirmationCode, SwitchTfaDevice,
 };
-use twofold_domain::values::{DeviceType, UserId};
+use twofold_domain::values::{DeviceType, SessionId, UserId};
 use twofold_domain::{totp, EventMetadata, User, UserCommand, UserError};
 
 use super::mail_policy::MailSecrets;
-use super::{App, AppError, ScanCode};
+use super::{App, AppError, Proofs, ScanCode};
+
+/// What asking for the authenticator app's code again decided.
+pub enum AuthenticatorCode {
+    /// The caller re-authenticated: the code to scan.
+    Shown(ScanCode),
+    /// A proof was wrong.
+    Refused(Refusal),
+}
 
 /// What switching device decided.
 pub enum DeviceSwitch {
@@ -117,9 +127,30 @@ impl App {
         Ok(self.existing(user_id).await?.backup_codes_remaining())
     }
 
-    /// The code to scan again for the user's authenticator app.
-    pub async fn authenticator_code(&self, user_id: UserId) -> Result<ScanCode, AppError> {
+    /// The code to scan again for the user's authenticator app: the TOTP seed itself, so the
+    /// caller of session `caller` must re-authenticate first (`proofs`, or a recent sign-in of
+    /// that session). A user without an authenticator app spends no proof on the request.
+    pub async fn authenticator_code(
+        &self,
+        user_id: UserId,
+        caller: SessionId,
+        proofs: Option<Proofs>,
+        metadata: &EventMetadata,
+    ) -> Result<AuthenticatorCode, AppError> {
         let user = self.existing(user_id).await?;
+        if !matches!(
+            user.tfa_device().map(|device| &device.secret),
+            Some(DeviceSecret::CodeGenerator { .. })
+        ) {
+            return Err(UserError::NoCodeGenerator.into());
+        }
+        let command = UserCommand::Reauthenticate(self.reauthentication(caller, proofs));
+        let (outcome, user) = self
+            .change(user_id, command, metadata, &MailSecrets::none())
+            .await?;
+        if let ChangeOutcome::Refused(refusal) = outcome {
+            return Ok(AuthenticatorCode::Refused(refusal));
+        }
         let email = user.email().ok_or(UserError::UnknownUser)?;
         let Some(DeviceSecret::CodeGenerator { seed }) =
             user.tfa_device().map(|device| &device.secret)
@@ -131,11 +162,33 @@ impl App {
             .sealer
             .open(seed)
             .map_err(|_| UserError::SecretUnreadable)?;
-        Ok(ScanCode::of(totp::otpauth_uri(
+        tracing::info!(target: "security", %user_id, "authenticator app code shown again");
+        Ok(AuthenticatorCode::Shown(ScanCode::of(totp::otpauth_uri(
             &self.settings.totp_issuer,
             email,
             &seed,
-        )))
+        ))))
+    }
+
+    /// Emails a confirmation code to an email-device user, for the proof of a sensitive
+    /// change or a re-authentication (at most one a minute).
+    pub async fn send_confirmation_code(
+        &self,
+        user_id: UserId,
+        metadata: &EventMetadata,
+    ) -> Result<(), AppError> {
+        let code = self.new_email_code();
+        let command =
+            UserCommand::RequestConfirmationCode(RequestConfirmationCode { code: code.clone() });
+        let secrets = MailSecrets {
+            email_code: Some(code),
+            ..MailSecrets::none()
+        };
+        self.users
+            .execute(user_id, command, metadata, &secrets)
+            .await?;
+        tracing::info!(target: "security", %user_id, "confirmation code emailed");
+        Ok(())
     }
 
     /// Runs a sensitive change and reads its decision, with the user's state after it; a

@@ -160,13 +160,17 @@ fn domain_status(error: UserError) -> StatusCode {
         UserError::TfaAlreadyEnabled
         | UserError::TfaNotEnabled
         | UserError::NoCodeGenerator
+        | UserError::NoEmailDevice
         | UserError::ResetTokenInvalid
         | UserError::SecondFactorRequired => StatusCode::BAD_REQUEST,
         UserError::ChallengeClosed | UserError::SessionEnded => StatusCode::UNAUTHORIZED,
-        UserError::TfaCodeReplayed | UserError::EmailCodeExpired | UserError::AccountLocked => {
-            StatusCode::FORBIDDEN
+        UserError::TfaCodeReplayed
+        | UserError::EmailCodeExpired
+        | UserError::AccountLocked
+        | UserError::ReauthenticationRequired => StatusCode::FORBIDDEN,
+        UserError::Locked { .. } | UserError::ConfirmationCodeTooSoon { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
         }
-        UserError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
         UserError::HasherSaturated => StatusCode::SERVICE_UNAVAILABLE,
         UserError::HasherFailed | UserError::SecretUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -235,7 +239,11 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if let Self::Domain(UserError::Locked { retry_after_secs }) = self {
+        if let Self::Domain(
+            UserError::Locked { retry_after_secs }
+            | UserError::ConfirmationCodeTooSoon { retry_after_secs },
+        ) = self
+        {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response

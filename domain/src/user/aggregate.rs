@@ -16,7 +16,7 @@ use crate::values::{ChallengeId, Email, FullName, KeyedDigest, PasswordHash, Use
 /// ignored and the user is folded from every event again. (A field merely added with a
 /// default would read from an old snapshot without the facts that older events folded into
 /// it.) A test pins the shape to this version.
-pub const SNAPSHOT_VERSION: &str = "3";
+pub const SNAPSHOT_VERSION: &str = "4";
 
 /// One user, as folded from their events.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,13 @@ pub struct User {
     /// [`super::RESET_EMAILS_PER_DAY`], all a cooldown and the daily cap need.
     #[serde(default, with = "crate::rfc3339::vec")]
     pub(super) reset_requests: Vec<OffsetDateTime>,
+    /// The pending confirmation code's digest and expiry (an email device's proof for a
+    /// sensitive change); spent by its use.
+    #[serde(default, with = "crate::rfc3339::option_pair")]
+    pub(super) confirmation_code: Option<(KeyedDigest, OffsetDateTime)>,
+    /// When the latest confirmation code was issued, for the cooldown between two.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub(super) confirmation_code_sent_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +125,7 @@ impl User {
             account.password_hash = password_hash;
         }
         self.password_reset = None;
+        self.confirmation_code = None;
         self.challenges.clear();
         *self.throttles.get_mut(ThrottledFactor::Password) = Throttle::default();
     }
@@ -186,6 +194,14 @@ impl Aggregate for User {
                 self.erase_own_account(command, services, sink).await
             }
             UserCommand::EraseAccount => self.erase_account(services, sink).await,
+            UserCommand::Reauthenticate(reauthentication) => self
+                .reauthenticate_caller(&reauthentication, services, sink)
+                .await
+                .map(|_| ()),
+            UserCommand::RequestConfirmationCode(command) => {
+                self.request_confirmation_code(command, services, sink)
+                    .await
+            }
         }
     }
 
@@ -285,13 +301,14 @@ impl Aggregate for User {
                 session_id,
                 refresh_id,
                 expires_at,
-                ..
+                at,
             } => {
                 self.sessions.push(super::sessions::Session {
                     id: session_id,
                     current: refresh_id,
                     previous: None,
                     expires_at,
+                    signed_in_at: at,
                 });
             }
             UserEvent::SessionRefreshed {
@@ -336,9 +353,13 @@ impl Aggregate for User {
                 {
                     *slot = None;
                 }
+                if factor == super::Factor::EmailCode {
+                    self.confirmation_code = None;
+                }
             }
             UserEvent::TfaDisabled { .. } => {
                 self.tfa = None;
+                self.confirmation_code = None;
                 self.challenges.clear();
             }
             UserEvent::TfaDeviceChanged {
@@ -346,6 +367,7 @@ impl Aggregate for User {
                 backup_codes,
                 ..
             } => {
+                self.confirmation_code = None;
                 self.tfa = Some(TfaSettings {
                     device,
                     backup_codes: backup_codes.into_iter().map(Some).collect(),
@@ -362,6 +384,14 @@ impl Aggregate for User {
                 self.is_admin = true;
             }
             UserEvent::SignUpAttempted { at } => self.last_sign_up_notice = Some(at),
+            UserEvent::ConfirmationCodeIssued {
+                digest,
+                expires_at,
+                at,
+            } => {
+                self.confirmation_code = Some((digest, expires_at));
+                self.confirmation_code_sent_at = Some(at);
+            }
             // A read changes nothing of the user; it is kept for the record.
             UserEvent::AuditTrailRead { .. } => {}
             // Nothing of the person is kept, and the stream stays closed.

@@ -55,6 +55,43 @@ pub enum UserCommand {
     EraseOwnAccount(EraseOwnAccount),
     /// Erase the account (an admin's or operator's action).
     EraseAccount,
+    /// Prove who the caller is before a sensitive read (the authenticator app's QR code):
+    /// a recent full sign-in, or the proofs of a sensitive change. Records nothing but a
+    /// proof's use or failure.
+    Reauthenticate(Reauthentication),
+    /// Email a code that proves the second factor of an email-device user for a sensitive
+    /// change or a re-authentication.
+    RequestConfirmationCode(RequestConfirmationCode),
+}
+
+/// How a caller proves, again, that they are the user, before a sensitive read or the end
+/// of their other sessions.
+#[derive(Debug, Clone)]
+pub enum Reauthentication {
+    /// The caller's session began with a full sign-in (password and, with two-factor
+    /// authentication on, the second factor) at most `window` ago. A refresh keeps the
+    /// session's sign-in instant: it does not renew it.
+    RecentSignIn {
+        /// The caller's session.
+        session: SessionId,
+        /// How long after its sign-in a session counts as re-authenticated.
+        window: time::Duration,
+    },
+    /// The proofs of a sensitive change, given now.
+    Proofs {
+        /// The current password.
+        password: SecretString,
+        /// A current second factor; required when two-factor authentication is on.
+        code: Option<SecretString>,
+    },
+}
+
+/// Issues a confirmation code for an email device. The caller generates it (it must mail it);
+/// only its digest is kept.
+#[derive(Debug, Clone)]
+pub struct RequestConfirmationCode {
+    /// The code in clear.
+    pub code: SecretString,
 }
 
 /// Erases the caller's own account, with the proofs of a sensitive change.
@@ -157,6 +194,9 @@ pub struct EndSession {
     pub session_id: SessionId,
     /// Logout, or the user ending it from elsewhere.
     pub reason: SessionEndReason,
+    /// For a session other than the caller's, how the caller re-authenticated; `None` for a
+    /// logout of the caller's own session.
+    pub reauthentication: Option<Reauthentication>,
 }
 
 /// Ends all sessions but one.
@@ -164,6 +204,8 @@ pub struct EndSession {
 pub struct EndOtherSessions {
     /// The session to keep (the caller's).
     pub keep: SessionId,
+    /// How the caller re-authenticated.
+    pub reauthentication: Reauthentication,
 }
 
 /// Changes the password.
@@ -198,7 +240,7 @@ pub struct ResetPassword {
 pub struct DisableTfa {
     /// The password.
     pub password: SecretString,
-    /// A current TOTP code or a backup code.
+    /// A current TOTP code, an emailed confirmation code or a backup code.
     pub code: SecretString,
 }
 
@@ -207,7 +249,7 @@ pub struct DisableTfa {
 pub struct SwitchTfaDevice {
     /// The password.
     pub password: SecretString,
-    /// A current TOTP code or a backup code.
+    /// A current TOTP code, an emailed confirmation code or a backup code.
     pub code: SecretString,
     /// The new device and backup codes.
     pub enrolment: TfaEnrolment,
@@ -216,7 +258,7 @@ pub struct SwitchTfaDevice {
 /// Replaces the backup codes; the old ones stop working.
 #[derive(Debug, Clone)]
 pub struct RegenerateBackupCodes {
-    /// A current TOTP code or a backup code.
+    /// A current TOTP code, an emailed confirmation code or a backup code.
     pub code: SecretString,
     /// The new codes in clear (the caller mails them).
     pub codes: Vec<SecretString>,

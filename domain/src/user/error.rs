@@ -77,6 +77,22 @@ pub enum UserError {
     /// The user has no such session.
     #[error("no such session")]
     UnknownSession,
+    /// The caller's sign-in is too old for this: prove the password and the second factor.
+    #[error(
+        "this needs a recent sign-in: log in again, or call the POST form of this operation \
+         with `password` and, with two-factor authentication on, `code` (a current TOTP code, \
+         an emailed confirmation code or a backup code)"
+    )]
+    ReauthenticationRequired,
+    /// The user's second factor is not email, so no code can be emailed.
+    #[error("the user's second factor is not email")]
+    NoEmailDevice,
+    /// A confirmation code was emailed too recently.
+    #[error("a code was emailed moments ago; retry in {retry_after_secs} seconds")]
+    ConfirmationCodeTooSoon {
+        /// Seconds until another code may be emailed.
+        retry_after_secs: u64,
+    },
     /// The password hasher is saturated; retry shortly.
     #[error("the service is busy; retry shortly")]
     HasherSaturated,
@@ -115,6 +131,9 @@ impl UserError {
             Self::SecondFactorRequired => "tfa.code_required",
             Self::AccountLocked => "auth.account_locked",
             Self::UnknownSession => "auth.session_not_found",
+            Self::ReauthenticationRequired => "reauthentication.required",
+            Self::NoEmailDevice => "tfa.no_email_device",
+            Self::ConfirmationCodeTooSoon { .. } => "tfa.email_code_too_soon",
             Self::HasherSaturated => "service.busy",
             Self::HasherFailed | Self::SecretUnreadable => "internal",
         }

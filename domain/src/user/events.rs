@@ -216,9 +216,10 @@ pub enum UserEvent {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
-    /// A current second factor was proven for a sensitive change (and is spent).
+    /// A current second factor was proven for a sensitive change or a re-authentication (and
+    /// is spent).
     SecondFactorConfirmed {
-        /// `totp` or `backup_code`.
+        /// `totp`, `backup_code`, or `email_code` (a confirmation code).
         factor: Factor,
         /// For TOTP, the accepted step: it and every earlier step are spent.
         totp_step: Option<u64>,
@@ -293,6 +294,19 @@ pub enum UserEvent {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// A confirmation code was issued to an email-device user who asked for one while signed
+    /// in (it is mailed, never stored in clear). It proves the second factor once, for a
+    /// sensitive change or a re-authentication, never for a login. Since version 2.0.
+    ConfirmationCodeIssued {
+        /// The keyed digest of the code.
+        digest: KeyedDigest,
+        /// When it stops being accepted.
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
     /// Someone other than the user read the user's audit trail; the metadata names who and
     /// in which request, so that the auditors are audited too. Since version 2.0.
     AuditTrailRead {
@@ -346,6 +360,7 @@ impl DomainEvent for UserEvent {
             Self::AuditTrailRead { .. } => "AuditTrailRead",
             Self::UserErased { .. } => "UserErased",
             Self::SignUpAttempted { .. } => "SignUpAttempted",
+            Self::ConfirmationCodeIssued { .. } => "ConfirmationCodeIssued",
         };
         name.to_owned()
     }

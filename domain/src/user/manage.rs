@@ -1,8 +1,9 @@
 //! Managing the second factor once it is on: turning it off, switching device, regenerating
 //! backup codes. Each needs proof of a current second factor (re-authentication, ASVS 5.0
-//! §7.5.1): a code from the authenticator app, or one of the user's backup codes, which every
-//! enrolled user has. Turning it off and switching device also need the password. A TOTP code
-//! used here is spent like one used to log in; a backup code used here is consumed.
+//! §7.5.1): a code from the authenticator app, a confirmation code emailed to an email-device
+//! user who asked for one, or one of the user's backup codes. Turning it off and switching
+//! device also need the password. A TOTP code used here is spent like one used to log in; a
+//! confirmation code or a backup code used here is consumed.
 
 use cqrs_es::event_sink::EventSink;
 use secrecy::SecretString;
@@ -96,9 +97,12 @@ impl User {
             && self.confirm_second_factor(code, services, sink).await?)
     }
 
-    /// Checks a current second factor: a TOTP code (for an authenticator app) or a backup
-    /// code. The proof is recorded (spending the TOTP step or the backup code); a wrong code is
-    /// a recorded, throttled failure (`Ok(false)`).
+    /// Checks a current second factor: a TOTP code (for an authenticator app), a confirmation
+    /// code (for an email device, see [`super::reauth`]) or a backup code. The proof is
+    /// recorded (spending the TOTP step, the confirmation code or the backup code); a wrong
+    /// code is a recorded, throttled failure (`Ok(false)`). It counts against the second
+    /// factor when the user has a device code to guess at (an authenticator app, or a pending
+    /// confirmation code), and against the backup codes otherwise.
     pub(super) async fn confirm_second_factor(
         &mut self,
         code: &SecretString,
@@ -109,21 +113,34 @@ impl User {
             return Err(UserError::TfaNotEnabled);
         };
         let at = services.clock.now();
-        let totp_open = self
+        let device_open = self
             .ensure_unlocked(ThrottledFactor::SecondFactor, at)
             .is_ok();
-        if let (DeviceSecret::CodeGenerator { seed }, true) = (&tfa.device.secret, totp_open) {
-            if let Some(step) = self.prove_totp(seed, code, services, at)? {
-                let confirmed = UserEvent::SecondFactorConfirmed {
-                    factor: Factor::Totp,
-                    totp_step: Some(step),
-                    backup_code_index: None,
-                    at,
-                };
-                sink.write(confirmed, self).await;
-                return Ok(true);
-            }
+        let (device_factor, device_step) = match (&tfa.device.secret, device_open) {
+            (DeviceSecret::CodeGenerator { seed }, true) => (
+                Factor::Totp,
+                self.prove_totp(seed, code, services, at)?.map(Some),
+            ),
+            (DeviceSecret::CodeGenerator { .. }, false) => (Factor::Totp, None),
+            (DeviceSecret::Email, true) => (
+                Factor::EmailCode,
+                self.prove_confirmation_code(code, services, at)?
+                    .then_some(None),
+            ),
+            (DeviceSecret::Email, false) => (Factor::EmailCode, None),
+        };
+        if let Some(totp_step) = device_step {
+            let confirmed = UserEvent::SecondFactorConfirmed {
+                factor: device_factor,
+                totp_step,
+                backup_code_index: None,
+                at,
+            };
+            sink.write(confirmed, self).await;
+            return Ok(true);
         }
+        let guessed_device =
+            device_factor == Factor::Totp || (device_open && self.confirmation_code_pending(at));
         self.ensure_unlocked(ThrottledFactor::BackupCode, at)?;
         match self.find_backup_code(code, services) {
             Some(index) => {
@@ -137,9 +154,10 @@ impl User {
                 Ok(true)
             }
             None => {
-                let factor = match tfa.device.secret {
-                    DeviceSecret::CodeGenerator { .. } => Factor::Totp,
-                    DeviceSecret::Email => Factor::BackupCode,
+                let factor = if guessed_device {
+                    device_factor
+                } else {
+                    Factor::BackupCode
                 };
                 self.record_failure(factor, None, at, sink).await;
                 Ok(false)

@@ -13,6 +13,7 @@ mod manage;
 mod outcome;
 mod password;
 mod proofs;
+mod reauth;
 mod sessions;
 mod signup;
 #[cfg(test)]
@@ -23,13 +24,15 @@ mod throttle;
 pub use aggregate::{User, SNAPSHOT_VERSION};
 pub use commands::{
     ChangePassword, DisableTfa, EnableTfa, EndOtherSessions, EndSession, EraseOwnAccount, LogIn,
-    NewDevice, RefreshSession, RegenerateBackupCodes, RequestPasswordReset, ResetPassword, SignUp,
-    SwitchTfaDevice, TfaEnrolment, UseBackupCode, UserCommand, VerifyTfaCode,
+    NewDevice, Reauthentication, RefreshSession, RegenerateBackupCodes, RequestConfirmationCode,
+    RequestPasswordReset, ResetPassword, SignUp, SwitchTfaDevice, TfaEnrolment, UseBackupCode,
+    UserCommand, VerifyTfaCode,
 };
 pub use error::UserError;
 pub use events::{AuditScope, Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
 pub use outcome::{ChangeOutcome, LoginOutcome, NoDecision, RefreshOutcome, Refusal, SessionGrant};
 pub use password::{RESET_EMAILS_PER_DAY, RESET_EMAIL_INTERVAL, RESET_TOKEN_TTL};
+pub use reauth::{CONFIRMATION_CODE_INTERVAL, CONFIRMATION_CODE_TTL};
 pub use sessions::{SessionEndReason, MAX_SESSIONS, SESSION_MAX_AGE};
 pub use throttle::{Throttle, ThrottledFactor, FIRST_LOCK, LOCK_AFTER_FAILURES, MAX_LOCK};
 

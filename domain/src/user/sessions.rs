@@ -57,6 +57,9 @@ pub(super) struct Session {
     pub(super) previous: Option<(RefreshTokenId, OffsetDateTime)>,
     #[serde(with = "time::serde::rfc3339")]
     pub(super) expires_at: OffsetDateTime,
+    /// When the full sign-in that started it completed; refreshes keep it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub(super) signed_in_at: OffsetDateTime,
 }
 
 impl User {
@@ -140,7 +143,8 @@ impl User {
             .map(|s| s.current)
     }
 
-    /// Ends one session (logout, or the user ending it). Ending an ended session is a no-op.
+    /// Ends one session (logout, or the user ending it). Ending a session other than the
+    /// caller's needs a re-authentication, as ending all the others does.
     pub(super) async fn end_session(
         &mut self,
         command: EndSession,
@@ -151,6 +155,14 @@ impl User {
         if !self.sessions.iter().any(|s| s.id == command.session_id) {
             return Err(UserError::UnknownSession);
         }
+        if let Some(reauthentication) = &command.reauthentication {
+            if !self
+                .reauthenticate_caller(reauthentication, services, sink)
+                .await?
+            {
+                return Ok(());
+            }
+        }
         let ended = UserEvent::SessionEnded {
             session_id: command.session_id,
             reason: command.reason,
@@ -160,7 +172,8 @@ impl User {
         Ok(())
     }
 
-    /// Ends every session but `keep`.
+    /// Ends every session but `keep`, once the caller re-authenticated: whoever holds a
+    /// stolen access token must not be able to throw the owner out.
     pub(super) async fn end_other_sessions(
         &mut self,
         command: EndOtherSessions,
@@ -168,6 +181,12 @@ impl User {
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
         self.account()?;
+        if !self
+            .reauthenticate_caller(&command.reauthentication, services, sink)
+            .await?
+        {
+            return Ok(());
+        }
         let at = services.clock.now();
         let others: Vec<SessionId> = self
             .sessions

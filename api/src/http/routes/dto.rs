@@ -1,9 +1,11 @@
-//! Response bodies shared by several routes.
+//! Bodies shared by several routes.
 
-use serde::Serialize;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use twofold_domain::user::SessionGrant;
 use twofold_domain::values::{ChallengeId, UserId};
 
+use crate::app::Proofs;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 
@@ -44,5 +46,29 @@ impl TokenResponse {
             refresh_token: None,
             token_type: "bearer",
         })
+    }
+}
+
+/// The proofs of a re-authentication, for when the caller's sign-in is older than the
+/// re-authentication window.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"password": "correct horse battery", "code": "123456"}))]
+pub struct ReauthenticationRequest {
+    /// The current password.
+    #[schema(value_type = String, format = Password)]
+    password: SecretString,
+    /// A current second factor: a TOTP code, a confirmation code from
+    /// `POST /api/v1/tfa/email_code`, or an unused backup code. Needed only with two-factor
+    /// authentication on.
+    #[schema(value_type = Option<String>)]
+    code: Option<SecretString>,
+}
+
+impl From<ReauthenticationRequest> for Proofs {
+    fn from(request: ReauthenticationRequest) -> Self {
+        Self {
+            password: request.password,
+            code: request.code,
+        }
     }
 }

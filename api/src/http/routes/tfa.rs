@@ -1,6 +1,8 @@
-//! `/tfa`: the second login step, backup codes, and enrolling a device.
+//! `/tfa`: the second login step, backup codes, enrolling a device, the authenticator app's
+//! QR code again (after a re-authentication) and confirmation codes for email devices.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -11,10 +13,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::DeviceRequest;
-use super::dto::TokenResponse;
+use super::dto::{ReauthenticationRequest, TokenResponse};
 use super::{as_caller, enrolment_response, png};
+use crate::app::{AuthenticatorCode, Proofs};
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, Json, PreTfaToken, Query, RequestContext};
+use crate::http::jwt::{Access, Claims};
 use crate::http::openapi::problems;
 use crate::http::state::AppState;
 
@@ -22,7 +26,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login_tfa))
         .routes(routes!(recover_tfa))
-        .routes(routes!(get_my_qrcode))
+        .routes(routes!(get_my_qrcode, get_my_qrcode_with_proofs))
+        .routes(routes!(email_code))
         .routes(routes!(enable_tfa))
         .merge(super::tfa_manage::router())
 }
@@ -157,10 +162,15 @@ problems!(
     /// What `get_my_qrcode` can answer besides what its inputs and token imply.
     GetMyQrcodeProblems:
         UserError::NoCodeGenerator,
+        UserError::ReauthenticationRequired,
+        ApiError::Conflict,
         ApiError::unavailable(),
 );
 
-/// The QR code of the caller's authenticator app, again.
+/// The QR code of the caller's authenticator app, again. It holds the TOTP seed, so it is
+/// answered only within the re-authentication window after a full sign-in
+/// (`TWOFOLD_REAUTH_WINDOW`, 5 minutes by default; a refresh does not renew it); after it,
+/// use `POST /api/v1/tfa/get_my_qrcode` with the proofs.
 #[utoipa::path(
     get,
     path = "/get_my_qrcode",
@@ -175,14 +185,114 @@ problems!(
 #[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
 async fn get_my_qrcode(
     State(state): State<AppState>,
+    context: RequestContext,
     AccessToken(claims): AccessToken,
 ) -> Result<Response, ApiError> {
-    let code = state
+    qr_code_answer(&state, &context, &claims, None).await
+}
+
+problems!(
+    /// What `get_my_qrcode_with_proofs` can answer besides what its inputs and token imply.
+    GetMyQrcodeWithProofsProblems:
+        UserError::NoCodeGenerator,
+        UserError::SecondFactorRequired,
+        Refusal::WrongPassword,
+        Refusal::WrongCode,
+        UserError::TfaCodeReplayed,
+        UserError::AccountLocked,
+        ApiError::Conflict,
+        UserError::Locked { retry_after_secs: 60 },
+        UserError::HasherSaturated,
+        ApiError::unavailable(),
+);
+
+/// The QR code of the caller's authenticator app, again, at any time: with the password and
+/// a current second factor (a TOTP code or an unused backup code, which is spent). Wrong
+/// proofs are recorded and throttled as for the other sensitive changes.
+#[utoipa::path(
+    post,
+    path = "/get_my_qrcode",
+    tag = "tfa",
+    security(("access_token" = [])),
+    request_body = ReauthenticationRequest,
+    responses(
+        (status = 200, description = "The QR code (PNG) of the `otpauth://totp/` URI.",
+            content_type = "image/png"),
+        GetMyQrcodeWithProofsProblems,
+    )
+)]
+#[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
+async fn get_my_qrcode_with_proofs(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+    Json(request): Json<ReauthenticationRequest>,
+) -> Result<Response, ApiError> {
+    qr_code_answer(&state, &context, &claims, Some(request.into())).await
+}
+
+/// The QR code, once the caller re-authenticated with `proofs` or a recent sign-in.
+async fn qr_code_answer(
+    state: &AppState,
+    context: &RequestContext,
+    claims: &Claims<Access>,
+    proofs: Option<Proofs>,
+) -> Result<Response, ApiError> {
+    let shown = state
         .app
-        .authenticator_code(claims.sub)
+        .authenticator_code(
+            claims.sub,
+            claims.session_id(),
+            proofs,
+            &context.metadata(Actor::User(claims.sub)),
+        )
         .await
         .map_err(as_caller)?;
-    Ok(png(crate::http::qr::png(code.uri().to_owned()).await?))
+    match shown {
+        AuthenticatorCode::Shown(code) => {
+            Ok(png(crate::http::qr::png(code.uri().to_owned()).await?))
+        }
+        AuthenticatorCode::Refused(refusal) => Err(ApiError::Refused(refusal)),
+    }
+}
+
+problems!(
+    /// What `email_code` can answer besides what its inputs and token imply.
+    EmailCodeProblems:
+        UserError::TfaNotEnabled,
+        UserError::NoEmailDevice,
+        UserError::AccountLocked,
+        UserError::ConfirmationCodeTooSoon { retry_after_secs: 60 },
+        ApiError::Conflict,
+        ApiError::unavailable(),
+);
+
+/// Emails a confirmation code to a user whose second factor is email. It proves the second
+/// factor once, within 10 minutes, as the `code` of `disable_tfa`, `switch_device`,
+/// `backup_codes`, `POST get_my_qrcode` and the ending of sessions, never of a login. One
+/// code a minute; a new code replaces the pending one.
+#[utoipa::path(
+    post,
+    path = "/email_code",
+    tag = "tfa",
+    security(("access_token" = [])),
+    responses(
+        (status = 202, description = "A code is on its way to the user's address."),
+        EmailCodeProblems,
+    )
+)]
+#[tracing::instrument(skip_all, fields(user_id = %claims.sub))]
+async fn email_code(
+    State(state): State<AppState>,
+    context: RequestContext,
+    AccessToken(claims): AccessToken,
+) -> Result<StatusCode, ApiError> {
+    state
+        .app
+        .send_confirmation_code(claims.sub, &context.metadata(Actor::User(claims.sub)))
+        .await
+        .map_err(as_caller)?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 problems!(

@@ -1,5 +1,6 @@
 //! `/tfa/disable_tfa`, `/tfa/switch_device` and `/tfa/backup_codes`: managing the second
-//! factor once it is on. Each needs a current second factor (a TOTP code or a backup code);
+//! factor once it is on. Each needs a current second factor (a TOTP code, an emailed
+//! confirmation code or a backup code);
 //! turning it off and switching device need the password too. Every change sends a notice.
 
 use axum::extract::State;
@@ -29,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The answer to a sensitive change: done, or refused with the recorded refusal.
-fn answer(outcome: ChangeOutcome) -> Result<(), ApiError> {
+pub(super) fn answer(outcome: ChangeOutcome) -> Result<(), ApiError> {
     match outcome {
         ChangeOutcome::Changed => Ok(()),
         ChangeOutcome::Refused(refusal) => Err(ApiError::Refused(refusal)),
@@ -43,7 +44,8 @@ pub struct DisableTfaRequest {
     /// The current password.
     #[schema(value_type = String, format = Password)]
     password: SecretString,
-    /// A current TOTP code or an unused backup code.
+    /// A current TOTP code, a confirmation code from `POST /api/v1/tfa/email_code` (email
+    /// device), or an unused backup code.
     #[schema(value_type = String)]
     code: SecretString,
 }
@@ -55,6 +57,7 @@ problems!(
         Refusal::WrongPassword,
         Refusal::WrongCode,
         UserError::TfaCodeReplayed,
+        UserError::EmailCodeExpired,
         UserError::AccountLocked,
         ApiError::Conflict,
         UserError::Locked { retry_after_secs: 60 },
@@ -106,7 +109,8 @@ pub struct SwitchDeviceRequest {
     /// The current password.
     #[schema(value_type = String, format = Password)]
     password: SecretString,
-    /// A current TOTP code or an unused backup code.
+    /// A current TOTP code, a confirmation code from `POST /api/v1/tfa/email_code` (email
+    /// device), or an unused backup code.
     #[schema(value_type = String)]
     code: SecretString,
     /// The new device.
@@ -120,6 +124,7 @@ problems!(
         Refusal::WrongPassword,
         Refusal::WrongCode,
         UserError::TfaCodeReplayed,
+        UserError::EmailCodeExpired,
         UserError::AccountLocked,
         ApiError::Conflict,
         UserError::Locked { retry_after_secs: 60 },
@@ -169,7 +174,8 @@ async fn switch_device(
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"code": "123456"}))]
 pub struct RegenerateRequest {
-    /// A current TOTP code or an unused backup code.
+    /// A current TOTP code, a confirmation code from `POST /api/v1/tfa/email_code` (email
+    /// device), or an unused backup code.
     #[schema(value_type = String)]
     code: SecretString,
 }
@@ -180,6 +186,7 @@ problems!(
         UserError::TfaNotEnabled,
         Refusal::WrongCode,
         UserError::TfaCodeReplayed,
+        UserError::EmailCodeExpired,
         ApiError::Conflict,
         UserError::Locked { retry_after_secs: 60 },
         ApiError::unavailable(),

@@ -95,6 +95,11 @@ pub(super) fn one_of_each() -> Vec<UserEvent> {
             scope: AuditScope::Events,
             at: at(10),
         },
+        UserEvent::ConfirmationCodeIssued {
+            digest: digest_of("424242"),
+            expires_at: at(610),
+            at: at(10),
+        },
         UserEvent::UserErased { at: at(11) },
     ]
 }
@@ -115,7 +120,7 @@ pub(super) fn one_of_each_stored_at_1_0() -> Vec<UserEvent> {
 fn every_event_is_stored_under_its_event_type_and_reads_back_unchanged() {
     let types: std::collections::BTreeSet<String> =
         one_of_each().iter().map(DomainEvent::event_type).collect();
-    assert_eq!(types.len(), 26, "one of each type");
+    assert_eq!(types.len(), 27, "one of each type");
     assert_eq!(
         one_of_each_stored_at_1_0().len(),
         24,
@@ -177,9 +182,9 @@ fn the_folded_state_writes_its_times_in_rfc_3339_and_reads_back_unchanged() {
         user.apply(event);
     }
     let json = serde_json::to_value(&user).unwrap();
-    // The email code's expiry, the session's end and last rotation, the reset token's expiry
-    // and its request, the lock and the sign-up notice.
-    assert_eq!(count_rfc3339_strings(&json), 7, "{json}");
+    // The email code's expiry, the session's end, sign-in and last rotation, the reset
+    // token's expiry and its request, the lock and the sign-up notice.
+    assert_eq!(count_rfc3339_strings(&json), 8, "{json}");
     let back: User = serde_json::from_value(json).unwrap();
     assert_eq!(back, user);
 }

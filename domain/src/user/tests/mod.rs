@@ -11,6 +11,7 @@ mod manage;
 mod outcome;
 mod password;
 mod proofs;
+mod reauth;
 mod sessions;
 mod signup;
 mod snapshot;

@@ -2,14 +2,22 @@ use time::Duration;
 
 use super::*;
 use crate::user::{
-    EndOtherSessions, EndSession, RefreshSession, SessionEndReason, UserCommand, UserError,
-    MAX_SESSIONS, SESSION_MAX_AGE,
+    EndOtherSessions, EndSession, Reauthentication, RefreshSession, SessionEndReason, UserCommand,
+    UserError, MAX_SESSIONS, SESSION_MAX_AGE,
 };
 use crate::values::{RefreshTokenId, SessionId};
 
 /// Session n has id uuid(3 + n) (n < 3).
-fn session(n: u8) -> SessionId {
+pub(super) fn session(n: u8) -> SessionId {
     SessionId::from_uuid(nth_uuid(3 + n))
+}
+
+/// The caller's session n, signed in within the default window of five minutes.
+pub(super) fn recent_sign_in(n: u8) -> Reauthentication {
+    Reauthentication::RecentSignIn {
+        session: session(n),
+        window: Duration::minutes(5),
+    }
 }
 
 /// Refresh token t has id uuid(t): 0 is what a command draws, 6 + n is session n's first,
@@ -19,7 +27,7 @@ fn refresh_token(t: u8) -> RefreshTokenId {
 }
 
 /// Session n, started at T0 with its first refresh token.
-fn started(n: u8) -> UserEvent {
+pub(super) fn started(n: u8) -> UserEvent {
     UserEvent::SessionStarted {
         session_id: session(n),
         refresh_id: refresh_token(6 + n),
@@ -28,7 +36,7 @@ fn started(n: u8) -> UserEvent {
     }
 }
 
-fn refreshed(n: u8, token: u8, offset: i64) -> UserEvent {
+pub(super) fn refreshed(n: u8, token: u8, offset: i64) -> UserEvent {
     UserEvent::SessionRefreshed {
         session_id: session(n),
         refresh_id: refresh_token(token),
@@ -44,7 +52,7 @@ fn refresh(n: u8, token: u8) -> UserCommand {
     })
 }
 
-fn ended(n: u8, reason: SessionEndReason, offset: i64) -> UserEvent {
+pub(super) fn ended(n: u8, reason: SessionEndReason, offset: i64) -> UserEvent {
     UserEvent::SessionEnded {
         session_id: session(n),
         reason,
@@ -135,6 +143,7 @@ fn logging_out_ends_the_session_and_only_it() {
         .when(UserCommand::EndSession(EndSession {
             session_id: session(0),
             reason: SessionEndReason::LoggedOut,
+            reauthentication: None,
         }))
         .then_expect_events(vec![ended(0, SessionEndReason::LoggedOut, 5)]);
 }
@@ -146,6 +155,7 @@ fn ending_a_session_the_user_does_not_have_is_refused() {
         .when(UserCommand::EndSession(EndSession {
             session_id: session(2),
             reason: SessionEndReason::EndedByUser,
+            reauthentication: Some(recent_sign_in(0)),
         }))
         .then_expect_error(UserError::UnknownSession);
 }
@@ -156,6 +166,7 @@ fn ending_other_sessions_keeps_the_callers() {
         .given(vec![signed_up(), started(0), started(1), started(2)])
         .when(UserCommand::EndOtherSessions(EndOtherSessions {
             keep: session(1),
+            reauthentication: recent_sign_in(1),
         }))
         .then_expect_events(vec![
             ended(0, SessionEndReason::EndedByUser, 5),

@@ -48,10 +48,10 @@ fn folded() -> serde_json::Value {
 #[test]
 fn the_snapshot_shape_is_the_one_its_version_names() {
     let pinned: serde_json::Value =
-        serde_json::from_str(include_str!("snapshot-shape-v3.json")).unwrap();
+        serde_json::from_str(include_str!("snapshot-shape-v4.json")).unwrap();
     assert_eq!(
         (SNAPSHOT_VERSION, folded()),
-        ("3", pinned),
+        ("4", pinned),
         "the folded state's shape changed: give SNAPSHOT_VERSION a new value and pin the \
          new shape in a new snapshot-shape file, so that snapshots of the old shape are \
          ignored rather than misread"
