@@ -27,6 +27,7 @@ mod pg_server;
 mod refresh_race;
 mod reset_abuse;
 mod revocation;
+mod schemathesis;
 mod secrets;
 mod sessions;
 mod snapshots;
