@@ -15,12 +15,19 @@ pub const USER_VIEW_TABLE: &str = "user_view";
 /// The table the sessions views live in.
 pub const SESSION_VIEW_TABLE: &str = "session_view";
 
+/// Whether `view` is of a user who is there: erasing a user blanks their view to the
+/// default, which has no id (a view store keeps a row it cannot delete).
+fn is_present(view: &UserView) -> bool {
+    view.id.is_some()
+}
+
 /// Read access to user views.
 #[async_trait]
 pub trait UserDirectory: Send + Sync {
-    /// One user's view.
+    /// One user's view; none for an erased user.
     async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError>;
-    /// Up to `limit` users after the first `offset`, ordered by email.
+    /// Up to `limit` users after the first `offset`, ordered by email; erased users are not
+    /// listed.
     async fn list(&self, offset: u64, limit: u64) -> Result<Vec<UserView>, PersistenceError>;
     /// One user's live sessions.
     async fn sessions(&self, id: UserId) -> Result<SessionsView, PersistenceError>;
@@ -50,12 +57,13 @@ impl PgUserDirectory {
 impl UserDirectory for PgUserDirectory {
     async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError> {
         let stored = self.views.load(&id.to_string()).await?;
-        Ok(stored.map(|stored| stored.view))
+        Ok(stored.map(|stored| stored.view).filter(is_present))
     }
 
     async fn list(&self, offset: u64, limit: u64) -> Result<Vec<UserView>, PersistenceError> {
         let payloads: Vec<serde_json::Value> = sqlx::query_scalar(
-            "SELECT payload FROM user_view ORDER BY payload->>'email', view_id OFFSET $1 LIMIT $2",
+            "SELECT payload FROM user_view WHERE payload->>'id' IS NOT NULL \
+             ORDER BY payload->>'email', view_id OFFSET $1 LIMIT $2",
         )
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -94,7 +102,7 @@ impl MemUserDirectory {
 impl UserDirectory for MemUserDirectory {
     async fn find(&self, id: UserId) -> Result<Option<UserView>, PersistenceError> {
         let stored = self.views.load(&id.to_string()).await?;
-        Ok(stored.map(|stored| stored.view))
+        Ok(stored.map(|stored| stored.view).filter(is_present))
     }
 
     async fn list(&self, offset: u64, limit: u64) -> Result<Vec<UserView>, PersistenceError> {
@@ -103,6 +111,7 @@ impl UserDirectory for MemUserDirectory {
             .all()?
             .into_iter()
             .map(|(_, stored)| stored.view)
+            .filter(is_present)
             .collect();
         views.sort_by(|a, b| a.email.cmp(&b.email).then(a.id.cmp(&b.id)));
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);

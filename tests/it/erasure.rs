@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::helpers::{current_code, otpauth_uri_from_png, seed_from_uri};
 use crate::helpers::{
-    fresh_database, problem, signup_body, spawn_app, spawn_app_with, test_config, unique_email,
-    Store, TestApp, LOGS, PASSWORD,
+    default_nats_url, fresh_database, problem, signup_body, spawn_app, spawn_app_with, test_config,
+    unique_email, Store, TestApp, LOGS, PASSWORD,
 };
 use crate::nats_server::NatsServer;
 use crate::password::reset_token;
@@ -435,6 +435,48 @@ async fn with_two_factor_on_erasing_oneself_needs_a_current_code() {
         app.signup(&signup_body(&email, None)).await.status(),
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn an_erased_user_is_neither_served_nor_listed_to_admins_in_either_store() {
+    for store in [Store::Embedded, Store::Postgres] {
+        let admin = unique_email("erasure-admin");
+        let (database, nats) = match store {
+            Store::Postgres => (Some(fresh_database().await), Some(default_nats_url())),
+            Store::Embedded => (None, None),
+        };
+        let mut config = test_config(store, database, nats);
+        config.admin_emails = vec![admin.clone()];
+        let app = spawn_app_with(config).await;
+        app.signup(&signup_body(&admin, None)).await;
+        let admin = app.login_token(&admin, StatusCode::OK).await;
+        let person = unique_email("erased-and-gone");
+        app.signup(&signup_body(&person, None)).await;
+        let token = app.login_token(&person, StatusCode::OK).await;
+        let id = user_id(&app, &token).await;
+
+        let erased = delete_user(&app, &format!("/users/{id}"), &admin).await;
+
+        assert_eq!(erased.status(), StatusCode::NO_CONTENT, "{store:?}");
+        let read = app.get_with(&format!("/users/{id}"), &admin).await;
+        assert_eq!(problem(read).await.0, StatusCode::NOT_FOUND, "{store:?}");
+        let listing: Value = app
+            .get_with("/users/users?per_page=500", &admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let listing = listing.as_array().unwrap();
+        assert_eq!(
+            listing.len(),
+            1,
+            "{store:?}: only the admin is left: {listing:?}"
+        );
+        assert!(
+            listing.iter().all(|user| user["id"].is_string()),
+            "{store:?}"
+        );
+    }
 }
 
 #[tokio::test]

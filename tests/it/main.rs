@@ -29,6 +29,7 @@ mod reauth;
 mod refresh_race;
 mod reset_abuse;
 mod revocation;
+mod schemathesis;
 mod secrets;
 mod sessions;
 mod snapshots;

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
+use twofold_domain::values::{MAX_FULL_NAME_CHARS, MIN_FULL_NAME_CHARS};
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, Store, TestApp};
+use crate::helpers::{
+    problem, signup_body, spawn_app, spawn_app_with, test_config, unique_email, Store, TestApp,
+};
 
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 
@@ -91,6 +94,157 @@ async fn every_documented_operation_is_served_and_answers_as_documented() {
                     "{method} {path} answered {status} `{code}`, which it does not document"
                 );
             }
+        }
+    }
+}
+
+/// The operation at `method` `path` (under `/api/v1`) in `document`.
+fn operation<'a>(document: &'a Value, method: &str, path: &str) -> &'a Value {
+    let operation = &document["paths"][format!("/api/v1{path}")][method];
+    assert!(operation.is_object(), "{method} {path} is not documented");
+    operation
+}
+
+/// The schema of the query parameter `name` of `operation`.
+fn query_parameter<'a>(operation: &'a Value, name: &str) -> &'a Value {
+    operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|parameter| parameter["name"] == name && parameter["in"] == "query")
+        .map(|parameter| &parameter["schema"])
+        .unwrap_or_else(|| panic!("no query parameter `{name}`"))
+}
+
+#[tokio::test]
+async fn the_empty_200_of_sign_up_and_enrolments_is_documented_without_content() {
+    let app = spawn_app(Store::Embedded).await;
+    let document = document(&app).await;
+
+    for (method, path) in [
+        ("post", "/auth/signup"),
+        ("put", "/tfa/enable_tfa"),
+        ("put", "/tfa/switch_device"),
+    ] {
+        let ok = &operation(&document, method, path)["responses"]["200"];
+        assert!(ok.is_object(), "{method} {path}: no 200");
+        assert!(
+            ok.get("content").is_none(),
+            "{method} {path}: its 200 is empty unless a QR code is asked for, yet it documents \
+             {}",
+            ok["content"]
+        );
+    }
+    let signed_up = app.signup(&signup_body(&unique_email("empty"), None)).await;
+    assert_eq!(signed_up.status(), StatusCode::OK);
+    assert!(signed_up.headers().get("content-type").is_none());
+    assert!(signed_up.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn grant_type_is_documented_as_the_enum_the_login_takes() {
+    let app = spawn_app(Store::Embedded).await;
+    let document = document(&app).await;
+    let grant_type = &document["components"]["schemas"]["LoginForm"]["properties"]["grant_type"];
+
+    assert_eq!(grant_type["type"], "string", "{grant_type}");
+    assert_eq!(grant_type["enum"], json!(["password", ""]), "{grant_type}");
+    let email = unique_email("grant");
+    app.signup(&signup_body(&email, None)).await;
+    for (grant, status) in [
+        ("password", StatusCode::OK),
+        ("", StatusCode::OK),
+        ("client_credentials", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let response = app
+            .http
+            .post(app.url("/auth/login"))
+            .form(&[
+                ("username", email.as_str()),
+                ("password", crate::helpers::PASSWORD),
+                ("grant_type", grant),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "grant_type `{grant}`");
+    }
+}
+
+#[tokio::test]
+async fn full_name_is_documented_with_the_domain_s_length_limits() {
+    let app = spawn_app(Store::Embedded).await;
+    let document = document(&app).await;
+    let full_name = &document["components"]["schemas"]["SignUpRequest"]["properties"]["full_name"];
+
+    assert_eq!(full_name["minLength"], MIN_FULL_NAME_CHARS, "{full_name}");
+    assert_eq!(full_name["maxLength"], MAX_FULL_NAME_CHARS, "{full_name}");
+    for (length, status) in [
+        (MIN_FULL_NAME_CHARS, StatusCode::OK),
+        (MAX_FULL_NAME_CHARS, StatusCode::OK),
+        (MAX_FULL_NAME_CHARS + 1, StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let mut body = signup_body(&unique_email("name"), None);
+        body["full_name"] = json!("é".repeat(length));
+        let response = app.signup(&body).await;
+        assert_eq!(response.status(), status, "a name of {length} characters");
+    }
+    let mut blank = signup_body(&unique_email("blank"), None);
+    blank["full_name"] = json!("   ");
+    let (status, body) = problem(app.signup(&blank).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("user.invalid_full_name")
+        )
+    );
+    let pattern = full_name["pattern"].as_str().unwrap();
+    assert!(
+        pattern.contains(r"[^\s"),
+        "the pattern must ask for a character that is not white space: {pattern}"
+    );
+}
+
+#[tokio::test]
+async fn the_user_listing_documents_the_page_bounds_it_enforces_and_refuses_others_with_422() {
+    let admin = unique_email("admin");
+    let mut config = test_config(Store::Embedded, None, None);
+    config.admin_emails = vec![admin.clone()];
+    let app = spawn_app_with(config).await;
+    app.signup(&signup_body(&admin, None)).await;
+    let token = app.login_token(&admin, StatusCode::OK).await;
+    let document = document(&app).await;
+    let listing = operation(&document, "get", "/users/users");
+
+    for name in ["page", "per_page"] {
+        let schema = query_parameter(listing, name);
+        let minimum = schema["minimum"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{schema}"));
+        let maximum = schema["maximum"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{schema}"));
+        assert_eq!(minimum, 1, "{name}");
+        for value in [minimum, maximum] {
+            let response = app
+                .get_with(&format!("/users/users?{name}={value}"), &token)
+                .await;
+            assert_eq!(response.status(), StatusCode::OK, "{name}={value}");
+        }
+        for value in [minimum - 1, maximum + 1] {
+            let response = app
+                .get_with(&format!("/users/users?{name}={value}"), &token)
+                .await;
+            let (status, body) = problem(response).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Some("request.invalid_query")
+                ),
+                "{name}={value}"
+            );
         }
     }
 }

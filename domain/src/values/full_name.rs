@@ -4,7 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::user::UserError;
 
-const MAX_FULL_NAME_CHARS: usize = 200;
+/// The fewest characters a display name has, after trimming.
+pub const MIN_FULL_NAME_CHARS: usize = 1;
+/// The most characters a display name has, after trimming.
+pub const MAX_FULL_NAME_CHARS: usize = 200;
 
 /// A display name: 1 to 200 characters after trimming, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +19,9 @@ impl FullName {
     pub fn parse(raw: &str) -> Result<Self, UserError> {
         let trimmed = raw.trim();
         let length = trimmed.chars().count();
-        if (1..=MAX_FULL_NAME_CHARS).contains(&length) && !trimmed.chars().any(char::is_control) {
+        if (MIN_FULL_NAME_CHARS..=MAX_FULL_NAME_CHARS).contains(&length)
+            && !trimmed.chars().any(char::is_control)
+        {
             Ok(Self(trimmed.to_owned()))
         } else {
             Err(UserError::InvalidFullName)

@@ -6,9 +6,12 @@ use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
 use twofold_domain::user::{LoginOutcome, RefreshOutcome, Refusal};
-use twofold_domain::values::{DeviceType, Email, FullName, NewPassword};
+use twofold_domain::values::{
+    DeviceType, Email, FullName, NewPassword, MAX_FULL_NAME_CHARS, MIN_FULL_NAME_CHARS,
+};
 use twofold_domain::{Actor, UserError};
 use twofold_projections::UserView;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -45,7 +48,8 @@ pub struct SignUpRequest {
     /// The email address, unique in any letter case.
     #[schema(format = Email)]
     email: String,
-    /// The display name: 1 to 200 characters without control characters.
+    /// The display name (see [`full_name_schema`]).
+    #[schema(schema_with = full_name_schema)]
     full_name: String,
     /// 8 to 128 characters, not a common password.
     #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
@@ -56,6 +60,25 @@ pub struct SignUpRequest {
     /// The second-factor device: required when `tfa_enabled` is true, ignored otherwise.
     #[serde(default)]
     device: Option<DeviceRequest>,
+}
+
+/// No control character anywhere, and at least one character that is not white space.
+const FULL_NAME_PATTERN: &str =
+    r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+
+/// `full_name` as [`FullName::parse`] takes it: its length limits, and a pattern for the
+/// characters. The service trims white space at either end before counting.
+fn full_name_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "The display name: {MIN_FULL_NAME_CHARS} to {MAX_FULL_NAME_CHARS} characters once \
+             white space at either end is trimmed, no control characters."
+        )))
+        .min_length(Some(MIN_FULL_NAME_CHARS))
+        .max_length(Some(MAX_FULL_NAME_CHARS))
+        .pattern(Some(FULL_NAME_PATTERN))
+        .build()
 }
 
 /// The device part of sign-up and enable-2FA requests.
@@ -94,9 +117,9 @@ problems!(
     tag = "auth",
     request_body = SignUpRequest,
     responses(
-        (status = 200, description = "Signed up. With a `code_generator` device the body is the \
-            QR code (PNG) of the `otpauth://totp/` URI to scan; otherwise it is empty.",
-            content_type = "image/png"),
+        (status = 200, description = "Signed up. The body is empty, except with a second \
+            factor on a `code_generator` device: then it is the QR code (`image/png`) of the \
+            `otpauth://totp/` URI to scan."),
         SignUpProblems,
     )
 )]
@@ -134,9 +157,22 @@ pub struct LoginForm {
     /// The password.
     #[schema(value_type = String, format = Password)]
     password: SecretString,
-    /// Empty or `password`.
+    /// Empty or `password` (see [`grant_type_schema`]).
     #[serde(default)]
+    #[schema(schema_with = grant_type_schema)]
     grant_type: Option<String>,
+}
+
+/// The grant types the login takes, as OAuth2's password grant names them; any other
+/// answers 422 `request.unsupported_grant_type`.
+const GRANT_TYPES: [&str; 2] = ["password", ""];
+
+fn grant_type_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("`password`, or empty; absent is as empty."))
+        .enum_values(Some(GRANT_TYPES))
+        .build()
 }
 
 problems!(
@@ -190,7 +226,7 @@ async fn log_in(
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
     if let Some(grant_type) = form.grant_type.as_deref() {
-        if !grant_type.is_empty() && grant_type != "password" {
+        if !GRANT_TYPES.contains(&grant_type) {
             return Err(ApiError::unsupported_grant_type());
         }
     }

@@ -8,12 +8,13 @@ use serde::Deserialize;
 use twofold_domain::user::{ChangeOutcome, Refusal};
 use twofold_domain::values::UserId;
 use twofold_domain::{Actor, UserError};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::as_caller;
-use crate::app::erasure::reason;
+use crate::app::erasure::{reason, MAX_REASON_CHARS};
 use crate::http::error::ApiError;
 use crate::http::extract::{AccessToken, AdminToken, Json, Path, Query, RequestContext};
 use crate::http::openapi::problems;
@@ -92,9 +93,23 @@ async fn erase_me(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct EraseQuery {
-    /// Why, recorded with the erasure in clear (at most 200 characters; never the person's
-    /// data).
+    /// Why, recorded with the erasure in clear (see [`reason_schema`]).
+    #[param(schema_with = reason_schema)]
     reason: Option<String>,
+}
+
+/// `reason` as [`reason`] takes it: its length limit, and no control characters.
+fn reason_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "Why, recorded with the erasure in clear (never the person's data): at most \
+             {MAX_REASON_CHARS} characters once white space at either end is trimmed, no \
+             control characters."
+        )))
+        .max_length(Some(MAX_REASON_CHARS))
+        .pattern(Some(r"^[^\x00-\x1f\x7f-\x9f]*$"))
+        .build()
 }
 
 problems!(

@@ -311,8 +311,8 @@ problems!(
     security(("access_token" = [])),
     request_body = DeviceRequest,
     responses(
-        (status = 200, description = "Enabled. For a `code_generator` device the body is the QR \
-            code (PNG) to scan; for `email` it is empty.", content_type = "image/png"),
+        (status = 200, description = "Enabled. For `email` the body is empty; for a \
+            `code_generator` device it is the QR code (`image/png`) to scan."),
         EnableTfaProblems,
     )
 )]

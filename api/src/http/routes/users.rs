@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use twofold_domain::values::UserId;
 use twofold_domain::{Actor, UserError};
 use twofold_projections::{AuditedEvent, HistoryEntry, UserView};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,6 +21,9 @@ use crate::http::state::AppState;
 /// Users per page unless `per_page` says otherwise, and the most one page may hold.
 const DEFAULT_PER_PAGE: u64 = 100;
 const MAX_PER_PAGE: u64 = 500;
+/// The last page one may ask for: far past any directory, and the offset it makes,
+/// `(page - 1) * per_page`, stays well inside what a Postgres `bigint` holds.
+const MAX_PAGE: u64 = 1_000_000_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,14 +39,34 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct Page {
-    /// The page, from 1.
+    /// The page (see [`page_schema`]).
     #[serde(default = "first_page")]
-    #[param(minimum = 1, default = 1)]
+    #[param(schema_with = page_schema)]
     page: u64,
-    /// Users per page, 1 to 500.
+    /// Users per page (see [`per_page_schema`]).
     #[serde(default = "default_per_page")]
-    #[param(minimum = 1, maximum = 500, default = 100)]
+    #[param(schema_with = per_page_schema)]
     per_page: u64,
+}
+
+/// An integer query parameter from `minimum` to `maximum`, `default` when absent: the
+/// bounds the handler enforces, from the same constants.
+fn bounded(description: &str, minimum: u64, maximum: u64, default: u64) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .description(Some(format!("{description}, {minimum} to {maximum}.")))
+        .minimum(Some(minimum))
+        .maximum(Some(maximum))
+        .default(Some(default.into()))
+        .build()
+}
+
+fn page_schema() -> Object {
+    bounded("The page", 1, MAX_PAGE, 1)
+}
+
+fn per_page_schema() -> Object {
+    bounded("Users per page", 1, MAX_PER_PAGE, DEFAULT_PER_PAGE)
 }
 
 fn first_page() -> u64 {
@@ -79,11 +103,11 @@ async fn list_users(
     _admin: AdminToken,
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
-    if page.page == 0 || page.per_page == 0 || page.per_page > MAX_PER_PAGE {
+    if !(1..=MAX_PAGE).contains(&page.page) || !(1..=MAX_PER_PAGE).contains(&page.per_page) {
         return Err(ApiError::Request {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "request.invalid_query",
-            detail: format!("page starts at 1 and per_page is 1 to {MAX_PER_PAGE}"),
+            detail: format!("page is 1 to {MAX_PAGE} and per_page is 1 to {MAX_PER_PAGE}"),
         });
     }
     let offset = (page.page - 1).saturating_mul(page.per_page);
