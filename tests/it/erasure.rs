@@ -446,7 +446,7 @@ async fn an_erased_user_is_neither_served_nor_listed_to_admins_in_either_store()
             Store::Embedded => (None, None),
         };
         let mut config = test_config(store, database, nats);
-        config.admin_emails = vec![admin.clone()];
+        config.accounts.admin_emails = vec![admin.clone()];
         let app = spawn_app_with(config).await;
         app.signup(&signup_body(&admin, None)).await;
         let admin = app.login_token(&admin, StatusCode::OK).await;

@@ -210,7 +210,7 @@ async fn full_name_is_documented_with_the_domain_s_length_limits() {
 async fn the_user_listing_documents_the_page_bounds_it_enforces_and_refuses_others_with_422() {
     let admin = unique_email("admin");
     let mut config = test_config(Store::Embedded, None, None);
-    config.admin_emails = vec![admin.clone()];
+    config.accounts.admin_emails = vec![admin.clone()];
     let app = spawn_app_with(config).await;
     app.signup(&signup_body(&admin, None)).await;
     let token = app.login_token(&admin, StatusCode::OK).await;

@@ -40,7 +40,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
         .map(|index| format!("admin-{index}@schemathesis.test"))
         .collect();
     let mut config = test_config(Store::Embedded, None, None);
-    config.admin_emails = admins.clone();
+    config.accounts.admin_emails = admins.clone();
     let app = spawn_app_with(config).await;
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemathesis/hooks.py");
     let work_dir = ScratchDir::new("schemathesis").unwrap();

@@ -116,6 +116,8 @@ SCHEMA_VALID_REFUSALS = {
     # The account's state decides: the hook's fresh accounts have no second factor, and
     # these answer 400 for that, as the original contract says.
     ("GET /api/v1/tfa/get_my_qrcode", "tfa.no_code_generator"),
+    ("POST /api/v1/tfa/get_my_qrcode", "tfa.no_code_generator"),
+    ("POST /api/v1/tfa/email_code", "tfa.not_enabled"),
     ("POST /api/v1/tfa/backup_codes", "tfa.not_enabled"),
     ("POST /api/v1/tfa/disable_tfa", "tfa.not_enabled"),
     ("PUT /api/v1/tfa/switch_device", "tfa.not_enabled"),
