@@ -224,7 +224,9 @@ async fn a_stopped_or_frozen_database_answers_503_with_retry_after_never_500_and
         .collect();
     assert!(
         server_errors.is_empty(),
-        "answers other than 503 among the 5xx: {server_errors:?}"
+        "answers other than 503 among the 5xx: {server_errors:?}\nwhat the service logged as \
+         errors:\n{}",
+        log_lines_of("ERROR").join("\n")
     );
     for answer in all
         .iter()

@@ -21,7 +21,7 @@ use utoipa::openapi::{
 use utoipa::Modify;
 
 use crate::http::error::{ApiError, Problem};
-#[cfg(test)]
+use twofold_domain::user::Refusal;
 use twofold_domain::UserError;
 
 /// The media type of every error body.
@@ -92,8 +92,31 @@ impl Modify for SecuritySchemes {
 
 /// Declares a type that lists the problems one operation answers, for the `responses(...)` of
 /// its `#[utoipa::path]`. Each entry is a value that converts into [`ApiError`], so the status,
-/// code and example the document shows are the ones the service sends.
+/// code and example the document shows are the ones the service sends. A list that starts with
+/// `proofs` also holds [`proof_problems`]: what checking the password and a second factor
+/// answers.
 macro_rules! problems {
+    ($(#[$doc:meta])* $name:ident: proofs $(, $error:expr)* $(,)?) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+            > {
+                let mut responses = std::collections::BTreeMap::new();
+                let errors = [$($crate::http::error::ApiError::from($error)),*];
+                for error in errors
+                    .into_iter()
+                    .chain($crate::http::openapi::proof_problems())
+                {
+                    $crate::http::openapi::add_problem(&mut responses, &error);
+                }
+                responses
+            }
+        }
+    };
     ($(#[$doc:meta])* $name:ident: $($error:expr),+ $(,)?) => {
         $(#[$doc])*
         pub struct $name;
@@ -121,6 +144,26 @@ fn rejected(status: StatusCode, code: &'static str, detail: &str) -> ApiError {
         code,
         detail: detail.to_owned(),
     }
+}
+
+/// What every operation that checks the password and a current second factor (a TOTP code, a
+/// backup code or an emailed code) can answer: wrong or spent proofs, the throttle they feed, a
+/// concurrent change, a busy hash pool and a store that is down.
+pub fn proof_problems() -> Vec<ApiError> {
+    vec![
+        Refusal::WrongPassword.into(),
+        Refusal::WrongCode.into(),
+        UserError::TfaCodeReplayed.into(),
+        UserError::EmailCodeExpired.into(),
+        UserError::AccountLocked.into(),
+        ApiError::Conflict,
+        UserError::Locked {
+            retry_after_secs: 60,
+        }
+        .into(),
+        UserError::HasherSaturated.into(),
+        ApiError::unavailable(),
+    ]
 }
 
 /// What every operation that takes a bearer token can answer.

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::Deserialize;
-use twofold_domain::user::{ChangeOutcome, Refusal};
+use twofold_domain::user::ChangeOutcome;
 use twofold_domain::values::UserId;
 use twofold_domain::{Actor, UserError};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
@@ -42,15 +42,8 @@ pub struct EraseMeRequest {
 problems!(
     /// What `erase_me` can answer besides what its inputs and token imply.
     EraseMeProblems:
+        proofs,
         UserError::SecondFactorRequired,
-        Refusal::WrongPassword,
-        Refusal::WrongCode,
-        UserError::TfaCodeReplayed,
-        UserError::AccountLocked,
-        ApiError::Conflict,
-        UserError::Locked { retry_after_secs: 60 },
-        UserError::HasherSaturated,
-        ApiError::unavailable(),
 );
 
 /// Erases the caller's account: every session ends at once, the address is free for a new

@@ -12,7 +12,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use twofold_domain::user::Refusal;
 use twofold_domain::values::SessionId;
 use twofold_domain::{Actor, UserError};
 use twofold_projections::SessionSummary;
@@ -150,17 +149,9 @@ async fn end_session(
 problems!(
     /// What `end_session_with_proofs` can answer besides what its inputs and token imply.
     EndSessionWithProofsProblems:
+        proofs,
         UserError::UnknownSession,
         UserError::SecondFactorRequired,
-        Refusal::WrongPassword,
-        Refusal::WrongCode,
-        UserError::TfaCodeReplayed,
-        UserError::EmailCodeExpired,
-        UserError::AccountLocked,
-        ApiError::Conflict,
-        UserError::Locked { retry_after_secs: 60 },
-        UserError::HasherSaturated,
-        ApiError::unavailable(),
 );
 
 /// Ends one of the caller's sessions, at any time: with the password and, with two-factor
@@ -246,16 +237,8 @@ problems!(
     /// What `end_other_sessions_with_proofs` can answer besides what its inputs and token
     /// imply.
     EndOtherSessionsWithProofsProblems:
+        proofs,
         UserError::SecondFactorRequired,
-        Refusal::WrongPassword,
-        Refusal::WrongCode,
-        UserError::TfaCodeReplayed,
-        UserError::EmailCodeExpired,
-        UserError::AccountLocked,
-        ApiError::Conflict,
-        UserError::Locked { retry_after_secs: 60 },
-        UserError::HasherSaturated,
-        ApiError::unavailable(),
 );
 
 /// Ends every session of the caller's but the current one, at any time: with the password

@@ -194,16 +194,9 @@ async fn get_my_qrcode(
 problems!(
     /// What `get_my_qrcode_with_proofs` can answer besides what its inputs and token imply.
     GetMyQrcodeWithProofsProblems:
+        proofs,
         UserError::NoCodeGenerator,
         UserError::SecondFactorRequired,
-        Refusal::WrongPassword,
-        Refusal::WrongCode,
-        UserError::TfaCodeReplayed,
-        UserError::AccountLocked,
-        ApiError::Conflict,
-        UserError::Locked { retry_after_secs: 60 },
-        UserError::HasherSaturated,
-        ApiError::unavailable(),
 );
 
 /// The QR code of the caller's authenticator app, again, at any time: with the password and

@@ -53,16 +53,8 @@ pub struct DisableTfaRequest {
 problems!(
     /// What `disable_tfa` can answer besides what its inputs and token imply.
     DisableTfaProblems:
+        proofs,
         UserError::TfaNotEnabled,
-        Refusal::WrongPassword,
-        Refusal::WrongCode,
-        UserError::TfaCodeReplayed,
-        UserError::EmailCodeExpired,
-        UserError::AccountLocked,
-        ApiError::Conflict,
-        UserError::Locked { retry_after_secs: 60 },
-        UserError::HasherSaturated,
-        ApiError::unavailable(),
 );
 
 /// Turns the second factor off; a notice is emailed.
@@ -120,16 +112,8 @@ pub struct SwitchDeviceRequest {
 problems!(
     /// What `switch_device` can answer besides what its inputs and token imply.
     SwitchDeviceProblems:
+        proofs,
         UserError::TfaNotEnabled,
-        Refusal::WrongPassword,
-        Refusal::WrongCode,
-        UserError::TfaCodeReplayed,
-        UserError::EmailCodeExpired,
-        UserError::AccountLocked,
-        ApiError::Conflict,
-        UserError::Locked { retry_after_secs: 60 },
-        UserError::HasherSaturated,
-        ApiError::unavailable(),
 );
 
 /// Replaces the device: a QR code for a new authenticator app, or an empty body for email;
