@@ -1,5 +1,6 @@
 //! Prometheus metrics, served at `/metrics`: HTTP requests by route template and status,
-//! logins by outcome, lockouts, emails, event-store command latency and the outbox relay.
+//! logins by outcome, lockouts, emails, event-store command latency, the outbox relay and
+//! the size of the embedded mode's in-memory store.
 //!
 //! Each [`Metrics`] owns its own recorder rather than installing a global one, so several
 //! services in one process (the integration tests start many) never count each other's work.
@@ -118,6 +119,17 @@ impl Metrics {
                 "outcome" => outcome
             )
             .record(took.as_secs_f64());
+        });
+    }
+
+    /// What the embedded mode's in-memory event store holds after a commit: `events` events
+    /// of `bytes` serialized bytes (see
+    /// [`MemEventRepository`](crate::app::store::MemEventRepository) for what is counted).
+    pub fn embedded_store(&self, events: usize, bytes: u64) {
+        self.record(|| {
+            // Gauges are f64, exact up to 2^53: far beyond what one process can hold.
+            metrics::gauge!("twofold_embedded_store_events").set(events as f64);
+            metrics::gauge!("twofold_embedded_store_bytes").set(bytes as f64);
         });
     }
 }

@@ -334,7 +334,8 @@ fn composed(
             }
         }
         Store::Memory(outbox) => {
-            let events = MemEventRepository::new(outbox.clone(), Arc::clone(&services.sealer));
+            let events = MemEventRepository::new(outbox.clone(), Arc::clone(&services.sealer))
+                .with_metrics(metrics.clone());
             let log: Arc<dyn EventLog> = Arc::new(events.clone());
             let views = Arc::new(MemViewStore::<UserView>::default());
             let sessions = Arc::new(MemViewStore::<SessionsView>::default());

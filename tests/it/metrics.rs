@@ -1,5 +1,6 @@
 //! `/metrics`: Prometheus counters and histograms for requests, logins, lockouts, commands,
-//! emails and the outbox relay, labelled by route template rather than raw path.
+//! emails and the outbox relay, labelled by route template rather than raw path, and the
+//! embedded store's size.
 
 use std::time::Duration;
 
@@ -206,4 +207,52 @@ async fn the_outbox_relay_counts_the_jobs_it_publishes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(published, Some(1.0), "the backup-codes email was relayed");
+}
+
+#[tokio::test]
+async fn the_embedded_store_reports_what_it_holds_and_postgres_does_not() {
+    let app = spawn_app(Store::Embedded).await;
+    let events = "twofold_embedded_store_events";
+    let bytes = "twofold_embedded_store_bytes";
+    let before = scrape(&app).await;
+    let (events_before, bytes_before) = (
+        sample(&before, events, &[]).expect(&before),
+        sample(&before, bytes, &[]).expect(&before),
+    );
+
+    // Three sign-ups without 2FA: one `SignedUp` event each.
+    for n in 0..3 {
+        let email = unique_email(&format!("metrics-store-{n}"));
+        let response = app.signup(&signup_body(&email, None)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let after = scrape(&app).await;
+    assert_eq!(sample(&after, events, &[]), Some(events_before + 3.0));
+    // Each event is counted by its serialized size: a `SignedUp` carries a sealed address and
+    // name and an Argon2 hash, so a few hundred bytes, and nothing near a whole kilobyte of
+    // overhead per event.
+    let grown = sample(&after, bytes, &[]).unwrap() - bytes_before;
+    assert!((3.0 * 200.0..3.0 * 4000.0).contains(&grown), "{grown}");
+
+    // A failed login records one more event, and the bytes grow with it.
+    let email = unique_email("metrics-store-login");
+    app.signup(&signup_body(&email, None)).await;
+    let before_login = scrape(&app).await;
+    let wrong = app.login(&email, "not the password at all").await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let after_login = scrape(&app).await;
+    assert_eq!(
+        sample(&after_login, events, &[]),
+        Some(sample(&before_login, events, &[]).unwrap() + 1.0)
+    );
+    assert!(sample(&after_login, bytes, &[]) > sample(&before_login, bytes, &[]));
+
+    let postgres = spawn_app(Store::Postgres).await;
+    let email = unique_email("metrics-store-pg");
+    postgres.signup(&signup_body(&email, None)).await;
+    let page = scrape(&postgres).await;
+    assert!(
+        !page.contains("twofold_embedded_store"),
+        "the Postgres mode holds no events in memory: {page}"
+    );
 }

@@ -128,6 +128,11 @@ impl BlockBuffer {
 pub struct Argon2Hasher {
     params: Argon2Params,
     jobs: SyncSender<Job>,
+    /// How many jobs may wait for a worker (the queue's capacity).
+    capacity: usize,
+    /// Jobs handed to the queue and not yet taken by a worker: counted up before a job goes
+    /// in and down after a worker took it out, so it never reads less than the queue holds.
+    waiting: Arc<AtomicUsize>,
     /// How many workers hold their Argon2 memory (the `/metrics` gauge).
     held: Arc<AtomicUsize>,
     /// Verified against when the user does not exist, so that an unknown email costs the same
@@ -142,12 +147,14 @@ impl Argon2Hasher {
         let (jobs, receiver) = sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         let held = Arc::new(AtomicUsize::new(0));
+        let waiting = Arc::new(AtomicUsize::new(0));
         for index in 0..workers.max(1) {
             let receiver = Arc::clone(&receiver);
             let memory = BlockBuffer::new(Arc::clone(&held));
+            let waiting = Arc::clone(&waiting);
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                .spawn(move || work(&receiver, memory))
+                .spawn(move || work(&receiver, &waiting, memory))
                 .map_err(|_| HasherError::Failed)?;
         }
         let mut dummy_password = [0u8; 32];
@@ -159,9 +166,23 @@ impl Argon2Hasher {
         Ok(Self {
             params,
             jobs,
+            capacity: queue,
+            waiting,
             held,
             dummy_hash,
         })
+    }
+
+    /// Whether a hash submitted now would find room in the queue: a cheap look, taken before
+    /// a request does the work that leads to its hash, so that a request the pool would turn
+    /// away is turned away before that work. It reserves nothing: the queue may fill before
+    /// the hash is submitted, which then is refused as [`HasherError::Saturated`] as ever.
+    ///
+    /// It may answer "no room" for a moment too long (a job is counted until a worker has
+    /// taken it out), never "room" when the queue is full. With a queue of 0 (hashes never
+    /// wait) it looks at the waiting jobs only, so an idle pool always has room.
+    pub fn has_room(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) < self.capacity.max(1)
     }
 
     /// How many workers hold Argon2 memory right now: 0 when idle, at most the pool size.
@@ -191,15 +212,52 @@ impl Argon2Hasher {
             let _entered = span.enter();
             let _ = reply.send(job(memory));
         });
-        match self.jobs.try_send(job) {
-            Ok(()) => answer.await.map_err(|_| HasherError::Failed),
+        self.submit(job)?;
+        answer.await.map_err(|_| HasherError::Failed)
+    }
+
+    /// Puts `job` in the queue, or answers `Saturated` at once when it is full.
+    fn submit(&self, job: Job) -> Result<(), HasherError> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let sent = self.jobs.try_send(job);
+        if sent.is_err() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        match sent {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(HasherError::Saturated),
             Err(TrySendError::Disconnected(_)) => Err(HasherError::Failed),
         }
     }
+
+    /// Keeps every worker busy and the queue full until the returned guard is dropped, for
+    /// tests of what a saturated pool answers. Waits (up to 10 s) for the workers to take
+    /// their jobs before filling the queue.
+    #[cfg(test)]
+    pub(crate) fn hold_busy(&self, workers: usize) -> Vec<std::sync::mpsc::Sender<()>> {
+        let mut gates = Vec::new();
+        let mut block = || {
+            let (gate, wait) = std::sync::mpsc::channel::<()>();
+            gates.push(gate);
+            self.submit(Box::new(move |_| {
+                let _ = wait.recv();
+            }))
+        };
+        for _ in 0..workers {
+            assert_eq!(block(), Ok(()));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.waiting.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for _ in 0..self.capacity {
+            assert_eq!(block(), Ok(()));
+        }
+        gates
+    }
 }
 
-fn work(receiver: &Mutex<Receiver<Job>>, mut memory: BlockBuffer) {
+fn work(receiver: &Mutex<Receiver<Job>>, waiting: &AtomicUsize, mut memory: BlockBuffer) {
     loop {
         // The next job if one is waiting right now. While another worker holds the lock it
         // is waiting for a job itself, so the queue is empty: this one is idle too, and must
@@ -228,6 +286,7 @@ fn work(receiver: &Mutex<Receiver<Job>>, mut memory: BlockBuffer) {
                 }
             }
         };
+        waiting.fetch_sub(1, Ordering::AcqRel);
         job(&mut memory);
     }
 }
@@ -371,5 +430,26 @@ mod tests {
             results.contains(&Err(HasherError::Saturated)),
             "{results:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_leaves_no_room_until_a_worker_takes_a_job() {
+        let hasher = hasher(1);
+        assert!(hasher.has_room(), "an idle pool");
+        let held = hasher.hold_busy(1);
+        assert!(!hasher.has_room(), "one hash running and one waiting");
+        let password = SecretString::from("a password");
+        let hash = hasher.dummy_hash.clone();
+        assert_eq!(
+            hasher.verify(&password, &hash).await,
+            Err(HasherError::Saturated)
+        );
+        drop(held);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !hasher.has_room() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(hasher.has_room());
+        assert_eq!(hasher.verify(&password, &hash).await, Ok(false));
     }
 }

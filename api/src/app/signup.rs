@@ -34,11 +34,13 @@ impl App {
     /// Creates the account. With an authenticator app the answer is the code to scan. When
     /// sign-up conceals existing accounts, a taken address gets the very same answer (the code
     /// of a seed never stored) and its owner an email; otherwise it is `user.email_taken`.
+    /// While the hash pool has no room it is `service.busy` before anything is read.
     pub async fn sign_up(
         &self,
         account: NewAccount,
         metadata: &EventMetadata,
     ) -> Result<Option<ScanCode>, AppError> {
+        self.ensure_hash_room()?;
         let user_id = UserId::from_uuid(self.services.rng.uuid());
         let enrolment = account.device.map(|device| self.new_enrolment(device));
         let (tfa, seed, secrets) = match enrolment {

@@ -1,8 +1,18 @@
 //! The in-memory event repository of the embedded mode. It keeps the guarantees the Postgres
 //! one gives (optimistic concurrency per aggregate, unique emails, atomic commits), which
 //! cqrs-es's own `MemStore` does not: it appends without checking sequences.
+//!
+//! Every event stays in process memory for the life of the process, so the embedded mode's
+//! memory grows with use. So that nobody takes that growth for a leak, the store reports what
+//! it holds on each commit (`twofold_embedded_store_events`, `twofold_embedded_store_bytes`).
+//! The bytes are the events' serialized size: the JSON text of each event's payload and
+//! metadata (personal data sealed, as stored) plus its aggregate id, type, event type and
+//! version strings. In memory they are held as `serde_json` values, which take more than
+//! their text, and each event also has its commit time and index entry beside it: the
+//! figure grows exactly as the store does, but it is a lower bound of the heap it takes.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -22,6 +32,7 @@ use super::{
     email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
     PersonalResealed, Snapshot,
 };
+use crate::metrics::Metrics;
 use twofold_nats::MailJob;
 
 #[derive(Default)]
@@ -38,6 +49,39 @@ struct Stored {
     snapshots: HashMap<String, Snapshot>,
     /// The users' data keys, sealed.
     keys: HashMap<String, SealedSecret>,
+    /// The serialized size of `log` (see [`serialized_size`]).
+    bytes: u64,
+}
+
+/// Counts what is written to it.
+#[derive(Default)]
+struct ByteCount(u64);
+
+impl Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The bytes `event` is counted for: the JSON text of its payload and metadata, and its
+/// aggregate id, aggregate type, event type and event version.
+fn serialized_size(event: &SerializedEvent) -> u64 {
+    let mut count = ByteCount::default();
+    // Writing a JSON value to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, &event.payload);
+    let _ = serde_json::to_writer(&mut count, &event.metadata);
+    let strings = [
+        &event.aggregate_id,
+        &event.aggregate_type,
+        &event.event_type,
+        &event.event_version,
+    ];
+    count.0 + strings.iter().map(|text| text.len() as u64).sum::<u64>()
 }
 
 impl Stored {
@@ -89,6 +133,8 @@ pub struct MemEventRepository {
     stored: Arc<Mutex<Stored>>,
     outbox: tokio::sync::mpsc::UnboundedSender<MailJob>,
     sealer: Arc<dyn SecretSealer>,
+    /// Where the store reports what it holds, if anywhere.
+    metrics: Option<Metrics>,
 }
 
 fn poisoned() -> PersistenceError {
@@ -106,7 +152,17 @@ impl MemEventRepository {
             stored: Arc::default(),
             outbox,
             sealer,
+            metrics: None,
         }
+    }
+
+    /// Reports what the store holds into `metrics`, now and after each commit.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        if let Ok(stored) = self.stored.lock() {
+            metrics.embedded_store(stored.log.len(), stored.bytes);
+        }
+        self.metrics = Some(metrics);
+        self
     }
 
     fn select(
@@ -270,11 +326,16 @@ impl EventRepository for MemEventRepository {
             let position = stored.log.len();
             stored.log.push(event.clone());
             stored.recorded_at.push(now);
+            stored.bytes += serialized_size(event);
             stored
                 .streams
                 .entry(key.clone())
                 .or_default()
                 .push(position);
+        }
+        // Under the lock, so that a later commit's figures are never overwritten by these.
+        if let Some(metrics) = &self.metrics {
+            metrics.embedded_store(stored.log.len(), stored.bytes);
         }
         if let Some(claim) = &commit.email_claim {
             if let Some(current) = claim.digests.first() {
@@ -404,5 +465,95 @@ impl EventLog for MemEventRepository {
         after: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         self.select(<User as Aggregate>::TYPE, aggregate_id, after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(user: &str, sequence: usize, payload: Value) -> SerializedEvent {
+        SerializedEvent {
+            aggregate_id: user.to_owned(),
+            sequence,
+            aggregate_type: "User".to_owned(),
+            event_type: "AccountLocked".to_owned(),
+            event_version: "1.0".to_owned(),
+            payload,
+            metadata: json!({"actor": "cli", "request_id": "r-1"}),
+        }
+    }
+
+    /// The value of the unlabelled sample `name` on `metrics`' page.
+    fn gauge(metrics: &Metrics, name: &str) -> Option<f64> {
+        metrics.render().lines().find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name).then(|| value.parse().ok())?
+        })
+    }
+
+    #[tokio::test]
+    async fn the_store_reports_the_events_it_holds_and_their_serialized_bytes() {
+        let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
+        let metrics = Metrics::new();
+        let repository =
+            MemEventRepository::new(outbox, Arc::new(twofold_domain::testing::HexSealer))
+                .with_metrics(metrics.clone());
+        assert_eq!(gauge(&metrics, "twofold_embedded_store_events"), Some(0.0));
+        assert_eq!(gauge(&metrics, "twofold_embedded_store_bytes"), Some(0.0));
+
+        let first = [
+            event(
+                "a",
+                1,
+                json!({"AccountLocked": {"at": "2026-01-01T00:00:00Z"}}),
+            ),
+            event(
+                "a",
+                2,
+                json!({"AccountUnlocked": {"at": "2026-01-01T00:00:01Z"}}),
+            ),
+        ];
+        let second = [event("b", 1, json!({"AccountLocked": {"at": "x"}}))];
+        for events in [&first[..], &second[..]] {
+            repository
+                .commit(Commit {
+                    events,
+                    ..Commit::default()
+                })
+                .await
+                .unwrap();
+        }
+        // A refused commit (a sequence already taken) adds nothing.
+        let refused = repository
+            .commit(Commit {
+                events: &second,
+                ..Commit::default()
+            })
+            .await;
+        assert!(matches!(
+            refused,
+            Err(PersistenceError::OptimisticLockError)
+        ));
+
+        let expected: usize = first
+            .iter()
+            .chain(&second)
+            .map(|event| {
+                serde_json::to_vec(&event.payload).unwrap().len()
+                    + serde_json::to_vec(&event.metadata).unwrap().len()
+                    + "User".len()
+                    + "AccountLocked".len()
+                    + "1.0".len()
+                    + 1
+            })
+            .sum();
+        assert_eq!(gauge(&metrics, "twofold_embedded_store_events"), Some(3.0));
+        assert_eq!(
+            gauge(&metrics, "twofold_embedded_store_bytes"),
+            Some(expected as f64)
+        );
     }
 }
