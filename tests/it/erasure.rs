@@ -593,7 +593,14 @@ async fn an_account_from_before_per_user_keys_is_sealed_at_the_next_start_and_er
         .login_token("alan@example.com", StatusCode::OK)
         .await;
     let erased = erase_me(&restarted, &token, &json!({"password": PASSWORD})).await;
-    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+    let status = erased.status();
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "{}\nwhat the service logged as errors:\n{}",
+        erased.text().await.unwrap_or_default(),
+        crate::helpers::log_lines_of("ERROR").join("\n")
+    );
     let dump = pg_dump(&restarted);
     for trace in traces {
         assert!(!dump.contains(trace), "{trace} is in the database");

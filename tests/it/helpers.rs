@@ -198,13 +198,25 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     };
     TestApp {
         address,
-        http: reqwest::Client::new(),
+        http: test_client(),
         config,
         db,
         mailer: None,
         server,
         _scratch: scratch,
     }
+}
+
+/// The HTTP client of a test app. It forgets an idle connection well before the service's idle
+/// timeout closes it (`TWOFOLD_IDLE_TIMEOUT`, 5 s by default): a test that waits some seconds
+/// between two requests would otherwise send the second on a connection the service is
+/// closing at that moment, and read no answer (as any client that keeps connections longer than
+/// the server does).
+pub fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client")
 }
 
 /// The captured log lines that mention `request_id`.
