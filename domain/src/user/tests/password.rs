@@ -72,6 +72,37 @@ fn a_change_with_the_right_current_password_ends_every_other_session() {
 }
 
 #[test]
+fn an_admin_locked_account_cannot_change_its_password_even_with_the_right_one() {
+    let locked = || {
+        vec![
+            signed_up(),
+            started(0),
+            UserEvent::AccountLocked { at: at(1) },
+        ]
+    };
+    let change = |current: &str| {
+        UserCommand::ChangePassword(ChangePassword {
+            current: secret(current),
+            new: new_password(),
+            keep_session: Some(session(0)),
+        })
+    };
+    test_at(9)
+        .given(locked())
+        .when(change(PASSWORD))
+        .then_expect_error(UserError::AccountLocked);
+    // A wrong password still counts, and says nothing about the lock.
+    test_at(9)
+        .given(locked())
+        .when(change("not the password"))
+        .then_expect_events(vec![UserEvent::LoginFailed {
+            factor: Factor::Password,
+            challenge_id: None,
+            at: at(9),
+        }]);
+}
+
+#[test]
 fn a_wrong_current_password_is_a_failed_password_attempt() {
     test_at(9)
         .given(vec![signed_up()])
