@@ -5,7 +5,8 @@
 //! Each [`Metrics`] owns its own recorder rather than installing a global one, so several
 //! services in one process (the integration tests start many) never count each other's work.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -28,7 +29,26 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    http: Arc<HttpSeries>,
 }
+
+/// The request counter and latency histogram of one method, status and route template.
+#[derive(Clone)]
+struct HttpSeriesHandles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// The HTTP series registered so far, by method and status, then route template: every
+/// request after the first of its series records through the handles, without building the
+/// labels (three strings) and the keys again and looking them up in the registry. Bounded:
+/// the routes are the router's templates (or [`UNMATCHED_ROUTE`]), the methods a closed set
+/// of labels, the statuses those the service answers.
+#[derive(Default)]
+struct HttpSeries(RwLock<HashMap<(&'static str, u16), RouteSeries>>);
+
+/// The series of one method and status, by route template.
+type RouteSeries = HashMap<Box<str>, HttpSeriesHandles>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -48,6 +68,7 @@ impl Metrics {
         Self {
             recorder: Arc::new(recorder),
             handle,
+            http: Arc::default(),
         }
     }
 
@@ -68,22 +89,55 @@ impl Metrics {
         ([(header::CONTENT_TYPE, content_type)], self.render()).into_response()
     }
 
-    fn record(&self, record: impl FnOnce()) {
-        metrics::with_local_recorder(self.recorder.as_ref(), record);
+    fn record<T>(&self, record: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(self.recorder.as_ref(), record)
     }
 
     /// One HTTP request answered.
-    pub fn http_request(&self, method: &str, route: &str, status: StatusCode, took: Duration) {
+    pub fn http_request(
+        &self,
+        method: &'static str,
+        route: &str,
+        status: StatusCode,
+        took: Duration,
+    ) {
+        let seconds = took.as_secs_f64();
+        let status = status.as_u16();
+        {
+            let known = self.http.0.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(handles) = known
+                .get(&(method, status))
+                .and_then(|routes| routes.get(route))
+            {
+                handles.requests.increment(1);
+                handles.duration.record(seconds);
+                return;
+            }
+        }
+        let handles = self.http_series(method, route, status);
+        handles.requests.increment(1);
+        handles.duration.record(seconds);
+    }
+
+    /// Registers the series of a method, route and status not seen before (or seen by a
+    /// request running at the same time: the registry then hands out the same handles).
+    fn http_series(&self, method: &'static str, route: &str, status: u16) -> HttpSeriesHandles {
         let labels = [
             ("method", method.to_owned()),
             ("route", route.to_owned()),
-            ("status", status.as_u16().to_string()),
+            ("status", status.to_string()),
         ];
-        self.record(|| {
-            metrics::counter!("twofold_http_requests_total", &labels).increment(1);
-            metrics::histogram!("twofold_http_request_duration_seconds", &labels)
-                .record(took.as_secs_f64());
+        let handles = self.record(|| HttpSeriesHandles {
+            requests: metrics::counter!("twofold_http_requests_total", &labels),
+            duration: metrics::histogram!("twofold_http_request_duration_seconds", &labels),
         });
+        let mut known = self.http.0.write().unwrap_or_else(PoisonError::into_inner);
+        known
+            .entry((method, status))
+            .or_default()
+            .entry(Box::from(route))
+            .or_insert(handles)
+            .clone()
     }
 
     /// One login step ended: `step` is `password`, `second_factor` or `backup_code`; `outcome`
@@ -137,14 +191,15 @@ impl Metrics {
 /// The route template a request matched, carried out on its response so that the outer
 /// [`track`] layer (which runs before routing) can label it.
 #[derive(Clone)]
-struct MatchedRoute(Arc<str>);
+struct MatchedRoute(MatchedPath);
 
 /// Route layer: copies the matched route template onto the response.
 pub async fn mark_route(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|path| MatchedRoute(Arc::from(path.as_str())));
+        .cloned()
+        .map(MatchedRoute);
     let mut response = next.run(request).await;
     if let Some(route) = route {
         response.extensions_mut().insert(route);
@@ -160,7 +215,7 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
     let route = response
         .extensions()
         .get::<MatchedRoute>()
-        .map_or(UNMATCHED_ROUTE, |route| &route.0);
+        .map_or(UNMATCHED_ROUTE, |route| route.0.as_str());
     metrics.http_request(method, route, response.status(), started.elapsed());
     response
 }

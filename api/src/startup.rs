@@ -10,11 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
+use axum::response::Response;
 use axum::Router;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use twofold_domain::{User, UserServices};
@@ -42,12 +44,13 @@ use crate::app::unknown_accounts::{
 use crate::app::views::{upcasters, ViewSet};
 use crate::app::{App, Parts, Settings};
 use crate::config::{Checked, Config, ConfigProblems, Keys};
+use crate::http::hygiene;
 use crate::http::jwt::TokenService;
 use crate::http::rate_limit::ClientRateLimit;
 use crate::http::state::AppState;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::telemetry::REQUEST_ID_HEADER;
+use crate::telemetry::{MakeRandomRequestId, REQUEST_ID_HEADER};
 
 /// Largest request body accepted; every Twofold request is a few hundred bytes.
 const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -525,30 +528,44 @@ impl Application {
                 crate::http::rate_limit::limit,
             ));
         }
-        // Inside the hygiene headers and the request span: a panic's answer gets both.
-        let router = router.layer(CatchPanicLayer::custom(answer_panic));
-        let router = crate::http::hygiene::apply(router, &cors_origins)
-            .layer(axum::middleware::from_fn_with_state(
-                metrics,
-                crate::metrics::track,
-            ))
-            .layer(PropagateRequestIdLayer::new(request_id.clone()))
-            .layer(
-                TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                    let request_id = request
-                        .headers()
-                        .get(REQUEST_ID_HEADER)
-                        .and_then(|value| value.to_str().ok())
-                        .unwrap_or_default();
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id,
-                    )
-                }),
-            )
-            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+        // The layers every request goes through, outermost first, as one layer of the router:
+        // each layer of a router boxes the service below it, and every request cloned that
+        // whole chain once per layer. Panics are caught inside the hygiene headers and the
+        // request span, so a panic's answer gets both.
+        let router = router.layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(
+                    request_id.clone(),
+                    MakeRandomRequestId,
+                ))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                        let request_id = request
+                            .headers()
+                            .get(REQUEST_ID_HEADER)
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            request_id,
+                        )
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(axum::middleware::from_fn_with_state(
+                    metrics,
+                    crate::metrics::track,
+                ))
+                .option_layer(hygiene::cors(&cors_origins))
+                .layer(MapResponseLayer::new(
+                    hygiene::add_security_headers as fn(Response) -> Response,
+                ))
+                .layer(axum::middleware::from_fn(hygiene::limit_uri))
+                .layer(axum::middleware::from_fn(hygiene::problem_for_bare_errors))
+                .layer(CatchPanicLayer::custom(answer_panic)),
+        );
         let listener = socket
             .listen(LISTEN_BACKLOG)
             .with_context(|| format!("TWOFOLD_ADDR: cannot listen on {}", config.http.addr))?;

@@ -24,3 +24,23 @@ pub fn init(format: LogFormat) {
             .try_init(),
     };
 }
+
+/// Request ids for requests that bring none: random UUIDs (v4), as unique across instances
+/// as any, drawn from the thread's cryptographic generator (seeded by the operating system)
+/// rather than from a system call per request, and formatted without allocating a string.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MakeRandomRequestId;
+
+impl tower_http::request_id::MakeRequestId for MakeRandomRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _request: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut text = uuid::Uuid::encode_buffer();
+        let text = id.hyphenated().encode_lower(&mut text);
+        axum::http::HeaderValue::from_str(text)
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}

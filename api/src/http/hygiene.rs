@@ -6,9 +6,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::http::error::ApiError;
 
@@ -35,23 +33,17 @@ const SECURITY_HEADERS: [(HeaderName, &str); 6] = [
 /// parser answers it with a bare 414 itself.)
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
-/// Adds the security headers, and CORS for `allowed_origins` if there are any. Every error
-/// answer is problem+json: a URI that is too long, and an error that a layer below the routes
-/// gave without a body, get one with a code for their status.
-pub fn apply(router: Router, allowed_origins: &[HeaderValue]) -> Router {
-    let mut router = router
-        .layer(axum::middleware::from_fn(problem_for_bare_errors))
-        .layer(axum::middleware::from_fn(limit_uri));
-    for (name, value) in SECURITY_HEADERS {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(
-            name,
-            HeaderValue::from_static(value),
-        ));
-    }
+/// CORS for `allowed_origins`, if there are any (none: CORS stays closed).
+///
+/// With [`add_security_headers`], [`limit_uri`] and [`problem_for_bare_errors`], this is the
+/// hygiene the router's outer layer stack (`startup`) gives every answer: the security headers,
+/// and problem+json for every error answer (a URI that is too long, and an error that a layer
+/// below the routes gave without a body, get one with a code for their status).
+pub fn cors(allowed_origins: &[HeaderValue]) -> Option<CorsLayer> {
     if allowed_origins.is_empty() {
-        return router;
+        return None;
     }
-    router.layer(
+    Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(allowed_origins.iter().cloned()))
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
@@ -60,8 +52,19 @@ pub fn apply(router: Router, allowed_origins: &[HeaderValue]) -> Router {
     )
 }
 
+/// Adds each of [`SECURITY_HEADERS`] that the response does not have.
+pub fn add_security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
+}
+
 /// Answers 414 problem+json to a URI over [`MAX_URI_BYTES`].
-async fn limit_uri(request: Request, next: Next) -> Response {
+pub async fn limit_uri(request: Request, next: Next) -> Response {
     let length = request
         .uri()
         .path_and_query()
@@ -74,7 +77,7 @@ async fn limit_uri(request: Request, next: Next) -> Response {
 
 /// Gives an error answer without a body (a method the route does not take, a layer's
 /// rejection) the problem+json of its status; the headers it had (`Allow`, `Retry-After`) stay.
-async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     let bare = (status.is_client_error() || status.is_server_error())
