@@ -7,13 +7,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 
 /// Histogram buckets in seconds, from a cache-speed command to a slow Argon2 login.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -22,7 +27,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 /// The route label of requests that matched no route (404s, and answers from layers that
 /// run before routing, such as the per-client rate limit).
-const UNMATCHED_ROUTE: &str = "unmatched";
+pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// The recorder of one service and the handle that renders it.
 #[derive(Clone)]
@@ -189,39 +194,88 @@ impl Metrics {
 }
 
 /// The route template a request matched, carried out on its response so that the outer
-/// [`track`] layer (which runs before routing) can label it.
+/// [`Hygiene`](crate::http::hygiene::Hygiene) layer (which runs before routing) can label it.
 #[derive(Clone)]
-struct MatchedRoute(MatchedPath);
+pub struct MatchedRoute(MatchedPath);
 
-/// Route layer: copies the matched route template onto the response.
-pub async fn mark_route(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .cloned()
-        .map(MatchedRoute);
-    let mut response = next.run(request).await;
-    if let Some(route) = route {
-        response.extensions_mut().insert(route);
+impl MatchedRoute {
+    /// The route template, such as `/api/v1/users/{id}`.
+    pub fn template(&self) -> &str {
+        self.0.as_str()
     }
-    response
 }
 
-/// Outermost layer: counts and times every request by method, route template and status.
-pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let response = next.run(request).await;
-    let route = response
-        .extensions()
-        .get::<MatchedRoute>()
-        .map_or(UNMATCHED_ROUTE, |route| route.0.as_str());
-    metrics.http_request(method, route, response.status(), started.elapsed());
-    response
+/// Route layer: copies the matched route template onto the response, as [`MatchedRoute`].
+#[derive(Clone, Copy, Default)]
+pub struct MarkRouteLayer;
+
+impl<S> Layer<S> for MarkRouteLayer {
+    type Service = MarkRoute<S>;
+
+    fn layer(&self, inner: S) -> MarkRoute<S> {
+        MarkRoute { inner }
+    }
+}
+
+/// The service of [`MarkRouteLayer`]: it calls the route directly and wraps its future,
+/// without boxing either per request.
+#[derive(Clone)]
+pub struct MarkRoute<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for MarkRoute<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = MarkRouteFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .cloned()
+            .map(MatchedRoute);
+        MarkRouteFuture {
+            future: self.inner.call(request),
+            route,
+        }
+    }
+}
+
+pin_project! {
+    /// The route's answer, marked with its template.
+    pub struct MarkRouteFuture<F> {
+        #[pin]
+        future: F,
+        route: Option<MatchedRoute>,
+    }
+}
+
+impl<F, E> Future for MarkRouteFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.future.poll(cx))?;
+        if let Some(route) = this.route.take() {
+            response.extensions_mut().insert(route);
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The method as a label; clients can send any token, so unknown ones share one label.
-fn method_label(method: &Method) -> &'static str {
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

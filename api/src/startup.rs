@@ -10,11 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
-use axum::response::Response;
 use axum::Router;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -504,7 +502,7 @@ impl Application {
         };
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
         let router = crate::http::routes::router()
-            .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
+            .route_layer(crate::metrics::MarkRouteLayer)
             .with_state(state)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
             .layer(RequestBodyTimeoutLayer::new(
@@ -554,16 +552,8 @@ impl Application {
                     }),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(axum::middleware::from_fn_with_state(
-                    metrics,
-                    crate::metrics::track,
-                ))
+                .layer(hygiene::HygieneLayer::new(metrics))
                 .option_layer(hygiene::cors(&cors_origins))
-                .layer(MapResponseLayer::new(
-                    hygiene::add_security_headers as fn(Response) -> Response,
-                ))
-                .layer(axum::middleware::from_fn(hygiene::limit_uri))
-                .layer(axum::middleware::from_fn(hygiene::problem_for_bare_errors))
                 .layer(CatchPanicLayer::custom(answer_panic)),
         );
         let listener = socket

@@ -1,14 +1,23 @@
 //! HTTP hygiene applied to every response: security headers, CORS that is closed unless
-//! origins are configured, and problem+json for every error (a URI too long, a bare rejection).
+//! origins are configured, problem+json for every error (a URI too long, a bare rejection),
+//! and the request metrics.
 
-use axum::body::HttpBody;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
+use axum::http::{header, HeaderName, HeaderValue, Method, Response as HttpResponse};
 use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::http::error::ApiError;
+use crate::metrics::{method_label, MatchedRoute, Metrics, UNMATCHED_ROUTE};
 
 /// Headers every response carries unless the handler set its own. The API serves JSON and
 /// PNG only, so nothing may be framed, sniffed, cached (token responses must not be, RFC 6749
@@ -35,10 +44,8 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// CORS for `allowed_origins`, if there are any (none: CORS stays closed).
 ///
-/// With [`add_security_headers`], [`limit_uri`] and [`problem_for_bare_errors`], this is the
-/// hygiene the router's outer layer stack (`startup`) gives every answer: the security headers,
-/// and problem+json for every error answer (a URI that is too long, and an error that a layer
-/// below the routes gave without a body, get one with a code for their status).
+/// It sits inside [`Hygiene`] in the router's outer layer stack (`startup`), so CORS answers
+/// (preflights) are counted and carry the security headers too.
 pub fn cors(allowed_origins: &[HeaderValue]) -> Option<CorsLayer> {
     if allowed_origins.is_empty() {
         return None;
@@ -53,7 +60,7 @@ pub fn cors(allowed_origins: &[HeaderValue]) -> Option<CorsLayer> {
 }
 
 /// Adds each of [`SECURITY_HEADERS`] that the response does not have.
-pub fn add_security_headers(mut response: Response) -> Response {
+fn add_security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         if !headers.contains_key(&name) {
@@ -63,22 +70,9 @@ pub fn add_security_headers(mut response: Response) -> Response {
     response
 }
 
-/// Answers 414 problem+json to a URI over [`MAX_URI_BYTES`].
-pub async fn limit_uri(request: Request, next: Next) -> Response {
-    let length = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |target| target.as_str().len());
-    if length > MAX_URI_BYTES {
-        return ApiError::uri_too_long(MAX_URI_BYTES).into_response();
-    }
-    next.run(request).await
-}
-
 /// Gives an error answer without a body (a method the route does not take, a layer's
 /// rejection) the problem+json of its status; the headers it had (`Allow`, `Retry-After`) stay.
-pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn problem_for_bare_error(response: Response) -> Response {
     let status = response.status();
     let bare = (status.is_client_error() || status.is_server_error())
         && !response.headers().contains_key(header::CONTENT_TYPE)
@@ -93,6 +87,137 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
         }
     }
     problem
+}
+
+/// The layer of [`Hygiene`].
+#[derive(Clone)]
+pub struct HygieneLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl HygieneLayer {
+    /// Counts and times requests in `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            metrics: Arc::new(metrics),
+        }
+    }
+}
+
+impl<S> Layer<S> for HygieneLayer {
+    type Service = Hygiene<S>;
+
+    fn layer(&self, inner: S) -> Hygiene<S> {
+        Hygiene {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// What every request and answer passes: a URI over [`MAX_URI_BYTES`] is answered 414
+/// problem+json here, an error answer without a body gets the problem+json of its status,
+/// every answer gets [`SECURITY_HEADERS`], and every request is counted and timed by method,
+/// route template and status.
+///
+/// One service, not a `from_fn` middleware per concern: each of those boxed the service below
+/// it and its future on every request. This one calls the service below directly and wraps
+/// its future without allocating (issue 15 holds `test-token` to a verify-only endpoint).
+#[derive(Clone)]
+pub struct Hygiene<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Hygiene<S>
+where
+    S: Service<Request<B>, Response = HttpResponse<ResBody>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = HygieneFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = method_label(request.method());
+        let length = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |target| target.as_str().len());
+        let answer = if length > MAX_URI_BYTES {
+            Answer::UriTooLong
+        } else {
+            Answer::Routed {
+                future: self.inner.call(request),
+            }
+        };
+        HygieneFuture {
+            answer,
+            started,
+            method,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of [`Hygiene`]: the service's answer, completed.
+    pub struct HygieneFuture<F> {
+        #[pin]
+        answer: Answer<F>,
+        started: Instant,
+        method: &'static str,
+        metrics: Arc<Metrics>,
+    }
+}
+
+pin_project! {
+    /// Where the answer comes from.
+    #[project = AnswerProjection]
+    enum Answer<F> {
+        /// The URI was too long for the service below to see.
+        UriTooLong,
+        /// The service below answers.
+        Routed { #[pin] future: F },
+    }
+}
+
+impl<F, ResBody, E> Future for HygieneFuture<F>
+where
+    F: Future<Output = Result<HttpResponse<ResBody>, E>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.answer.project() {
+            AnswerProjection::UriTooLong => ApiError::uri_too_long(MAX_URI_BYTES).into_response(),
+            AnswerProjection::Routed { future } => match ready!(future.poll(cx)) {
+                Ok(response) => problem_for_bare_error(response.map(Body::new)),
+                Err(error) => return Poll::Ready(Err(error)),
+            },
+        };
+        let response = add_security_headers(response);
+        let route = response
+            .extensions()
+            .get::<MatchedRoute>()
+            .map_or(UNMATCHED_ROUTE, MatchedRoute::template);
+        this.metrics.http_request(
+            this.method,
+            route,
+            response.status(),
+            this.started.elapsed(),
+        );
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// Parses `TWOFOLD_CORS_ORIGINS`: comma-separated origins such as `https://app.example.com`.
