@@ -2,6 +2,9 @@
 //! raw Argon2id verifications on the same pool, JWT verification alone (as an endpoint and
 //! in-process), a raw cqrs-es command, a raw scan of the events table and a NATS publish-ack.
 
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +22,7 @@ use postgres_es::PostgresEventRepository;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use twofold_api::adapters::{Argon2Hasher, Argon2Params};
 use twofold_api::http::jwt::{Access, JwtKey, Lifetimes, TokenService};
 
@@ -155,6 +159,58 @@ pub fn start_verify_endpoint(tokens: Arc<TokenService>, threads: usize) -> anyho
             });
         })?;
     Ok(url)
+}
+
+/// The verify-only endpoint in a process of its own, as Twofold is: the load generator then
+/// reaches both through the same loopback between two processes, with the same context
+/// switches between address spaces. (Inside the benchmark's process the endpoint shares the
+/// load generator's address space, and its switches are cheaper: see `test_token_curve`.)
+pub struct VerifyProcess {
+    pub url: String,
+    _child: tokio::process::Child,
+}
+
+/// Starts `twofold-bench verify-endpoint` with the key in `key_file`; it is killed when the
+/// returned value is dropped.
+pub async fn spawn_verify_endpoint(key_file: &Path) -> anyhow::Result<VerifyProcess> {
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("verify-endpoint")
+        .arg("--key-file")
+        .arg(key_file)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the verify-only endpoint's process")?;
+    let stdout = child.stdout.take().context("the endpoint's stdout")?;
+    let mut url = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        BufReader::new(stdout).read_line(&mut url),
+    )
+    .await
+    .context("the verify-only endpoint did not say where it listens")??;
+    let url = url.trim().to_owned();
+    anyhow::ensure!(
+        url.starts_with("http://"),
+        "the verify-only endpoint said {url:?}"
+    );
+    Ok(VerifyProcess { url, _child: child })
+}
+
+/// The body of `twofold-bench verify-endpoint`: serves the verify-only endpoint for the key
+/// in `key_file` on as many runtime threads as Twofold has, prints its URL and serves until
+/// killed.
+pub async fn serve_verify_endpoint(key_file: &Path, threads: usize) -> anyhow::Result<()> {
+    let pem = std::fs::read_to_string(key_file)
+        .with_context(|| format!("reading {}", key_file.display()))?;
+    let url = start_verify_endpoint(token_service(&pem)?, threads)?;
+    // The parent reads this one line (the lint forbids stray prints; this is the protocol).
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{url}")?;
+    stdout.flush()?;
+    drop(stdout);
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 /// The smallest aggregate: a counter, for the raw cost of one cqrs-es command.

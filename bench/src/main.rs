@@ -28,6 +28,10 @@ enum Which {
     All,
     Embedded,
     Postgres,
+    /// Not a stack: the verify-only endpoint, started by the benchmark as a process of its
+    /// own (`--key-file`).
+    #[value(hide = true)]
+    VerifyEndpoint,
 }
 
 #[derive(Parser)]
@@ -63,6 +67,9 @@ struct Args {
     /// Where the results go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// The JWT key of `verify-endpoint`.
+    #[arg(long, hide = true)]
+    key_file: Option<PathBuf>,
 }
 
 fn settings(args: &Args, hash_workers: usize) -> Settings {
@@ -285,6 +292,14 @@ fn plots(curves: &[(Mode, suite::Curves)]) -> Vec<Plot> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let hash_workers = std::thread::available_parallelism().map_or(1, usize::from);
+    if args.which == Which::VerifyEndpoint {
+        let key_file = args
+            .key_file
+            .as_deref()
+            .context("verify-endpoint needs --key-file")?;
+        return limits::serve_verify_endpoint(key_file, hash_workers).await;
+    }
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
@@ -294,7 +309,6 @@ async fn main() -> anyhow::Result<()> {
         nats_url: args.nats_url.clone(),
         bin_dir,
     };
-    let hash_workers = std::thread::available_parallelism().map_or(1, usize::from);
     let settings = settings(&args, hash_workers);
     let machine = machine();
     eprintln!("{machine}");
@@ -303,6 +317,7 @@ async fn main() -> anyhow::Result<()> {
         Which::All => &[Mode::Embedded, Mode::Postgres],
         Which::Embedded => &[Mode::Embedded],
         Which::Postgres => &[Mode::Postgres],
+        Which::VerifyEndpoint => &[],
     };
     for &mode in modes {
         run_stack(

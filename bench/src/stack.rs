@@ -47,8 +47,9 @@ pub struct Stack {
     pub base: String,
     pub api: Child,
     pub mailer: Option<Child>,
-    /// The JWT signing key file the API uses (PKCS#8 PEM).
+    /// The JWT signing key the API uses (PKCS#8 PEM), and its file.
     pub jwt_key_pem: String,
+    pub jwt_key_file: PathBuf,
     /// The database and pool of the Postgres mode.
     pub database: Option<(String, PgPool)>,
     pub database_url: Option<String>,
@@ -141,6 +142,7 @@ impl Stack {
             api,
             mailer,
             jwt_key_pem,
+            jwt_key_file: key_file,
             database: None,
             database_url: database_url.clone(),
             nats_prefix,
