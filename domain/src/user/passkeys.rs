@@ -189,7 +189,6 @@ impl User {
     ) -> Result<(), UserError> {
         let at = services.clock.now();
         self.account()?;
-        self.ensure_account_open()?;
         self.ensure_unlocked(ThrottledFactor::Passkey, at)?;
         let challenge_id = match command.step {
             PasskeyStep::SecondFactor { challenge_id } => {
@@ -226,6 +225,9 @@ impl User {
                 .await;
             return Ok(());
         }
+        // Checked once the passkey proved itself, so that only its holder learns of the lock
+        // (a passwordless login names its user by a handle anyone may send).
+        self.ensure_account_open()?;
         let used = UserEvent::PasskeyUsed {
             passkey_id,
             counter,

@@ -262,6 +262,23 @@ fn a_verified_assertion_alone_signs_in_passwordless() {
 }
 
 #[test]
+fn an_admin_locked_account_is_named_only_to_a_verified_passkey() {
+    let locked = || {
+        test_at(0).given(vec![
+            signed_up(),
+            passkey_registered(0, 0),
+            UserEvent::AccountLocked { at: at(0) },
+        ])
+    };
+    locked()
+        .when(assertion(PasskeyStep::Passwordless, 7, 1))
+        .then_expect_events(vec![failed(None, 0)]);
+    locked()
+        .when(assertion(PasskeyStep::Passwordless, 0, 1))
+        .then_expect_error(UserError::AccountLocked);
+}
+
+#[test]
 fn an_assertion_for_a_closed_challenge_is_refused() {
     test_at(0)
         .given(vec![signed_up(), passkey_registered(0, 0)])
