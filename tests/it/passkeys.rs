@@ -201,10 +201,7 @@ fn refused() -> (StatusCode, String) {
 }
 
 fn closed() -> (StatusCode, String) {
-    (
-        StatusCode::BAD_REQUEST,
-        "passkey.ceremony_closed".to_owned(),
-    )
+    (StatusCode::NOT_FOUND, "passkey.ceremony_closed".to_owned())
 }
 
 async fn enrol_list_rename_remove_and_second_factor(store: Store) {
@@ -376,6 +373,16 @@ async fn passwordless(store: Store) {
     .await;
     assert_eq!(refreshed.status(), StatusCode::OK);
 
+    // Something that is no WebAuthn credential at all is refused like a wrong one.
+    let start: Value = post_json(&app, "/auth/passkey/start", None, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let garbage = json!({ "challenge_id": start["challenge_id"], "credential": { "id": 7 } });
+    let response = post_json(&app, "/auth/passkey/finish", None, &garbage).await;
+    assert_eq!(code_of(response).await, refused());
+
     // The same assertion replayed: refused, its ceremony is spent.
     let replayed = post_json(&app, "/auth/passkey/finish", None, &body).await;
     assert_eq!(code_of(replayed).await, closed());
@@ -432,7 +439,7 @@ async fn fifty_concurrent_finishes(store: Store) {
     assert!(
         statuses
             .iter()
-            .all(|status| *status == StatusCode::OK || *status == StatusCode::BAD_REQUEST),
+            .all(|status| *status == StatusCode::OK || *status == StatusCode::NOT_FOUND),
         "{statuses:?}"
     );
 }

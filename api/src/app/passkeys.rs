@@ -288,12 +288,16 @@ impl App {
         user_id: UserId,
         challenge_id: Uuid,
         name: PasskeyName,
-        response: RegisterPublicKeyCredential,
+        response: serde_json::Value,
         metadata: &EventMetadata,
     ) -> Result<PasskeySummary, AppError> {
         let state: PasskeyRegistration = self
             .take_ceremony(challenge_id, CeremonyKind::Registration, Some(user_id))
             .await?;
+        // A response that is no WebAuthn credential at all is refused like one that does not
+        // verify: the client learns nothing more from the one than from the other.
+        let response: RegisterPublicKeyCredential =
+            serde_json::from_value(response).map_err(|_| PasskeyFailure::RegistrationRefused)?;
         let passkey = self
             .passkeys
             .webauthn
@@ -410,20 +414,32 @@ impl App {
         user_id: UserId,
         challenge: ChallengeId,
         challenge_id: Uuid,
-        response: PublicKeyCredential,
+        response: serde_json::Value,
         metadata: &EventMetadata,
     ) -> Result<LoginOutcome, AppError> {
         let state: PasskeyAuthentication = self
             .take_ceremony(challenge_id, CeremonyKind::Authentication, Some(user_id))
             .await?;
+        let step = PasskeyStep::SecondFactor {
+            challenge_id: challenge,
+        };
+        // No WebAuthn credential at all: a refused assertion of no credential of the user's.
+        let Ok(response) = serde_json::from_value::<PublicKeyCredential>(response) else {
+            return self
+                .use_passkey(
+                    user_id,
+                    step,
+                    String::new(),
+                    PasskeyAssertion::Refused,
+                    metadata,
+                )
+                .await;
+        };
         let verified = self
             .passkeys
             .webauthn
             .finish_passkey_authentication(&response, &state);
         let (credential_id, assertion) = assertion_of(&response, verified)?;
-        let step = PasskeyStep::SecondFactor {
-            challenge_id: challenge,
-        };
         self.use_passkey(user_id, step, credential_id, assertion, metadata)
             .await
     }
@@ -450,13 +466,17 @@ impl App {
     pub async fn finish_passkey_login(
         &self,
         challenge_id: Uuid,
-        response: PublicKeyCredential,
+        response: serde_json::Value,
         metadata: &EventMetadata,
     ) -> Result<LoginOutcome, AppError> {
         let state: DiscoverableAuthentication = self
             .take_ceremony(challenge_id, CeremonyKind::Discoverable, None)
             .await?;
         let refused = Ok(LoginOutcome::Refused(Refusal::WrongPasskey));
+        let Ok(response) = serde_json::from_value::<PublicKeyCredential>(response) else {
+            tracing::info!(target: "security", "passwordless login with no WebAuthn credential refused");
+            return refused;
+        };
         let Ok((user, _)) = self
             .passkeys
             .webauthn

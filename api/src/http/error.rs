@@ -150,10 +150,8 @@ impl ApiError {
 
 fn passkey_status(failure: PasskeyFailure) -> StatusCode {
     match failure {
-        PasskeyFailure::CeremonyClosed
-        | PasskeyFailure::RegistrationRefused
-        | PasskeyFailure::NoPasskey => StatusCode::BAD_REQUEST,
-        PasskeyFailure::WrongOrigin => StatusCode::FORBIDDEN,
+        PasskeyFailure::CeremonyClosed | PasskeyFailure::NoPasskey => StatusCode::NOT_FOUND,
+        PasskeyFailure::RegistrationRefused | PasskeyFailure::WrongOrigin => StatusCode::FORBIDDEN,
     }
 }
 

@@ -17,13 +17,13 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use twofold_domain::user::{LoginOutcome, Refusal};
-use twofold_domain::values::{PasskeyId, PasskeyName};
+use twofold_domain::values::{PasskeyId, PasskeyName, MAX_PASSKEY_NAME_CHARS};
 use twofold_domain::{Actor, UserError};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
-use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::as_caller;
 use super::dto::{ReauthenticationRequest, TokenResponse};
@@ -126,6 +126,24 @@ impl From<PasskeySummary> for PasskeyResponse {
     }
 }
 
+/// No control character anywhere, and at least one character that is not white space: what
+/// [`PasskeyName::parse`] takes (it trims white space at either end before counting).
+const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+
+/// A passkey's name as [`PasskeyName::parse`] takes it.
+fn name_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "1 to {MAX_PASSKEY_NAME_CHARS} characters once white space at either end is \
+             trimmed, no control characters; unique among the caller's passkeys in any case."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(MAX_PASSKEY_NAME_CHARS))
+        .pattern(Some(NAME_PATTERN))
+        .build()
+}
+
 fn name(raw: &str) -> Result<PasskeyName, ApiError> {
     Ok(PasskeyName::parse(raw)?)
 }
@@ -192,13 +210,13 @@ async fn start_registration(
 pub struct FinishRegistrationRequest {
     /// The `challenge_id` of the start.
     challenge_id: Uuid,
-    /// A name for it: 1 to 64 characters, unique among the caller's passkeys.
-    #[schema(min_length = 1, max_length = 64)]
+    /// A name for it.
+    #[schema(schema_with = name_schema)]
     name: String,
     /// What `navigator.credentials.create()` returned, serialised with base64url binaries
     /// (`id`, `rawId`, `type`, `response.attestationObject`, `response.clientDataJSON`).
     #[schema(value_type = Object)]
-    credential: RegisterPublicKeyCredential,
+    credential: serde_json::Value,
 }
 
 problems!(
@@ -280,8 +298,8 @@ async fn list_passkeys(
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"name": "work laptop"}))]
 pub struct RenameRequest {
-    /// 1 to 64 characters, unique among the caller's passkeys.
-    #[schema(min_length = 1, max_length = 64)]
+    /// The new name.
+    #[schema(schema_with = name_schema)]
     name: String,
 }
 
@@ -442,7 +460,7 @@ pub struct FinishLoginRequest {
     /// (`id`, `rawId`, `type`, `response.authenticatorData`, `response.clientDataJSON`,
     /// `response.signature`, `response.userHandle`).
     #[schema(value_type = Object)]
-    credential: PublicKeyCredential,
+    credential: serde_json::Value,
 }
 
 /// The answer of a finished passkey login step.
