@@ -280,6 +280,25 @@ mod tests {
     }
 
     #[test]
+    fn a_registered_passkey_keeps_its_id_counter_and_name_and_loses_its_public_key() {
+        let registered = UserEvent::PasskeyRegistered {
+            passkey_id: twofold_domain::values::PasskeyId::from_uuid(uuid::Uuid::from_u128(3)),
+            credential_id: "credential-id".to_owned(),
+            credential: PasskeyCredential::new(
+                serde_json::json!({"cred": {"cred": {"EC_EC2": {"x": "public-key-blob"}}}}),
+            ),
+            counter: 4,
+            name: twofold_domain::values::PasskeyName::parse("phone").unwrap(),
+            at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let after = serde_json::to_string(&redacted(&registered)).unwrap();
+        assert!(!after.contains("public-key-blob"), "{after}");
+        for kept in ["credential-id", "\"counter\":4", "phone", REDACTED] {
+            assert!(after.contains(kept), "{kept}: {after}");
+        }
+    }
+
+    #[test]
     fn events_without_secrets_are_kept_as_they_are() {
         let locked = UserEvent::AccountLocked {
             at: OffsetDateTime::UNIX_EPOCH,
