@@ -25,6 +25,7 @@ use webauthn_rs_proto::{
 };
 
 use crate::helpers::*;
+use crate::metrics::{sample, scrape};
 
 /// The origin the service accepts by default (`TWOFOLD_WEBAUTHN_ORIGINS`).
 const ORIGIN: &str = "http://localhost:5555";
@@ -511,6 +512,15 @@ async fn a_copied_authenticator_whose_counter_went_back_is_refused_recorded_and_
     let body = passwordless_assertion(&app, &token, &credential_id, &user_id, ORIGIN).await;
     let response = post_json(&app, "/auth/passkey/finish", None, &body).await;
     assert_eq!(response.status(), StatusCode::OK);
+
+    let page = scrape(&app).await;
+    let logins = "twofold_logins_total";
+    let step = ("step", "passkey_passwordless");
+    assert_eq!(sample(&page, logins, &[step, ("outcome", "ok")]), Some(3.0));
+    assert_eq!(
+        sample(&page, logins, &[step, ("outcome", "counter_regressed")]),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]

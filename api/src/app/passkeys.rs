@@ -521,24 +521,35 @@ impl App {
             credential_id,
             assertion,
         });
+        let step_label = match step {
+            PasskeyStep::SecondFactor { .. } => "passkey",
+            PasskeyStep::Passwordless => "passkey_passwordless",
+        };
         let committed = self
             .users
             .execute(user_id, command, metadata, &MailSecrets::none())
-            .await?;
+            .await
+            .inspect_err(|error| self.metrics.login(step_label, error.code()))?;
         let outcome = LoginOutcome::read(user_id, &committed.events)?;
         let regressed = committed
             .events
             .iter()
             .any(|event| matches!(event, UserEvent::PasskeyCounterRegressed { .. }));
-        match outcome {
+        let label = match outcome {
             LoginOutcome::LoggedIn(_) => {
                 tracing::info!(target: "security", %user_id, ?step, "passkey accepted");
+                "ok"
             }
             _ if regressed => {
                 tracing::warn!(target: "security", %user_id, "passkey counter went back: refused");
+                "counter_regressed"
             }
-            _ => tracing::info!(target: "security", %user_id, ?step, "passkey refused"),
-        }
+            _ => {
+                tracing::info!(target: "security", %user_id, ?step, "passkey refused");
+                "wrong_passkey"
+            }
+        };
+        self.metrics.login(step_label, label);
         Ok(outcome)
     }
 
