@@ -8,14 +8,19 @@
 # the command it runs itself).
 
 FROM rust:1.95-slim-bookworm AS build
+# webauthn-rs (passkeys) links OpenSSL.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --workspace
 
 FROM debian:bookworm-slim
-# curl is for health checks (`curl -fsS http://127.0.0.1:5555/health/ready`).
+# curl is for health checks (`curl -fsS http://127.0.0.1:5555/health/ready`); libssl3 is
+# the OpenSSL the passkeys' WebAuthn library links.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/twofold \
         --shell /usr/sbin/nologin twofold \

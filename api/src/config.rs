@@ -211,6 +211,9 @@ pub struct Config {
     /// Accounts: second factor, sign-up, admins.
     #[command(flatten)]
     pub accounts: AccountSettings,
+    /// Passkeys: the WebAuthn relying party.
+    #[command(flatten)]
+    pub webauthn: WebauthnSettings,
     /// Log format.
     #[arg(long, env = "TWOFOLD_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -392,6 +395,27 @@ pub struct AccountSettings {
     /// start-up if their account exists. Recorded as an event with `config` as the actor.
     #[arg(long, env = "TWOFOLD_ADMIN_EMAILS", value_delimiter = ',')]
     pub admin_emails: Vec<String>,
+}
+
+/// Passkeys (WebAuthn): the relying party that passkeys are registered with and signed in to.
+#[derive(Clone, Debug, Args)]
+pub struct WebauthnSettings {
+    /// The relying party id: the domain passkeys are bound to, the host of the pages that
+    /// call the WebAuthn API or a parent domain of it. Changing it orphans every passkey.
+    #[arg(
+        long = "webauthn-rp-id",
+        env = "TWOFOLD_WEBAUTHN_RP_ID",
+        default_value = "localhost"
+    )]
+    pub webauthn_rp_id: String,
+    /// The origins (comma-separated URLs, scheme, host and port) whose pages may register
+    /// and use passkeys; each host is the relying party id or a subdomain of it.
+    #[arg(
+        long = "webauthn-origins",
+        env = "TWOFOLD_WEBAUTHN_ORIGINS",
+        default_value = "http://localhost:5555"
+    )]
+    pub webauthn_origins: String,
 }
 
 /// An RFC 3339 instant, as the audit subcommands take it.

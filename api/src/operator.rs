@@ -43,6 +43,7 @@ async fn app(config: &Config, what: &str) -> anyhow::Result<(Arc<App>, PgPool)> 
         mail_sealer: keys.sealing.mail_sealer(),
         chain_key: Arc::new(keys.sealing.chain_key()),
         mail_queue: Arc::new(OutboxMailQueue::queue_only(pool.clone())),
+        webauthn: Arc::new(config.relying_party().map_err(anyhow::Error::msg)?),
     };
     let store = Store::Postgres(pool.clone());
     let app = startup::app(&store, adapters, startup::settings(config), &Metrics::new());

@@ -35,7 +35,11 @@ use crate::app::client_limit::{ClientLimiter, MemClientLimiter, PgClientLimiter,
 use crate::app::gateway::{CommandGateway, Users};
 use crate::app::mail::{InProcessMailQueue, MailFactory, MailQueue, OutboxMailQueue};
 use crate::app::mail_policy::MailPolicy;
-use crate::app::store::{MemEventRepository, PgEventRepository};
+use crate::app::passkeys::Passkeys;
+use crate::app::store::ceremonies::CEREMONY_SWEEP_PERIOD;
+use crate::app::store::{
+    CeremonyStore, MemCeremonyStore, MemEventRepository, PgCeremonyStore, PgEventRepository,
+};
 use crate::app::unknown_accounts::{
     MemUnknownAccountThrottle, PgUnknownAccountThrottle, UnknownAccountThrottle,
 };
@@ -251,6 +255,8 @@ pub struct Adapters {
     pub mail_queue: Arc<dyn MailQueue>,
     /// Chains the events the Postgres store writes (tamper evidence).
     pub chain_key: Arc<ChainKey>,
+    /// The WebAuthn relying party.
+    pub webauthn: Arc<webauthn_rs::prelude::Webauthn>,
 }
 
 /// The projections of both views over `log`, kept in `users` and `sessions`: the gateway
@@ -289,6 +295,7 @@ struct StoreParts {
     projector: Projector,
     views: ViewSet,
     log: Arc<dyn EventLog>,
+    ceremonies: Arc<dyn CeremonyStore>,
 }
 
 /// The use cases over `store`, and the projector that keeps their views following the log.
@@ -332,6 +339,7 @@ fn composed(
                     personal,
                 },
                 log,
+                ceremonies: PgCeremonyStore::start(pool.clone(), CEREMONY_SWEEP_PERIOD),
             }
         }
         Store::Memory(outbox) => {
@@ -366,6 +374,7 @@ fn composed(
                     sessions,
                 },
                 log,
+                ceremonies: MemCeremonyStore::start(CEREMONY_SWEEP_PERIOD),
             }
         }
     };
@@ -381,6 +390,10 @@ fn composed(
         metrics: metrics.clone(),
         views: stored.views,
         log: stored.log,
+        passkeys: Passkeys {
+            webauthn: adapters.webauthn,
+            ceremonies: stored.ceremonies,
+        },
     };
     (Arc::new(App::new(parts, settings)), stored.projector)
 }
@@ -467,6 +480,7 @@ impl Application {
             lifetimes,
             cors_origins,
             trusted_proxies,
+            webauthn,
         } = checked;
         if keys.ephemeral {
             tracing::warn!("{EMBEDDED_WARNING}");
@@ -482,6 +496,7 @@ impl Application {
             mail_sealer: keys.sealing.mail_sealer(),
             chain_key: Arc::new(keys.sealing.chain_key()),
             mail_queue: mail.queue,
+            webauthn,
         };
         let (app, projector) = composed(&mail.store, adapters, settings(&config), &metrics);
         app.grant_configured_admins()

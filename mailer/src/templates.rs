@@ -34,6 +34,9 @@ const PASSWORD_RESET: Template = template!("password_reset");
 const TFA_DISABLED: Template = template!("tfa_disabled");
 const PASSWORD_CHANGED: Template = template!("password_changed");
 const SIGN_UP_ATTEMPTED: Template = template!("sign_up_attempted");
+const PASSKEY_ADDED: Template = template!("passkey_added");
+const PASSKEY_REMOVED: Template = template!("passkey_removed");
+const PASSKEY_COUNTER_REGRESSED: Template = template!("passkey_counter_regressed");
 
 /// An email ready to send. Its subject and bodies may hold codes: its `Debug` shows only the
 /// recipient's domain and the subject's length, and the text is wiped from memory on drop.
@@ -155,6 +158,9 @@ pub fn render(job: &MailJob, sealer: &MailSealer) -> Result<RenderedEmail, Rende
         Mail::Test => (&TEST, Vec::new()),
         Mail::TfaDisabled => (&TFA_DISABLED, Vec::new()),
         Mail::SignUpAttempted => (&SIGN_UP_ATTEMPTED, Vec::new()),
+        Mail::PasskeyAdded => (&PASSKEY_ADDED, Vec::new()),
+        Mail::PasskeyRemoved => (&PASSKEY_REMOVED, Vec::new()),
+        Mail::PasskeyCounterRegressed => (&PASSKEY_COUNTER_REGRESSED, Vec::new()),
         Mail::PasswordChanged { reset } => {
             let how = if *reset {
                 "reset with an emailed token"
@@ -333,6 +339,9 @@ mod tests {
             },
             Mail::TfaDisabled,
             Mail::SignUpAttempted,
+            Mail::PasskeyAdded,
+            Mail::PasskeyRemoved,
+            Mail::PasskeyCounterRegressed,
             Mail::PasswordChanged { reset: true },
             Mail::TfaEnabled {
                 device_type: DeviceType::CodeGenerator,

@@ -74,6 +74,13 @@ pub enum Mail {
     /// Notice: someone tried to sign up with an address that already has an account (sent
     /// when sign-up conceals existing accounts).
     SignUpAttempted,
+    /// Security notice: a passkey was added to the account.
+    PasskeyAdded,
+    /// Security notice: a passkey was removed from the account.
+    PasskeyRemoved,
+    /// Security notice: a passkey sign-in was refused because the passkey's sign counter went
+    /// back: the authenticator may have been copied.
+    PasskeyCounterRegressed,
 }
 
 impl Mail {
@@ -90,6 +97,9 @@ impl Mail {
             Self::PasswordChanged { .. } => "password_changed",
             Self::BackupCodeUsed { .. } => "backup_code_used",
             Self::SignUpAttempted => "sign_up_attempted",
+            Self::PasskeyAdded => "passkey_added",
+            Self::PasskeyRemoved => "passkey_removed",
+            Self::PasskeyCounterRegressed => "passkey_counter_regressed",
         }
     }
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use twofold_domain::user::{AuditScope, Factor, SessionEndReason, ThrottledFactor};
-use twofold_domain::values::{DeviceType, SessionId, UserId};
+use twofold_domain::values::{DeviceType, PasskeyId, SessionId, UserId};
 use twofold_domain::{Actor, EventMetadata, UserEvent};
 
 /// What happened, as a stable name.
@@ -60,6 +60,17 @@ pub enum HistoryType {
     AuditTrailRead,
     /// The account was erased.
     AccountErased,
+    /// A passkey was registered; `passkey_name` says which.
+    PasskeyAdded,
+    /// A passkey was renamed; `passkey_name` is its new name.
+    PasskeyRenamed,
+    /// A passkey was removed.
+    PasskeyRemoved,
+    /// A passkey signed in (alone, or as the second factor).
+    PasskeyUsed,
+    /// A passkey's assertion was refused because its sign counter did not advance: the
+    /// authenticator may have been copied.
+    PasskeyCounterRegressed,
 }
 
 /// Who caused an entry, as the user may know it.
@@ -91,6 +102,8 @@ pub enum HistoryFactor {
     BackupCode,
     /// The second factor, whichever device (a lock covers TOTP and emailed codes alike).
     SecondFactor,
+    /// A passkey.
+    Passkey,
 }
 
 impl From<Factor> for HistoryFactor {
@@ -100,6 +113,7 @@ impl From<Factor> for HistoryFactor {
             Factor::Totp => Self::Totp,
             Factor::EmailCode => Self::EmailCode,
             Factor::BackupCode => Self::BackupCode,
+            Factor::Passkey => Self::Passkey,
         }
     }
 }
@@ -110,6 +124,7 @@ impl From<ThrottledFactor> for HistoryFactor {
             ThrottledFactor::Password => Self::Password,
             ThrottledFactor::SecondFactor => Self::SecondFactor,
             ThrottledFactor::BackupCode => Self::BackupCode,
+            ThrottledFactor::Passkey => Self::Passkey,
         }
     }
 }
@@ -161,6 +176,12 @@ pub struct HistoryEntry {
     /// What part of the audit trail was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<AuditScope>,
+    /// The passkey concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey_id: Option<PasskeyId>,
+    /// The passkey's name (as given, or `[erased]` once the user is erased).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey_name: Option<String>,
 }
 
 /// The history entry of `event`, recorded for `user` with `metadata`, if the user's history
@@ -240,6 +261,28 @@ pub fn history_entry(
             scope: Some(*scope),
             ..entry(HistoryType::AuditTrailRead, *at)
         },
+        UserEvent::PasskeyRegistered {
+            passkey_id,
+            name,
+            at,
+            ..
+        } => entry(HistoryType::PasskeyAdded, *at).with_passkey(*passkey_id, Some(name)),
+        UserEvent::PasskeyRenamed {
+            passkey_id,
+            name,
+            at,
+        } => entry(HistoryType::PasskeyRenamed, *at).with_passkey(*passkey_id, Some(name)),
+        UserEvent::PasskeyRemoved { passkey_id, at } => {
+            entry(HistoryType::PasskeyRemoved, *at).with_passkey(*passkey_id, None)
+        }
+        UserEvent::PasskeyUsed { passkey_id, at, .. } => entry(HistoryType::PasskeyUsed, *at)
+            .with_factor(Factor::Passkey)
+            .with_passkey(*passkey_id, None),
+        UserEvent::PasskeyCounterRegressed { passkey_id, at, .. } => {
+            entry(HistoryType::PasskeyCounterRegressed, *at)
+                .with_factor(Factor::Passkey)
+                .with_passkey(*passkey_id, None)
+        }
         UserEvent::EmailCodeIssued { .. }
         | UserEvent::SessionRefreshed { .. }
         | UserEvent::SeedResealed { .. } => return None,
@@ -269,6 +312,20 @@ impl HistoryEntry {
             session_id: None,
             reason: None,
             scope: None,
+            passkey_id: None,
+            passkey_name: None,
+        }
+    }
+
+    fn with_passkey(
+        self,
+        passkey_id: PasskeyId,
+        name: Option<&twofold_domain::values::PasskeyName>,
+    ) -> Self {
+        Self {
+            passkey_id: Some(passkey_id),
+            passkey_name: name.map(|name| name.as_str().to_owned()),
+            ..self
         }
     }
 
@@ -403,6 +460,38 @@ mod tests {
         for secret in ["code-digest", "key-id"] {
             assert!(!json.contains(secret), "{json}");
         }
+    }
+
+    #[test]
+    fn a_registered_passkey_shows_its_name_and_never_its_public_key() {
+        let passkey_id = PasskeyId::from_uuid(uuid::Uuid::from_u128(5));
+        let registered = UserEvent::PasskeyRegistered {
+            passkey_id,
+            credential_id: "credential-id".to_owned(),
+            credential: twofold_domain::values::PasskeyCredential::new(
+                serde_json::json!({"cred": {"cred_id": "credential-id", "cred": "public-key"}}),
+            ),
+            counter: 0,
+            name: twofold_domain::values::PasskeyName::parse("phone").unwrap(),
+            at: at(),
+        };
+        let entry = history_entry(user(), &registered, &request(Actor::User(user()))).unwrap();
+        assert_eq!(entry.kind, HistoryType::PasskeyAdded);
+        assert_eq!(entry.passkey_id, Some(passkey_id));
+        assert_eq!(entry.passkey_name.as_deref(), Some("phone"));
+        let json = serde_json::to_string(&entry).unwrap();
+        for blob in ["public-key", "credential-id"] {
+            assert!(!json.contains(blob), "{json}");
+        }
+        let regressed = UserEvent::PasskeyCounterRegressed {
+            passkey_id,
+            counter: 3,
+            stored_counter: 4,
+            at: at(),
+        };
+        let entry = history_entry(user(), &regressed, &request(Actor::Anonymous)).unwrap();
+        assert_eq!(entry.kind, HistoryType::PasskeyCounterRegressed);
+        assert_eq!(entry.factor, Some(HistoryFactor::Passkey));
     }
 
     #[test]

@@ -32,6 +32,13 @@ const OPENED_SIGN_UP_VERSION: &str = "2.0";
 /// The event whose payload holds personal fields, and the fields.
 const SIGN_UP: &str = "SignedUp";
 const SIGN_UP_FIELDS: [&str; 2] = ["email", "full_name"];
+/// The events that hold a passkey's name, which is personal data too (people name their
+/// keys after themselves, their employer or their devices). Their name is sealed from the
+/// first version on, so no version marks it.
+const PASSKEY_NAMED: [&str; 2] = ["PasskeyRegistered", "PasskeyRenamed"];
+/// The payload field of a passkey's name, and the field name its seal is bound to.
+const PASSKEY_NAME: &str = "name";
+const PASSKEY_NAME_FIELD: &str = "passkey_name";
 /// The metadata keys that hold personal data.
 const METADATA_FIELDS: [&str; 2] = ["ip", "user_agent"];
 /// The prefix of a sealed value.
@@ -146,6 +153,14 @@ impl KeyRing {
         if sealed_sign_up {
             event.event_version = OPENED_SIGN_UP_VERSION.to_owned();
         }
+        if let Some(value) = passkey_name(&mut event) {
+            if let Some(sealed) = value.as_str().filter(|text| text.starts_with(SEALED)) {
+                let opened = key
+                    .and_then(|key| key.open(&user, PASSKEY_NAME_FIELD, sealed))
+                    .unwrap_or_else(|| ERASED.to_owned());
+                *value = Value::String(opened);
+            }
+        }
         event
     }
 
@@ -166,7 +181,25 @@ impl KeyRing {
         if open_sign_up {
             event.event_version = SEALED_SIGN_UP_VERSION.to_owned();
         }
+        // Sealed whatever it reads like (a name may start like a sealed value), unless it is
+        // this user's sealed name already.
+        if let Some(value) = passkey_name(event) {
+            if let Some(text) = value
+                .as_str()
+                .filter(|text| key.open(&user, PASSKEY_NAME_FIELD, text).is_none())
+            {
+                *value = Value::String(key.seal(&user, PASSKEY_NAME_FIELD, text, nonce()));
+            }
+        }
     }
+}
+
+/// The name field of a passkey event's payload, if `event` is one that has it.
+fn passkey_name(event: &mut SerializedEvent) -> Option<&mut Value> {
+    let kind = PASSKEY_NAMED
+        .iter()
+        .find(|kind| **kind == event.event_type)?;
+    event.payload.get_mut(*kind)?.get_mut(PASSKEY_NAME)
 }
 
 /// Whether `event` is a sign-up stored at `version`.
@@ -355,6 +388,35 @@ mod tests {
         let email = swapped.payload["SignedUp"]["email"].clone();
         swapped.payload["SignedUp"]["full_name"] = email;
         assert_eq!(ring.open(swapped).payload["SignedUp"]["full_name"], ERASED);
+    }
+
+    fn passkey_registered(user: &str) -> SerializedEvent {
+        SerializedEvent {
+            aggregate_id: user.to_owned(),
+            sequence: 2,
+            aggregate_type: "User".to_owned(),
+            event_type: "PasskeyRegistered".to_owned(),
+            event_version: "2.0".to_owned(),
+            payload: json!({"PasskeyRegistered": {"passkey_id": "p", "credential_id": "c",
+                "credential": {}, "counter": 0, "name": "Ada's phone",
+                "at": "2026-01-01T00:00:00Z"}}),
+            metadata: json!({"actor": "anonymous"}),
+        }
+    }
+
+    #[test]
+    fn a_passkeys_name_is_sealed_and_reads_as_erased_without_the_key() {
+        let mut ring = KeyRing::default();
+        ring.insert("u1".to_owned(), key(7));
+        let mut event = passkey_registered("u1");
+        ring.seal(&mut event, counter());
+        let stored = event.payload.to_string();
+        assert!(!stored.contains("Ada's phone"), "{stored}");
+        assert_eq!(event.event_version, "2.0");
+        assert_eq!(ring.open(event.clone()), passkey_registered("u1"));
+        let opened = KeyRing::default().open(event);
+        assert_eq!(opened.payload["PasskeyRegistered"]["name"], ERASED);
+        assert_eq!(opened.payload["PasskeyRegistered"]["credential_id"], "c");
     }
 
     #[test]

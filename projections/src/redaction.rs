@@ -4,7 +4,7 @@
 //! useful to an auditor and secret to nobody). Everything else is kept as it was stored.
 
 use twofold_domain::user::{Device, DeviceSecret};
-use twofold_domain::values::{KeyedDigest, PasswordHash, SealedSecret};
+use twofold_domain::values::{KeyedDigest, PasskeyCredential, PasswordHash, SealedSecret};
 use twofold_domain::UserEvent;
 
 /// What a redacted secret reads as.
@@ -124,6 +124,23 @@ pub fn redacted(event: &UserEvent) -> UserEvent {
             seed: sealed(seed),
             at: *at,
         },
+        // The public credential is no secret, but an auditor needs nothing of it that the
+        // credential id does not say; the blob stays out of every view of the log.
+        UserEvent::PasskeyRegistered {
+            passkey_id,
+            credential_id,
+            counter,
+            name,
+            at,
+            ..
+        } => UserEvent::PasskeyRegistered {
+            passkey_id: *passkey_id,
+            credential_id: credential_id.clone(),
+            credential: PasskeyCredential::new(serde_json::Value::String(REDACTED.to_owned())),
+            counter: *counter,
+            name: name.clone(),
+            at: *at,
+        },
         UserEvent::LoggedIn { .. }
         | UserEvent::SecondFactorRequired { .. }
         | UserEvent::LoginFailed { .. }
@@ -140,7 +157,11 @@ pub fn redacted(event: &UserEvent) -> UserEvent {
         | UserEvent::AdminGranted { .. }
         | UserEvent::SignUpAttempted { .. }
         | UserEvent::AuditTrailRead { .. }
-        | UserEvent::UserErased { .. } => event.clone(),
+        | UserEvent::UserErased { .. }
+        | UserEvent::PasskeyRenamed { .. }
+        | UserEvent::PasskeyRemoved { .. }
+        | UserEvent::PasskeyUsed { .. }
+        | UserEvent::PasskeyCounterRegressed { .. } => event.clone(),
     }
 }
 
@@ -255,6 +276,25 @@ mod tests {
             ) {
                 assert!(after.contains("key-1"), "{after}");
             }
+        }
+    }
+
+    #[test]
+    fn a_registered_passkey_keeps_its_id_counter_and_name_and_loses_its_public_key() {
+        let registered = UserEvent::PasskeyRegistered {
+            passkey_id: twofold_domain::values::PasskeyId::from_uuid(uuid::Uuid::from_u128(3)),
+            credential_id: "credential-id".to_owned(),
+            credential: PasskeyCredential::new(
+                serde_json::json!({"cred": {"cred": {"EC_EC2": {"x": "public-key-blob"}}}}),
+            ),
+            counter: 4,
+            name: twofold_domain::values::PasskeyName::parse("phone").unwrap(),
+            at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let after = serde_json::to_string(&redacted(&registered)).unwrap();
+        assert!(!after.contains("public-key-blob"), "{after}");
+        for kept in ["credential-id", "\"counter\":4", "phone", REDACTED] {
+            assert!(after.contains(kept), "{kept}: {after}");
         }
     }
 

@@ -64,7 +64,12 @@ impl ProjectedView for SessionsView {
             | UserEvent::BackupCodesRegenerated { .. }
             | UserEvent::SeedResealed { .. }
             | UserEvent::SignUpAttempted { .. }
-            | UserEvent::AuditTrailRead { .. } => false,
+            | UserEvent::AuditTrailRead { .. }
+            | UserEvent::PasskeyRegistered { .. }
+            | UserEvent::PasskeyRenamed { .. }
+            | UserEvent::PasskeyRemoved { .. }
+            | UserEvent::PasskeyUsed { .. }
+            | UserEvent::PasskeyCounterRegressed { .. } => false,
         }
     }
 }

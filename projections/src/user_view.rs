@@ -64,7 +64,12 @@ impl crate::ProjectedView for UserView {
             | UserEvent::BackupCodesRegenerated { .. }
             | UserEvent::SeedResealed { .. }
             | UserEvent::SignUpAttempted { .. }
-            | UserEvent::AuditTrailRead { .. } => false,
+            | UserEvent::AuditTrailRead { .. }
+            | UserEvent::PasskeyRegistered { .. }
+            | UserEvent::PasskeyRenamed { .. }
+            | UserEvent::PasskeyRemoved { .. }
+            | UserEvent::PasskeyUsed { .. }
+            | UserEvent::PasskeyCounterRegressed { .. } => false,
         }
     }
 }
@@ -116,7 +121,12 @@ impl View<User> for UserView {
             | UserEvent::BackupCodesRegenerated { .. }
             | UserEvent::SeedResealed { .. }
             | UserEvent::SignUpAttempted { .. }
-            | UserEvent::AuditTrailRead { .. } => {}
+            | UserEvent::AuditTrailRead { .. }
+            | UserEvent::PasskeyRegistered { .. }
+            | UserEvent::PasskeyRenamed { .. }
+            | UserEvent::PasskeyRemoved { .. }
+            | UserEvent::PasskeyUsed { .. }
+            | UserEvent::PasskeyCounterRegressed { .. } => {}
         }
     }
 }

@@ -22,6 +22,7 @@ mod openapi;
 mod outage;
 mod overload;
 mod panics;
+mod passkeys;
 mod password;
 mod pg_server;
 mod rate_limit;

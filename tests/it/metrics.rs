@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use crate::helpers::*;
 
 /// The metrics page of `app`.
-async fn scrape(app: &TestApp) -> String {
+pub async fn scrape(app: &TestApp) -> String {
     let response = app
         .http
         .get(format!("{}/metrics", app.address))
@@ -23,7 +23,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of the sample `name` whose labels include all of `labels`, if there is one.
-fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     page.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

@@ -238,7 +238,7 @@ impl ClientLimiter for MemClientLimiter {
 }
 
 /// Runs `task` on `target` every `period` until `target` is dropped.
-fn every<T, F, Fut>(period: Duration, target: Weak<T>, task: F)
+pub(crate) fn every<T, F, Fut>(period: Duration, target: Weak<T>, task: F)
 where
     T: Send + Sync + 'static,
     F: Fn(Arc<T>) -> Fut + Send + 'static,

@@ -24,6 +24,9 @@ pub enum AppError {
     /// Anything else: a bug or corrupt data. The cause is logged, never shown.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A WebAuthn ceremony could not go on (see [`crate::app::passkeys`]).
+    #[error(transparent)]
+    Passkey(#[from] crate::app::passkeys::PasskeyFailure),
 }
 
 impl AppError {
@@ -34,6 +37,7 @@ impl AppError {
             Self::Conflict => "concurrency.conflict",
             Self::Unavailable(_) => "service.unavailable",
             Self::Internal(_) => "internal",
+            Self::Passkey(failure) => failure.code(),
         }
     }
 

@@ -377,6 +377,7 @@ fn factor_label(factor: &ThrottledFactor) -> &'static str {
         ThrottledFactor::Password => "password",
         ThrottledFactor::SecondFactor => "second_factor",
         ThrottledFactor::BackupCode => "backup_code",
+        ThrottledFactor::Passkey => "passkey",
     }
 }
 
@@ -408,6 +409,10 @@ fn command_name(command: &UserCommand) -> &'static str {
         UserCommand::EraseAccount => "erase_account",
         UserCommand::Reauthenticate(_) => "reauthenticate",
         UserCommand::RequestConfirmationCode(_) => "request_confirmation_code",
+        UserCommand::RegisterPasskey(_) => "register_passkey",
+        UserCommand::RenamePasskey(_) => "rename_passkey",
+        UserCommand::RemovePasskey(_) => "remove_passkey",
+        UserCommand::UsePasskey(_) => "use_passkey",
     }
 }
 

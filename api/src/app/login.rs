@@ -363,6 +363,12 @@ mod tests {
                 sessions,
             },
             log,
+            passkeys: crate::app::passkeys::Passkeys {
+                webauthn: Arc::new(crate::config::Config::defaults().relying_party().unwrap()),
+                ceremonies: crate::app::store::MemCeremonyStore::start(
+                    crate::app::store::ceremonies::CEREMONY_SWEEP_PERIOD,
+                ),
+            },
         };
         let settings = Settings {
             totp_issuer: "Twofold".to_owned(),

@@ -115,6 +115,21 @@ impl Recipient<'_> {
         self.job(Mail::TfaEnabled { device_type })
     }
 
+    /// The security notice that a passkey was added.
+    pub fn passkey_added(&self) -> MailJob {
+        self.job(Mail::PasskeyAdded)
+    }
+
+    /// The security notice that a passkey was removed.
+    pub fn passkey_removed(&self) -> MailJob {
+        self.job(Mail::PasskeyRemoved)
+    }
+
+    /// The security notice that a passkey's sign counter went back.
+    pub fn passkey_counter_regressed(&self) -> MailJob {
+        self.job(Mail::PasskeyCounterRegressed)
+    }
+
     /// The security notice that two-factor authentication was turned off.
     pub fn tfa_disabled(&self) -> MailJob {
         self.job(Mail::TfaDisabled)

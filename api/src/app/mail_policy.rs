@@ -21,6 +21,9 @@
 //! | `PasswordReset` | "password reset" notice | the user | — |
 //! | `PasswordResetRequested` | reset token | the user | reset token |
 //! | `SignUpAttempted` | "someone tried to sign up" notice | the user | — |
+//! | `PasskeyRegistered` | "passkey added" notice | the user | — |
+//! | `PasskeyRemoved` | "passkey removed" notice | the user | — |
+//! | `PasskeyCounterRegressed` | "passkey may be copied" notice | the user | — |
 
 use secrecy::SecretString;
 use twofold_domain::{User, UserEvent};
@@ -140,6 +143,11 @@ impl MailPolicy {
                     jobs.push(mail.password_reset(token));
                 }
                 UserEvent::SignUpAttempted { .. } => jobs.push(mail.sign_up_attempted()),
+                UserEvent::PasskeyRegistered { .. } => jobs.push(mail.passkey_added()),
+                UserEvent::PasskeyRemoved { .. } => jobs.push(mail.passkey_removed()),
+                UserEvent::PasskeyCounterRegressed { .. } => {
+                    jobs.push(mail.passkey_counter_regressed());
+                }
                 UserEvent::SignedUp { .. }
                 | UserEvent::LoggedIn { .. }
                 | UserEvent::SecondFactorRequired { .. }
@@ -155,6 +163,8 @@ impl MailPolicy {
                 | UserEvent::AdminGranted { .. }
                 | UserEvent::SeedResealed { .. }
                 | UserEvent::AuditTrailRead { .. }
+                | UserEvent::PasskeyRenamed { .. }
+                | UserEvent::PasskeyUsed { .. }
                 // The address is being forgotten: nothing is sent to it any more.
                 | UserEvent::UserErased { .. } => {}
             }

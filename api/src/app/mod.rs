@@ -13,6 +13,7 @@ pub mod gateway;
 mod login;
 pub mod mail;
 pub mod mail_policy;
+pub mod passkeys;
 mod password;
 mod secrets;
 mod sessions;
@@ -83,6 +84,8 @@ pub struct App {
     views: views::ViewSet,
     /// The event log, read back for audits.
     log: Arc<dyn EventLog>,
+    /// The WebAuthn relying party and its ceremonies.
+    passkeys: passkeys::Passkeys,
 }
 
 /// What the use cases run on.
@@ -109,6 +112,8 @@ pub struct Parts {
     pub views: views::ViewSet,
     /// The event log, read back for audits.
     pub log: Arc<dyn EventLog>,
+    /// The WebAuthn relying party and its ceremonies.
+    pub passkeys: passkeys::Passkeys,
 }
 
 impl App {
@@ -129,6 +134,7 @@ impl App {
             resets: password::ResetQueue::default(),
             views: parts.views,
             log: parts.log,
+            passkeys: parts.passkeys,
         }
     }
 

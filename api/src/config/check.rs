@@ -55,6 +55,8 @@ pub struct Checked {
     pub cors_origins: Vec<HeaderValue>,
     /// Proxies whose `X-Forwarded-For` counts.
     pub trusted_proxies: Vec<IpAddr>,
+    /// The WebAuthn relying party.
+    pub webauthn: std::sync::Arc<webauthn_rs::prelude::Webauthn>,
 }
 
 impl Config {
@@ -69,6 +71,7 @@ impl Config {
         let trusted_proxies = problems.note(crate::http::rate_limit::parse_proxies(
             &self.http.trusted_proxies,
         ));
+        let webauthn = problems.note(self.relying_party());
         self.check_stores(&mut problems);
         problems.note(self.admin_emails());
         problems.note(self.nats.topology());
@@ -86,19 +89,59 @@ impl Config {
                 .0
                 .push("TWOFOLD_HASH_WORKERS must be at least 1".to_owned());
         }
-        match (keys, lifetimes, cors_origins, trusted_proxies) {
-            (Some(keys), Some(lifetimes), Some(cors_origins), Some(trusted_proxies))
-                if problems.0.is_empty() =>
-            {
-                Ok(Checked {
-                    keys,
-                    lifetimes,
-                    cors_origins,
-                    trusted_proxies,
-                })
-            }
+        match (keys, lifetimes, cors_origins, trusted_proxies, webauthn) {
+            (
+                Some(keys),
+                Some(lifetimes),
+                Some(cors_origins),
+                Some(trusted_proxies),
+                Some(webauthn),
+            ) if problems.0.is_empty() => Ok(Checked {
+                keys,
+                lifetimes,
+                cors_origins,
+                trusted_proxies,
+                webauthn: std::sync::Arc::new(webauthn),
+            }),
             _ => Err(problems),
         }
+    }
+
+    /// The WebAuthn relying party of `TWOFOLD_WEBAUTHN_RP_ID` and `TWOFOLD_WEBAUTHN_ORIGINS`:
+    /// each origin an `http` or `https` URL with no path, whose host is the RP id or a
+    /// subdomain of it (a passkey is bound to the RP id, and a browser only lets pages of
+    /// that domain use it).
+    pub fn relying_party(&self) -> Result<webauthn_rs::prelude::Webauthn, String> {
+        let rp_id = self.webauthn.webauthn_rp_id.trim().to_ascii_lowercase();
+        if rp_id.is_empty() || rp_id.contains(['/', ':', ' ']) {
+            return Err(format!(
+                "TWOFOLD_WEBAUTHN_RP_ID: `{rp_id}` is not a domain name (like `example.com`)"
+            ));
+        }
+        let mut origins = Vec::new();
+        for origin in self
+            .webauthn
+            .webauthn_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+        {
+            let url = url::Url::parse(origin).map_err(|_| {
+                format!(
+                    "TWOFOLD_WEBAUTHN_ORIGINS: `{origin}` is not a URL (like `https://{rp_id}`)"
+                )
+            })?;
+            let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            let on_rp_id = host == rp_id || host.ends_with(&format!(".{rp_id}"));
+            if !matches!(url.scheme(), "http" | "https") || !on_rp_id || url.path() != "/" {
+                return Err(format!(
+                    "TWOFOLD_WEBAUTHN_ORIGINS: `{origin}` must be an http(s) origin whose host \
+                     is `{rp_id}` (TWOFOLD_WEBAUTHN_RP_ID) or a subdomain of it"
+                ));
+            }
+            origins.push(url);
+        }
+        crate::app::passkeys::relying_party(&rp_id, &origins)
     }
 
     /// The addresses of `TWOFOLD_ADMIN_EMAILS` (blank entries skipped), each a valid address.

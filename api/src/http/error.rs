@@ -11,6 +11,7 @@ use serde::Serialize;
 use twofold_domain::user::Refusal;
 use twofold_domain::UserError;
 
+use crate::app::passkeys::PasskeyFailure;
 use crate::app::AppError;
 
 /// Everything that can go wrong in a request.
@@ -56,6 +57,9 @@ pub enum ApiError {
     /// Anything else; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A WebAuthn ceremony could not go on.
+    #[error(transparent)]
+    Passkey(#[from] PasskeyFailure),
 }
 
 /// A problem details body (RFC 9457), as every error answers with
@@ -98,6 +102,7 @@ impl ApiError {
             Self::Conflict => (StatusCode::CONFLICT, "concurrency.conflict"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service.unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Passkey(failure) => (passkey_status(*failure), failure.code()),
         }
     }
 
@@ -143,6 +148,13 @@ impl ApiError {
     }
 }
 
+fn passkey_status(failure: PasskeyFailure) -> StatusCode {
+    match failure {
+        PasskeyFailure::CeremonyClosed | PasskeyFailure::NoPasskey => StatusCode::NOT_FOUND,
+        PasskeyFailure::RegistrationRefused | PasskeyFailure::WrongOrigin => StatusCode::FORBIDDEN,
+    }
+}
+
 fn domain_status(error: UserError) -> StatusCode {
     match error {
         UserError::InvalidEmail
@@ -150,13 +162,19 @@ fn domain_status(error: UserError) -> StatusCode {
         | UserError::PasswordTooShort
         | UserError::PasswordTooLong
         | UserError::PasswordTooCommon
-        | UserError::PasswordTooWeak => StatusCode::UNPROCESSABLE_ENTITY,
+        | UserError::PasswordTooWeak
+        | UserError::InvalidPasskeyName => StatusCode::UNPROCESSABLE_ENTITY,
         // The original's validator answered 400 to 2FA without a device.
         UserError::DeviceRequired => StatusCode::BAD_REQUEST,
-        UserError::EmailTaken | UserError::AlreadyRegistered => StatusCode::CONFLICT,
-        UserError::UnknownUser | UserError::NoBackupCodesLeft | UserError::UnknownSession => {
-            StatusCode::NOT_FOUND
-        }
+        UserError::EmailTaken
+        | UserError::AlreadyRegistered
+        | UserError::PasskeyNameTaken
+        | UserError::PasskeyLimitReached
+        | UserError::PasskeyAlreadyRegistered => StatusCode::CONFLICT,
+        UserError::UnknownUser
+        | UserError::NoBackupCodesLeft
+        | UserError::UnknownSession
+        | UserError::UnknownPasskey => StatusCode::NOT_FOUND,
         UserError::TfaAlreadyEnabled
         | UserError::TfaNotEnabled
         | UserError::NoCodeGenerator
@@ -257,6 +275,7 @@ impl From<AppError> for ApiError {
             AppError::Conflict => Self::Conflict,
             AppError::Unavailable(error) => Self::Unavailable(error),
             AppError::Internal(error) => Self::Internal(error),
+            AppError::Passkey(failure) => Self::Passkey(failure),
         }
     }
 }
@@ -273,6 +292,7 @@ fn refusal_status_and_code(refusal: Refusal) -> (StatusCode, &'static str) {
         Refusal::WrongPassword => (StatusCode::FORBIDDEN, "auth.wrong_password"),
         Refusal::WrongCode => (StatusCode::FORBIDDEN, "tfa.invalid_code"),
         Refusal::WrongBackupCode => (StatusCode::FORBIDDEN, "tfa.invalid_backup_code"),
+        Refusal::WrongPasskey => (StatusCode::UNAUTHORIZED, "passkey.refused"),
         Refusal::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "auth.refresh_token_reused"),
         Refusal::SessionExpired => (StatusCode::UNAUTHORIZED, UserError::SessionEnded.code()),
     }
@@ -284,6 +304,7 @@ fn refusal_detail(refusal: Refusal) -> String {
         Refusal::WrongPassword => "the current password is not correct".to_owned(),
         Refusal::WrongCode => "the code is not valid".to_owned(),
         Refusal::WrongBackupCode => "the backup code is not valid or was already used".to_owned(),
+        Refusal::WrongPasskey => "the passkey was not accepted".to_owned(),
         Refusal::RefreshTokenReused => {
             "this refresh token was already used; the session is revoked for safety".to_owned()
         }

@@ -53,6 +53,7 @@ const MULTIPART: &str = "multipart/form-data";
         (name = "auth", description = "Sign-up, login, tokens and passwords"),
         (name = "sessions", description = "The caller's sessions"),
         (name = "tfa", description = "The second factor: the second login step, enrolment and management"),
+        (name = "passkeys", description = "The caller's passkeys (WebAuthn): registering, listing, renaming, removing"),
         (name = "users", description = "Admin endpoints"),
         (name = "tasks", description = "A test email and the status of queued emails"),
         (name = "keys", description = "The public keys that verify Twofold's tokens"),

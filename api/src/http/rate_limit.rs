@@ -27,7 +27,7 @@ use crate::app::client_limit::{Admission, ClientKey, ClientLimiter};
 use crate::http::error::ApiError;
 
 /// The limited paths.
-const LIMITED_PATHS: [&str; 7] = [
+const LIMITED_PATHS: [&str; 11] = [
     "/api/v1/auth/signup",
     "/api/v1/auth/login",
     "/api/v1/auth/refresh",
@@ -35,6 +35,10 @@ const LIMITED_PATHS: [&str; 7] = [
     "/api/v1/auth/reset-password",
     "/api/v1/tfa/login_tfa",
     "/api/v1/tfa/recover_tfa",
+    "/api/v1/tfa/passkey/start",
+    "/api/v1/tfa/passkey/finish",
+    "/api/v1/auth/passkey/start",
+    "/api/v1/auth/passkey/finish",
 ];
 
 /// The limiter and who may speak for clients.

@@ -16,7 +16,7 @@ use crate::values::{ChallengeId, Email, FullName, KeyedDigest, PasswordHash, Use
 /// ignored and the user is folded from every event again. (A field merely added with a
 /// default would read from an old snapshot without the facts that older events folded into
 /// it.) A test pins the shape to this version.
-pub const SNAPSHOT_VERSION: &str = "4";
+pub const SNAPSHOT_VERSION: &str = "5";
 
 /// One user, as folded from their events.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +52,9 @@ pub struct User {
     /// When the latest confirmation code was issued, for the cooldown between two.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub(super) confirmation_code_sent_at: Option<OffsetDateTime>,
+    /// The registered passkeys, oldest first (at most [`super::MAX_PASSKEYS`]).
+    #[serde(default)]
+    pub(super) passkeys: Vec<super::RegisteredPasskey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +205,16 @@ impl Aggregate for User {
                 self.request_confirmation_code(command, services, sink)
                     .await
             }
+            UserCommand::RegisterPasskey(command) => {
+                self.register_passkey(command, services, sink).await
+            }
+            UserCommand::RenamePasskey(command) => {
+                self.rename_passkey(command, services, sink).await
+            }
+            UserCommand::RemovePasskey(command) => {
+                self.remove_passkey(command, services, sink).await
+            }
+            UserCommand::UsePasskey(command) => self.use_passkey(command, services, sink).await,
         }
     }
 
@@ -406,6 +419,11 @@ impl Aggregate for User {
                     tfa.device.secret = DeviceSecret::CodeGenerator { seed };
                 }
             }
+            passkey @ (UserEvent::PasskeyRegistered { .. }
+            | UserEvent::PasskeyRenamed { .. }
+            | UserEvent::PasskeyRemoved { .. }
+            | UserEvent::PasskeyUsed { .. }
+            | UserEvent::PasskeyCounterRegressed { .. }) => self.apply_passkey(passkey),
         }
     }
 }

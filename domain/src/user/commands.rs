@@ -3,7 +3,10 @@
 use secrecy::{SecretSlice, SecretString};
 
 use super::{AuditScope, SessionEndReason};
-use crate::values::{ChallengeId, Email, FullName, NewPassword, RefreshTokenId, SessionId, UserId};
+use crate::values::{
+    ChallengeId, Email, FullName, NewPassword, PasskeyCredential, PasskeyId, PasskeyName,
+    RefreshTokenId, SessionId, UserId,
+};
 
 /// Everything a `User` can be asked to do.
 #[derive(Debug, Clone)]
@@ -62,6 +65,86 @@ pub enum UserCommand {
     /// Email a code that proves the second factor of an email-device user for a sensitive
     /// change or a re-authentication.
     RequestConfirmationCode(RequestConfirmationCode),
+    /// Record a passkey whose registration ceremony finished (the caller re-authenticated
+    /// before the ceremony started).
+    RegisterPasskey(RegisterPasskey),
+    /// Give a passkey another name.
+    RenamePasskey(RenamePasskey),
+    /// Remove a passkey, after a re-authentication.
+    RemovePasskey(RemovePasskey),
+    /// Complete a login step with a passkey assertion the caller verified (or record its
+    /// refusal).
+    UsePasskey(UsePasskey),
+}
+
+/// A passkey whose registration ceremony the caller verified. Its id is drawn by the
+/// aggregate.
+#[derive(Debug, Clone)]
+pub struct RegisterPasskey {
+    /// The WebAuthn credential id, base64url.
+    pub credential_id: String,
+    /// The public credential, as the WebAuthn library serialised it.
+    pub credential: PasskeyCredential,
+    /// The sign counter at registration.
+    pub counter: u32,
+    /// The owner's name for it.
+    pub name: PasskeyName,
+}
+
+/// Renames a passkey.
+#[derive(Debug, Clone)]
+pub struct RenamePasskey {
+    /// Which passkey.
+    pub passkey_id: PasskeyId,
+    /// The new name.
+    pub name: PasskeyName,
+}
+
+/// Removes a passkey.
+#[derive(Debug, Clone)]
+pub struct RemovePasskey {
+    /// Which passkey.
+    pub passkey_id: PasskeyId,
+    /// How the caller re-authenticated.
+    pub reauthentication: Reauthentication,
+}
+
+/// Which login step a passkey assertion answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasskeyStep {
+    /// The second factor of the password login that opened this challenge.
+    SecondFactor {
+        /// The challenge the pre-2FA token names.
+        challenge_id: ChallengeId,
+    },
+    /// A login with the passkey alone (a discoverable credential, with user verification).
+    Passwordless,
+}
+
+/// What the caller's verification of an assertion found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasskeyAssertion {
+    /// The signature, challenge, origin and user verification held. The counter is checked
+    /// by the aggregate, against the highest one it accepted.
+    Verified {
+        /// The assertion's sign counter.
+        counter: u32,
+        /// Whether the credential is backed up (synced), as the authenticator says.
+        backup_state: bool,
+    },
+    /// The assertion did not verify.
+    Refused,
+}
+
+/// A passkey assertion for a login step.
+#[derive(Debug, Clone)]
+pub struct UsePasskey {
+    /// The step it answers.
+    pub step: PasskeyStep,
+    /// The credential id the assertion names, base64url.
+    pub credential_id: String,
+    /// What verifying it found.
+    pub assertion: PasskeyAssertion,
 }
 
 /// How a caller proves, again, that they are the user, before a sensitive read or the end

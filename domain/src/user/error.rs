@@ -102,6 +102,21 @@ pub enum UserError {
     /// A sealed secret could not be opened (missing key or corrupt data).
     #[error("a stored secret could not be read")]
     SecretUnreadable,
+    /// The passkey's name is empty, too long or has control characters.
+    #[error("a passkey's name must be 1 to 64 characters without control characters")]
+    InvalidPasskeyName,
+    /// Another of the user's passkeys has this name (in any letter case).
+    #[error("another of your passkeys has this name")]
+    PasskeyNameTaken,
+    /// The user has as many passkeys as are allowed.
+    #[error("no more than 10 passkeys per account; remove one first")]
+    PasskeyLimitReached,
+    /// This authenticator's credential is already registered.
+    #[error("this passkey is already registered")]
+    PasskeyAlreadyRegistered,
+    /// The user has no passkey with this id.
+    #[error("no such passkey")]
+    UnknownPasskey,
 }
 
 impl UserError {
@@ -136,6 +151,11 @@ impl UserError {
             Self::ConfirmationCodeTooSoon { .. } => "tfa.email_code_too_soon",
             Self::HasherSaturated => "service.busy",
             Self::HasherFailed | Self::SecretUnreadable => "internal",
+            Self::InvalidPasskeyName => "passkey.invalid_name",
+            Self::PasskeyNameTaken => "passkey.name_taken",
+            Self::PasskeyLimitReached => "passkey.limit_reached",
+            Self::PasskeyAlreadyRegistered => "passkey.already_registered",
+            Self::UnknownPasskey => "passkey.not_found",
         }
     }
 }

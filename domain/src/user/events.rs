@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::values::{
-    ChallengeId, DeviceId, DeviceType, Email, FullName, KeyedDigest, PasswordHash, RefreshTokenId,
-    SealedSecret, SessionId, UserId,
+    ChallengeId, DeviceId, DeviceType, Email, FullName, KeyedDigest, PasskeyCredential, PasskeyId,
+    PasskeyName, PasswordHash, RefreshTokenId, SealedSecret, SessionId, UserId,
 };
 
 /// The version every event type is at. Version 2.0 writes times in RFC 3339 (1.0 wrote the
@@ -26,6 +26,8 @@ pub enum Factor {
     EmailCode,
     /// A single-use backup code.
     BackupCode,
+    /// A passkey (a WebAuthn assertion), as the second factor or alone. Since version 2.0.
+    Passkey,
 }
 
 /// An enrolled second-factor device.
@@ -316,6 +318,66 @@ pub enum UserEvent {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// A passkey was registered (its registration ceremony finished). Since version 2.0.
+    PasskeyRegistered {
+        /// Twofold's id for it.
+        passkey_id: PasskeyId,
+        /// The WebAuthn credential id, base64url: what an assertion names.
+        credential_id: String,
+        /// The public credential as the WebAuthn library serialised it (no private key).
+        credential: PasskeyCredential,
+        /// The sign counter the authenticator reported at registration.
+        counter: u32,
+        /// The owner's name for it; personal data, sealed in the log.
+        name: PasskeyName,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// A passkey was renamed. Since version 2.0.
+    PasskeyRenamed {
+        /// Which passkey.
+        passkey_id: PasskeyId,
+        /// The new name; personal data, sealed in the log.
+        name: PasskeyName,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// A passkey was removed; it no longer signs in. Since version 2.0.
+    PasskeyRemoved {
+        /// Which passkey.
+        passkey_id: PasskeyId,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// A passkey's assertion was verified and accepted; its sign counter and backup state
+    /// move on. Since version 2.0.
+    PasskeyUsed {
+        /// Which passkey.
+        passkey_id: PasskeyId,
+        /// The sign counter of the assertion (0 for authenticators that do not count).
+        counter: u32,
+        /// Whether the authenticator says the credential is backed up (synced).
+        backup_state: bool,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// A passkey's assertion had a valid signature but a sign counter that did not advance:
+    /// the authenticator may have been cloned. The assertion was refused. Since version 2.0.
+    PasskeyCounterRegressed {
+        /// Which passkey.
+        passkey_id: PasskeyId,
+        /// The counter the assertion carried.
+        counter: u32,
+        /// The highest counter accepted before.
+        stored_counter: u32,
+        /// When.
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
 }
 
 /// What part of a user's audit trail was read.
@@ -361,6 +423,11 @@ impl DomainEvent for UserEvent {
             Self::UserErased { .. } => "UserErased",
             Self::SignUpAttempted { .. } => "SignUpAttempted",
             Self::ConfirmationCodeIssued { .. } => "ConfirmationCodeIssued",
+            Self::PasskeyRegistered { .. } => "PasskeyRegistered",
+            Self::PasskeyRenamed { .. } => "PasskeyRenamed",
+            Self::PasskeyRemoved { .. } => "PasskeyRemoved",
+            Self::PasskeyUsed { .. } => "PasskeyUsed",
+            Self::PasskeyCounterRegressed { .. } => "PasskeyCounterRegressed",
         };
         name.to_owned()
     }

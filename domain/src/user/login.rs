@@ -46,12 +46,17 @@ impl User {
             return Ok(());
         }
         let at = services.clock.now();
-        let Some(tfa) = &self.tfa else {
+        // A passkey is a second factor: a user with one is asked for it (or for their TOTP,
+        // emailed or backup code, when they have those too) even without a device.
+        if self.tfa.is_none() && self.passkeys.is_empty() {
             sink.write(UserEvent::LoggedIn { at }, self).await;
             self.start_session(services, at, sink).await;
             return Ok(());
-        };
-        let email_device = matches!(tfa.device.secret, DeviceSecret::Email);
+        }
+        let email_device = self
+            .tfa
+            .as_ref()
+            .is_some_and(|tfa| matches!(tfa.device.secret, DeviceSecret::Email));
         let challenge_id = ChallengeId::from_uuid(services.rng.uuid());
         sink.write(UserEvent::SecondFactorRequired { challenge_id, at }, self)
             .await;

@@ -11,6 +11,7 @@ mod keys;
 mod login;
 mod manage;
 mod outcome;
+mod passkeys;
 mod password;
 mod proofs;
 mod reauth;
@@ -24,13 +25,15 @@ mod throttle;
 pub use aggregate::{User, SNAPSHOT_VERSION};
 pub use commands::{
     ChangePassword, DisableTfa, EnableTfa, EndOtherSessions, EndSession, EraseOwnAccount, LogIn,
-    NewDevice, Reauthentication, RefreshSession, RegenerateBackupCodes, RequestConfirmationCode,
+    NewDevice, PasskeyAssertion, PasskeyStep, Reauthentication, RefreshSession,
+    RegenerateBackupCodes, RegisterPasskey, RemovePasskey, RenamePasskey, RequestConfirmationCode,
     RequestPasswordReset, ResetPassword, SignUp, SwitchTfaDevice, TfaEnrolment, UseBackupCode,
-    UserCommand, VerifyTfaCode,
+    UsePasskey, UserCommand, VerifyTfaCode,
 };
 pub use error::UserError;
 pub use events::{AuditScope, Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
 pub use outcome::{ChangeOutcome, LoginOutcome, NoDecision, RefreshOutcome, Refusal, SessionGrant};
+pub use passkeys::{RegisteredPasskey, MAX_PASSKEYS};
 pub use password::{RESET_EMAILS_PER_DAY, RESET_EMAIL_INTERVAL, RESET_TOKEN_TTL};
 pub use reauth::{CONFIRMATION_CODE_INTERVAL, CONFIRMATION_CODE_TTL};
 pub use sessions::{SessionEndReason, MAX_SESSIONS, SESSION_MAX_AGE};

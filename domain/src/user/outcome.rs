@@ -18,6 +18,9 @@ pub enum Refusal {
     WrongCode,
     /// A backup code was wrong or already used (second login step).
     WrongBackupCode,
+    /// A passkey assertion was refused: not verified, of no passkey of the user, or with a
+    /// sign counter that did not advance.
+    WrongPasskey,
     /// A rotated refresh token was presented again: its session is revoked.
     RefreshTokenReused,
     /// The session reached its absolute lifetime.
@@ -40,7 +43,7 @@ pub struct SessionGrant {
 #[error("the command recorded no decision of its flow")]
 pub struct NoDecision;
 
-/// What a login step decided (`LogIn`, `VerifyTfaCode`, `UseBackupCode`).
+/// What a login step decided (`LogIn`, `VerifyTfaCode`, `UseBackupCode`, `UsePasskey`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoginOutcome {
     /// The login completed and started a session.
@@ -81,6 +84,7 @@ impl LoginOutcome {
                     Factor::Password => Refusal::WrongPassword,
                     Factor::Totp | Factor::EmailCode => Refusal::WrongCode,
                     Factor::BackupCode => Refusal::WrongBackupCode,
+                    Factor::Passkey => Refusal::WrongPasskey,
                 })),
                 _ => None,
             })

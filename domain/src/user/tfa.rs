@@ -95,7 +95,7 @@ impl User {
     }
 
     /// The challenge, if it is open and has not failed too often.
-    fn open_challenge(&self, id: ChallengeId) -> Result<&Challenge, UserError> {
+    pub(super) fn open_challenge(&self, id: ChallengeId) -> Result<&Challenge, UserError> {
         self.account()?;
         self.challenge(id)
             .filter(|challenge| challenge.failures < MAX_CHALLENGE_FAILURES)

@@ -32,6 +32,8 @@ pub enum ThrottledFactor {
     SecondFactor,
     /// Backup codes.
     BackupCode,
+    /// Passkey assertions. Since version 2.0.
+    Passkey,
 }
 
 impl From<Factor> for ThrottledFactor {
@@ -40,6 +42,7 @@ impl From<Factor> for ThrottledFactor {
             Factor::Password => Self::Password,
             Factor::Totp | Factor::EmailCode => Self::SecondFactor,
             Factor::BackupCode => Self::BackupCode,
+            Factor::Passkey => Self::Passkey,
         }
     }
 }
@@ -91,6 +94,8 @@ pub(super) struct Throttles {
     password: Throttle,
     second_factor: Throttle,
     backup_code: Throttle,
+    #[serde(default)]
+    passkey: Throttle,
 }
 
 impl Throttles {
@@ -99,6 +104,7 @@ impl Throttles {
             ThrottledFactor::Password => &self.password,
             ThrottledFactor::SecondFactor => &self.second_factor,
             ThrottledFactor::BackupCode => &self.backup_code,
+            ThrottledFactor::Passkey => &self.passkey,
         }
     }
 
@@ -107,6 +113,7 @@ impl Throttles {
             ThrottledFactor::Password => &mut self.password,
             ThrottledFactor::SecondFactor => &mut self.second_factor,
             ThrottledFactor::BackupCode => &mut self.backup_code,
+            ThrottledFactor::Passkey => &mut self.passkey,
         }
     }
 }

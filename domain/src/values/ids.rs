@@ -63,3 +63,8 @@ uuid_id!(
     /// Identifies one refresh token of a session; each refresh replaces it.
     RefreshTokenId
 );
+uuid_id!(
+    /// Identifies one of a user's passkeys (a WebAuthn credential); chosen by Twofold, not the
+    /// authenticator, so that the credential id never appears in a URL.
+    PasskeyId
+);

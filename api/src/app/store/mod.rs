@@ -5,6 +5,7 @@
 //! open the personal data of the events they read with them, and destroy a user's key when the
 //! user is erased (see `twofold_projections::personal`).
 
+pub mod ceremonies;
 mod memory;
 mod postgres;
 
@@ -16,6 +17,9 @@ use twofold_nats::MailJob;
 use twofold_projections::personal::{DataKey, KeyRing, PersonalData};
 use zeroize::Zeroizing;
 
+pub use ceremonies::{
+    Ceremony, CeremonyKind, CeremonyStore, MemCeremonyStore, PgCeremonyStore, CEREMONY_TTL,
+};
 pub use memory::MemEventRepository;
 pub use postgres::PgEventRepository;
 

@@ -4,6 +4,7 @@ mod auth;
 mod dto;
 mod erasure;
 mod health;
+mod passkeys;
 mod password;
 mod sessions;
 mod tasks;
@@ -45,8 +46,15 @@ fn api() -> OpenApiRouter<AppState> {
         .nest(
             "/api/v1",
             OpenApiRouter::new()
-                .nest("/auth", auth::router())
-                .nest("/tfa", tfa::router())
+                .nest(
+                    "/auth",
+                    auth::router().nest("/passkey", passkeys::passwordless_router()),
+                )
+                .nest(
+                    "/tfa",
+                    tfa::router().nest("/passkey", passkeys::second_factor_router()),
+                )
+                .merge(passkeys::router())
                 .nest("/users", users::router().merge(erasure::router()))
                 .nest("/tasks", tasks::router())
                 .nest("/admin", views::router()),

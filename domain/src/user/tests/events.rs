@@ -100,6 +100,28 @@ pub(super) fn one_of_each() -> Vec<UserEvent> {
             expires_at: at(610),
             at: at(10),
         },
+        super::passkeys::passkey_registered(0, 1),
+        UserEvent::PasskeyRenamed {
+            passkey_id: super::passkeys::passkey_id(0),
+            name: crate::values::PasskeyName::parse("phone").unwrap(),
+            at: at(12),
+        },
+        UserEvent::PasskeyUsed {
+            passkey_id: super::passkeys::passkey_id(0),
+            counter: 2,
+            backup_state: true,
+            at: at(13),
+        },
+        UserEvent::PasskeyCounterRegressed {
+            passkey_id: super::passkeys::passkey_id(0),
+            counter: 2,
+            stored_counter: 2,
+            at: at(14),
+        },
+        UserEvent::PasskeyRemoved {
+            passkey_id: super::passkeys::passkey_id(0),
+            at: at(15),
+        },
         UserEvent::UserErased { at: at(11) },
     ]
 }
@@ -120,7 +142,7 @@ pub(super) fn one_of_each_stored_at_1_0() -> Vec<UserEvent> {
 fn every_event_is_stored_under_its_event_type_and_reads_back_unchanged() {
     let types: std::collections::BTreeSet<String> =
         one_of_each().iter().map(DomainEvent::event_type).collect();
-    assert_eq!(types.len(), 27, "one of each type");
+    assert_eq!(types.len(), 32, "one of each type");
     assert_eq!(
         one_of_each_stored_at_1_0().len(),
         24,

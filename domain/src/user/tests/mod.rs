@@ -9,6 +9,7 @@ mod keys;
 mod login;
 mod manage;
 mod outcome;
+mod passkeys;
 mod password;
 mod proofs;
 mod reauth;

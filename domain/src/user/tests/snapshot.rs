@@ -32,6 +32,18 @@ fn history() -> Vec<UserEvent> {
             challenge_id: None,
             at: at(10),
         },
+        super::passkeys::passkey_registered(1, 4),
+        UserEvent::PasskeyUsed {
+            passkey_id: super::passkeys::passkey_id(1),
+            counter: 5,
+            backup_state: true,
+            at: at(11),
+        },
+        UserEvent::LoginFailed {
+            factor: crate::user::Factor::Passkey,
+            challenge_id: None,
+            at: at(12),
+        },
     ]);
     events
 }
@@ -48,10 +60,10 @@ fn folded() -> serde_json::Value {
 #[test]
 fn the_snapshot_shape_is_the_one_its_version_names() {
     let pinned: serde_json::Value =
-        serde_json::from_str(include_str!("snapshot-shape-v4.json")).unwrap();
+        serde_json::from_str(include_str!("snapshot-shape-v5.json")).unwrap();
     assert_eq!(
         (SNAPSHOT_VERSION, folded()),
-        ("4", pinned),
+        ("5", pinned),
         "the folded state's shape changed: give SNAPSHOT_VERSION a new value and pin the \
          new shape in a new snapshot-shape file, so that snapshots of the old shape are \
          ignored rather than misread"
