@@ -176,6 +176,23 @@ where
     }
 }
 
+/// The user of a valid access token of a live session, as the access cache holds them: for
+/// handlers that answer with the caller's view, without looking the user up a second time.
+pub struct LiveUser(pub Arc<UserAccess>);
+
+impl<S> FromRequestParts<S> for LiveUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let (_, access) = live_access(parts, &AppState::from_ref(state)).await?;
+        Ok(Self(access))
+    }
+}
+
 /// The claims of a valid pre-2FA token.
 pub struct PreTfaToken(pub Claims<PreTfa>);
 
