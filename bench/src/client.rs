@@ -88,6 +88,28 @@ pub async fn test_token(client: &Client, url: &str, access: &str) -> anyhow::Res
     Ok(status)
 }
 
+/// A plain `GET`: its status (the body is read and dropped).
+pub async fn get(client: &Client, url: &str) -> anyhow::Result<u16> {
+    let response = client.get(url).send().await?;
+    let status = response.status().as_u16();
+    response.bytes().await?;
+    Ok(status)
+}
+
+/// The value of an unlabelled metric in the service's `/metrics`, if it is there.
+pub async fn metric(client: &Client, base: &str, name: &str) -> anyhow::Result<Option<f64>> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    }))
+}
+
 /// `POST /auth/refresh`: the status and the new pair.
 pub async fn refresh(
     client: &Client,
