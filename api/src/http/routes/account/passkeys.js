@@ -186,6 +186,7 @@ function show(section) {
 
 // Runs `work` for a button or form, with the buttons disabled meanwhile and any failure shown.
 async function act(work) {
+  $("problem").hidden = true;
   const buttons = document.querySelectorAll("button");
   for (const button of buttons) {
     button.disabled = true;
