@@ -77,7 +77,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Every route, the OpenAPI document at [`OPENAPI_PATH`], Swagger UI at [`DOCS_PATH`] and
-/// the passkey page at [`account::PAGE_PATH`].
+/// the passkey page at [`account::PASSKEY_PAGE_PATH`].
 pub fn router() -> Router<AppState> {
     let (router, document) = documented();
     let docs = Router::from(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, document)).layer(
