@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::devtools::Browser;
 use crate::helpers::{
-    signup_body, spawn_app_with, test_config, unique_email, Store, TestApp, PASSWORD,
+    current_code, signup_body, spawn_app_with, test_config, unique_email, Store, TestApp, PASSWORD,
 };
 
 const PAGE_PATH: &str = "/account/passkeys";
@@ -115,12 +115,10 @@ async fn passkeys_over_http(app: &TestApp, browser: &mut Browser) -> Vec<Value> 
     response.json::<Vec<Value>>().await.unwrap()
 }
 
-#[tokio::test]
-async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() {
-    let (app, origin) = spawn_page_app().await;
-    let email = unique_email("page");
-    let signed_up = app.signup(&signup_body(&email, None)).await;
-    assert_eq!(signed_up.status(), StatusCode::OK);
+/// Headless Chromium with a virtual authenticator (a platform one that keeps discoverable
+/// credentials and verifies its user), on the page at `origin`, ready; and the
+/// authenticator's id.
+async fn open_page(origin: &str) -> (Browser, Value) {
     let mut browser = Browser::launch("passkey-page").await;
     browser
         .command(
@@ -152,8 +150,6 @@ async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() 
         )
         .await["authenticatorId"]
         .clone();
-
-    // Sign in with the password through the page's form.
     browser
         .command(
             "Page.navigate",
@@ -167,6 +163,24 @@ async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() 
             STEP,
         )
         .await;
+    (browser, authenticator)
+}
+
+/// Signs in through the page's form with `email` and the password.
+async fn submit_password(browser: &mut Browser, email: &str) {
+    type_into(browser, "email", email).await;
+    type_into(browser, "password", PASSWORD).await;
+    click(browser, "#password-form button[type=submit]").await;
+}
+
+#[tokio::test]
+async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() {
+    let (app, origin) = spawn_page_app().await;
+    let email = unique_email("page");
+    let signed_up = app.signup(&signup_body(&email, None)).await;
+    assert_eq!(signed_up.status(), StatusCode::OK);
+    let (mut browser, authenticator) = open_page(&origin).await;
+
     // Bad input gets a message on the page.
     type_into(&mut browser, "email", &email).await;
     click(&mut browser, "#password-form button[type=submit]").await;
@@ -288,9 +302,7 @@ async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() 
     browser
         .wait_for(&showing("signed-out"), PAGE_PROBLEM, STEP)
         .await;
-    type_into(&mut browser, "email", &email).await;
-    type_into(&mut browser, "password", PASSWORD).await;
-    click(&mut browser, "#password-form button[type=submit]").await;
+    submit_password(&mut browser, &email).await;
     browser
         .wait_for(&showing("second-step"), PAGE_PROBLEM, STEP)
         .await;
@@ -312,6 +324,67 @@ async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() 
         0
     );
     assert!(passkeys_over_http(&app, &mut browser).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_user_with_an_authenticator_app_signs_in_with_codes_and_adds_a_passkey_with_one() {
+    let (app, origin) = spawn_page_app().await;
+    let email = unique_email("page-totp");
+    let seed = app.signup_with_authenticator(&email).await;
+    let backup_codes = app.backup_codes(&email).await;
+    assert_eq!(backup_codes.len(), 5);
+    let (mut browser, _) = open_page(&origin).await;
+
+    // The second step with a TOTP code.
+    submit_password(&mut browser, &email).await;
+    browser
+        .wait_for(&showing("second-step"), PAGE_PROBLEM, STEP)
+        .await;
+    click(&mut browser, "#code-form button[value=code]").await;
+    assert_eq!(page_problem(&mut browser).await, "Enter the code.");
+    type_into(&mut browser, "code", &current_code(&seed)).await;
+    click(&mut browser, "#code-form button[value=code]").await;
+    browser
+        .wait_for(&showing("signed-in"), PAGE_PROBLEM, STEP)
+        .await;
+    assert!(text_of(&mut browser, "#who").await.contains(&email));
+
+    // Adding a passkey asks for a second factor too: without one the page says so.
+    type_into(&mut browser, "new-name", "phone").await;
+    type_into(&mut browser, "proof-password", PASSWORD).await;
+    click(&mut browser, "#register-form button[type=submit]").await;
+    let problem = page_problem(&mut browser).await;
+    assert!(problem.contains("tfa.code_required"), "{problem}");
+    type_into(&mut browser, "proof-password", PASSWORD).await;
+    type_into(&mut browser, "proof-code", &backup_codes[0]).await;
+    click(&mut browser, "#register-form button[type=submit]").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#passkeys li').length === 1",
+            PAGE_PROBLEM,
+            STEP,
+        )
+        .await;
+    assert_eq!(
+        passkeys_over_http(&app, &mut browser).await[0]["name"],
+        "phone"
+    );
+
+    // The second step with a backup code, although a passkey is there.
+    click(&mut browser, "#sign-out").await;
+    browser
+        .wait_for(&showing("signed-out"), PAGE_PROBLEM, STEP)
+        .await;
+    submit_password(&mut browser, &email).await;
+    browser
+        .wait_for(&showing("second-step"), PAGE_PROBLEM, STEP)
+        .await;
+    type_into(&mut browser, "code", &backup_codes[1]).await;
+    click(&mut browser, "#code-form button[value=backup]").await;
+    browser
+        .wait_for(&showing("signed-in"), PAGE_PROBLEM, STEP)
+        .await;
+    assert!(text_of(&mut browser, "#who").await.contains(&email));
 }
 
 #[tokio::test]
