@@ -1,8 +1,9 @@
 //! The passkey page at `/account/passkeys`: a real browser (headless Chromium with the
 //! DevTools virtual authenticator) signs in with a password, registers a passkey, signs in
 //! with it alone and as the second step after the password, renames and removes it, all
-//! through the page; and the page and its assets carry a strict content security policy and
-//! nothing inline.
+//! through the page, and a user with an authenticator app signs in with codes and adds and
+//! removes a passkey with them; and the page and its assets carry a strict content security
+//! policy and nothing inline.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use twofold_api::Config;
 
 use crate::devtools::Browser;
 use crate::helpers::{
@@ -41,7 +43,7 @@ const PAGE_PROBLEM: &str = "document.getElementById('problem')?.hidden === false
 /// The embedded service on a port of its own, accepting passkeys from the page as a browser
 /// loads it: from `http://localhost:<port>` (the relying party id is `localhost`, which an
 /// address such as 127.0.0.1 is not).
-async fn spawn_page_app() -> (TestApp, String) {
+async fn spawn_page_app(configure: impl FnOnce(&mut Config)) -> (TestApp, String) {
     // The port is chosen before the start because the accepted origin names it.
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -53,6 +55,7 @@ async fn spawn_page_app() -> (TestApp, String) {
     config.webauthn.webauthn_rp_id = "localhost".to_owned();
     let origin = format!("http://localhost:{port}");
     config.webauthn.webauthn_origins = origin.clone();
+    configure(&mut config);
     (spawn_app_with(config).await, origin)
 }
 
@@ -175,7 +178,7 @@ async fn submit_password(browser: &mut Browser, email: &str) {
 
 #[tokio::test]
 async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() {
-    let (app, origin) = spawn_page_app().await;
+    let (app, origin) = spawn_page_app(|_| ()).await;
     let email = unique_email("page");
     let signed_up = app.signup(&signup_body(&email, None)).await;
     assert_eq!(signed_up.status(), StatusCode::OK);
@@ -327,8 +330,10 @@ async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() 
 }
 
 #[tokio::test]
-async fn a_user_with_an_authenticator_app_signs_in_with_codes_and_adds_a_passkey_with_one() {
-    let (app, origin) = spawn_page_app().await;
+async fn a_user_with_an_authenticator_app_signs_in_with_codes_and_adds_and_removes_a_passkey_with_them(
+) {
+    // Every removal asks for the proofs.
+    let (app, origin) = spawn_page_app(|config| config.lifetimes.reauth_window = 0).await;
     let email = unique_email("page-totp");
     let seed = app.signup_with_authenticator(&email).await;
     let backup_codes = app.backup_codes(&email).await;
@@ -385,11 +390,23 @@ async fn a_user_with_an_authenticator_app_signs_in_with_codes_and_adds_a_passkey
         .wait_for(&showing("signed-in"), PAGE_PROBLEM, STEP)
         .await;
     assert!(text_of(&mut browser, "#who").await.contains(&email));
+
+    // Removing it asks for the proofs (the sign-in is older than the window of 0 s).
+    click(&mut browser, "#passkeys li button.danger").await;
+    let problem = page_problem(&mut browser).await;
+    assert!(problem.contains("enter your password"), "{problem}");
+    type_into(&mut browser, "proof-password", PASSWORD).await;
+    type_into(&mut browser, "proof-code", &backup_codes[2]).await;
+    click(&mut browser, "#passkeys li button.danger").await;
+    browser
+        .wait_for(&showing("no-passkeys"), PAGE_PROBLEM, STEP)
+        .await;
+    assert!(passkeys_over_http(&app, &mut browser).await.is_empty());
 }
 
 #[tokio::test]
 async fn the_page_and_its_assets_carry_a_strict_policy_and_nothing_inline() {
-    let (app, _) = spawn_page_app().await;
+    let (app, _) = spawn_page_app(|_| ()).await;
 
     for path in std::iter::once(PAGE_PATH).chain(ASSETS) {
         let response = app
