@@ -7,6 +7,7 @@
 mod audit;
 mod compat;
 mod concurrency;
+mod devtools;
 mod enumeration;
 mod erasure;
 mod errors;
@@ -22,6 +23,7 @@ mod openapi;
 mod outage;
 mod overload;
 mod panics;
+mod passkey_page;
 mod passkeys;
 mod password;
 mod pg_server;

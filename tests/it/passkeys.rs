@@ -218,6 +218,11 @@ async fn enrol_list_rename_remove_and_second_factor(store: Store) {
 
     // A third with a name already taken (in another case) is refused at the finish.
     let (challenge_id, public_key) = start_registration(&app, &access).await;
+    // A discoverable credential is asked for, so that a passkey can sign in without a
+    // password; user verification is required.
+    let selection = &public_key["authenticatorSelection"];
+    assert_eq!(selection["residentKey"], "preferred", "{public_key}");
+    assert_eq!(selection["userVerification"], "required", "{public_key}");
     let credential = Token::new().register(ORIGIN, &public_key);
     let taken = post_json(
         &app,

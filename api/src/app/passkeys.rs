@@ -37,6 +37,7 @@ use webauthn_rs::prelude::{
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Webauthn,
     WebauthnBuilder, WebauthnError,
 };
+use webauthn_rs_proto::ResidentKeyRequirement;
 
 use super::mail_policy::MailSecrets;
 use super::store::{Ceremony, CeremonyKind, CeremonyStore, CEREMONY_TTL};
@@ -264,11 +265,20 @@ impl App {
             .iter()
             .map(|passkey| stored_passkey(passkey).map(|stored| stored.cred_id().clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let (challenge, state) = self
+        let (mut challenge, state) = self
             .passkeys
             .webauthn
             .start_passkey_registration(user_id.as_uuid(), &email, &email, Some(excluded))
             .map_err(|error| AppError::Internal(Box::new(error)))?;
+        // webauthn-rs asks for a server-side credential (`residentKey: "discouraged"`), which a
+        // security key then makes, and which the passwordless login (a discoverable
+        // credential's user handle names the user) cannot find. Asking for a discoverable one
+        // where the authenticator can keep it makes every passkey a passwordless one it can
+        // be; one that cannot still registers and serves as a second factor. The ceremony's
+        // state needs no change: it checks no resident-key requirement.
+        if let Some(selection) = challenge.public_key.authenticator_selection.as_mut() {
+            selection.resident_key = Some(ResidentKeyRequirement::Preferred);
+        }
         let start = self
             .keep_ceremony(
                 CeremonyKind::Registration,

@@ -1,5 +1,6 @@
 //! The HTTP routes, grouped as in the original service under `/api/v1`.
 
+mod account;
 mod auth;
 mod dto;
 mod erasure;
@@ -75,7 +76,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented().1
 }
 
-/// Every route, the OpenAPI document at [`OPENAPI_PATH`] and Swagger UI at [`DOCS_PATH`].
+/// Every route, the OpenAPI document at [`OPENAPI_PATH`], Swagger UI at [`DOCS_PATH`] and
+/// the passkey page at [`account::PASSKEY_PAGE_PATH`].
 pub fn router() -> Router<AppState> {
     let (router, document) = documented();
     let docs = Router::from(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, document)).layer(
@@ -86,6 +88,7 @@ pub fn router() -> Router<AppState> {
     );
     router
         .merge(docs)
+        .merge(account::router())
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .fallback(unmatched)
 }
