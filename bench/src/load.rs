@@ -24,6 +24,10 @@ where
     Arc::new(move |worker, n| Box::pin(f(worker, n)))
 }
 
+/// How long a worker waits after a 503 before its next request: the `Retry-After` (1 s)
+/// Twofold sends with `service.busy`.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// When a run stops.
 #[derive(Debug, Clone, Copy)]
 pub enum Until {
@@ -126,7 +130,12 @@ pub async fn drive(concurrency: usize, until: Until, request: Request) -> Run {
                 n += 1;
                 match outcome {
                     Ok(status) if (200..300).contains(&status) => run.ok_ms.push(ms),
-                    Ok(503) => run.busy_ms.push(ms),
+                    Ok(503) => {
+                        run.busy_ms.push(ms);
+                        // A client that honours Retry-After waits before trying again; the
+                        // wait is not part of the answer's latency.
+                        tokio::time::sleep(RETRY_AFTER).await;
+                    }
                     Ok(status) => {
                         run.other += 1;
                         run.first_other.get_or_insert(format!("status {status}"));

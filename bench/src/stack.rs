@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use secrecy::SecretString;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::process::{Child, Command};
 use twofold_api::adapters::SealingKey;
@@ -50,6 +51,8 @@ pub struct Stack {
     /// The JWT signing key the API uses (PKCS#8 PEM), and its file.
     pub jwt_key_pem: String,
     pub jwt_key_file: PathBuf,
+    /// The sealing key the API uses (base64).
+    pub sealing_key: String,
     /// The database and pool of the Postgres mode.
     pub database: Option<(String, PgPool)>,
     pub database_url: Option<String>,
@@ -143,6 +146,7 @@ impl Stack {
             mailer,
             jwt_key_pem,
             jwt_key_file: key_file,
+            sealing_key: sealing_key.clone(),
             database: None,
             database_url: database_url.clone(),
             nats_prefix,
@@ -274,11 +278,16 @@ async fn delete_nats_prefix(nats_url: &str, prefix: &str) -> anyhow::Result<()> 
 }
 
 /// A configuration on `database_url`, for the in-process view rebuild.
-pub fn rebuild_config(database_url: &str, work_dir: &Path) -> anyhow::Result<twofold_api::Config> {
-    Ok(twofold_api::Config::for_tests(
+pub fn rebuild_config(stack: &Stack, database_url: &str) -> anyhow::Result<twofold_api::Config> {
+    let mut config = twofold_api::Config::for_tests(
         Some(database_url.to_owned()),
         None,
         "bench",
-        work_dir,
-    )?)
+        &stack.work_dir.join("rebuild"),
+    )?;
+    // The stack's own keys: with others, every sealed field (addresses, names, client
+    // addresses) would open as erased and differ from the views.
+    config.sealing.key = Some(SecretString::from(stack.sealing_key.clone()));
+    config.jwt.key_file = Some(stack.jwt_key_file.clone());
+    Ok(config)
 }
