@@ -7,15 +7,19 @@
 //! optimistic-lock race is retried from a fresh load, so the loser of a double spend gets the
 //! domain's real answer (code already used) rather than a conflict.
 
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, EventEnvelope, Query};
+use secrecy::{ExposeSecret, SecretString};
+use twofold_domain::services::{HasherError, PasswordHasher};
 use twofold_domain::user::{ThrottledFactor, SNAPSHOT_VERSION};
 use twofold_domain::values::SealedSecret;
 use twofold_domain::values::{Email, UserId};
+use twofold_domain::values::{NewPassword, PasswordHash};
 use twofold_domain::{EventMetadata, User, UserCommand, UserEvent, UserServices};
 use twofold_projections::log::{envelope, Upcasters};
 use twofold_projections::personal::{strip_personal_metadata, DataKey};
@@ -224,6 +228,10 @@ impl<R: EventRepository> CommandGateway<R> {
         secrets: &MailSecrets,
     ) -> Result<Committed, AppError> {
         let aggregate_id = id.to_string();
+        let services = UserServices {
+            hasher: Arc::new(VerifiedOnce::new(Arc::clone(&self.services.hasher))),
+            ..self.services.clone()
+        };
         for _ in 0..MAX_ATTEMPTS {
             let Loaded {
                 mut user,
@@ -231,7 +239,7 @@ impl<R: EventRepository> CommandGateway<R> {
                 snapshot_sequence,
             } = self.load_user(&aggregate_id).await?;
             let sink = EventSink::default();
-            user.handle(command.clone(), &self.services, &sink).await?;
+            user.handle(command.clone(), &services, &sink).await?;
             let events = sink.collect().await;
             if events.is_empty() {
                 return Ok(Committed {
@@ -300,6 +308,58 @@ impl<R: EventRepository> CommandGateway<R> {
             }
         }
         Err(AppError::Conflict)
+    }
+}
+
+/// The password hasher of one command's attempts. A command that loses a race is handled again
+/// from a fresh load; without this, each attempt checked its password again, an Argon2 hash
+/// per lost race, so concurrent logins to one account multiplied the hashing a request cost
+/// (up to [`MAX_ATTEMPTS`] times). A check is remembered for this command alone, and only for
+/// the same password against the same stored hash: a hash that changed in between (a password
+/// changed meanwhile) is checked again. Hashing a new password is not remembered.
+struct VerifiedOnce {
+    hasher: Arc<dyn PasswordHasher>,
+    checked: Mutex<Vec<(PasswordHash, SecretString, bool)>>,
+}
+
+impl VerifiedOnce {
+    fn new(hasher: Arc<dyn PasswordHasher>) -> Self {
+        Self {
+            hasher,
+            checked: Mutex::default(),
+        }
+    }
+
+    fn checked(&self) -> MutexGuard<'_, Vec<(PasswordHash, SecretString, bool)>> {
+        self.checked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl PasswordHasher for VerifiedOnce {
+    async fn hash(&self, password: &NewPassword) -> Result<PasswordHash, HasherError> {
+        self.hasher.hash(password).await
+    }
+
+    async fn verify(
+        &self,
+        password: &SecretString,
+        hash: &PasswordHash,
+    ) -> Result<bool, HasherError> {
+        let remembered = self
+            .checked()
+            .iter()
+            .find(|(checked_hash, checked_password, _)| {
+                checked_hash == hash && checked_password.expose_secret() == password.expose_secret()
+            })
+            .map(|(_, _, matches)| *matches);
+        if let Some(matches) = remembered {
+            return Ok(matches);
+        }
+        let matches = self.hasher.verify(password, hash).await?;
+        self.checked()
+            .push((hash.clone(), password.clone(), matches));
+        Ok(matches)
     }
 }
 
@@ -656,6 +716,102 @@ mod tests {
                 Ok(())
             })?;
         }
+    }
+
+    /// A hasher that checks as the test one does, counts its checks, and holds the first
+    /// until released, so that a test can commit another command meanwhile.
+    #[derive(Default)]
+    struct HeldHasher {
+        checks: std::sync::atomic::AtomicUsize,
+        checking: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl PasswordHasher for HeldHasher {
+        async fn hash(&self, password: &NewPassword) -> Result<PasswordHash, HasherError> {
+            testing::PlainHasher.hash(password).await
+        }
+
+        async fn verify(
+            &self,
+            password: &SecretString,
+            hash: &PasswordHash,
+        ) -> Result<bool, HasherError> {
+            if self
+                .checks
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                == 0
+            {
+                self.checking.notify_one();
+                self.release.notified().await;
+            }
+            testing::PlainHasher.verify(password, hash).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_that_loses_a_race_is_retried_without_hashing_its_password_again() {
+        let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
+        let repository = MemEventRepository::new(
+            outbox,
+            std::sync::Arc::new(twofold_domain::testing::HexSealer),
+        );
+        let hasher = Arc::new(HeldHasher::default());
+        let at = OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap();
+        let gateway = Arc::new(CommandGateway::new(
+            repository,
+            MailPolicy::new(MailFactory::new(MailSealer::new(
+                twofold_nats::MailKey::derive(&[7; 32]),
+            ))),
+            Vec::new(),
+            UserServices {
+                hasher: Arc::clone(&hasher) as Arc<dyn PasswordHasher>,
+                ..testing::services_at(at)
+            },
+        ));
+        let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
+        sign_up(&gateway, id).await;
+
+        let login = tokio::spawn({
+            let gateway = Arc::clone(&gateway);
+            async move {
+                let log_in = UserCommand::LogIn(LogIn {
+                    password: secret(PASSWORD),
+                    email_code: secret("123456"),
+                });
+                gateway
+                    .execute(id, log_in, &EventMetadata::of(Actor::Anonymous), &secrets())
+                    .await
+            }
+        });
+        // While the login's password is being checked, another command commits first.
+        hasher.checking.notified().await;
+        gateway
+            .execute(
+                id,
+                UserCommand::GrantAdmin,
+                &EventMetadata::of(Actor::Cli),
+                &secrets(),
+            )
+            .await
+            .unwrap();
+        hasher.release.notify_one();
+
+        let committed = login.await.unwrap().unwrap();
+        assert!(committed
+            .events
+            .iter()
+            .any(|event| matches!(event, UserEvent::SessionStarted { .. })));
+        assert!(
+            committed.user.is_admin(),
+            "the retry ran on the fresh state"
+        );
+        assert_eq!(
+            hasher.checks.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the retry reused the first check"
+        );
     }
 
     #[tokio::test]
