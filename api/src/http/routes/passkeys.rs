@@ -463,16 +463,14 @@ pub struct FinishLoginRequest {
     credential: serde_json::Value,
 }
 
-/// The answer of a finished passkey login step.
+/// The answer of a finished passkey login step: that of any second login step, except that
+/// whatever was wrong (an unknown credential, a signature, a counter) gets one answer.
 fn login_answer(state: &AppState, outcome: LoginOutcome) -> Result<Json<TokenResponse>, ApiError> {
-    match outcome {
-        LoginOutcome::LoggedIn(grant) => Ok(Json(TokenResponse::for_session(state, grant)?)),
-        // Whatever was wrong (an unknown credential, a signature, a counter), one answer.
-        LoginOutcome::Refused(_) => Err(ApiError::Refused(Refusal::WrongPasskey)),
-        LoginOutcome::SecondFactorRequired { .. } => Err(ApiError::Internal(
-            "a passkey login step asked for a second factor".into(),
-        )),
-    }
+    let outcome = match outcome {
+        LoginOutcome::Refused(_) => LoginOutcome::Refused(Refusal::WrongPasskey),
+        other => other,
+    };
+    super::tfa::second_step_answer(state, outcome)
 }
 
 problems!(

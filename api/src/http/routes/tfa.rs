@@ -90,7 +90,7 @@ async fn login_tfa(
 }
 
 /// The answer of a second login step.
-fn second_step_answer(
+pub(super) fn second_step_answer(
     state: &AppState,
     outcome: LoginOutcome,
 ) -> Result<Json<TokenResponse>, ApiError> {
