@@ -16,7 +16,7 @@ pub use twofold_nats::NatsSettings;
 
 pub use check::{database_target, Checked, ConfigProblems, Keys};
 
-use crate::adapters::{Argon2Params, SealingKey};
+use crate::adapters::{Argon2Params, SealingKey, DEFAULT_NICE_STEPS};
 pub use crate::app::ExistingEmail;
 use crate::http::jwt::JwtKey;
 
@@ -360,6 +360,11 @@ pub struct Argon2Settings {
     /// Password hashes that may wait for a thread before requests get 503.
     #[arg(long = "hash-queue", env = "TWOFOLD_HASH_QUEUE", default_value_t = 256)]
     pub queue: usize,
+    /// How many steps of nice value the hashing threads run below the rest of the service
+    /// (0–19; 0 keeps them level), so that cheap requests are not kept waiting for a core by
+    /// a run of logins.
+    #[arg(long = "hash-nice", env = "TWOFOLD_HASH_NICE", default_value_t = DEFAULT_NICE_STEPS)]
+    pub nice: i32,
 }
 
 impl Argon2Settings {

@@ -78,8 +78,13 @@ pub fn services(config: &Config, keys: &Keys) -> anyhow::Result<(UserServices, A
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let hasher = Arc::new(
-        Argon2Hasher::start(config.argon2.params(), workers, config.argon2.queue)
-            .map_err(|error| anyhow::anyhow!("TWOFOLD_ARGON2_*: {error}"))?,
+        Argon2Hasher::start(
+            config.argon2.params(),
+            workers,
+            config.argon2.queue,
+            config.argon2.nice,
+        )
+        .map_err(|error| anyhow::anyhow!("TWOFOLD_ARGON2_*: {error}"))?,
     );
     let services = UserServices {
         hasher: hasher.clone(),

@@ -23,16 +23,22 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use twofold_api::adapters::{Argon2Hasher, Argon2Params};
+use twofold_api::adapters::{Argon2Hasher, Argon2Params, DEFAULT_NICE_STEPS};
 use twofold_api::http::jwt::{Access, JwtKey, Lifetimes, TokenService};
 
 use crate::load::{drive, request, Run, Stats, Until};
 
-/// The pool Twofold starts by default: one worker per core, 256 waiting.
+/// The pool Twofold starts by default: one worker per core, 256 waiting, below the process's
+/// priority as Twofold's.
 pub fn argon2_pool(workers: usize, queue: usize) -> anyhow::Result<Arc<Argon2Hasher>> {
     Ok(Arc::new(
-        Argon2Hasher::start(Argon2Params::OWASP_MINIMUM, workers, queue)
-            .map_err(|error| anyhow::anyhow!("starting the Argon2 pool: {error:?}"))?,
+        Argon2Hasher::start(
+            Argon2Params::OWASP_MINIMUM,
+            workers,
+            queue,
+            DEFAULT_NICE_STEPS,
+        )
+        .map_err(|error| anyhow::anyhow!("starting the Argon2 pool: {error:?}"))?,
     ))
 }
 

@@ -11,6 +11,12 @@
 //! it frees the buffer before it waits, so an idle service holds no Argon2 memory, and a busy
 //! one allocates once per busy spell rather than once per hash. See [`BlockBuffer`] for how
 //! the memory actually goes back to the operating system.
+//!
+//! The workers can run at a lower scheduling priority than the rest of the process (a nice
+//! value): a hash takes tens of milliseconds of CPU, a token check or a refresh a fraction of
+//! one, and while logins keep every worker busy the cheap requests would otherwise wait for a
+//! core behind them. The hashes still get every cycle nothing else wants, so the rate of
+//! logins stays what the cores allow.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -141,8 +147,15 @@ pub struct Argon2Hasher {
 }
 
 impl Argon2Hasher {
-    /// Starts `workers` threads behind a queue of `queue` waiting jobs.
-    pub fn start(params: Argon2Params, workers: usize, queue: usize) -> Result<Self, HasherError> {
+    /// Starts `workers` threads behind a queue of `queue` waiting jobs, each `nice` steps of
+    /// nice value below the priority the process runs at (0 leaves them at it; the nice value
+    /// stops at 19, the lowest priority).
+    pub fn start(
+        params: Argon2Params,
+        workers: usize,
+        queue: usize,
+        nice: i32,
+    ) -> Result<Self, HasherError> {
         params.to_params()?;
         let (jobs, receiver) = sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -154,7 +167,10 @@ impl Argon2Hasher {
             let waiting = Arc::clone(&waiting);
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                .spawn(move || work(&receiver, &waiting, memory))
+                .spawn(move || {
+                    lower_priority(nice);
+                    work(&receiver, &waiting, memory);
+                })
                 .map_err(|_| HasherError::Failed)?;
         }
         let mut dummy_password = [0u8; 32];
@@ -254,6 +270,27 @@ impl Argon2Hasher {
             assert_eq!(block(), Ok(()));
         }
         gates
+    }
+}
+
+/// The lowest priority a nice value gives.
+const LOWEST_PRIORITY: i32 = 19;
+
+/// How many steps of nice value the workers run below the process unless configured.
+pub const DEFAULT_NICE_STEPS: i32 = 10;
+
+/// Raises the calling thread's nice value by `steps` (on Linux a nice value belongs to a
+/// thread, not to the whole process). Lowering one's own priority needs no privilege; should
+/// it fail anyway, only the priority is lost, so that is logged, not fatal.
+fn lower_priority(steps: i32) {
+    if steps <= 0 {
+        return;
+    }
+    let lowered = rustix::process::getpriority_process(None).and_then(|current| {
+        rustix::process::setpriority_process(None, (current + steps).min(LOWEST_PRIORITY))
+    });
+    if let Err(error) = lowered {
+        tracing::warn!(steps, %error, "a password hashing thread keeps its priority");
     }
 }
 
@@ -368,7 +405,24 @@ mod tests {
     use super::*;
 
     fn hasher(queue: usize) -> Argon2Hasher {
-        Argon2Hasher::start(Argon2Params::insecure_for_tests(), 1, queue).unwrap()
+        Argon2Hasher::start(Argon2Params::insecure_for_tests(), 1, queue, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_workers_run_the_given_steps_below_the_process_priority() {
+        let process = rustix::process::getpriority_process(None).unwrap();
+        let hasher = Argon2Hasher::start(Argon2Params::insecure_for_tests(), 2, 4, 3).unwrap();
+        let seen = futures::future::join_all(
+            (0..4).map(|_| hasher.run(|_| rustix::process::getpriority_process(None).unwrap())),
+        )
+        .await;
+        let expected = (process + 3).min(LOWEST_PRIORITY);
+        assert!(seen.iter().all(|nice| *nice == Ok(expected)), "{seen:?}");
+        assert_eq!(
+            rustix::process::getpriority_process(None).unwrap(),
+            process,
+            "the calling thread kept its priority"
+        );
     }
 
     #[tokio::test]
@@ -399,7 +453,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_pool_holds_no_argon2_memory() {
-        let hasher = Argon2Hasher::start(Argon2Params::OWASP_MINIMUM, 2, 8).unwrap();
+        let hasher = Argon2Hasher::start(Argon2Params::OWASP_MINIMUM, 2, 8, 0).unwrap();
         assert_eq!(
             hasher.buffers_held(),
             0,
@@ -421,7 +475,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_answers_saturated_at_once() {
-        let hasher = Argon2Hasher::start(Argon2Params::OWASP_MINIMUM, 1, 1).unwrap();
+        let hasher = Argon2Hasher::start(Argon2Params::OWASP_MINIMUM, 1, 1, 0).unwrap();
         let password = SecretString::from("a password");
         let hash = hasher.dummy_hash.clone();
         let attempts = (0..8).map(|_| hasher.verify(&password, &hash));

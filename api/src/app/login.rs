@@ -320,7 +320,7 @@ mod tests {
     fn fixture() -> Fixture {
         let at = OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap();
         let hasher =
-            Arc::new(Argon2Hasher::start(Argon2Params::insecure_for_tests(), 1, 1).unwrap());
+            Arc::new(Argon2Hasher::start(Argon2Params::insecure_for_tests(), 1, 1, 0).unwrap());
         let services = UserServices {
             hasher: hasher.clone(),
             ..testing::services_at(at)

@@ -84,6 +84,11 @@ impl Config {
             )
             .map_err(|error| format!("TWOFOLD_ARGON2_*: {error}")),
         );
+        if !(0..=19).contains(&self.argon2.nice) {
+            problems
+                .0
+                .push("TWOFOLD_HASH_NICE must be between 0 and 19".to_owned());
+        }
         if self.argon2.workers == Some(0) {
             problems
                 .0
