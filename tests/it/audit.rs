@@ -6,7 +6,7 @@ use serde_json::Value;
 use twofold_api::operator::audit_verify;
 use twofold_projections::chain::{Tampering, Verification};
 
-use crate::helpers::{current_code, problem, spawn_app, unique_email, Store, TestApp};
+use crate::helpers::{current_code, problem, spawn_app, unique_email, Store, TestApp, PASSWORD};
 
 /// The caller's history, one page.
 async fn history(app: &TestApp, token: &str, query: &str) -> Value {
@@ -315,6 +315,32 @@ async fn verify_passes_an_honest_log_and_names_each_tampering_by_user_and_sequen
     ));
     expected.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     assert_eq!(findings(&with_head), expected);
+}
+
+/// A command chains its events to the head its load read; one that lost a race to another
+/// commit loads the new head. Logins racing on one user, past a snapshot (whose own event
+/// the load reads the head from), leave a chain that verifies.
+#[tokio::test]
+async fn logins_racing_past_a_snapshot_leave_a_chain_that_verifies() {
+    let app = spawn_app(Store::Postgres).await;
+    let email = unique_email("chain-race");
+    app.signup(&crate::helpers::signup_body(&email, None)).await;
+    // Two events a login: past the first snapshot (32 events), then on from it.
+    for _ in 0..17 {
+        app.login_token(&email, StatusCode::OK).await;
+    }
+    let racing = (0..12).map(|_| app.login(&email, PASSWORD));
+    let answers = futures::future::join_all(racing).await;
+    let logged_in = answers
+        .iter()
+        .filter(|answer| answer.status() == StatusCode::OK)
+        .count();
+    assert!(logged_in > 0, "no racing login succeeded");
+
+    let verified = audit_verify(&app.config, None).await.unwrap();
+    assert_eq!(findings(&verified), []);
+    assert_eq!(verified.users, 1);
+    assert_eq!(verified.events, 1 + 2 * (17 + logged_in as u64));
 }
 
 #[tokio::test]

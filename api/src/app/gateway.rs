@@ -22,12 +22,12 @@ use twofold_domain::values::{Email, UserId};
 use twofold_domain::values::{NewPassword, PasswordHash};
 use twofold_domain::{EventMetadata, User, UserCommand, UserEvent, UserServices};
 use twofold_projections::log::{envelope, Upcasters};
-use twofold_projections::personal::{strip_personal_metadata, DataKey};
+use twofold_projections::personal::{strip_personal_metadata, DataKey, KeyRing};
 use zeroize::Zeroizing;
 
 use crate::app::mail_policy::{MailPolicy, MailSecrets};
 use crate::app::store::{
-    email_index_input, Commit, EmailClaim, EventRepository, PersonalResealed, Snapshot,
+    email_index_input, Commit, EmailClaim, EventRepository, PersonalResealed, Snapshot, UserEvents,
 };
 use crate::app::views::upcasters;
 use crate::app::AppError;
@@ -81,6 +81,10 @@ struct Loaded {
     sequence: usize,
     /// The sequence the snapshot it was loaded from was taken at (0 for none).
     snapshot_sequence: usize,
+    /// Their data key, read with the events: it seals what the command adds.
+    keys: KeyRing,
+    /// The chain digest of their last event, where the store keeps one.
+    chain_head: Option<String>,
 }
 
 /// The gateway over an event repository `R`.
@@ -142,9 +146,9 @@ impl<R: EventRepository> CommandGateway<R> {
             );
         let (mut user, snapshot_sequence) = snapshot.unwrap_or_default();
         let mut sequence = snapshot_sequence;
-        let events = self
+        let UserEvents { events, keys, head } = self
             .repository
-            .get_last_events::<User>(aggregate_id, snapshot_sequence)
+            .user_events_after(aggregate_id, snapshot_sequence)
             .await?;
         for event in events {
             let envelope = envelope(event, &self.upcasters)?;
@@ -155,25 +159,28 @@ impl<R: EventRepository> CommandGateway<R> {
             user,
             sequence,
             snapshot_sequence,
+            keys,
+            chain_head: head,
         })
     }
 
-    /// Seals the personal data of `events` (the user's) under the user's data key, creating
-    /// the key if they have none yet (a sign-up, or a user from before keys existed): returned
-    /// sealed, to be stored with them. A user erased before these events gets no new key: the
-    /// personal fields of the events' metadata are left out instead.
-    async fn seal_personal_data(
+    /// Seals the personal data of `events` (the user's) under the user's data key in `ring`
+    /// (as the load read it), creating the key if they have none yet (a sign-up, or a user
+    /// from before keys existed): returned sealed, to be stored with them. A user erased
+    /// before these events gets no new key: the personal fields of the events' metadata are
+    /// left out instead.
+    fn seal_personal_data(
         &self,
         aggregate_id: &str,
         erased: bool,
+        mut ring: KeyRing,
         events: &mut [SerializedEvent],
-    ) -> Result<Option<SealedSecret>, AppError> {
-        let mut ring = self.repository.keys(&[aggregate_id]).await?;
+    ) -> Option<SealedSecret> {
         let mut new_key = None;
         if ring.get(aggregate_id).is_none() {
             if erased {
                 events.iter_mut().for_each(strip_personal_metadata);
-                return Ok(None);
+                return None;
             }
             let mut bytes = Zeroizing::new([0u8; 32]);
             self.services.rng.fill(bytes.as_mut());
@@ -187,7 +194,7 @@ impl<R: EventRepository> CommandGateway<R> {
                 nonce
             });
         }
-        Ok(new_key)
+        new_key
     }
 
     /// The address a sign-up among `envelopes` claims, with its keyed digests.
@@ -237,6 +244,8 @@ impl<R: EventRepository> CommandGateway<R> {
                 mut user,
                 sequence,
                 snapshot_sequence,
+                keys,
+                chain_head,
             } = self.load_user(&aggregate_id).await?;
             let sink = EventSink::default();
             user.handle(command.clone(), &services, &sink).await?;
@@ -261,9 +270,8 @@ impl<R: EventRepository> CommandGateway<R> {
             let forget = envelopes
                 .iter()
                 .any(|envelope| matches!(envelope.payload, UserEvent::UserErased { .. }));
-            let new_key = self
-                .seal_personal_data(&aggregate_id, user.is_erased(), &mut serialized)
-                .await?;
+            let new_key =
+                self.seal_personal_data(&aggregate_id, user.is_erased(), keys, &mut serialized);
             let email_claim = self.email_claim(&envelopes);
             // The sink applied each event as it was recorded: `user` is the state after them,
             // as a snapshot must hold it (cqrs-es's own snapshot store applies them twice).
@@ -285,6 +293,7 @@ impl<R: EventRepository> CommandGateway<R> {
                 email_claim,
                 new_key,
                 forget,
+                previous_chain_digest: chain_head,
             };
             match self.repository.commit(commit).await {
                 Ok(()) => {

@@ -30,7 +30,7 @@ use twofold_projections::personal::{KeyRing, PersonalData};
 
 use super::{
     email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
-    PersonalResealed, Snapshot,
+    PersonalResealed, Snapshot, UserEvents,
 };
 use crate::metrics::Metrics;
 use twofold_nats::MailJob;
@@ -368,6 +368,21 @@ impl EventRepository for MemEventRepository {
             let _ = self.outbox.send(job);
         }
         Ok(())
+    }
+
+    async fn user_events_after(
+        &self,
+        aggregate_id: &str,
+        after: usize,
+    ) -> Result<UserEvents, PersistenceError> {
+        let events = self.select(User::TYPE, aggregate_id, after)?;
+        let keys = self.keys(&[aggregate_id]).await?;
+        // Events in memory are not chained.
+        Ok(UserEvents {
+            events,
+            keys,
+            head: None,
+        })
     }
 
     async fn snapshot(&self, aggregate_id: &str) -> Result<Option<Snapshot>, PersistenceError> {

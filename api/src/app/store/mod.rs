@@ -69,6 +69,24 @@ pub struct Commit<'a> {
     /// The user is erased: their data key, address, snapshot and waiting mail are deleted
     /// with the events, so that nothing of them can be read from then on.
     pub forget: bool,
+    /// The chain digest of the event before the first of `events`, as the load read it
+    /// ([`UserEvents::head`]); read again in the commit when unknown. A stale one cannot be
+    /// stored: the stream has moved on, so the first event's sequence is taken.
+    pub previous_chain_digest: Option<String>,
+}
+
+/// One user's events after a sequence, as a command loads them, with what its commit needs:
+/// the user's data key (which opened them, and seals what the command adds) and where the
+/// event chain stands, read together.
+#[derive(Default)]
+pub struct UserEvents {
+    /// The events, in sequence order, personal data opened.
+    pub events: Vec<SerializedEvent>,
+    /// The user's data key, if they have one.
+    pub keys: KeyRing,
+    /// The chain digest of the user's last event (the last of `events`, or the one at the
+    /// sequence they follow), where the store chains its events and the read saw it.
+    pub head: Option<String>,
 }
 
 /// Opens sealed data keys with `sealer`; a key that does not open is left out (its user's data
@@ -134,6 +152,13 @@ pub trait EventRepository:
         &self,
         commit: Commit<'_>,
     ) -> impl std::future::Future<Output = Result<(), PersistenceError>> + Send;
+
+    /// User `aggregate_id`'s events after sequence `after`, with their data key and chain head.
+    fn user_events_after(
+        &self,
+        aggregate_id: &str,
+        after: usize,
+    ) -> impl std::future::Future<Output = Result<UserEvents, PersistenceError>> + Send;
 
     /// The newest snapshot of user `aggregate_id` that can be trusted, if any.
     fn snapshot(

@@ -13,7 +13,7 @@ use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use rand::RngCore;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use twofold_domain::services::SecretSealer;
 use twofold_domain::values::{Email, KeyedDigest, SealedSecret, UserId};
 use twofold_domain::User;
@@ -23,14 +23,21 @@ use zeroize::Zeroizing;
 
 use super::{
     email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
-    PersonalResealed, Snapshot,
+    PersonalResealed, Snapshot, UserEvents,
 };
 
-// The payload and metadata are sent as the exact text their digests cover.
-const INSERT_EVENT: &str = "INSERT INTO events \
+/// One aggregate's events in one statement, in the order given. The payload and metadata are
+/// sent as the exact text their digests cover (`json` keeps its input text as it is).
+const INSERT_EVENTS: &str = "INSERT INTO events \
     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
      content_digest, chain_digest, chain_key_id) \
-    VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10)";
+    SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, \
+        e.metadata::json, e.content_digest, e.chain_digest, $3 \
+    FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+        $10::text[]) WITH ORDINALITY \
+        AS e(sequence, event_type, event_version, payload, metadata, content_digest, \
+             chain_digest, place) \
+    ORDER BY e.place";
 /// Keeps a snapshot unless a newer one is kept.
 const KEEP_SNAPSHOT: &str = "INSERT INTO user_snapshots \
     (aggregate_type, aggregate_id, sequence, state_version, state, digest, key_id) \
@@ -41,9 +48,29 @@ const KEEP_SNAPSHOT: &str = "INSERT INTO user_snapshots \
     WHERE user_snapshots.sequence < EXCLUDED.sequence";
 const RESERVE_EMAIL: &str = "INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)";
 const EMAIL_CONSTRAINT: &str = "user_emails_email_key_pkey";
+/// A user's events from a sequence on, each row with the user's data key and its chain
+/// digest: what a command needs, in one round trip.
+const USER_EVENTS_FROM: &str = "SELECT e.aggregate_type, e.aggregate_id, e.sequence, \
+        e.event_type, e.event_version, e.payload, e.metadata, e.chain_digest, \
+        k.key_id, k.sealed_key \
+    FROM events e LEFT JOIN user_data_keys k ON k.aggregate_id = e.aggregate_id \
+    WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence >= $3 \
+    ORDER BY e.sequence";
 /// A data key; a second one for the same user is a lost race (the events were sealed with it).
 const KEEP_DATA_KEY: &str =
     "INSERT INTO user_data_keys (aggregate_id, key_id, sealed_key) VALUES ($1, $2, $3)";
+
+/// The columns of a commit's events, one array each, for [`INSERT_EVENTS`].
+#[derive(Default)]
+struct EventRows {
+    sequence: Vec<i64>,
+    event_type: Vec<String>,
+    event_version: Vec<String>,
+    payload: Vec<String>,
+    metadata: Vec<String>,
+    content_digest: Vec<String>,
+    chain_digest: Vec<String>,
+}
 
 /// Events in Postgres.
 pub struct PgEventRepository {
@@ -413,14 +440,18 @@ impl EventRepository for PgEventRepository {
                 .await
                 .map_err(persistence_error)?;
         }
-        let mut previous = chain::previous_digest(
-            &mut tx,
-            &first.aggregate_type,
-            &first.aggregate_id,
-            first.sequence as u64,
-        )
-        .await
-        .map_err(persistence_error)?;
+        let mut previous = match commit.previous_chain_digest {
+            Some(digest) => Some(digest),
+            None => chain::previous_digest(
+                &mut tx,
+                &first.aggregate_type,
+                &first.aggregate_id,
+                first.sequence as u64,
+            )
+            .await
+            .map_err(persistence_error)?,
+        };
+        let mut rows = EventRows::default();
         for event in commit.events {
             let sequence = i64::try_from(event.sequence)
                 .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
@@ -435,22 +466,29 @@ impl EventRepository for PgEventRepository {
             };
             let (content_digest, chain_digest) =
                 chain::digests(&self.chain_key, previous.as_deref(), &chained);
-            sqlx::query(INSERT_EVENT)
-                .bind(&chained.aggregate_type)
-                .bind(&chained.aggregate_id)
-                .bind(sequence)
-                .bind(&chained.event_type)
-                .bind(&chained.event_version)
-                .bind(&chained.payload)
-                .bind(&chained.metadata)
-                .bind(&content_digest)
-                .bind(&chain_digest)
-                .bind(self.chain_key.id())
-                .execute(&mut *tx)
-                .await
-                .map_err(persistence_error)?;
+            rows.sequence.push(sequence);
+            rows.event_type.push(chained.event_type);
+            rows.event_version.push(chained.event_version);
+            rows.payload.push(chained.payload);
+            rows.metadata.push(chained.metadata);
+            rows.content_digest.push(content_digest);
+            rows.chain_digest.push(chain_digest.clone());
             previous = Some(chain_digest);
         }
+        sqlx::query(INSERT_EVENTS)
+            .bind(&first.aggregate_type)
+            .bind(&first.aggregate_id)
+            .bind(self.chain_key.id())
+            .bind(&rows.sequence)
+            .bind(&rows.event_type)
+            .bind(&rows.event_version)
+            .bind(&rows.payload)
+            .bind(&rows.metadata)
+            .bind(&rows.content_digest)
+            .bind(&rows.chain_digest)
+            .execute(&mut *tx)
+            .await
+            .map_err(persistence_error)?;
         for job in commit.jobs {
             twofold_nats::enqueue(&mut tx, job)
                 .await
@@ -493,6 +531,44 @@ impl EventRepository for PgEventRepository {
                 .map_err(persistence_error)?;
         }
         tx.commit().await.map_err(persistence_error)
+    }
+
+    async fn user_events_after(
+        &self,
+        aggregate_id: &str,
+        after: usize,
+    ) -> Result<UserEvents, PersistenceError> {
+        // From the event at `after` itself, for its chain digest when none follows it.
+        let from = i64::try_from(after.max(1)).unwrap_or(i64::MAX);
+        let rows = sqlx::query(USER_EVENTS_FROM)
+            .bind(User::TYPE)
+            .bind(aggregate_id)
+            .bind(from)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(persistence_error)?;
+        let Some(last) = rows.last() else {
+            return Ok(UserEvents::default());
+        };
+        let head: Option<String> = last.try_get("chain_digest").map_err(persistence_error)?;
+        let key: (Option<String>, Option<String>) = (
+            last.try_get("key_id").map_err(persistence_error)?,
+            last.try_get("sealed_key").map_err(persistence_error)?,
+        );
+        let keys = match key {
+            (Some(key_id), Some(ciphertext)) => {
+                self.ring(vec![(aggregate_id.to_owned(), key_id, ciphertext)])
+            }
+            _ => KeyRing::default(),
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event = twofold_projections::log::serialized_event(row)?;
+            if event.sequence > after {
+                events.push(keys.open(event));
+            }
+        }
+        Ok(UserEvents { events, keys, head })
     }
 
     async fn reseal_personal_data(
