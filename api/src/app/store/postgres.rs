@@ -402,57 +402,20 @@ impl PgEventRepository {
     }
 }
 
-impl EventRepository for PgEventRepository {
-    async fn commit(&self, commit: Commit<'_>) -> Result<(), PersistenceError> {
-        let Some(first) = commit.events.first() else {
+impl PgEventRepository {
+    /// Inserts `events` (one aggregate's, in order) in one statement, chained after
+    /// `previous`, the chain digest of the event before the first.
+    async fn insert_events(
+        &self,
+        executor: impl sqlx::PgExecutor<'_>,
+        events: &[SerializedEvent],
+        mut previous: Option<String>,
+    ) -> Result<(), PersistenceError> {
+        let Some(first) = events.first() else {
             return Ok(());
         };
-        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
-        if let Some(sealed) = &commit.new_key {
-            sqlx::query(KEEP_DATA_KEY)
-                .bind(&first.aggregate_id)
-                .bind(&sealed.key_id)
-                .bind(&sealed.ciphertext)
-                .execute(&mut *tx)
-                .await
-                .map_err(persistence_error)?;
-        }
-        if let Some(claim) = &commit.email_claim {
-            let digests: Vec<&str> = claim
-                .digests
-                .iter()
-                .map(|digest| digest.digest.as_str())
-                .collect();
-            let taken: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM user_emails WHERE email_key = ANY($1))",
-            )
-            .bind(&digests)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(persistence_error)?;
-            let Some(current) = digests.first().filter(|_| !taken) else {
-                return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
-            };
-            sqlx::query(RESERVE_EMAIL)
-                .bind(current)
-                .bind(claim.user_id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(persistence_error)?;
-        }
-        let mut previous = match commit.previous_chain_digest {
-            Some(digest) => Some(digest),
-            None => chain::previous_digest(
-                &mut tx,
-                &first.aggregate_type,
-                &first.aggregate_id,
-                first.sequence as u64,
-            )
-            .await
-            .map_err(persistence_error)?,
-        };
         let mut rows = EventRows::default();
-        for event in commit.events {
+        for event in events {
             let sequence = i64::try_from(event.sequence)
                 .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
             let chained = ChainedEvent {
@@ -486,9 +449,78 @@ impl EventRepository for PgEventRepository {
             .bind(&rows.metadata)
             .bind(&rows.content_digest)
             .bind(&rows.chain_digest)
-            .execute(&mut *tx)
+            .execute(executor)
             .await
             .map_err(persistence_error)?;
+        Ok(())
+    }
+}
+
+impl EventRepository for PgEventRepository {
+    async fn commit(&self, commit: Commit<'_>) -> Result<(), PersistenceError> {
+        let Some(first) = commit.events.first() else {
+            return Ok(());
+        };
+        // Events alone, after a known head, are one statement: a transaction of their own,
+        // without a BEGIN and a COMMIT of two more round trips (most logins and refreshes).
+        let events_alone = commit.jobs.is_empty()
+            && commit.snapshot.is_none()
+            && commit.email_claim.is_none()
+            && commit.new_key.is_none()
+            && !commit.forget;
+        if events_alone {
+            if let Some(previous) = commit.previous_chain_digest {
+                return self
+                    .insert_events(&self.pool, commit.events, Some(previous))
+                    .await;
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(persistence_error)?;
+        if let Some(sealed) = &commit.new_key {
+            sqlx::query(KEEP_DATA_KEY)
+                .bind(&first.aggregate_id)
+                .bind(&sealed.key_id)
+                .bind(&sealed.ciphertext)
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+        }
+        if let Some(claim) = &commit.email_claim {
+            let digests: Vec<&str> = claim
+                .digests
+                .iter()
+                .map(|digest| digest.digest.as_str())
+                .collect();
+            let taken: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM user_emails WHERE email_key = ANY($1))",
+            )
+            .bind(&digests)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(persistence_error)?;
+            let Some(current) = digests.first().filter(|_| !taken) else {
+                return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
+            };
+            sqlx::query(RESERVE_EMAIL)
+                .bind(current)
+                .bind(claim.user_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
+        }
+        let previous = match commit.previous_chain_digest {
+            Some(digest) => Some(digest),
+            None => chain::previous_digest(
+                &mut tx,
+                &first.aggregate_type,
+                &first.aggregate_id,
+                first.sequence as u64,
+            )
+            .await
+            .map_err(persistence_error)?,
+        };
+        self.insert_events(&mut *tx, commit.events, previous)
+            .await?;
         for job in commit.jobs {
             twofold_nats::enqueue(&mut tx, job)
                 .await
