@@ -146,7 +146,11 @@ impl<R: EventRepository> CommandGateway<R> {
             );
         let (mut user, snapshot_sequence) = snapshot.unwrap_or_default();
         let mut sequence = snapshot_sequence;
-        let UserEvents { events, keys, head } = self
+        let UserEvents {
+            events,
+            keys,
+            chain_head,
+        } = self
             .repository
             .user_events_after(aggregate_id, snapshot_sequence)
             .await?;
@@ -160,7 +164,7 @@ impl<R: EventRepository> CommandGateway<R> {
             sequence,
             snapshot_sequence,
             keys,
-            chain_head: head,
+            chain_head,
         })
     }
 

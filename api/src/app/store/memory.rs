@@ -381,7 +381,7 @@ impl EventRepository for MemEventRepository {
         Ok(UserEvents {
             events,
             keys,
-            head: None,
+            chain_head: None,
         })
     }
 

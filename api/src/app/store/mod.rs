@@ -70,7 +70,7 @@ pub struct Commit<'a> {
     /// with the events, so that nothing of them can be read from then on.
     pub forget: bool,
     /// The chain digest of the event before the first of `events`, as the load read it
-    /// ([`UserEvents::head`]); read again in the commit when unknown. A stale one cannot be
+    /// ([`UserEvents::chain_head`]); read again in the commit when unknown. A stale one cannot be
     /// stored: the stream has moved on, so the first event's sequence is taken.
     pub previous_chain_digest: Option<String>,
 }
@@ -86,7 +86,7 @@ pub struct UserEvents {
     pub keys: KeyRing,
     /// The chain digest of the user's last event (the last of `events`, or the one at the
     /// sequence they follow), where the store chains its events and the read saw it.
-    pub head: Option<String>,
+    pub chain_head: Option<String>,
 }
 
 /// Opens sealed data keys with `sealer`; a key that does not open is left out (its user's data

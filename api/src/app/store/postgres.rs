@@ -400,9 +400,7 @@ impl PgEventRepository {
                 .map(|(user, key_id, ciphertext)| (user, SealedSecret { key_id, ciphertext })),
         )
     }
-}
 
-impl PgEventRepository {
     /// Inserts `events` (one aggregate's, in order) in one statement, chained after
     /// `previous`, the chain digest of the event before the first.
     async fn insert_events(
@@ -582,7 +580,7 @@ impl EventRepository for PgEventRepository {
         let Some(last) = rows.last() else {
             return Ok(UserEvents::default());
         };
-        let head: Option<String> = last.try_get("chain_digest").map_err(persistence_error)?;
+        let chain_head: Option<String> = last.try_get("chain_digest").map_err(persistence_error)?;
         let key: (Option<String>, Option<String>) = (
             last.try_get("key_id").map_err(persistence_error)?,
             last.try_get("sealed_key").map_err(persistence_error)?,
@@ -600,7 +598,11 @@ impl EventRepository for PgEventRepository {
                 events.push(keys.open(event));
             }
         }
-        Ok(UserEvents { events, keys, head })
+        Ok(UserEvents {
+            events,
+            keys,
+            chain_head,
+        })
     }
 
     async fn reseal_personal_data(
