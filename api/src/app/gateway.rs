@@ -27,7 +27,8 @@ use zeroize::Zeroizing;
 
 use crate::app::mail_policy::{MailPolicy, MailSecrets};
 use crate::app::store::{
-    email_index_input, Commit, EmailClaim, EventRepository, PersonalResealed, Snapshot, UserEvents,
+    email_index_input, Commit, EmailClaim, EventRepository, PersonalResealed, Snapshot, StoredUser,
+    UserEvents,
 };
 use crate::app::views::upcasters;
 use crate::app::AppError;
@@ -129,10 +130,9 @@ impl<R: EventRepository> CommandGateway<R> {
     /// current shape, then the events after it, through the upcasters. Without one, every
     /// event.
     async fn load_user(&self, aggregate_id: &str) -> Result<Loaded, AppError> {
-        let snapshot = self
-            .repository
-            .snapshot(aggregate_id)
-            .await?
+        let StoredUser { snapshot, tail } = self.repository.load(aggregate_id).await?;
+        let kept = snapshot.is_some();
+        let usable = snapshot
             .filter(|snapshot| snapshot.state_version == SNAPSHOT_VERSION)
             .and_then(
                 |snapshot| match serde_json::from_value::<User>(snapshot.state) {
@@ -144,16 +144,22 @@ impl<R: EventRepository> CommandGateway<R> {
                     }
                 },
             );
-        let (mut user, snapshot_sequence) = snapshot.unwrap_or_default();
+        let (mut user, snapshot_sequence, tail) = match usable {
+            Some((user, sequence)) => (user, sequence, tail),
+            // A snapshot of another shape: its tail is not enough, every event is read.
+            None if kept => (
+                User::default(),
+                0,
+                self.repository.user_events_after(aggregate_id, 0).await?,
+            ),
+            None => (User::default(), 0, tail),
+        };
         let mut sequence = snapshot_sequence;
         let UserEvents {
             events,
             keys,
             chain_head,
-        } = self
-            .repository
-            .user_events_after(aggregate_id, snapshot_sequence)
-            .await?;
+        } = tail;
         for event in events {
             let envelope = envelope(event, &self.upcasters)?;
             sequence = envelope.sequence;

@@ -30,7 +30,7 @@ use twofold_projections::personal::{KeyRing, PersonalData};
 
 use super::{
     email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
-    PersonalResealed, Snapshot, UserEvents,
+    PersonalResealed, Snapshot, StoredUser, UserEvents,
 };
 use crate::metrics::Metrics;
 use twofold_nats::MailJob;
@@ -385,9 +385,14 @@ impl EventRepository for MemEventRepository {
         })
     }
 
-    async fn snapshot(&self, aggregate_id: &str) -> Result<Option<Snapshot>, PersistenceError> {
-        let stored = self.stored.lock().map_err(|_| poisoned())?;
-        Ok(stored.snapshots.get(aggregate_id).cloned())
+    async fn load(&self, aggregate_id: &str) -> Result<StoredUser, PersistenceError> {
+        let snapshot = {
+            let stored = self.stored.lock().map_err(|_| poisoned())?;
+            stored.snapshots.get(aggregate_id).cloned()
+        };
+        let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.sequence);
+        let tail = self.user_events_after(aggregate_id, after).await?;
+        Ok(StoredUser { snapshot, tail })
     }
 
     async fn reseal_personal_data(

@@ -129,6 +129,15 @@ fn reseal_key(
     Ok(Some(sealer.seal(key.expose_secret())))
 }
 
+/// A user as stored: the newest trusted snapshot and the events after it.
+#[derive(Default)]
+pub struct StoredUser {
+    /// The newest snapshot that can be trusted, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The events after the snapshot's sequence (every event without one).
+    pub tail: UserEvents,
+}
+
 /// A user's folded state after one of their events, taken so that loading them does not
 /// fold every event again. A cache of the events, never the truth.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,11 +169,13 @@ pub trait EventRepository:
         after: usize,
     ) -> impl std::future::Future<Output = Result<UserEvents, PersistenceError>> + Send;
 
-    /// The newest snapshot of user `aggregate_id` that can be trusted, if any.
-    fn snapshot(
+    /// User `aggregate_id` as a command loads them: the newest snapshot that can be trusted,
+    /// if any, and the events after it (after none without one), with their data key and
+    /// chain head.
+    fn load(
         &self,
         aggregate_id: &str,
-    ) -> impl std::future::Future<Output = Result<Option<Snapshot>, PersistenceError>> + Send;
+    ) -> impl std::future::Future<Output = Result<StoredUser, PersistenceError>> + Send;
 
     /// After a sealing-key rotation: seals user `aggregate_id`'s data key again under the
     /// current sealing key, and moves their address reservation to `address`'s first digest

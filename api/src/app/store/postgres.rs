@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::{
     email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
-    PersonalResealed, Snapshot, UserEvents,
+    PersonalResealed, Snapshot, StoredUser, UserEvents,
 };
 
 /// One aggregate's events in one statement, in the order given. The payload and metadata are
@@ -55,6 +55,23 @@ const USER_EVENTS_FROM: &str = "SELECT e.aggregate_type, e.aggregate_id, e.seque
         k.key_id, k.sealed_key \
     FROM events e LEFT JOIN user_data_keys k ON k.aggregate_id = e.aggregate_id \
     WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence >= $3 \
+    ORDER BY e.sequence";
+/// A user as a command loads them, in one round trip: the events from the snapshot's sequence
+/// on (from the first without one), each row with the data key and chain digest as in
+/// [`USER_EVENTS_FROM`] and the snapshot's columns, its state on the first row alone.
+const USER_FROM_SNAPSHOT: &str = "SELECT e.aggregate_type, e.aggregate_id, e.sequence, \
+        e.event_type, e.event_version, e.payload, e.metadata, e.chain_digest, \
+        k.key_id, k.sealed_key, \
+        s.sequence AS snapshot_sequence, s.state_version AS snapshot_state_version, \
+        CASE WHEN e.sequence = s.sequence THEN s.state::text END AS snapshot_state, \
+        s.digest AS snapshot_digest, s.key_id AS snapshot_key_id \
+    FROM events e \
+    LEFT JOIN user_data_keys k ON k.aggregate_id = e.aggregate_id \
+    LEFT JOIN user_snapshots s \
+        ON s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id \
+    WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence >= GREATEST(1, \
+        (SELECT max(sequence) FROM user_snapshots \
+         WHERE aggregate_type = $1 AND aggregate_id = $2)) \
     ORDER BY e.sequence";
 /// A data key; a second one for the same user is a lost race (the events were sealed with it).
 const KEEP_DATA_KEY: &str =
@@ -452,6 +469,91 @@ impl PgEventRepository {
             .map_err(persistence_error)?;
         Ok(())
     }
+
+    /// The events among `rows` (a user's, from [`USER_EVENTS_FROM`] or
+    /// [`USER_FROM_SNAPSHOT`]) after sequence `after`, opened with the data key the rows carry,
+    /// and the chain digest of the last row.
+    fn user_events(
+        &self,
+        aggregate_id: &str,
+        after: usize,
+        rows: &[sqlx::postgres::PgRow],
+    ) -> Result<UserEvents, PersistenceError> {
+        let Some(last) = rows.last() else {
+            return Ok(UserEvents::default());
+        };
+        let chain_head: Option<String> = last.try_get("chain_digest").map_err(persistence_error)?;
+        let key: (Option<String>, Option<String>) = (
+            last.try_get("key_id").map_err(persistence_error)?,
+            last.try_get("sealed_key").map_err(persistence_error)?,
+        );
+        let keys = match key {
+            (Some(key_id), Some(ciphertext)) => {
+                self.ring(vec![(aggregate_id.to_owned(), key_id, ciphertext)])
+            }
+            _ => KeyRing::default(),
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let event = twofold_projections::log::serialized_event(row)?;
+            if event.sequence > after {
+                events.push(keys.open(event));
+            }
+        }
+        Ok(UserEvents {
+            events,
+            keys,
+            chain_head,
+        })
+    }
+
+    /// The snapshot the first row of [`USER_FROM_SNAPSHOT`] carries, if there is one and it
+    /// can be trusted: taken under the current chain key, its digest matching, and its state
+    /// on that row (the row of the event at its sequence).
+    fn trusted_snapshot(
+        &self,
+        aggregate_id: &str,
+        first: &sqlx::postgres::PgRow,
+    ) -> Result<Option<Snapshot>, PersistenceError> {
+        let column = |name: &str| -> Result<Option<String>, PersistenceError> {
+            first.try_get(name).map_err(persistence_error)
+        };
+        let sequence: Option<i64> = first
+            .try_get("snapshot_sequence")
+            .map_err(persistence_error)?;
+        let (Some(sequence), Some(state_version), Some(state), Some(digest), Some(key_id)) = (
+            sequence,
+            column("snapshot_state_version")?,
+            column("snapshot_state")?,
+            column("snapshot_digest")?,
+            column("snapshot_key_id")?,
+        ) else {
+            return Ok(None);
+        };
+        if key_id != self.chain_key.id() {
+            // Taken under a retired key: the user is folded from the events until the next.
+            return Ok(None);
+        }
+        let sequence = u64::try_from(sequence).unwrap_or_default();
+        let expected = chain::snapshot_digest(
+            &self.chain_key,
+            User::TYPE,
+            aggregate_id,
+            sequence,
+            &state_version,
+            &state,
+        );
+        if expected != digest {
+            tracing::warn!(target: "security", user_id = aggregate_id,
+                "a snapshot does not match its digest; the user is folded from every event");
+            return Ok(None);
+        }
+        Ok(Some(Snapshot {
+            sequence: usize::try_from(sequence).unwrap_or(usize::MAX),
+            state_version,
+            state: serde_json::from_str(&state)?,
+        }))
+    }
 }
 
 impl EventRepository for PgEventRepository {
@@ -577,32 +679,39 @@ impl EventRepository for PgEventRepository {
             .fetch_all(&self.pool)
             .await
             .map_err(persistence_error)?;
-        let Some(last) = rows.last() else {
-            return Ok(UserEvents::default());
+        self.user_events(aggregate_id, after, &rows)
+    }
+
+    async fn load(&self, aggregate_id: &str) -> Result<StoredUser, PersistenceError> {
+        let rows = sqlx::query(USER_FROM_SNAPSHOT)
+            .bind(User::TYPE)
+            .bind(aggregate_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(persistence_error)?;
+        let Some(first) = rows.first() else {
+            // No event: a user to be (a snapshot is only kept with its events).
+            return Ok(StoredUser::default());
         };
-        let chain_head: Option<String> = last.try_get("chain_digest").map_err(persistence_error)?;
-        let key: (Option<String>, Option<String>) = (
-            last.try_get("key_id").map_err(persistence_error)?,
-            last.try_get("sealed_key").map_err(persistence_error)?,
-        );
-        let keys = match key {
-            (Some(key_id), Some(ciphertext)) => {
-                self.ring(vec![(aggregate_id.to_owned(), key_id, ciphertext)])
-            }
-            _ => KeyRing::default(),
-        };
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let event = twofold_projections::log::serialized_event(row)?;
-            if event.sequence > after {
-                events.push(keys.open(event));
-            }
+        let kept: Option<i64> = first
+            .try_get("snapshot_sequence")
+            .map_err(persistence_error)?;
+        match self.trusted_snapshot(aggregate_id, first)? {
+            Some(snapshot) => Ok(StoredUser {
+                tail: self.user_events(aggregate_id, snapshot.sequence, &rows)?,
+                snapshot: Some(snapshot),
+            }),
+            // Without a snapshot the rows are every event already.
+            None if kept.is_none() => Ok(StoredUser {
+                snapshot: None,
+                tail: self.user_events(aggregate_id, 0, &rows)?,
+            }),
+            // One not to be trusted: the rows start at its sequence; every event is read.
+            None => Ok(StoredUser {
+                snapshot: None,
+                tail: self.user_events_after(aggregate_id, 0).await?,
+            }),
         }
-        Ok(UserEvents {
-            events,
-            keys,
-            chain_head,
-        })
     }
 
     async fn reseal_personal_data(
@@ -650,43 +759,5 @@ impl EventRepository for PgEventRepository {
         }
         tx.commit().await.map_err(persistence_error)?;
         Ok(resealed)
-    }
-
-    async fn snapshot(&self, aggregate_id: &str) -> Result<Option<Snapshot>, PersistenceError> {
-        let row: Option<(i64, String, String, String, String)> = sqlx::query_as(
-            "SELECT sequence, state_version, state::text, digest, key_id FROM user_snapshots \
-             WHERE aggregate_type = $1 AND aggregate_id = $2",
-        )
-        .bind(User::TYPE)
-        .bind(aggregate_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(persistence_error)?;
-        let Some((sequence, state_version, state, digest, key_id)) = row else {
-            return Ok(None);
-        };
-        if key_id != self.chain_key.id() {
-            // Taken under a retired key: the user is folded from the events until the next.
-            return Ok(None);
-        }
-        let sequence = u64::try_from(sequence).unwrap_or_default();
-        let expected = chain::snapshot_digest(
-            &self.chain_key,
-            User::TYPE,
-            aggregate_id,
-            sequence,
-            &state_version,
-            &state,
-        );
-        if expected != digest {
-            tracing::warn!(target: "security", user_id = aggregate_id,
-                "a snapshot does not match its digest; the user is folded from every event");
-            return Ok(None);
-        }
-        Ok(Some(Snapshot {
-            sequence: usize::try_from(sequence).unwrap_or(usize::MAX),
-            state_version,
-            state: serde_json::from_str(&state)?,
-        }))
     }
 }
