@@ -22,8 +22,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::startup::{self, Adapters, Store};
 
-/// The use cases over the configured database, for the subcommand named `what`.
-async fn app(config: &Config, what: &str) -> anyhow::Result<(Arc<App>, PgPool)> {
+/// The use cases over the configured database, for the subcommand named `what`: what every
+/// subcommand on the database starts with (connecting, migrating, bringing older data up to
+/// date).
+pub async fn app(config: &Config, what: &str) -> anyhow::Result<(Arc<App>, PgPool)> {
     let keys = config.keys().map_err(anyhow::Error::msg)?;
     let Some(database_url) = &config.database.url else {
         anyhow::bail!(

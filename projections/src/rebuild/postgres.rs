@@ -100,17 +100,22 @@ async fn scan(
     Ok((folder, last))
 }
 
-/// Creates `<view>_rebuild` empty, shaped like the live table.
-async fn create_shadow(connection: &mut PgConnection, view: &str) -> Result<(), RebuildError> {
-    let shadow = shadow_table(view);
-    sqlx::query(&format!("DROP TABLE IF EXISTS {shadow}"))
-        .execute(&mut *connection)
+/// Creates `<view>_rebuild` for every view, empty and shaped like the live table, in one
+/// transaction (one commit to wait for rather than one per statement).
+async fn create_shadows(connection: &mut PgConnection) -> Result<(), RebuildError> {
+    let mut tx = connection.begin().await?;
+    for view in VIEWS {
+        let shadow = shadow_table(view);
+        sqlx::query(&format!("DROP TABLE IF EXISTS {shadow}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "CREATE TABLE {shadow} (LIKE {view} INCLUDING ALL)"
+        ))
+        .execute(&mut *tx)
         .await?;
-    sqlx::query(&format!(
-        "CREATE TABLE {shadow} (LIKE {view} INCLUDING ALL)"
-    ))
-    .execute(&mut *connection)
-    .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -281,9 +286,7 @@ async fn rebuild_locked(
     upcasters: Upcasters,
     apply: bool,
 ) -> Result<RebuildReport, RebuildError> {
-    for view in VIEWS {
-        create_shadow(connection, view).await?;
-    }
+    create_shadows(connection).await?;
     settle(pool).await?;
     let started = Instant::now();
     let (folder, scanned) = scan(pool, personal.as_ref(), Arc::clone(&upcasters)).await?;
@@ -335,11 +338,10 @@ async fn rebuild_locked(
         report.caught_up += swap(connection, personal.as_ref(), caught_up, &upcasters).await?;
         report.applied = true;
     } else {
-        for view in VIEWS {
-            sqlx::query(&format!("DROP TABLE {}", shadow_table(view)))
-                .execute(&mut *connection)
-                .await?;
-        }
+        let shadows: Vec<String> = VIEWS.iter().map(|view| shadow_table(view)).collect();
+        sqlx::query(&format!("DROP TABLE {}", shadows.join(", ")))
+            .execute(&mut *connection)
+            .await?;
     }
     Ok(report)
 }
