@@ -271,7 +271,6 @@ problems!(
         TestTokenProblems,
     )
 )]
-#[tracing::instrument(skip_all)]
 async fn test_token(LiveUser(caller): LiveUser) -> Response {
     // Serialized from the cached view itself, not a copy of it.
     Json(&caller.view).into_response()
