@@ -254,6 +254,21 @@ async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() 
         "the passkey was not used: {last_used}"
     );
 
+    // The passkey is the account's only second factor: the password does not stand in for
+    // it, and the page says how to add another one.
+    type_into(&mut browser, "new-name", "spare").await;
+    type_into(&mut browser, "proof-password", PASSWORD).await;
+    click(&mut browser, "#register-form button[type=submit]").await;
+    let problem = page_problem(&mut browser).await;
+    assert!(
+        problem.contains("sign in again with the passkey"),
+        "{problem}"
+    );
+    assert_eq!(passkeys_over_http(&app, &mut browser).await.len(), 1);
+    browser
+        .evaluate("document.getElementById('new-name').value = ''")
+        .await;
+
     let screenshot = browser
         .command(
             "Page.captureScreenshot",

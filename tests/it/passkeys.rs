@@ -109,23 +109,34 @@ async fn signed_in(app: &TestApp, email: &str) -> String {
     app.login_token(email, StatusCode::OK).await
 }
 
-/// Starts a registration with the password as the proof: `(challenge_id, publicKey)`.
-async fn start_registration(app: &TestApp, access: &str) -> (Value, Value) {
-    let response = post_json(
-        app,
-        "/passkeys/registration/start",
-        Some(access),
-        &json!({ "password": PASSWORD }),
-    )
-    .await;
+/// The proofs of a user without a second factor.
+fn the_password() -> Value {
+    json!({ "password": PASSWORD })
+}
+
+/// No proofs: the caller's recent sign-in is the re-authentication.
+fn the_sign_in() -> Value {
+    json!({})
+}
+
+/// Starts a registration with `proofs`: `(challenge_id, publicKey)`.
+async fn start_registration(app: &TestApp, access: &str, proofs: &Value) -> (Value, Value) {
+    let response = post_json(app, "/passkeys/registration/start", Some(access), proofs).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     (body["challenge_id"].clone(), body["publicKey"].clone())
 }
 
-/// Registers `token` as passkey `name`: the 201 answer, and the credential id.
-async fn register(app: &TestApp, access: &str, token: &Token, name: &str) -> (Value, String) {
-    let (challenge_id, public_key) = start_registration(app, access).await;
+/// Registers `token` as passkey `name`, re-authenticated with `proofs`: the 201 answer, and
+/// the credential id.
+async fn register(
+    app: &TestApp,
+    access: &str,
+    proofs: &Value,
+    token: &Token,
+    name: &str,
+) -> (Value, String) {
+    let (challenge_id, public_key) = start_registration(app, access, proofs).await;
     let credential = token.register(ORIGIN, &public_key);
     let credential_id = URL_SAFE_NO_PAD.encode(credential.raw_id.as_slice());
     let response = post_json(
@@ -176,7 +187,7 @@ async fn user_with_passkey(app: &TestApp, label: &str) -> (String, String, Strin
     let access = signed_in(app, &email).await;
     let user_id = claims_of(&access)["sub"].as_str().unwrap().to_owned();
     let token = Token::new();
-    let (_, credential_id) = register(app, &access, &token, "laptop").await;
+    let (_, credential_id) = register(app, &access, &the_password(), &token, "laptop").await;
     (email, user_id, access, token, credential_id)
 }
 
@@ -212,12 +223,41 @@ async fn enrol_list_rename_remove_and_second_factor(store: Store) {
     let laptop = Token::new();
     let phone = Token::new();
 
-    let (registered, laptop_credential) = register(&app, &access, &laptop, " laptop ").await;
+    // A wrong password starts nothing.
+    let wrong = post_json(
+        &app,
+        "/passkeys/registration/start",
+        Some(&access),
+        &json!({ "password": "not the password" }),
+    )
+    .await;
+    assert_eq!(
+        code_of(wrong).await,
+        (StatusCode::FORBIDDEN, "auth.wrong_password".to_owned())
+    );
+    let (registered, laptop_credential) =
+        register(&app, &access, &the_password(), &laptop, " laptop ").await;
     assert_eq!(registered["name"], "laptop");
-    register(&app, &access, &phone, "phone").await;
+    // The passkey is now the account's second factor: the password alone adds no other one,
+    // the recent sign-in does.
+    let password_alone = post_json(
+        &app,
+        "/passkeys/registration/start",
+        Some(&access),
+        &the_password(),
+    )
+    .await;
+    assert_eq!(
+        code_of(password_alone).await,
+        (
+            StatusCode::FORBIDDEN,
+            "reauthentication.passkey_required".to_owned()
+        )
+    );
+    register(&app, &access, &the_sign_in(), &phone, "phone").await;
 
     // A third with a name already taken (in another case) is refused at the finish.
-    let (challenge_id, public_key) = start_registration(&app, &access).await;
+    let (challenge_id, public_key) = start_registration(&app, &access, &the_sign_in()).await;
     // A discoverable credential is asked for, so that a passkey can sign in without a
     // password; user verification is required.
     let selection = &public_key["authenticatorSelection"];
@@ -234,18 +274,6 @@ async fn enrol_list_rename_remove_and_second_factor(store: Store) {
     assert_eq!(
         code_of(taken).await,
         (StatusCode::CONFLICT, "passkey.name_taken".to_owned())
-    );
-    // A wrong password starts nothing.
-    let wrong = post_json(
-        &app,
-        "/passkeys/registration/start",
-        Some(&access),
-        &json!({ "password": "not the password" }),
-    )
-    .await;
-    assert_eq!(
-        code_of(wrong).await,
-        (StatusCode::FORBIDDEN, "auth.wrong_password".to_owned())
     );
 
     let list: Value = app
@@ -472,7 +500,7 @@ async fn a_response_from_another_origin_is_refused() {
         code_of(response).await,
         (StatusCode::FORBIDDEN, "passkey.wrong_origin".to_owned())
     );
-    let (challenge_id, public_key) = start_registration(&app, &access).await;
+    let (challenge_id, public_key) = start_registration(&app, &access, &the_sign_in()).await;
     let credential = Token::new().register(elsewhere, &public_key);
     let response = post_json(
         &app,
@@ -555,4 +583,93 @@ async fn an_expired_ceremony_is_refused() {
     assert_eq!(aged.rows_affected(), 1);
     let response = post_json(&app, "/auth/passkey/finish", None, &body).await;
     assert_eq!(code_of(response).await, closed());
+}
+
+/// Once the re-authentication window after the sign-in has passed, a user whose only second
+/// factor is a passkey adds or removes no factor with an access token and the password: they
+/// sign in with the passkey again, and the change rests on that sign-in.
+#[tokio::test]
+async fn a_passkey_only_user_signs_in_with_the_passkey_again_to_change_their_factors() {
+    const WINDOW: u64 = 3;
+    let mut config = test_config(Store::Embedded, None, None);
+    config.lifetimes.reauth_window = WINDOW;
+    let app = spawn_app_with(config).await;
+    let (email, _, stale, token, _) = user_with_passkey(&app, "stale").await;
+    let list: Value = app
+        .get_with("/passkeys", &stale)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let laptop_id = list[0]["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_secs(WINDOW + 2)).await;
+
+    let passkey_required = || {
+        (
+            StatusCode::FORBIDDEN,
+            "reauthentication.passkey_required".to_owned(),
+        )
+    };
+    let start = "/passkeys/registration/start";
+    let with_password = post_json(&app, start, Some(&stale), &the_password()).await;
+    assert_eq!(code_of(with_password).await, passkey_required());
+    let on_old_sign_in = post_json(&app, start, Some(&stale), &the_sign_in()).await;
+    assert_eq!(
+        code_of(on_old_sign_in).await,
+        (
+            StatusCode::FORBIDDEN,
+            "reauthentication.required".to_owned()
+        )
+    );
+    let code_without_password = post_json(&app, start, Some(&stale), &json!({"code": "1"})).await;
+    assert_eq!(
+        code_of(code_without_password).await,
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request.invalid_body".to_owned()
+        )
+    );
+    let authenticator_app = app.enable_tfa(&stale, "code_generator").await;
+    assert_eq!(code_of(authenticator_app).await, passkey_required());
+    let remove = format!("/passkeys/{laptop_id}/remove");
+    let removed = post_json(&app, &remove, Some(&stale), &the_password()).await;
+    assert_eq!(code_of(removed).await, passkey_required());
+    let others = post_json(
+        &app,
+        "/auth/sessions/end_others",
+        Some(&stale),
+        &the_password(),
+    )
+    .await;
+    assert_eq!(code_of(others).await, passkey_required());
+
+    // Signing in again with the passkey is the re-authentication.
+    let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;
+    let assertion = second_factor_assertion(&app, &pre_tfa, &token).await;
+    let response = post_json(&app, "/tfa/passkey/finish", Some(&pre_tfa), &assertion).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens: Value = response.json().await.unwrap();
+    let fresh = tokens["access_token"].as_str().unwrap().to_owned();
+    register(&app, &fresh, &the_sign_in(), &Token::new(), "phone").await;
+    let enabled = app.enable_tfa(&fresh, "email").await;
+    assert_eq!(enabled.status(), StatusCode::OK);
+
+    // None of the refused attempts changed anything, and none counts as a failed proof.
+    let names: Vec<String> = app
+        .get_with("/passkeys", &fresh)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|passkey| passkey["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["laptop", "phone"]);
+    let history = history_types(&app, &fresh).await;
+    assert!(
+        !history.iter().any(|entry| entry == "login_failed"),
+        "{history:?}"
+    );
 }

@@ -614,6 +614,14 @@ mod tests {
                     },
                     backup_codes: vec![secret("AAAA-BBBB-CCCC-DDDD-EEEE-FFFF")],
                 },
+                // Checked only for a user with a passkey, which these steps never register.
+                reauthentication: Reauthentication::RecentSignIn {
+                    session: known.session.map_or_else(
+                        || SessionId::from_uuid(uuid::Uuid::from_u128(8)),
+                        |(session, _)| session,
+                    ),
+                    window: time::Duration::minutes(5),
+                },
             }),
             Step::WrongSecondFactor => UserCommand::VerifyTfaCode(VerifyTfaCode {
                 challenge_id: known.challenge?,

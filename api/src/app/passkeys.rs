@@ -23,8 +23,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
 use twofold_domain::user::{
-    ChangeOutcome, LoginOutcome, PasskeyAssertion, PasskeyStep, Reauthentication, Refusal,
-    RegisterPasskey, RemovePasskey, RenamePasskey, UsePasskey, MAX_PASSKEYS,
+    ChangeOutcome, LoginOutcome, PasskeyAssertion, PasskeyStep, Refusal, RegisterPasskey,
+    RemovePasskey, RenamePasskey, UsePasskey, MAX_PASSKEYS,
 };
 use twofold_domain::values::{
     ChallengeId, PasskeyCredential, PasskeyId, PasskeyName, SessionId, UserId,
@@ -232,23 +232,26 @@ impl App {
         Ok(user.passkeys().iter().map(PasskeySummary::of).collect())
     }
 
-    /// Starts registering a passkey, once the caller proved the password and (with two-factor
-    /// authentication on) a current second factor, as for any sensitive change.
+    /// Starts registering a passkey, once the caller re-authenticated as for any sensitive
+    /// change: `proofs` (the password and, with two-factor authentication on, a current
+    /// second factor), or a sign-in of the caller's session `caller` within the
+    /// re-authentication window. A user whose only second factor is a passkey has only the
+    /// second: the password alone must not add a passkey beside theirs.
     pub async fn start_passkey_registration(
         &self,
         user_id: UserId,
-        proofs: Proofs,
+        caller: SessionId,
+        proofs: Option<Proofs>,
         metadata: &EventMetadata,
     ) -> Result<RegistrationStart, AppError> {
         let user = self.existing(user_id).await?;
         if user.passkeys().len() >= MAX_PASSKEYS {
             return Err(UserError::PasskeyLimitReached.into());
         }
-        self.ensure_hash_room()?;
-        let command = UserCommand::Reauthenticate(Reauthentication::Proofs {
-            password: proofs.password,
-            code: proofs.code,
-        });
+        if proofs.is_some() {
+            self.ensure_hash_room()?;
+        }
+        let command = UserCommand::Reauthenticate(self.reauthentication(caller, proofs));
         let (outcome, user) = self
             .change(user_id, command, metadata, &MailSecrets::none())
             .await?;

@@ -33,16 +33,19 @@ pub enum DeviceSwitch {
 
 impl App {
     /// Turns two-factor authentication on; the backup codes and a notice are emailed. For an
-    /// authenticator app, the answer is the code to scan.
+    /// authenticator app, the answer is the code to scan. A user who has a passkey does it
+    /// within the re-authentication window after the sign-in of the caller's session `caller`.
     pub async fn enable_tfa(
         &self,
         user_id: UserId,
+        caller: SessionId,
         device_type: DeviceType,
         metadata: &EventMetadata,
     ) -> Result<Option<ScanCode>, AppError> {
         let new = self.new_enrolment(device_type);
         let command = UserCommand::EnableTfa(EnableTfa {
             enrolment: new.enrolment,
+            reauthentication: self.reauthentication(caller, None),
         });
         let committed = self
             .users

@@ -185,7 +185,8 @@ fn domain_status(error: UserError) -> StatusCode {
         UserError::TfaCodeReplayed
         | UserError::EmailCodeExpired
         | UserError::AccountLocked
-        | UserError::ReauthenticationRequired => StatusCode::FORBIDDEN,
+        | UserError::ReauthenticationRequired
+        | UserError::PasskeySignInRequired => StatusCode::FORBIDDEN,
         UserError::Locked { .. } | UserError::ConfirmationCodeTooSoon { .. } => {
             StatusCode::TOO_MANY_REQUESTS
         }

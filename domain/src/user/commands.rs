@@ -206,6 +206,10 @@ pub struct SignUp {
 pub struct EnableTfa {
     /// The device and backup codes to enrol.
     pub enrolment: TfaEnrolment,
+    /// Checked only when the user already has a second factor, a passkey: adding an
+    /// authenticator app or an email device beside it is then a change of their second
+    /// factor, proven as registering another passkey is.
+    pub reauthentication: Reauthentication,
 }
 
 /// What enrolling a second factor brings. The caller generates the secrets (it must show or

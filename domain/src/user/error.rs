@@ -84,6 +84,13 @@ pub enum UserError {
          an emailed confirmation code or a backup code)"
     )]
     ReauthenticationRequired,
+    /// The account's only second factor is a passkey, which cannot be typed into a form: its
+    /// owner proves it by signing in with it, and the change then rides on that sign-in.
+    #[error(
+        "this account's second factor is a passkey: sign in again with it, then repeat this \
+         within the re-authentication window without `password` and `code`"
+    )]
+    PasskeySignInRequired,
     /// The user's second factor is not email, so no code can be emailed.
     #[error("the user's second factor is not email")]
     NoEmailDevice,
@@ -147,6 +154,7 @@ impl UserError {
             Self::AccountLocked => "auth.account_locked",
             Self::UnknownSession => "auth.session_not_found",
             Self::ReauthenticationRequired => "reauthentication.required",
+            Self::PasskeySignInRequired => "reauthentication.passkey_required",
             Self::NoEmailDevice => "tfa.no_email_device",
             Self::ConfirmationCodeTooSoon { .. } => "tfa.email_code_too_soon",
             Self::HasherSaturated => "service.busy",

@@ -8,6 +8,11 @@
 //! instead (the password, and a current second factor), checked, recorded and throttled as
 //! there (ASVS 5.0 §7.5.1, §7.5.2).
 //!
+//! A user whose only second factor is a passkey has no proof to type: a password alone would
+//! let whoever stole it and an access token add their own passkey or authenticator app, or
+//! remove the owner's. Their proofs are refused (`PasskeySignInRequired`); they sign in again
+//! with the passkey, and that sign-in is the re-authentication.
+//!
 //! An email-device user has no code at hand while signed in: login codes belong to a login
 //! challenge. So they may ask for a confirmation code, mailed to them, that proves the second
 //! factor once within [`CONFIRMATION_CODE_TTL`]. It is held apart from login codes: a login
@@ -53,6 +58,9 @@ impl User {
                 Ok(true)
             }
             Reauthentication::Proofs { password, code } => {
+                if self.tfa.is_none() && !self.passkeys.is_empty() {
+                    return Err(UserError::PasskeySignInRequired);
+                }
                 if self.tfa.is_some() && code.is_none() {
                     return Err(UserError::SecondFactorRequired);
                 }

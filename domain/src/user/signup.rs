@@ -66,6 +66,20 @@ impl User {
         if self.tfa.is_some() {
             return Err(UserError::TfaAlreadyEnabled);
         }
+        if !self.passkeys.is_empty() {
+            match self
+                .reauthenticate_caller(&command.reauthentication, services, sink)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                // Only a sign-in with the passkey proves it: say so, not "give the proofs".
+                Err(UserError::ReauthenticationRequired) => {
+                    return Err(UserError::PasskeySignInRequired)
+                }
+                Err(error) => return Err(error),
+            }
+        }
         sink.write(tfa_enabled(command.enrolment, services), self)
             .await;
         Ok(())

@@ -4,6 +4,9 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use twofold_domain::user::SessionGrant;
 use twofold_domain::values::{ChallengeId, UserId};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::app::Proofs;
 use crate::http::error::ApiError;
@@ -70,5 +73,57 @@ impl From<ReauthenticationRequest> for Proofs {
             password: request.password,
             code: request.code,
         }
+    }
+}
+
+/// The proofs of a re-authentication, or the empty object `{}`, which rests on the caller's
+/// sign-in instead: answered only within the re-authentication window after it. A user whose
+/// only second factor is a passkey has no proofs to give, and signs in again with it. Read
+/// from a JSON object only, never from an array.
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
+pub struct ProofsOrSignInRequest(Option<ReauthenticationRequest>);
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for ProofsOrSignInRequest {
+    type Error = serde_json::Error;
+
+    fn try_from(body: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        if body.is_empty() {
+            return Ok(Self(None));
+        }
+        serde_json::from_value(serde_json::Value::Object(body)).map(|proofs| Self(Some(proofs)))
+    }
+}
+
+impl ProofsOrSignInRequest {
+    /// The proofs given, or `None` for the recent sign-in.
+    pub fn proofs(self) -> Option<Proofs> {
+        self.0.map(Proofs::from)
+    }
+}
+
+impl utoipa::PartialSchema for ProofsOrSignInRequest {
+    fn schema() -> RefOr<Schema> {
+        let sign_in = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .max_properties(Some(0))
+            .description(Some(
+                "No proofs: the caller's full sign-in, within the re-authentication window \
+                 after it, is the re-authentication.",
+            ));
+        OneOfBuilder::new()
+            .item(Ref::from_schema_name(ReauthenticationRequest::name()))
+            .item(sign_in)
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ProofsOrSignInRequest {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((
+            ReauthenticationRequest::name().into_owned(),
+            ReauthenticationRequest::schema(),
+        ));
+        <ReauthenticationRequest as utoipa::ToSchema>::schemas(schemas);
     }
 }

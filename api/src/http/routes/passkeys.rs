@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::as_caller;
-use super::dto::{ReauthenticationRequest, TokenResponse};
+use super::dto::{ProofsOrSignInRequest, ReauthenticationRequest, TokenResponse};
 use super::tfa_manage::answer;
 use crate::app::passkeys::{CeremonyStart, PasskeyFailure, PasskeySummary, RegistrationStart};
 use crate::http::error::ApiError;
@@ -153,20 +153,26 @@ problems!(
     StartRegistrationProblems:
         proofs,
         UserError::SecondFactorRequired,
+        UserError::ReauthenticationRequired,
+        UserError::PasskeySignInRequired,
         UserError::PasskeyLimitReached,
 );
 
 /// Starts registering a passkey, with the password and, with two-factor authentication on,
 /// a current second factor (a TOTP code, a confirmation code from
 /// `POST /api/v1/tfa/email_code`, or a backup code, which is spent). Wrong proofs are
-/// recorded and throttled as for the other sensitive changes. Hand `publicKey` to
+/// recorded and throttled as for the other sensitive changes. With `{}` instead, it rests on
+/// the caller's full sign-in, within the re-authentication window after it
+/// (`TWOFOLD_REAUTH_WINDOW`, 5 minutes by default; a refresh does not renew it). A user whose
+/// only second factor is a passkey has only that way: their password alone answers 403
+/// `reauthentication.passkey_required`. Hand `publicKey` to
 /// `navigator.credentials.create({publicKey})` (its binaries base64url-decoded).
 #[utoipa::path(
     post,
     path = "/passkeys/registration/start",
     tag = "passkeys",
     security(("access_token" = [])),
-    request_body = ReauthenticationRequest,
+    request_body = ProofsOrSignInRequest,
     responses(
         (status = 200, description = "The ceremony is on: the creation options.",
             body = CeremonyResponse),
@@ -178,13 +184,14 @@ async fn start_registration(
     State(state): State<AppState>,
     context: RequestContext,
     AccessToken(claims): AccessToken,
-    Json(request): Json<ReauthenticationRequest>,
+    Json(request): Json<ProofsOrSignInRequest>,
 ) -> Result<Json<CeremonyResponse>, ApiError> {
     let started = state
         .app
         .start_passkey_registration(
             claims.sub,
-            request.into(),
+            claims.session_id(),
+            request.proofs(),
             &context.metadata(Actor::User(claims.sub)),
         )
         .await
@@ -388,6 +395,7 @@ problems!(
         proofs,
         UserError::UnknownPasskey,
         UserError::SecondFactorRequired,
+        UserError::PasskeySignInRequired,
 );
 
 /// Removes one of the caller's passkeys at any time: with the password and, with two-factor

@@ -152,6 +152,7 @@ problems!(
         proofs,
         UserError::UnknownSession,
         UserError::SecondFactorRequired,
+        UserError::PasskeySignInRequired,
 );
 
 /// Ends one of the caller's sessions, at any time: with the password and, with two-factor
@@ -239,6 +240,7 @@ problems!(
     EndOtherSessionsWithProofsProblems:
         proofs,
         UserError::SecondFactorRequired,
+        UserError::PasskeySignInRequired,
 );
 
 /// Ends every session of the caller's but the current one, at any time: with the password

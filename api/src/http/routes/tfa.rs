@@ -292,6 +292,7 @@ problems!(
     /// What `enable_tfa` can answer besides what its inputs and token imply.
     EnableTfaProblems:
         UserError::TfaAlreadyEnabled,
+        UserError::PasskeySignInRequired,
         ApiError::Conflict,
         ApiError::unavailable(),
 );
@@ -320,6 +321,7 @@ async fn enable_tfa(
         .app
         .enable_tfa(
             claims.sub,
+            claims.session_id(),
             request.device_type,
             &context.metadata(Actor::User(claims.sub)),
         )

@@ -206,12 +206,16 @@ fn after_the_window_removing_a_passkey_needs_a_re_authentication() {
 #[test]
 fn a_wrong_password_removes_no_passkey_and_is_recorded() {
     test_at(301)
-        .given(vec![signed_up(), passkey_registered(0, 0)])
+        .given(vec![
+            signed_up(),
+            code_generator_enabled(),
+            passkey_registered(0, 0),
+        ])
         .when(UserCommand::RemovePasskey(RemovePasskey {
             passkey_id: passkey_id(0),
             reauthentication: Reauthentication::Proofs {
                 password: secret("not the password"),
-                code: None,
+                code: Some(secret("123456")),
             },
         }))
         .then_expect_events(vec![UserEvent::LoginFailed {
@@ -219,6 +223,50 @@ fn a_wrong_password_removes_no_passkey_and_is_recorded() {
             challenge_id: None,
             at: at(301),
         }]);
+}
+
+/// The password of a user whose only second factor is a passkey.
+fn password_alone() -> Reauthentication {
+    Reauthentication::Proofs {
+        password: secret(PASSWORD),
+        code: None,
+    }
+}
+
+#[test]
+fn the_password_alone_does_not_re_authenticate_a_user_whose_second_factor_is_a_passkey() {
+    // Whoever holds the password and an access token would otherwise add their own passkey.
+    test_at(301)
+        .given(vec![signed_up(), passkey_registered(0, 0), started(0)])
+        .when(UserCommand::Reauthenticate(password_alone()))
+        .then_expect_error(UserError::PasskeySignInRequired);
+}
+
+#[test]
+fn the_password_alone_removes_no_passkey_of_a_user_whose_second_factor_is_a_passkey() {
+    test_at(301)
+        .given(vec![signed_up(), passkey_registered(0, 0), started(0)])
+        .when(UserCommand::RemovePasskey(RemovePasskey {
+            passkey_id: passkey_id(0),
+            reauthentication: password_alone(),
+        }))
+        .then_expect_error(UserError::PasskeySignInRequired);
+}
+
+#[test]
+fn a_user_whose_second_factor_is_a_passkey_re_authenticates_by_signing_in_with_it() {
+    test_at(60)
+        .given(vec![signed_up(), passkey_registered(0, 0), started(0)])
+        .when(UserCommand::Reauthenticate(recent_sign_in(0)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn the_password_alone_still_re_authenticates_a_user_without_a_second_factor() {
+    test_at(301)
+        .given(vec![signed_up(), started(0)])
+        .when(UserCommand::Reauthenticate(password_alone()))
+        .then_expect_events(vec![]);
 }
 
 #[test]

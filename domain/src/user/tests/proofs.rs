@@ -4,8 +4,8 @@
 use super::*;
 use crate::totp;
 use crate::user::{
-    EnableTfa, Factor, NewDevice, RegenerateBackupCodes, SwitchTfaDevice, TfaEnrolment,
-    UseBackupCode, UserCommand, UserError, VerifyTfaCode, EMAIL_CODE_TTL,
+    Factor, NewDevice, RegenerateBackupCodes, SwitchTfaDevice, TfaEnrolment, UseBackupCode,
+    UserCommand, UserError, VerifyTfaCode, EMAIL_CODE_TTL,
 };
 
 fn log_in_with(code: &str) -> UserCommand {
@@ -299,9 +299,7 @@ mod backup_code_digests {
     fn enabling_stores_each_code_as_the_digest_of_its_canonical_form() {
         test_at(0)
             .given(vec![signed_up()])
-            .when(UserCommand::EnableTfa(EnableTfa {
-                enrolment: email_enrolment(),
-            }))
+            .when(super::signup::enable(email_enrolment()))
             .then_expect_events(vec![email_device_enabled()]);
     }
 

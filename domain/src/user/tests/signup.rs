@@ -1,6 +1,18 @@
+use super::passkeys::passkey_registered;
+use super::sessions::{recent_sign_in, started};
 use super::*;
-use crate::user::{EnableTfa, NewDevice, SignUp, TfaEnrolment, UserCommand, UserError};
+use crate::user::{
+    EnableTfa, NewDevice, Reauthentication, SignUp, TfaEnrolment, UserCommand, UserError,
+};
 use crate::values::NewPassword;
+
+/// Enables `enrolment` from session 0.
+pub(super) fn enable(enrolment: TfaEnrolment) -> UserCommand {
+    UserCommand::EnableTfa(EnableTfa {
+        enrolment,
+        reauthentication: recent_sign_in(0),
+    })
+}
 
 fn sign_up(tfa: Option<TfaEnrolment>) -> UserCommand {
     UserCommand::SignUp(SignUp {
@@ -69,19 +81,62 @@ fn a_saturated_hasher_refuses_the_signup_without_recording_anything() {
 fn enabling_tfa_records_the_device_and_the_backup_code_digests() {
     test_at(0)
         .given(vec![signed_up()])
+        .when(enable(code_generator_enrolment()))
+        .then_expect_events(vec![code_generator_enabled()]);
+}
+
+fn code_generator_enabled_at(offset: i64) -> UserEvent {
+    let UserEvent::TfaEnabled {
+        device,
+        backup_codes,
+        ..
+    } = code_generator_enabled()
+    else {
+        unreachable!("code_generator_enabled is a TfaEnabled");
+    };
+    UserEvent::TfaEnabled {
+        device,
+        backup_codes,
+        at: at(offset),
+    }
+}
+
+#[test]
+fn a_user_with_a_passkey_enables_tfa_within_the_window_after_a_sign_in() {
+    test_at(60)
+        .given(vec![signed_up(), passkey_registered(0, 0), started(0)])
+        .when(enable(code_generator_enrolment()))
+        .then_expect_events(vec![code_generator_enabled_at(60)]);
+}
+
+#[test]
+fn after_the_window_a_user_with_a_passkey_signs_in_with_it_before_enabling_tfa() {
+    // An access token alone must not add an authenticator app beside the owner's passkey.
+    test_at(301)
+        .given(vec![signed_up(), passkey_registered(0, 0), started(0)])
+        .when(enable(code_generator_enrolment()))
+        .then_expect_error(UserError::PasskeySignInRequired);
+}
+
+#[test]
+fn the_password_alone_does_not_let_a_user_with_a_passkey_enable_tfa() {
+    test_at(60)
+        .given(vec![signed_up(), passkey_registered(0, 0), started(0)])
         .when(UserCommand::EnableTfa(EnableTfa {
             enrolment: code_generator_enrolment(),
+            reauthentication: Reauthentication::Proofs {
+                password: secret(PASSWORD),
+                code: None,
+            },
         }))
-        .then_expect_events(vec![code_generator_enabled()]);
+        .then_expect_error(UserError::PasskeySignInRequired);
 }
 
 #[test]
 fn enabling_tfa_when_it_is_already_on_is_refused() {
     test_at(0)
         .given(vec![signed_up(), email_device_enabled()])
-        .when(UserCommand::EnableTfa(EnableTfa {
-            enrolment: code_generator_enrolment(),
-        }))
+        .when(enable(code_generator_enrolment()))
         .then_expect_error(UserError::TfaAlreadyEnabled);
 }
 
@@ -89,9 +144,7 @@ fn enabling_tfa_when_it_is_already_on_is_refused() {
 fn enabling_tfa_for_a_user_who_never_signed_up_is_refused() {
     test_at(0)
         .given_no_previous_events()
-        .when(UserCommand::EnableTfa(EnableTfa {
-            enrolment: code_generator_enrolment(),
-        }))
+        .when(enable(code_generator_enrolment()))
         .then_expect_error(UserError::UnknownUser);
 }
 

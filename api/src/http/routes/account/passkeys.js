@@ -359,26 +359,50 @@ async function signOut() {
 
 // --- Managing passkeys.
 
+// The proofs typed under “Confirm it is you”, or none: then the service counts the sign-in,
+// if it was recent enough.
 function proofs() {
   const password = $("proof-password").value;
   const code = $("proof-code").value.trim();
+  if (!password) {
+    return {};
+  }
   return code ? { password, code } : { password };
+}
+
+function forgetProofs() {
+  $("proof-password").value = "";
+  $("proof-code").value = "";
+}
+
+// What to do when the service wants a fresher proof than the page sent, in the page's words;
+// any other error as it is.
+function reauthenticationProblem(error, button) {
+  if (!(error instanceof ApiProblem)) {
+    return error;
+  }
+  if (error.code === "reauthentication.required") {
+    $("proof-password").focus();
+    return new Problem(`You signed in a while ago: enter your password (and a code, if asked) under “Confirm it is you”, then press ${button} again.`);
+  }
+  if (error.code === "reauthentication.passkey_required") {
+    forgetProofs();
+    return new Problem(`Your second factor is a passkey, and a password cannot stand in for it: sign out, sign in again with the passkey, then press ${button} within a few minutes.`);
+  }
+  return error;
 }
 
 async function addPasskey(event) {
   event.preventDefault();
   await act(async () => {
     const name = required("new-name", "a name for the new passkey");
-    if (!$("proof-password").value) {
-      $("proof-password").focus();
-      throw new Problem("Enter your password under “Confirm it is you” to add a passkey.");
-    }
     const { data: start } = await call("POST", "/passkeys/registration/start", {
       token: session.access,
       json: proofs(),
+    }).catch((error) => {
+      throw reauthenticationProblem(error, "Add a passkey");
     });
-    $("proof-password").value = "";
-    $("proof-code").value = "";
+    forgetProofs();
     const credential = await createCredential(start.publicKey);
     const { data: added } = await call("POST", "/passkeys/registration/finish", {
       token: session.access,
@@ -405,21 +429,13 @@ async function renamePasskey(passkey, newName) {
 
 async function removePasskey(passkey) {
   const path = `/passkeys/${encodeURIComponent(passkey.id)}`;
-  if ($("proof-password").value) {
-    await call("POST", `${path}/remove`, { token: session.access, json: proofs() });
-    $("proof-password").value = "";
-    $("proof-code").value = "";
-  } else {
-    try {
-      await call("DELETE", path, { token: session.access });
-    } catch (error) {
-      if (error instanceof ApiProblem && error.code === "reauthentication.required") {
-        $("proof-password").focus();
-        throw new Problem("You signed in a while ago: enter your password (and a code, if asked) under “Confirm it is you”, then press Remove again.");
-      }
-      throw error;
-    }
-  }
+  const removal = $("proof-password").value
+    ? call("POST", `${path}/remove`, { token: session.access, json: proofs() })
+    : call("DELETE", path, { token: session.access });
+  await removal.catch((error) => {
+    throw reauthenticationProblem(error, "Remove");
+  });
+  forgetProofs();
   await showPasskeys();
   say(`Passkey “${passkey.name}” removed.`);
 }
