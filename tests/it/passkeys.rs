@@ -642,6 +642,15 @@ async fn a_passkey_only_user_signs_in_with_the_passkey_again_to_change_their_fac
     )
     .await;
     assert_eq!(code_of(others).await, passkey_required());
+    let erased = app
+        .http
+        .delete(app.url("/users/me"))
+        .bearer_auth(&stale)
+        .json(&the_password())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(erased).await, passkey_required());
 
     // Signing in again with the passkey is the re-authentication.
     let pre_tfa = app.login_token(&email, StatusCode::ACCEPTED).await;

@@ -6,7 +6,7 @@
 
 use secrecy::SecretString;
 use twofold_domain::user::{ChangeOutcome, EraseOwnAccount};
-use twofold_domain::values::UserId;
+use twofold_domain::values::{SessionId, UserId};
 use twofold_domain::{EventMetadata, UserCommand};
 
 use super::mail_policy::MailSecrets;
@@ -20,15 +20,22 @@ pub const MAX_REASON_CHARS: usize = 200;
 impl App {
     /// The user erases their own account, with their password and, when two-factor
     /// authentication is on, a current second factor. A wrong proof is recorded (and
-    /// throttled) and nothing is erased.
+    /// throttled) and nothing is erased. A user whose only second factor is a passkey does
+    /// it within the re-authentication window after the sign-in of the caller's session
+    /// `caller`.
     pub async fn erase_own_account(
         &self,
         user_id: UserId,
+        caller: SessionId,
         password: SecretString,
         code: Option<SecretString>,
         metadata: &EventMetadata,
     ) -> Result<ChangeOutcome, AppError> {
-        let command = UserCommand::EraseOwnAccount(EraseOwnAccount { password, code });
+        let command = UserCommand::EraseOwnAccount(EraseOwnAccount {
+            password,
+            code,
+            sign_in: self.reauthentication(caller, None),
+        });
         let metadata = metadata.clone().because(SELF_SERVICE);
         let (outcome, _) = self
             .change(user_id, command, &metadata, &MailSecrets::none())

@@ -184,6 +184,9 @@ pub struct EraseOwnAccount {
     pub password: SecretString,
     /// A current second factor; required when two-factor authentication is on.
     pub code: Option<SecretString>,
+    /// The caller's sign-in: checked only when the user's only second factor is a passkey,
+    /// which stands in for the code it cannot give.
+    pub sign_in: Reauthentication,
 }
 
 /// Creates the account, optionally with two-factor authentication already on.

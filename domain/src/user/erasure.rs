@@ -13,7 +13,8 @@ use crate::services::UserServices;
 impl User {
     /// The user erases their own account: the password and, with two-factor authentication
     /// on, a current second factor, as for other sensitive changes. A wrong one is recorded
-    /// (and throttled) and nothing is erased.
+    /// (and throttled) and nothing is erased. A user whose only second factor is a passkey
+    /// gives the password within the re-authentication window after signing in with it.
     pub(super) async fn erase_own_account(
         &mut self,
         command: EraseOwnAccount,
@@ -23,6 +24,13 @@ impl User {
         self.account()?;
         if self.tfa.is_some() && command.code.is_none() {
             return Err(UserError::SecondFactorRequired);
+        }
+        if self.passkey_only()
+            && !self
+                .reauthenticate_with_passkey(&command.sign_in, services, sink)
+                .await?
+        {
+            return Ok(());
         }
         if !self
             .check_password(&command.password, services, sink)

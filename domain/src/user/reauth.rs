@@ -58,7 +58,7 @@ impl User {
                 Ok(true)
             }
             Reauthentication::Proofs { password, code } => {
-                if self.tfa.is_none() && !self.passkeys.is_empty() {
+                if self.passkey_only() {
                     return Err(UserError::PasskeySignInRequired);
                 }
                 if self.tfa.is_some() && code.is_none() {
@@ -75,6 +75,29 @@ impl User {
                 }
             }
         }
+    }
+
+    /// The re-authentication of a user who has a passkey, for a change that takes no typed
+    /// second factor from them: [`User::reauthenticate_caller`], except that a sign-in too
+    /// old asks for a new one with the passkey, since no other proof will do.
+    pub(super) async fn reauthenticate_with_passkey(
+        &mut self,
+        reauthentication: &Reauthentication,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<bool, UserError> {
+        match self
+            .reauthenticate_caller(reauthentication, services, sink)
+            .await
+        {
+            Err(UserError::ReauthenticationRequired) => Err(UserError::PasskeySignInRequired),
+            outcome => outcome,
+        }
+    }
+
+    /// Whether the user's only second factor is a passkey, for which no proof can be typed.
+    pub(super) fn passkey_only(&self) -> bool {
+        self.tfa.is_none() && !self.passkeys.is_empty()
     }
 
     /// Issues a confirmation code to an email-device user (the caller mails it).

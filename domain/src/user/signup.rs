@@ -66,19 +66,12 @@ impl User {
         if self.tfa.is_some() {
             return Err(UserError::TfaAlreadyEnabled);
         }
-        if !self.passkeys.is_empty() {
-            match self
-                .reauthenticate_caller(&command.reauthentication, services, sink)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return Ok(()),
-                // Only a sign-in with the passkey proves it: say so, not "give the proofs".
-                Err(UserError::ReauthenticationRequired) => {
-                    return Err(UserError::PasskeySignInRequired)
-                }
-                Err(error) => return Err(error),
-            }
+        if !self.passkeys.is_empty()
+            && !self
+                .reauthenticate_with_passkey(&command.reauthentication, services, sink)
+                .await?
+        {
+            return Ok(());
         }
         sink.write(tfa_enabled(command.enrolment, services), self)
             .await;

@@ -44,6 +44,7 @@ problems!(
     EraseMeProblems:
         proofs,
         UserError::SecondFactorRequired,
+        UserError::PasskeySignInRequired,
 );
 
 /// Erases the caller's account: every session ends at once, the address is free for a new
@@ -71,6 +72,7 @@ async fn erase_me(
         .app
         .erase_own_account(
             claims.sub,
+            claims.session_id(),
             request.password,
             request.code,
             &context.metadata(Actor::User(claims.sub)),

@@ -1,3 +1,5 @@
+use super::passkeys::passkey_registered;
+use super::sessions::{recent_sign_in, session, started};
 use super::*;
 use crate::totp;
 use crate::user::{
@@ -8,6 +10,7 @@ fn erase_own(password: &str, code: Option<&str>) -> UserCommand {
     UserCommand::EraseOwnAccount(EraseOwnAccount {
         password: secret(password),
         code: code.map(secret),
+        sign_in: recent_sign_in(0),
     })
 }
 
@@ -29,6 +32,27 @@ fn the_user_erases_their_account_with_the_password_and_every_session_ends_first(
         .given(vec![signed_up(), session_started(0)])
         .when(erase_own(PASSWORD, None))
         .then_expect_events(vec![ended_by_erasure(60), erased(60)]);
+}
+
+#[test]
+fn a_user_whose_second_factor_is_a_passkey_erases_their_account_after_signing_in_with_it() {
+    let passkey_user = || vec![signed_up(), passkey_registered(0, 0), started(0)];
+    test_at(60)
+        .given(passkey_user())
+        .when(erase_own(PASSWORD, None))
+        .then_expect_events(vec![
+            UserEvent::SessionEnded {
+                session_id: session(0),
+                reason: SessionEndReason::AccountErased,
+                at: at(60),
+            },
+            erased(60),
+        ]);
+    // Later, the password alone is not enough: no code can be typed for a passkey.
+    test_at(301)
+        .given(passkey_user())
+        .when(erase_own(PASSWORD, None))
+        .then_expect_error(UserError::PasskeySignInRequired);
 }
 
 #[test]
