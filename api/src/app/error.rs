@@ -84,8 +84,12 @@ pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
 
 fn sqlx_unavailable(error: &sqlx::Error) -> bool {
     match error {
+        // A protocol error is bytes from the server that make no sense where they came: seen
+        // when a connection is opened to a database going down (a garbled answer to the TLS
+        // request), so as retryable as the I/O error it would otherwise have been.
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
@@ -133,5 +137,19 @@ impl From<PersistenceError> for AppError {
 impl From<NoDecision> for AppError {
     fn from(error: NoDecision) -> Self {
         Self::Internal(Box::new(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable;
+
+    #[test]
+    fn a_lost_or_garbled_connection_is_unavailable_and_a_bad_query_is_not() {
+        let garbled = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
+        assert!(is_unavailable(&garbled));
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("x".into())));
     }
 }

@@ -65,6 +65,7 @@ pub(crate) fn database(error: sqlx::Error) -> PersistenceError {
     match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed => PersistenceError::ConnectionError(Box::new(error)),
         other => PersistenceError::UnknownError(Box::new(other)),

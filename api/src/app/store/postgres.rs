@@ -132,9 +132,12 @@ fn persistence_error(error: sqlx::Error) -> PersistenceError {
         }
     }
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
-            PersistenceError::ConnectionError(Box::new(error))
-        }
+        // As `AppError` reads them (`app/error.rs`).
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => PersistenceError::ConnectionError(Box::new(error)),
         other => PersistenceError::UnknownError(Box::new(other)),
     }
 }
