@@ -164,6 +164,23 @@ impl KeyRing {
         event
     }
 
+    /// `value`, as stored in metadata field `field` (`ip` or `user_agent`) of one of `user`'s
+    /// events, opened in place if it is sealed; where `user`'s key is gone it reads as
+    /// [`ERASED`], as [`KeyRing::open`] reads it.
+    pub fn open_metadata_value(&self, user: &str, field: &str, value: &mut String) {
+        debug_assert!(
+            METADATA_FIELDS.contains(&field),
+            "{field} is no personal field"
+        );
+        if value.starts_with(SEALED) {
+            *value = self
+                .keys
+                .get(user)
+                .and_then(|key| key.open(user, field, value))
+                .unwrap_or_else(|| ERASED.to_owned());
+        }
+    }
+
     /// Seals the personal fields of `event` (of the current version, in clear) under its
     /// user's key, drawing each nonce from `nonce`. An event of a user without a key here is
     /// left as it is: the writer makes sure every user it writes for has one.

@@ -61,6 +61,12 @@ impl Folder {
     /// Takes in one stored event. The payload and metadata come as JSON text: events no view
     /// reacts to never have their metadata parsed, and events no upcaster touches are parsed
     /// once, straight into the domain type.
+    ///
+    /// Only a sealed payload is opened here. Sealed metadata (the client's address and user
+    /// agent) is folded as it is stored: the sessions view copies both without reading
+    /// them, and a session's are replaced at its next refresh, so only those the final views
+    /// hold are opened, once each, by [`Folder::session_views`]. A view that came to read
+    /// them would need them opened here.
     pub(super) fn take(
         &mut self,
         aggregate_id: String,
@@ -71,9 +77,8 @@ impl Folder {
         metadata: &str,
     ) -> Result<(), RebuildError> {
         self.events += 1;
-        // Only a sealed event needs its user's id again, to be opened.
-        let sealed_for =
-            (holds_sealed(payload) || holds_sealed(metadata)).then(|| aggregate_id.clone());
+        // Only a sealed payload needs its user's id again, to be opened.
+        let sealed_for = holds_sealed(payload).then(|| aggregate_id.clone());
         let folded = self.users.entry(aggregate_id).or_default();
         if sequence != folded.last_sequence + 1 {
             return Err(RebuildError::Gap {
@@ -148,11 +153,23 @@ impl Folder {
             .collect()
     }
 
+    /// The sessions views, their client addresses and user agents opened.
     pub(super) fn session_views(&self) -> HashMap<String, StoredView<SessionsView>> {
         self.users
             .iter()
             .filter_map(|(id, folded)| {
-                let view = folded.sessions.clone()?;
+                let mut view = folded.sessions.clone()?;
+                for session in &mut view.sessions {
+                    let fields = [
+                        ("ip", session.ip_address.as_mut()),
+                        ("user_agent", session.user_agent.as_mut()),
+                    ];
+                    for (field, value) in fields {
+                        if let Some(value) = value {
+                            self.keys.open_metadata_value(id, field, value);
+                        }
+                    }
+                }
                 Some((
                     id.clone(),
                     StoredView {
