@@ -74,13 +74,18 @@ impl ProjectedView for SessionsView {
     }
 }
 
+/// The client address and user agent recorded with `event`, read only for the events that
+/// keep them.
+fn client(event: &EventEnvelope<User>) -> (Option<String>, Option<String>) {
+    EventMetadata::from_map(&event.metadata)
+        .map_or((None, None), |metadata| (metadata.ip, metadata.user_agent))
+}
+
 impl View<User> for SessionsView {
     fn update(&mut self, event: &EventEnvelope<User>) {
-        let metadata = EventMetadata::from_map(&event.metadata).ok();
-        let ip_address = metadata.as_ref().and_then(|metadata| metadata.ip.clone());
-        let user_agent = metadata.and_then(|metadata| metadata.user_agent);
         match &event.payload {
             UserEvent::SessionStarted { session_id, at, .. } => {
+                let (ip_address, user_agent) = client(event);
                 self.sessions.push(SessionSummary {
                     id: *session_id,
                     created_at: *at,
@@ -91,6 +96,7 @@ impl View<User> for SessionsView {
             }
             UserEvent::SessionRefreshed { session_id, at, .. } => {
                 if let Some(session) = self.sessions.iter_mut().find(|s| s.id == *session_id) {
+                    let (ip_address, user_agent) = client(event);
                     session.last_used_at = *at;
                     session.ip_address = ip_address;
                     session.user_agent = user_agent;
