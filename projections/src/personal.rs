@@ -110,6 +110,13 @@ impl std::fmt::Debug for DataKey {
     }
 }
 
+/// Field `field` of `user`'s, `sealed`, opened with `key`; [`ERASED`] without the key (or
+/// when it does not open).
+fn opened(key: Option<&DataKey>, user: &str, field: &str, sealed: &str) -> String {
+    key.and_then(|key| key.open(user, field, sealed))
+        .unwrap_or_else(|| ERASED.to_owned())
+}
+
 fn associated_data(user: &str, field: &str) -> Vec<u8> {
     format!("twofold personal data v1\n{user}\n{field}").into_bytes()
 }
@@ -144,10 +151,7 @@ impl KeyRing {
         let sealed_sign_up = is_sign_up_at(&event, SEALED_SIGN_UP_VERSION);
         for_each_personal_field(&mut event, SEALED_SIGN_UP_VERSION, |field, value| {
             if let Some(sealed) = value.as_str().filter(|text| text.starts_with(SEALED)) {
-                let opened = key
-                    .and_then(|key| key.open(&user, field, sealed))
-                    .unwrap_or_else(|| ERASED.to_owned());
-                *value = Value::String(opened);
+                *value = Value::String(opened(key, &user, field, sealed));
             }
         });
         if sealed_sign_up {
@@ -155,10 +159,7 @@ impl KeyRing {
         }
         if let Some(value) = passkey_name(&mut event) {
             if let Some(sealed) = value.as_str().filter(|text| text.starts_with(SEALED)) {
-                let opened = key
-                    .and_then(|key| key.open(&user, PASSKEY_NAME_FIELD, sealed))
-                    .unwrap_or_else(|| ERASED.to_owned());
-                *value = Value::String(opened);
+                *value = Value::String(opened(key, &user, PASSKEY_NAME_FIELD, sealed));
             }
         }
         event
@@ -173,11 +174,7 @@ impl KeyRing {
             "{field} is no personal field"
         );
         if value.starts_with(SEALED) {
-            *value = self
-                .keys
-                .get(user)
-                .and_then(|key| key.open(user, field, value))
-                .unwrap_or_else(|| ERASED.to_owned());
+            *value = opened(self.keys.get(user), user, field, value);
         }
     }
 

@@ -66,7 +66,7 @@ impl User {
         if self.tfa.is_some() {
             return Err(UserError::TfaAlreadyEnabled);
         }
-        if !self.passkeys.is_empty()
+        if self.passkey_only()
             && !self
                 .reauthenticate_with_passkey(&command.reauthentication, services, sink)
                 .await?

@@ -13,8 +13,8 @@ use cqrs_es::EventEnvelope;
 use time::OffsetDateTime;
 use twofold_domain::User;
 
-pub(crate) use postgres::{checkpoint, database};
-pub use postgres::{serialized_event, PgEventLog};
+pub(crate) use postgres::checkpoint;
+pub use postgres::{database, serialized_event, PgEventLog};
 
 /// A place in the log: every event at or before it has been read. Callers keep it and hand it
 /// back; only the log that issued it interprets it. On Postgres it is the writing

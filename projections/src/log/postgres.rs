@@ -61,7 +61,9 @@ impl PgEventLog {
     }
 }
 
-pub(crate) fn database(error: sqlx::Error) -> PersistenceError {
+/// A database error as cqrs-es reads it: a lost, garbled or unobtainable connection is a
+/// connection error (the caller may retry), anything else unknown.
+pub fn database(error: sqlx::Error) -> PersistenceError {
     match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

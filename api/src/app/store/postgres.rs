@@ -131,15 +131,7 @@ fn persistence_error(error: sqlx::Error) -> PersistenceError {
             };
         }
     }
-    match error {
-        // As `AppError` reads them (`app/error.rs`).
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => PersistenceError::ConnectionError(Box::new(error)),
-        other => PersistenceError::UnknownError(Box::new(other)),
-    }
+    twofold_projections::log::database(error)
 }
 
 impl PersistedEventRepository for PgEventRepository {
