@@ -5,14 +5,14 @@
 //! Every event stays in process memory for the life of the process, so the embedded mode's
 //! memory grows with use. So that nobody takes that growth for a leak, the store reports what
 //! it holds on each commit (`twofold_embedded_store_events`, `twofold_embedded_store_bytes`).
-//! The bytes are the events' serialized size: the JSON text of each event's payload and
+//! The bytes are the text the store holds for each event: the JSON of its payload and
 //! metadata (personal data sealed, as stored) plus its aggregate id, type, event type and
-//! version strings. In memory they are held as `serde_json` values, which take more than
-//! their text, and each event also has its commit time and index entry beside it: the
-//! figure grows exactly as the store does, but it is a lower bound of the heap it takes.
+//! version. Events are kept as that text, not as parsed `serde_json` values, which take
+//! several times as much heap; each event also has its commit time, index entry and the
+//! allocator's bookkeeping beside it, so the figure is a close lower bound of the heap the
+//! store takes.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -38,7 +38,7 @@ use twofold_nats::MailJob;
 #[derive(Default)]
 struct Stored {
     /// Every event in commit order.
-    log: Vec<SerializedEvent>,
+    log: Vec<StoredEvent>,
     /// When each event of `log` was committed.
     recorded_at: Vec<OffsetDateTime>,
     /// Per aggregate (type, id): positions in `log`.
@@ -49,39 +49,75 @@ struct Stored {
     snapshots: HashMap<String, Snapshot>,
     /// The users' data keys, sealed.
     keys: HashMap<String, SealedSecret>,
-    /// The serialized size of `log` (see [`serialized_size`]).
+    /// The text `log` holds (see [`StoredEvent::size`]).
     bytes: u64,
 }
 
-/// Counts what is written to it.
-#[derive(Default)]
-struct ByteCount(u64);
-
-impl Write for ByteCount {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// An event as the store keeps it: its payload and metadata as JSON text, parsed again when
+/// the event is read. A parsed value takes several times the heap of its text (a node per
+/// value, an allocation per key and string), and an event is kept far longer than it is
+/// read: the benchmark's logins grew the heap by about 3 KiB an event held as values.
+/// Parsing the text back gives the values the Postgres store gives, which reads them back
+/// from text too.
+struct StoredEvent {
+    aggregate_id: Box<str>,
+    sequence: usize,
+    aggregate_type: Box<str>,
+    event_type: Box<str>,
+    event_version: Box<str>,
+    payload: Box<str>,
+    metadata: Box<str>,
 }
 
-/// The bytes `event` is counted for: the JSON text of its payload and metadata, and its
-/// aggregate id, aggregate type, event type and event version.
-fn serialized_size(event: &SerializedEvent) -> u64 {
-    let mut count = ByteCount::default();
-    // Writing a JSON value to a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, &event.payload);
-    let _ = serde_json::to_writer(&mut count, &event.metadata);
-    let strings = [
-        &event.aggregate_id,
-        &event.aggregate_type,
-        &event.event_type,
-        &event.event_version,
-    ];
-    count.0 + strings.iter().map(|text| text.len() as u64).sum::<u64>()
+impl StoredEvent {
+    fn new(event: &SerializedEvent) -> Result<Self, PersistenceError> {
+        let text = |value: &Value| {
+            serde_json::to_string(value)
+                .map(String::into_boxed_str)
+                .map_err(|error| PersistenceError::UnknownError(Box::new(error)))
+        };
+        Ok(Self {
+            aggregate_id: event.aggregate_id.as_str().into(),
+            sequence: event.sequence,
+            aggregate_type: event.aggregate_type.as_str().into(),
+            event_type: event.event_type.as_str().into(),
+            event_version: event.event_version.as_str().into(),
+            payload: text(&event.payload)?,
+            metadata: text(&event.metadata)?,
+        })
+    }
+
+    /// The bytes of text it holds: its payload and metadata JSON, aggregate id, aggregate
+    /// type, event type and event version.
+    fn size(&self) -> u64 {
+        [
+            &self.aggregate_id,
+            &self.aggregate_type,
+            &self.event_type,
+            &self.event_version,
+            &self.payload,
+            &self.metadata,
+        ]
+        .iter()
+        .map(|text| text.len() as u64)
+        .sum()
+    }
+
+    fn event(&self) -> Result<SerializedEvent, PersistenceError> {
+        let value = |text: &str| {
+            serde_json::from_str(text)
+                .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))
+        };
+        Ok(SerializedEvent {
+            aggregate_id: self.aggregate_id.to_string(),
+            sequence: self.sequence,
+            aggregate_type: self.aggregate_type.to_string(),
+            event_type: self.event_type.to_string(),
+            event_version: self.event_version.to_string(),
+            payload: value(&self.payload)?,
+            metadata: value(&self.metadata)?,
+        })
+    }
 }
 
 impl Stored {
@@ -180,8 +216,8 @@ impl MemEventRepository {
             .flatten()
             .filter_map(|position| stored.log.get(*position))
             .filter(|event| event.sequence > after)
-            .cloned()
-            .collect();
+            .map(StoredEvent::event)
+            .collect::<Result<_, _>>()?;
         Ok(stored.opened(self.sealer.as_ref(), events))
     }
 
@@ -255,9 +291,9 @@ impl PersistedEventRepository for MemEventRepository {
             stored
                 .log
                 .iter()
-                .filter(|event| event.aggregate_type == A::TYPE)
-                .cloned()
-                .collect()
+                .filter(|event| &*event.aggregate_type == A::TYPE)
+                .map(StoredEvent::event)
+                .collect::<Result<_, _>>()?
         };
         Ok(Self::stream(events))
     }
@@ -321,12 +357,16 @@ impl EventRepository for MemEventRepository {
                 return Err(PersistenceError::UnknownError(Box::new(EmailTaken)));
             }
         }
+        let kept = events
+            .iter()
+            .map(StoredEvent::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let now = OffsetDateTime::now_utc();
-        for event in events {
+        for event in kept {
             let position = stored.log.len();
-            stored.log.push(event.clone());
+            stored.bytes += event.size();
+            stored.log.push(event);
             stored.recorded_at.push(now);
-            stored.bytes += serialized_size(event);
             stored
                 .streams
                 .entry(key.clone())
@@ -439,12 +479,14 @@ impl EventLog for MemEventRepository {
             .enumerate()
             .skip(start)
             .take(limit)
-            .map(|(index, (event, recorded_at))| LoggedEvent {
-                checkpoint: Checkpoint::new(0, i64::try_from(index + 1).unwrap_or(i64::MAX)),
-                event: event.clone(),
-                recorded_at: *recorded_at,
+            .map(|(index, (event, recorded_at))| {
+                Ok(LoggedEvent {
+                    checkpoint: Checkpoint::new(0, i64::try_from(index + 1).unwrap_or(i64::MAX)),
+                    event: event.event()?,
+                    recorded_at: *recorded_at,
+                })
             })
-            .collect();
+            .collect::<Result<_, PersistenceError>>()?;
         Ok(stored.opened_logged(self.sealer.as_ref(), logged))
     }
 
@@ -465,17 +507,22 @@ impl EventLog for MemEventRepository {
             .into_iter()
             .flatten()
             .filter_map(|&index| {
-                let event = stored.log.get(index)?;
-                let recorded_at = *stored.recorded_at.get(index)?;
-                Some(LoggedEvent {
+                Some((
+                    index,
+                    stored.log.get(index)?,
+                    stored.recorded_at.get(index)?,
+                ))
+            })
+            .filter(|(_, event, _)| event.sequence > after)
+            .take(limit)
+            .map(|(index, event, recorded_at)| {
+                Ok(LoggedEvent {
                     checkpoint: Checkpoint::new(0, i64::try_from(index + 1).unwrap_or(i64::MAX)),
-                    event: event.clone(),
-                    recorded_at,
+                    event: event.event()?,
+                    recorded_at: *recorded_at,
                 })
             })
-            .filter(|logged| logged.event.sequence > after)
-            .take(limit)
-            .collect();
+            .collect::<Result<_, PersistenceError>>()?;
         Ok(stored.opened_logged(self.sealer.as_ref(), logged))
     }
 
