@@ -318,10 +318,14 @@ impl<'a> StackRun<'a> {
                 "MiB",
                 &format!(
                     "{method}; limit: the base (the larger of idle and the peak with as many \
-                     connections asking /health/live) + hash workers x 19 MiB"
+                     connections asking /health/live) + hash workers x 19 MiB + the growth of \
+                     the embedded store (the events the burst stored, as after the burst)"
                 ),
             )
-            .against((base + pool_bytes) / MIB, Target::AtMost(1.0)),
+            .against(
+                (base + pool_bytes + store_growth) / MIB,
+                Target::AtMost(1.0),
+            ),
         );
         if let (Some(_), Some(mailer_after)) = (mailer_idle, mailer_after) {
             self.push(Measure::new(
