@@ -56,7 +56,8 @@ struct Stored {
 /// An event as the store keeps it: its payload and metadata as JSON text, parsed again when
 /// the event is read. A parsed value takes several times the heap of its text (a node per
 /// value, an allocation per key and string), and an event is kept far longer than it is
-/// read: the benchmark's logins grew the heap by about 3 KiB an event held as values.
+/// read: in a probe, 500 logins (1,000 events of ~350 bytes of JSON) grew the service's RSS
+/// by 3.5 MiB with the events held as values, and by 1.6 MiB with them held as text.
 /// Parsing the text back gives the values the Postgres store gives, which reads them back
 /// from text too.
 struct StoredEvent {
