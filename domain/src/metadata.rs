@@ -117,6 +117,12 @@ impl EventMetadata {
         map
     }
 
+    /// The client address and user agent of the stored form, without reading the rest (the
+    /// sessions view reads them from every refresh it folds).
+    pub fn client_of(map: &HashMap<String, String>) -> (Option<String>, Option<String>) {
+        (map.get(IP).cloned(), map.get(USER_AGENT).cloned())
+    }
+
     /// Reads the stored form back. Keys other than the five are ignored.
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, UnknownActor> {
         let actor = map
@@ -182,6 +188,10 @@ mod tests {
         };
         let map = metadata.to_map();
         assert_eq!(map.len(), 4);
+        assert_eq!(
+            EventMetadata::client_of(&map),
+            (metadata.ip.clone(), metadata.user_agent.clone())
+        );
         assert_eq!(EventMetadata::from_map(&map), Ok(metadata));
     }
 

@@ -77,8 +77,7 @@ impl ProjectedView for SessionsView {
 /// The client address and user agent recorded with `event`, read only for the events that
 /// keep them.
 fn client(event: &EventEnvelope<User>) -> (Option<String>, Option<String>) {
-    EventMetadata::from_map(&event.metadata)
-        .map_or((None, None), |metadata| (metadata.ip, metadata.user_agent))
+    EventMetadata::client_of(&event.metadata)
 }
 
 impl View<User> for SessionsView {

@@ -101,7 +101,7 @@ fn logged_event(row: &PgRow) -> Result<LoggedEvent, PersistenceError> {
     })
 }
 
-pub(crate) fn checkpoint(row: &PgRow) -> Result<Checkpoint, PersistenceError> {
+fn checkpoint(row: &PgRow) -> Result<Checkpoint, PersistenceError> {
     let transaction_id: i64 = row.try_get("transaction_id").map_err(database)?;
     Ok(Checkpoint::new(
         u64::try_from(transaction_id).map_err(out_of_range)?,

@@ -69,7 +69,7 @@ impl Folder {
     /// them would need them opened here.
     pub(super) fn take(
         &mut self,
-        aggregate_id: String,
+        aggregate_id: &str,
         sequence: usize,
         event_type: &str,
         event_version: &str,
@@ -78,11 +78,11 @@ impl Folder {
     ) -> Result<(), RebuildError> {
         self.events += 1;
         // Only a sealed payload needs its user's id again, to be opened.
-        let sealed_for = holds_sealed(payload).then(|| aggregate_id.clone());
-        let folded = self.users.entry(aggregate_id).or_default();
+        let sealed_for = holds_sealed(payload).then(|| aggregate_id.to_owned());
+        let folded = self.users.entry(aggregate_id.to_owned()).or_default();
         if sequence != folded.last_sequence + 1 {
             return Err(RebuildError::Gap {
-                user: String::new(),
+                user: aggregate_id.to_owned(),
                 after: folded.last_sequence,
                 found: sequence,
             });

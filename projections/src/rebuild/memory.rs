@@ -39,24 +39,14 @@ pub async fn rebuild_memory(
             if event.aggregate_type != User::TYPE {
                 continue;
             }
-            let id = event.aggregate_id.clone();
-            folder
-                .take(
-                    event.aggregate_id,
-                    event.sequence,
-                    &event.event_type,
-                    &event.event_version,
-                    &event.payload.to_string(),
-                    &event.metadata.to_string(),
-                )
-                .map_err(|error| match error {
-                    RebuildError::Gap { after, found, .. } => RebuildError::Gap {
-                        user: id,
-                        after,
-                        found,
-                    },
-                    other => other,
-                })?;
+            folder.take(
+                &event.aggregate_id,
+                event.sequence,
+                &event.event_type,
+                &event.event_version,
+                &event.payload.to_string(),
+                &event.metadata.to_string(),
+            )?;
         }
         from = last;
     }

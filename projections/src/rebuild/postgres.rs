@@ -10,12 +10,12 @@ use cqrs_es::Aggregate;
 use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool};
 use twofold_domain::User;
 
 use super::fold::Folder;
 use super::{catch_up, compare, Difference, RebuildError, RebuildReport, VIEWS};
-use crate::log::{checkpoint, envelope, Checkpoint, EventLog, PgEventLog, Upcasters};
+use crate::log::{envelope, Checkpoint, EventLog, PgEventLog, Upcasters};
 use crate::personal::{KeyRing, PersonalData};
 use crate::projection::fold;
 use crate::store::{PgViewStore, StoredView};
@@ -67,33 +67,32 @@ async fn scan(
         .bind(&horizon)
         .fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
-            let aggregate_id: String = row.try_get("aggregate_id")?;
-            let sequence: i64 = row.try_get("sequence")?;
-            let sequence = usize::try_from(sequence)
-                .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
-            let event_type: &str = row.try_get("event_type")?;
-            let event_version: &str = row.try_get("event_version")?;
-            let payload: &str = row.try_get("payload")?;
-            let metadata: &str = row.try_get("metadata")?;
-            let id = aggregate_id.clone();
-            folder
-                .take(
-                    aggregate_id,
-                    sequence,
-                    event_type,
-                    event_version,
-                    payload,
-                    metadata,
-                )
-                .map_err(|error| match error {
-                    RebuildError::Gap { after, found, .. } => RebuildError::Gap {
-                        user: id,
-                        after,
-                        found,
-                    },
-                    other => other,
-                })?;
-            last = checkpoint(&row)?;
+            // By position in the select list: a column read by name is a hash lookup, nine a
+            // row.
+            let (
+                transaction_id,
+                position,
+                aggregate_id,
+                sequence,
+                event_type,
+                event_version,
+                payload,
+                metadata,
+            ): (i64, i64, &str, i64, &str, &str, &str, &str) = sqlx::FromRow::from_row(&row)?;
+            let out_of_range = |error| PersistenceError::DeserializationError(Box::new(error));
+            let sequence = usize::try_from(sequence).map_err(out_of_range)?;
+            folder.take(
+                aggregate_id,
+                sequence,
+                event_type,
+                event_version,
+                payload,
+                metadata,
+            )?;
+            last = Checkpoint::new(
+                u64::try_from(transaction_id).map_err(out_of_range)?,
+                position,
+            );
         }
     }
     tx.commit().await?;
