@@ -77,8 +77,6 @@ impl Folder {
         metadata: &str,
     ) -> Result<(), RebuildError> {
         self.events += 1;
-        // Only a sealed payload needs its user's id again, to be opened.
-        let sealed_for = holds_sealed(payload).then(|| aggregate_id.to_owned());
         let folded = self.users.entry(aggregate_id.to_owned()).or_default();
         if sequence != folded.last_sequence + 1 {
             return Err(RebuildError::Gap {
@@ -88,9 +86,9 @@ impl Folder {
             });
         }
         folded.last_sequence = sequence;
-        if let Some(aggregate_id) = sealed_for {
+        if holds_sealed(payload) {
             let sealed = SerializedEvent {
-                aggregate_id,
+                aggregate_id: aggregate_id.to_owned(),
                 sequence,
                 aggregate_type: User::TYPE.to_owned(),
                 event_type: event_type.to_owned(),
