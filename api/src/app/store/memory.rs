@@ -105,23 +105,54 @@ impl StoredEvent {
     }
 
     fn event(&self) -> Result<SerializedEvent, PersistenceError> {
-        let value = |text: &str| {
-            serde_json::from_str(text)
-                .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))
-        };
+        self.event_with(parsed(&self.metadata)?)
+    }
+
+    /// The event as a command folds it: its payload alone. The metadata, which no command
+    /// reads, is left unparsed and reads as empty.
+    fn command_event(&self) -> Result<SerializedEvent, PersistenceError> {
+        self.event_with(Value::Object(serde_json::Map::new()))
+    }
+
+    fn event_with(&self, metadata: Value) -> Result<SerializedEvent, PersistenceError> {
         Ok(SerializedEvent {
             aggregate_id: self.aggregate_id.to_string(),
             sequence: self.sequence,
             aggregate_type: self.aggregate_type.to_string(),
             event_type: self.event_type.to_string(),
             event_version: self.event_version.to_string(),
-            payload: value(&self.payload)?,
-            metadata: value(&self.metadata)?,
+            payload: parsed(&self.payload)?,
+            metadata,
         })
     }
 }
 
+fn parsed(text: &str) -> Result<Value, PersistenceError> {
+    serde_json::from_str(text)
+        .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))
+}
+
 impl Stored {
+    /// The events of aggregate `aggregate_id` of `aggregate_type` after sequence `after`, each
+    /// read by `read`, personal data as stored.
+    fn events_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after: usize,
+        read: fn(&StoredEvent) -> Result<SerializedEvent, PersistenceError>,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let key = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        self.streams
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|position| self.log.get(*position))
+            .filter(|event| event.sequence > after)
+            .map(read)
+            .collect()
+    }
+
     /// `events` with their personal data opened with their users' keys.
     fn opened(
         &self,
@@ -209,16 +240,7 @@ impl MemEventRepository {
         after: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         let stored = self.stored.lock().map_err(|_| poisoned())?;
-        let key = (aggregate_type.to_owned(), aggregate_id.to_owned());
-        let events = stored
-            .streams
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .filter_map(|position| stored.log.get(*position))
-            .filter(|event| event.sequence > after)
-            .map(StoredEvent::event)
-            .collect::<Result<_, _>>()?;
+        let events = stored.events_of(aggregate_type, aggregate_id, after, StoredEvent::event)?;
         Ok(stored.opened(self.sealer.as_ref(), events))
     }
 
@@ -416,8 +438,12 @@ impl EventRepository for MemEventRepository {
         aggregate_id: &str,
         after: usize,
     ) -> Result<UserEvents, PersistenceError> {
-        let events = self.select(User::TYPE, aggregate_id, after)?;
+        let events = {
+            let stored = self.stored.lock().map_err(|_| poisoned())?;
+            stored.events_of(User::TYPE, aggregate_id, after, StoredEvent::command_event)?
+        };
         let keys = self.keys(&[aggregate_id]).await?;
+        let events = events.into_iter().map(|event| keys.open(event)).collect();
         // Events in memory are not chained.
         Ok(UserEvents {
             events,

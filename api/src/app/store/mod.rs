@@ -80,7 +80,9 @@ pub struct Commit<'a> {
 /// event chain stands, read together.
 #[derive(Default)]
 pub struct UserEvents {
-    /// The events, in sequence order, personal data opened.
+    /// The events, in sequence order, the personal data of their payloads opened. Their
+    /// metadata is left out (an empty object): a command folds payloads alone, and reading
+    /// it would cost a parse and the opening of its sealed fields for each event.
     pub events: Vec<SerializedEvent>,
     /// The user's data key, if they have one.
     pub keys: KeyRing,

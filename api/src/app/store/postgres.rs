@@ -49,9 +49,10 @@ const KEEP_SNAPSHOT: &str = "INSERT INTO user_snapshots \
 const RESERVE_EMAIL: &str = "INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)";
 const EMAIL_CONSTRAINT: &str = "user_emails_email_key_pkey";
 /// A user's events from a sequence on, each row with the user's data key and its chain
-/// digest: what a command needs, in one round trip.
+/// digest: what a command needs, in one round trip. The metadata is not read (an empty
+/// object in its place): a command folds payloads alone (see [`UserEvents::events`]).
 const USER_EVENTS_FROM: &str = "SELECT e.aggregate_type, e.aggregate_id, e.sequence, \
-        e.event_type, e.event_version, e.payload, e.metadata, e.chain_digest, \
+        e.event_type, e.event_version, e.payload, '{}'::jsonb AS metadata, e.chain_digest, \
         k.key_id, k.sealed_key \
     FROM events e LEFT JOIN user_data_keys k ON k.aggregate_id = e.aggregate_id \
     WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence >= $3 \
@@ -60,7 +61,7 @@ const USER_EVENTS_FROM: &str = "SELECT e.aggregate_type, e.aggregate_id, e.seque
 /// on (from the first without one), each row with the data key and chain digest as in
 /// [`USER_EVENTS_FROM`] and the snapshot's columns, its state on the first row alone.
 const USER_FROM_SNAPSHOT: &str = "SELECT e.aggregate_type, e.aggregate_id, e.sequence, \
-        e.event_type, e.event_version, e.payload, e.metadata, e.chain_digest, \
+        e.event_type, e.event_version, e.payload, '{}'::jsonb AS metadata, e.chain_digest, \
         k.key_id, k.sealed_key, \
         s.sequence AS snapshot_sequence, s.state_version AS snapshot_state_version, \
         CASE WHEN e.sequence = s.sequence THEN s.state::text END AS snapshot_state, \
