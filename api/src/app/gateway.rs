@@ -135,7 +135,7 @@ impl<R: EventRepository> CommandGateway<R> {
         let usable = snapshot
             .filter(|snapshot| snapshot.state_version == SNAPSHOT_VERSION)
             .and_then(
-                |snapshot| match serde_json::from_value::<User>(snapshot.state) {
+                |snapshot| match serde_json::from_str::<User>(&snapshot.state) {
                     Ok(user) => Some((user, snapshot.sequence)),
                     Err(error) => {
                         tracing::warn!(user_id = aggregate_id, error = %error,
@@ -288,7 +288,7 @@ impl<R: EventRepository> CommandGateway<R> {
             let new_sequence = sequence + envelopes.len();
             let snapshot = (new_sequence - snapshot_sequence >= self.snapshot_every)
                 .then(|| {
-                    serde_json::to_value(&user).map(|state| Snapshot {
+                    serde_json::to_string(&user).map(|state| Snapshot {
                         sequence: new_sequence,
                         state_version: SNAPSHOT_VERSION.to_owned(),
                         state,
@@ -887,12 +887,12 @@ mod tests {
             Snapshot {
                 sequence: 9,
                 state_version: "0".to_owned(),
-                state: serde_json::to_value(User::default()).unwrap(),
+                state: serde_json::to_string(&User::default()).unwrap(),
             },
             Snapshot {
                 sequence: 10,
                 state_version: SNAPSHOT_VERSION.to_owned(),
-                state: serde_json::json!({"not": "a user"}),
+                state: r#"{"not": "a user"}"#.to_owned(),
             },
         ] {
             repository.put_snapshot(&id.to_string(), stale);

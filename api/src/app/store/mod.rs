@@ -148,8 +148,10 @@ pub struct Snapshot {
     pub sequence: usize,
     /// The state's shape when it was taken (`twofold_domain::user::SNAPSHOT_VERSION`).
     pub state_version: String,
-    /// The folded state.
-    pub state: serde_json::Value,
+    /// The folded state, as JSON text: stored, digested and parsed into the user as it is,
+    /// never through a `serde_json::Value` (whose tree costs as much again to build as the
+    /// user, and which a snapshot of a user with a hundred sessions makes large).
+    pub state: String,
 }
 
 /// The write side of an event store: a command's events and what goes with them, committed

@@ -547,7 +547,7 @@ impl PgEventRepository {
         Ok(Some(Snapshot {
             sequence: usize::try_from(sequence).unwrap_or(usize::MAX),
             state_version,
-            state: serde_json::from_str(&state)?,
+            state,
         }))
     }
 }
@@ -636,7 +636,6 @@ impl EventRepository for PgEventRepository {
                     .map_err(persistence_error)?;
             }
         } else if let Some(snapshot) = &commit.snapshot {
-            let state = serde_json::to_string(&snapshot.state)?;
             let sequence = snapshot.sequence as u64;
             let digest = chain::snapshot_digest(
                 &self.chain_key,
@@ -644,14 +643,14 @@ impl EventRepository for PgEventRepository {
                 &first.aggregate_id,
                 sequence,
                 &snapshot.state_version,
-                &state,
+                &snapshot.state,
             );
             sqlx::query(KEEP_SNAPSHOT)
                 .bind(&first.aggregate_type)
                 .bind(&first.aggregate_id)
                 .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
                 .bind(&snapshot.state_version)
-                .bind(&state)
+                .bind(&snapshot.state)
                 .bind(&digest)
                 .bind(self.chain_key.id())
                 .execute(&mut *tx)
