@@ -160,6 +160,28 @@ async fn a_view_row_corrupted_by_sql_is_reported_and_apply_repairs_it_while_serv
         StatusCode::OK
     );
     assert_eq!(me(&app, &token).await["tfa_enabled"], true);
+
+    // The swapped-in sessions view kept its column's lz4 compression, where the server has it.
+    let lz4: bool = sqlx::query_scalar(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    if lz4 {
+        for (table, column) in [("session_view", "payload"), ("user_snapshots", "state")] {
+            let compression: String = sqlx::query_scalar(
+                "SELECT attcompression::text FROM pg_attribute \
+                 WHERE attrelid = $1::regclass AND attname = $2",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_one(db)
+            .await
+            .unwrap();
+            assert_eq!(compression, "l", "{table}.{column}");
+        }
+    }
 }
 
 #[tokio::test]
