@@ -97,7 +97,7 @@ fn settings(args: &Args, hash_workers: usize) -> Settings {
         ack_samples: if quick { 200 } else { 2000 },
         burst: 500,
         burst_concurrency: 64,
-        accounts: 64,
+        accounts: if quick { 256 } else { 1024 },
         hash_workers,
         hash_queue: 256,
     }

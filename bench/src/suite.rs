@@ -18,6 +18,9 @@ use crate::stack::{rebuild_config, Mode, Stack};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Live sessions a user keeps at once (`MAX_SESSIONS`, documented in SECURITY.md).
+const SESSION_CAP: usize = 100;
+
 /// How long and how hard each phase runs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Settings {
@@ -41,7 +44,7 @@ pub struct Settings {
     /// Logins of the memory burst, and its connections.
     pub burst: usize,
     pub burst_concurrency: usize,
-    /// Accounts logged in to (each worker of a run uses its own).
+    /// Accounts logged in to ([`login_account`] spreads a run's logins over them).
     pub accounts: usize,
     /// Hash workers of Twofold's default pool (one per core) and its queue.
     pub hash_workers: usize,
@@ -71,6 +74,23 @@ pub struct StackRun<'a> {
     pub notes: Vec<String>,
     pub curves: Curves,
     accounts: Vec<String>,
+}
+
+/// The account a login worker uses for its `n`-th request. Each of `concurrency` workers has a
+/// stripe of the accounts of its own (`worker`, `worker + concurrency`, …) and goes round it:
+/// no two workers log in to one account at once, and every account gains live sessions at the
+/// same slow pace, as a deployment's users do. Workers all on the same few accounts would take
+/// those to the session cap within seconds, and measure a login at the cap instead (which
+/// [`StackRun::history`] measures apart).
+fn login_account(accounts: &[String], concurrency: usize, worker: usize, n: usize) -> String {
+    let count = accounts.len();
+    let index = if worker < count {
+        let stripe = (count - worker).div_ceil(concurrency.max(1));
+        worker + concurrency * (n % stripe)
+    } else {
+        worker % count.max(1)
+    };
+    accounts.get(index).cloned().unwrap_or_default()
 }
 
 fn series(name: &str) -> Series {
@@ -365,26 +385,27 @@ impl<'a> StackRun<'a> {
         Ok(())
     }
 
-    /// Logins with the right password by `concurrency` connections, each its own account.
-    async fn logins(&self, concurrency: usize, until: Until) -> Run {
+    /// Logins with the right password by `concurrency` connections, each going round accounts
+    /// of its own ([`login_account`]).
+    fn logins(
+        &self,
+        concurrency: usize,
+        until: Until,
+    ) -> impl std::future::Future<Output = Run> + Send + use<> {
         let accounts = Arc::new(self.accounts.clone());
         let (http, base) = (self.http.clone(), self.base().to_owned());
         drive(
             concurrency,
             until,
-            request(move |worker, _| {
+            request(move |worker, n| {
                 let (http, base) = (http.clone(), base.clone());
-                let email = accounts
-                    .get(worker % accounts.len().max(1))
-                    .cloned()
-                    .unwrap_or_default();
+                let email = login_account(&accounts, concurrency, worker, n);
                 async move {
                     let (status, _) = client::log_in(&http, &base, &email).await?;
                     Ok(status)
                 }
             }),
         )
-        .await
     }
 
     /// Login throughput against raw Argon2id verifications on the same pool, at each level.
@@ -740,24 +761,8 @@ impl<'a> StackRun<'a> {
         let mut results = Vec::new();
         for loaded in [false, true] {
             let logins = loaded.then(|| {
-                let accounts = Arc::new(self.accounts.clone());
-                let (http, base) = (self.http.clone(), self.base().to_owned());
                 let duration = settings.duration + Duration::from_millis(500);
-                tokio::spawn(async move {
-                    drive(
-                        64,
-                        Until::Elapsed(duration),
-                        request(move |worker, _| {
-                            let (http, base) = (http.clone(), base.clone());
-                            let email = accounts
-                                .get(worker % accounts.len().max(1))
-                                .cloned()
-                                .unwrap_or_default();
-                            async move { Ok(client::log_in(&http, &base, &email).await?.0) }
-                        }),
-                    )
-                    .await
-                })
+                tokio::spawn(self.logins(64, Until::Elapsed(duration)))
             });
             if loaded {
                 // Let the queue fill first.
@@ -850,6 +855,23 @@ impl<'a> StackRun<'a> {
             }
             users.push((events, token, Vec::with_capacity(settings.history_samples)));
         }
+        // One more user, at the session cap: every login and refresh reads and writes all of a
+        // user's live sessions. Refreshed in the same rounds, it is measured apart.
+        let email = client::fresh_email("sessions");
+        client::sign_up(&self.http, self.base(), &email, None).await?;
+        let mut token = String::new();
+        for _ in 0..SESSION_CAP {
+            let (status, pair) = client::log_in(&self.http, self.base(), &email).await?;
+            token = pair
+                .and_then(|pair| pair.refresh_token)
+                .with_context(|| format!("logging in answered {status}"))?;
+        }
+        let capped = users.len();
+        users.push((
+            SESSION_CAP,
+            token,
+            Vec::with_capacity(settings.history_samples),
+        ));
         let mut order: Vec<usize> = (0..users.len()).collect();
         let mut rng = rand::rngs::StdRng::from_entropy();
         for _ in 0..settings.history_samples {
@@ -866,10 +888,11 @@ impl<'a> StackRun<'a> {
                     .context("a refresh token")?;
             }
         }
-        let stats: Vec<(usize, Stats)> = users
+        let mut stats: Vec<(usize, Stats)> = users
             .iter()
             .map(|(events, _, millis)| (*events, Stats::of(millis)))
             .collect();
+        let (_, at_cap) = stats.remove(capped);
         for (events, stat) in &stats {
             self.curves
                 .history_p50
@@ -905,6 +928,27 @@ impl<'a> StackRun<'a> {
                 )
                 .against(first.p99, Target::AtMost(1.5)),
             );
+            let method = format!(
+                "the same rounds; a user signed up and logged in {SESSION_CAP} times (the \
+                 session cap: a login beyond it ends the oldest session), refreshing the last \
+                 session; limit: the same on the {short}-event user, who has one session"
+            );
+            for (quantile, value, limit) in [
+                ("p50", at_cap.p50, first.p50),
+                ("p99", at_cap.p99, first.p99),
+            ] {
+                self.push(
+                    Measure::new(
+                        &self.name(&format!(
+                            "refresh {quantile}, user with {SESSION_CAP} live sessions"
+                        )),
+                        value,
+                        "ms",
+                        &method,
+                    )
+                    .against(limit, Target::Report),
+                );
+            }
         }
         Ok(())
     }
