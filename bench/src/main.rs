@@ -3,6 +3,7 @@
 //! Writes `results.json`, `report.md` and SVG plots. See `bench/README.md`.
 
 mod client;
+mod cpu;
 mod limits;
 mod load;
 mod report;

@@ -10,6 +10,7 @@ use reqwest::Client;
 use tokio::sync::Mutex;
 
 use crate::client::{self, Tokens};
+use crate::cpu;
 use crate::limits;
 use crate::load::{drive, request, Run, Stats, Until};
 use crate::report::{Measure, Series, Target};
@@ -74,6 +75,32 @@ pub struct StackRun<'a> {
     pub notes: Vec<String>,
     pub curves: Curves,
     accounts: Vec<String>,
+}
+
+/// What the hash workers took of the machine's CPU during a login run, with each part's CPU a
+/// login in the method.
+fn cpu_share(name: &str, spent: &cpu::CpuTimes, logins: usize) -> Measure {
+    let per_login = |seconds: f64| seconds * 1000.0 / logins.max(1) as f64;
+    let rest = spent.others() - spent.postgres - spent.benchmark;
+    Measure::new(
+        name,
+        spent.hash / spent.machine.max(1e-9),
+        "of the busy CPU",
+        &format!(
+            "the run above; user + system time from /proc (threads argon2-* of the service, its \
+             other threads, every postgres process, the benchmark's process, the machine's busy \
+             time) over the run, per login: hash workers {:.2} ms, the rest of the service \
+             {:.2} ms, Postgres {:.2} ms, the benchmark {:.2} ms, the rest of the machine \
+             {:.2} ms; {:.2} CPU-seconds busy in all. While the cores are full, this share bounds \
+             login / raw Argon2, where the hashes have the cores to themselves",
+            per_login(spent.hash),
+            per_login(spent.service),
+            per_login(spent.postgres),
+            per_login(spent.benchmark),
+            per_login(rest.max(0.0)),
+            spent.machine,
+        ),
+    )
 }
 
 /// The account a login worker uses for its `n`-th request. Each of `concurrency` workers has a
@@ -415,7 +442,9 @@ impl<'a> StackRun<'a> {
         for &level in &settings.levels {
             let raw =
                 limits::argon2_verifications(&pool, level, Until::Elapsed(settings.duration)).await;
+            let before = cpu::sample(self.stack.api.id());
             let login = self.logins(level, Until::Elapsed(settings.duration)).await;
+            let spent = cpu::sample(self.stack.api.id()).since(&before);
             if login.other > 0 {
                 bail!("logins at {level} failed: {:?}", login.first_other);
             }
@@ -461,6 +490,13 @@ impl<'a> StackRun<'a> {
                     stats.p99,
                     "ms",
                     "same run as the line above",
+                ));
+                self.push(cpu_share(
+                    &self.name(&format!(
+                        "hash workers' share of the CPU, {level} connections"
+                    )),
+                    &spent,
+                    login.ok_ms.len(),
                 ));
             }
         }
