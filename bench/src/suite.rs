@@ -760,7 +760,7 @@ impl<'a> StackRun<'a> {
             "refreshes/s",
             &format!(
                 "closed loop, {level} connections for {:?}, each rotating its own session; \
-                 limit: raw cqrs-es 0.5 commands/s (load, handle, append one event; a counter \
+                 limit: raw cqrs-es commands/s (load, handle, append one event; a counter \
                  aggregate with at most 10 events, no queries) through postgres-es on the same \
                  database, in tables of its own, by {level} workers, measured just before; \
                  p50 {:.2} ms, p99 {:.2} ms",
