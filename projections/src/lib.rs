@@ -28,5 +28,5 @@ pub use projector::{
 };
 pub use redaction::{redacted, REDACTED};
 pub use sessions_view::{SessionSummary, SessionsView};
-pub use store::{MemViewStore, PgViewStore, StoredView, ViewStore};
+pub use store::{Commit, MemViewStore, PgViewStore, StoredView, ViewStore};
 pub use user_view::{DeviceView, UserView};

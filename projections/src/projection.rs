@@ -14,7 +14,7 @@ use cqrs_es::{EventEnvelope, Query, View};
 use twofold_domain::{User, UserEvent};
 
 use crate::log::{envelope, EventLog, Upcasters};
-use crate::store::ViewStore;
+use crate::store::{Commit, ViewStore};
 
 /// Attempts at a view write that loses a race with another write of the same view.
 const VIEW_WRITE_ATTEMPTS: usize = 8;
@@ -27,6 +27,15 @@ pub trait ProjectedView: View<User> + Clone {
     /// the user view) never cost a view write. Implementations match every variant by name,
     /// without a wildcard, so a new event cannot be forgotten.
     fn is_changed_by(event: &UserEvent) -> bool;
+
+    /// Whether a write of this view that takes `event` into account may be committed lazily
+    /// ([`Commit::Lazy`]): only if losing it in a database crash, until the catch-up projector
+    /// applies it again, could give no access back that `event` took away. None may unless
+    /// the view says so.
+    fn may_commit_lazily(event: &UserEvent) -> bool {
+        let _ = event;
+        false
+    }
 }
 
 /// Applies `event` to `view` if it changes it; says whether it did.
@@ -36,6 +45,31 @@ pub(crate) fn fold<V: ProjectedView>(view: &mut V, event: &EventEnvelope<User>) 
         true
     } else {
         false
+    }
+}
+
+/// What folding events into a view did: whether it changed, and how its write may commit.
+struct Folded {
+    changed: bool,
+    commit: Commit,
+}
+
+impl Folded {
+    fn new() -> Self {
+        Self {
+            changed: false,
+            commit: Commit::Lazy,
+        }
+    }
+
+    /// Folds `event` into `view`.
+    fn take<V: ProjectedView>(&mut self, view: &mut V, event: &EventEnvelope<User>) {
+        if fold(view, event) {
+            self.changed = true;
+            if !V::may_commit_lazily(&event.payload) {
+                self.commit = Commit::Durable;
+            }
+        }
     }
 }
 
@@ -106,23 +140,27 @@ impl<V: ProjectedView> Projection<V> {
                 return Ok(());
             }
             let mut view = stored.map(|stored| stored.view).unwrap_or_default();
-            let mut changed = false;
+            let mut folded = Folded::new();
             let given = events.iter().filter(|event| event.sequence > applied);
             if consecutive_from(applied + 1, given.clone().map(|event| event.sequence)) {
                 for event in given {
-                    changed |= fold(&mut view, event);
+                    folded.take(&mut view, event);
                 }
             } else {
                 let missing = self.log.user_events(aggregate_id, applied).await?;
                 for event in self.missing_from_log(aggregate_id, applied, target, missing)? {
-                    changed |= fold(&mut view, &event);
+                    folded.take(&mut view, &event);
                 }
             }
-            if !changed {
+            if !folded.changed {
                 // Nothing the view shows changed; its row stays as it is.
                 return Ok(());
             }
-            if self.views.save(aggregate_id, &view, read, target).await? {
+            if self
+                .views
+                .save(aggregate_id, &view, read, target, folded.commit)
+                .await?
+            {
                 return Ok(());
             }
             tracing::debug!(

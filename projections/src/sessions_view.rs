@@ -72,6 +72,16 @@ impl ProjectedView for SessionsView {
             | UserEvent::PasskeyCounterRegressed { .. } => false,
         }
     }
+
+    /// A session's start and its refreshes give access; losing one of them refuses the
+    /// session's tokens until it is applied again. Its end and an erasure take access away,
+    /// and are written durably.
+    fn may_commit_lazily(event: &UserEvent) -> bool {
+        matches!(
+            event,
+            UserEvent::SessionStarted { .. } | UserEvent::SessionRefreshed { .. }
+        )
+    }
 }
 
 /// The client address and user agent recorded with `event`, read only for the events that

@@ -24,6 +24,21 @@ pub struct StoredView<V> {
     pub last_sequence: usize,
 }
 
+/// How a view write is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Acknowledged once it is on disk, as every write of the events is.
+    Durable,
+    /// Acknowledged before it reaches the disk (Postgres's `synchronous_commit = off`, for
+    /// this write alone; Postgres flushes it within a fraction of a second). A database crash
+    /// may lose it, never the events it took into account: the view then stands behind the
+    /// log, and the catch-up projector applies those events again. Its checkpoint is committed
+    /// durably and after every view write it counted on, so it never stands past a lost one.
+    /// See [`ProjectedView::may_commit_lazily`](crate::ProjectedView::may_commit_lazily) for
+    /// which writes may.
+    Lazy,
+}
+
 /// A table (or map) of views of type `V`, keyed by user id.
 #[async_trait]
 pub trait ViewStore<V>: Send + Sync {
@@ -38,13 +53,14 @@ pub trait ViewStore<V>: Send + Sync {
 
     /// Stores `view` as taking events up to `last_sequence` into account, if the stored row
     /// still stands where it stood when read (`read`: its last sequence then, `None` for no
-    /// row). `Ok(false)` when another writer got there first.
+    /// row), committed as `commit` says. `Ok(false)` when another writer got there first.
     async fn save(
         &self,
         view_id: &str,
         view: &V,
         read: Option<usize>,
         last_sequence: usize,
+        commit: Commit,
     ) -> Result<bool, PersistenceError>;
 }
 
@@ -64,8 +80,15 @@ pub struct PgViewStore<V> {
     last_sequences: String,
     insert: String,
     update: String,
+    insert_lazily: String,
+    update_lazily: String,
     _view: PhantomData<fn() -> V>,
 }
+
+/// Turns `synchronous_commit` off for the rest of the statement's own transaction (the
+/// implicit one around a single statement): a [`Commit::Lazy`] write in one round trip, where
+/// `SET LOCAL` would need a transaction block around it.
+const LAZY_COMMIT: &str = "(SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit";
 
 impl<V> PgViewStore<V> {
     /// The views in `table`. The name is put into SQL as it is: pass only a constant.
@@ -82,6 +105,14 @@ impl<V> PgViewStore<V> {
             ),
             update: format!(
                 "UPDATE {table} SET last_sequence = $2, payload = $3 \
+                 WHERE view_id = $1 AND last_sequence = $4"
+            ),
+            insert_lazily: format!(
+                "INSERT INTO {table} (view_id, last_sequence, payload) \
+                 SELECT $1, $2, $3 FROM {LAZY_COMMIT} ON CONFLICT (view_id) DO NOTHING"
+            ),
+            update_lazily: format!(
+                "UPDATE {table} SET last_sequence = $2, payload = $3 FROM {LAZY_COMMIT} \
                  WHERE view_id = $1 AND last_sequence = $4"
             ),
             _view: PhantomData,
@@ -134,15 +165,19 @@ impl<V: Serialize + DeserializeOwned + Send + Sync> ViewStore<V> for PgViewStore
         view: &V,
         read: Option<usize>,
         last_sequence: usize,
+        commit: Commit,
     ) -> Result<bool, PersistenceError> {
-        // Both statements take (view_id, last_sequence, payload); the update also the read one.
-        let query = match read {
-            None => sqlx::query(&self.insert),
-            Some(_) => sqlx::query(&self.update),
-        }
-        .bind(view_id)
-        .bind(sequence_to_sql(last_sequence)?)
-        .bind(Json(view));
+        // The statements take (view_id, last_sequence, payload); an update also the read one.
+        let statement = match (read, commit) {
+            (None, Commit::Durable) => &self.insert,
+            (Some(_), Commit::Durable) => &self.update,
+            (None, Commit::Lazy) => &self.insert_lazily,
+            (Some(_), Commit::Lazy) => &self.update_lazily,
+        };
+        let query = sqlx::query(statement)
+            .bind(view_id)
+            .bind(sequence_to_sql(last_sequence)?)
+            .bind(Json(view));
         let query = match read {
             None => query,
             Some(read) => query.bind(sequence_to_sql(read)?),
@@ -213,6 +248,7 @@ impl<V: Clone + Send + Sync> ViewStore<V> for MemViewStore<V> {
         view: &V,
         read: Option<usize>,
         last_sequence: usize,
+        _commit: Commit,
     ) -> Result<bool, PersistenceError> {
         let mut views = self.views.write().map_err(|_| poisoned())?;
         if views.get(view_id).map(|stored| stored.last_sequence) != read {

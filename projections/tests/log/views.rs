@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cqrs_es::persist::PersistenceError;
 use cqrs_es::{EventEnvelope, Query};
+use twofold_domain::user::SessionEndReason;
 use twofold_domain::{User, UserEvent};
 use twofold_projections::log::{EventLog, PgEventLog, Upcasters};
 use twofold_projections::{
-    PgCheckpointStore, PgViewStore, Projection, Projector, SessionsView, StoredView, UserView,
-    ViewStore, SESSION_VIEW_TABLE, USER_VIEW_TABLE, VIEWS_PROJECTOR,
+    Commit, PgCheckpointStore, PgViewStore, Projection, Projector, SessionsView, StoredView,
+    UserView, ViewStore, SESSION_VIEW_TABLE, USER_VIEW_TABLE, VIEWS_PROJECTOR,
 };
 
 use crate::db::{
@@ -59,11 +60,14 @@ impl<V: serde::Serialize + serde::de::DeserializeOwned + Send + Sync> ViewStore<
         view: &V,
         read: Option<usize>,
         last_sequence: usize,
+        commit: Commit,
     ) -> Result<bool, PersistenceError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(PersistenceError::ConnectionError("connection reset".into()));
         }
-        self.inner.save(view_id, view, read, last_sequence).await
+        self.inner
+            .save(view_id, view, read, last_sequence, commit)
+            .await
     }
 }
 
@@ -215,5 +219,137 @@ async fn an_event_dispatched_again_or_replayed_by_two_projectors_is_applied_once
     // The user view, which no dispatch wrote, was built by the projector.
     let user_view = user_views(&db).load(&user).await.unwrap().unwrap();
     assert_eq!(user_view.view.email, "joan@example.com");
+    db.drop().await;
+}
+
+/// A view store that records how each write was committed.
+struct Recording<V> {
+    inner: PgViewStore<V>,
+    commits: std::sync::Mutex<Vec<Commit>>,
+}
+
+#[async_trait]
+impl<V: serde::Serialize + serde::de::DeserializeOwned + Send + Sync> ViewStore<V>
+    for Recording<V>
+{
+    async fn load(&self, view_id: &str) -> Result<Option<StoredView<V>>, PersistenceError> {
+        self.inner.load(view_id).await
+    }
+
+    async fn last_sequences(
+        &self,
+        view_ids: &[String],
+    ) -> Result<HashMap<String, usize>, PersistenceError> {
+        self.inner.last_sequences(view_ids).await
+    }
+
+    async fn save(
+        &self,
+        view_id: &str,
+        view: &V,
+        read: Option<usize>,
+        last_sequence: usize,
+        commit: Commit,
+    ) -> Result<bool, PersistenceError> {
+        self.commits.lock().unwrap().push(commit);
+        self.inner
+            .save(view_id, view, read, last_sequence, commit)
+            .await
+    }
+}
+
+fn recording<V>(inner: PgViewStore<V>) -> Arc<Recording<V>> {
+    Arc::new(Recording {
+        inner,
+        commits: std::sync::Mutex::new(Vec::new()),
+    })
+}
+
+#[tokio::test]
+async fn only_a_view_write_that_gives_access_commits_lazily() {
+    let db = TestDb::migrated().await;
+    let user = new_user();
+    let session = session_started();
+    let UserEvent::SessionStarted { session_id, .. } = &session else {
+        unreachable!("session_started() starts a session");
+    };
+    let ended = UserEvent::SessionEnded {
+        session_id: *session_id,
+        reason: SessionEndReason::LoggedOut,
+        at: time::OffsetDateTime::now_utc(),
+    };
+    let events = [
+        signed_up(&user, "mary@example.com"),
+        logged_in(),
+        session.clone(),
+        logged_in(),
+        session_started(),
+        ended,
+    ];
+    for (sequence, event) in (1..).zip(&events) {
+        write(&db.pool, &user, sequence, event).await;
+    }
+    let envelopes: Vec<_> = (1..)
+        .zip(&events)
+        .map(|(sequence, event)| envelope(&user, sequence, event.clone()))
+        .collect();
+    let sessions = recording(PgViewStore::<SessionsView>::new(
+        db.pool.clone(),
+        SESSION_VIEW_TABLE,
+    ));
+    let users = recording(user_views(&db));
+    let session_projection =
+        Projection::<SessionsView>::new(sessions.clone(), log(&db), no_upcasters());
+    let user_projection = Projection::<UserView>::new(users.clone(), log(&db), no_upcasters());
+    // Sign-up and a login; another login; a logout. Each commit is dispatched as the
+    // gateway does, with its own events.
+    for commit in [&envelopes[0..3], &envelopes[3..5], &envelopes[5..6]] {
+        session_projection.dispatch(&user, commit).await;
+        user_projection.dispatch(&user, commit).await;
+    }
+    assert_eq!(
+        *sessions.commits.lock().unwrap(),
+        [Commit::Lazy, Commit::Lazy, Commit::Durable]
+    );
+    assert_eq!(*users.commits.lock().unwrap(), [Commit::Durable]);
+    let stored = sessions.inner.load(&user).await.unwrap().unwrap();
+    assert_eq!(stored.last_sequence, 6);
+    assert_eq!(stored.view.sessions.len(), 1);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_lazy_view_write_leaves_its_connection_committing_durably() {
+    let db = TestDb::migrated().await;
+    // One connection, so that every statement below runs on the one the lazy writes used.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*db.pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let views = PgViewStore::<UserView>::new(pool.clone(), USER_VIEW_TABLE);
+    let user = new_user();
+    let mut view = UserView::default();
+    assert!(views
+        .save(&user, &view, None, 1, Commit::Lazy)
+        .await
+        .unwrap());
+    view.tfa_enabled = true;
+    assert!(views
+        .save(&user, &view, Some(1), 2, Commit::Lazy)
+        .await
+        .unwrap());
+    assert!(!views
+        .save(&user, &view, Some(1), 3, Commit::Lazy)
+        .await
+        .unwrap());
+    let stored = views.load(&user).await.unwrap().unwrap();
+    assert_eq!((stored.last_sequence, stored.view.tfa_enabled), (2, true));
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(setting, "on");
+    pool.close().await;
     db.drop().await;
 }
