@@ -35,14 +35,24 @@ fn envelope(user: &str, sequence: usize, payload: UserEvent) -> EventEnvelope<Us
     }
 }
 
-/// A view store whose writes fail while `failing` is set, as a database blip would.
-struct Flaky<V> {
+/// A Postgres view store whose writes fail while `failing` is set, as a database blip would,
+/// and which records how each write asked to be committed.
+struct Watched<V> {
     inner: PgViewStore<V>,
     failing: AtomicBool,
+    commits: std::sync::Mutex<Vec<Commit>>,
+}
+
+fn watched<V>(inner: PgViewStore<V>) -> Arc<Watched<V>> {
+    Arc::new(Watched {
+        inner,
+        failing: AtomicBool::new(false),
+        commits: std::sync::Mutex::new(Vec::new()),
+    })
 }
 
 #[async_trait]
-impl<V: serde::Serialize + serde::de::DeserializeOwned + Send + Sync> ViewStore<V> for Flaky<V> {
+impl<V: serde::Serialize + serde::de::DeserializeOwned + Send + Sync> ViewStore<V> for Watched<V> {
     async fn load(&self, view_id: &str) -> Result<Option<StoredView<V>>, PersistenceError> {
         self.inner.load(view_id).await
     }
@@ -62,6 +72,7 @@ impl<V: serde::Serialize + serde::de::DeserializeOwned + Send + Sync> ViewStore<
         last_sequence: usize,
         commit: Commit,
     ) -> Result<bool, PersistenceError> {
+        self.commits.lock().unwrap().push(commit);
         if self.failing.load(Ordering::SeqCst) {
             return Err(PersistenceError::ConnectionError("connection reset".into()));
         }
@@ -106,10 +117,7 @@ fn projector_named(db: &TestDb, name: &str) -> Projector {
 async fn a_view_write_that_failed_after_the_commit_is_repaired_by_the_projector() {
     let db = TestDb::migrated().await;
     let user = new_user();
-    let flaky = Arc::new(Flaky {
-        inner: user_views(&db),
-        failing: AtomicBool::new(false),
-    });
+    let flaky = watched(user_views(&db));
     let projection = Projection::<UserView>::new(flaky.clone(), log(&db), no_upcasters());
     write(&db.pool, &user, 1, &signed_up(&user, "ada@example.com")).await;
     projection
@@ -222,49 +230,6 @@ async fn an_event_dispatched_again_or_replayed_by_two_projectors_is_applied_once
     db.drop().await;
 }
 
-/// A view store that records how each write was committed.
-struct Recording<V> {
-    inner: PgViewStore<V>,
-    commits: std::sync::Mutex<Vec<Commit>>,
-}
-
-#[async_trait]
-impl<V: serde::Serialize + serde::de::DeserializeOwned + Send + Sync> ViewStore<V>
-    for Recording<V>
-{
-    async fn load(&self, view_id: &str) -> Result<Option<StoredView<V>>, PersistenceError> {
-        self.inner.load(view_id).await
-    }
-
-    async fn last_sequences(
-        &self,
-        view_ids: &[String],
-    ) -> Result<HashMap<String, usize>, PersistenceError> {
-        self.inner.last_sequences(view_ids).await
-    }
-
-    async fn save(
-        &self,
-        view_id: &str,
-        view: &V,
-        read: Option<usize>,
-        last_sequence: usize,
-        commit: Commit,
-    ) -> Result<bool, PersistenceError> {
-        self.commits.lock().unwrap().push(commit);
-        self.inner
-            .save(view_id, view, read, last_sequence, commit)
-            .await
-    }
-}
-
-fn recording<V>(inner: PgViewStore<V>) -> Arc<Recording<V>> {
-    Arc::new(Recording {
-        inner,
-        commits: std::sync::Mutex::new(Vec::new()),
-    })
-}
-
 #[tokio::test]
 async fn only_a_view_write_that_gives_access_commits_lazily() {
     let db = TestDb::migrated().await;
@@ -293,11 +258,11 @@ async fn only_a_view_write_that_gives_access_commits_lazily() {
         .zip(&events)
         .map(|(sequence, event)| envelope(&user, sequence, event.clone()))
         .collect();
-    let sessions = recording(PgViewStore::<SessionsView>::new(
+    let sessions = watched(PgViewStore::<SessionsView>::new(
         db.pool.clone(),
         SESSION_VIEW_TABLE,
     ));
-    let users = recording(user_views(&db));
+    let users = watched(user_views(&db));
     let session_projection =
         Projection::<SessionsView>::new(sessions.clone(), log(&db), no_upcasters());
     let user_projection = Projection::<UserView>::new(users.clone(), log(&db), no_upcasters());
