@@ -7,7 +7,8 @@
 #
 # It starts the binary in the embedded mode under callgrind, signs up and logs in one user,
 # warms up with the same requests, zeroes the counters, sends `requests` (default 2000)
-# keep-alive requests with curl, and prints the instructions counted divided by the requests.
+# keep-alive requests with curl, and prints the instructions counted divided by the requests;
+# it fails instead if any of them was not answered 200.
 # With INSTRUCTIONS_PROFILE=FILE it also keeps the profile of those requests in FILE.
 set -euo pipefail
 binary=${1:?usage: bench/instructions.sh path/to/twofold [requests]}
@@ -45,8 +46,15 @@ urls 200 >"$work/warm.cfg"
 urls "$requests" >"$work/run.cfg"
 curl -s -H "Authorization: Bearer $token" -K "$work/warm.cfg"
 callgrind_control -z "$server" >/dev/null 2>&1
-curl -s -H "Authorization: Bearer $token" -K "$work/run.cfg"
+curl -s -H "Authorization: Bearer $token" -K "$work/run.cfg" -w '%{http_code}\n' >"$work/statuses"
 callgrind_control -d "$server" >/dev/null 2>&1
+# A refused token costs far fewer instructions than an accepted one: count only runs where
+# every request was answered 200.
+answered=$(grep -c '^200$' "$work/statuses" || true)
+if [ "$answered" != "$requests" ]; then
+  echo "instructions.sh: $answered of $requests requests answered 200 ($(sort "$work/statuses" | uniq -c | tr -s ' \n' ' '))" >&2
+  exit 1
+fi
 sleep 1
 total=$(cat "$work"/callgrind.out.* | sed -n 's/^totals: *\([0-9]*\).*/\1/p' | sort -n | tail -1)
 python3 -c "print(f'{$total / $requests:.0f} instructions per request ({$requests} requests, $binary)')"
