@@ -346,15 +346,14 @@ async function secondStepWithCode(event) {
   });
 }
 
-async function signOut() {
-  await act(async () => {
-    const token = session.access;
-    forget();
-    // Ends the session on the service too, so its refresh token dies; the page forgot the
-    // tokens whatever the answer.
-    await call("POST", "/auth/logout", { token }).catch(() => undefined);
-    say("Signed out.");
-  });
+function signOut() {
+  const token = session.access;
+  forget();
+  say("Signed out.");
+  // Ends the session on the service too, so its refresh token dies. The page has forgotten the
+  // tokens whatever the answer, and does not wait for it: the sign-in form it shows works at
+  // once (inside `act`, its buttons stayed disabled until the answer came).
+  call("POST", "/auth/logout", { token }).catch(() => undefined);
 }
 
 // --- Managing passkeys.
