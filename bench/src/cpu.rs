@@ -33,10 +33,9 @@ impl CpuTimes {
         }
     }
 
-    /// Everything but the hash workers and the service: Postgres, the benchmark and the rest of
-    /// the machine.
-    pub fn others(&self) -> f64 {
-        self.machine - self.hash - self.service
+    /// What the machine spent outside every part above.
+    pub fn rest_of_machine(&self) -> f64 {
+        self.machine - self.hash - self.service - self.postgres - self.benchmark
     }
 }
 

@@ -81,7 +81,6 @@ pub struct StackRun<'a> {
 /// login in the method.
 fn cpu_share(name: &str, spent: &cpu::CpuTimes, logins: usize) -> Measure {
     let per_login = |seconds: f64| seconds * 1000.0 / logins.max(1) as f64;
-    let rest = spent.others() - spent.postgres - spent.benchmark;
     Measure::new(
         name,
         spent.hash / spent.machine.max(1e-9),
@@ -97,7 +96,7 @@ fn cpu_share(name: &str, spent: &cpu::CpuTimes, logins: usize) -> Measure {
             per_login(spent.service),
             per_login(spent.postgres),
             per_login(spent.benchmark),
-            per_login(rest.max(0.0)),
+            per_login(spent.rest_of_machine().max(0.0)),
             spent.machine,
         ),
     )
