@@ -64,11 +64,38 @@ pub trait Users: Send + Sync {
     async fn load(&self, id: UserId) -> Result<User, AppError>;
     /// The user who owns `email`, in any letter case.
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError>;
+    /// The user who owns `email`, read for a command (`None` when no account has the
+    /// address): [`Self::execute_found`] runs one on them without reading them again.
+    async fn find_for_command(&self, email: &Email) -> Result<Option<FoundUser>, AppError>;
+    /// [`Self::execute`] on a user [`Self::find_for_command`] found, starting from what it
+    /// read. A commit that loses a race is retried from a fresh read, as always.
+    async fn execute_found(
+        &self,
+        user: FoundUser,
+        command: UserCommand,
+        metadata: &EventMetadata,
+        secrets: &MailSecrets,
+    ) -> Result<Committed, AppError>;
     /// Every event of user `id`, in sequence order, read through the upcasters.
     async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError>;
     /// After a sealing-key rotation: moves user `id`'s data key and address reservation to the
     /// current sealing key.
     async fn reseal_personal_data(&self, id: UserId) -> Result<PersonalResealed, AppError>;
+}
+
+/// A user found by address and read for a command ([`Users::find_for_command`]).
+pub struct FoundUser {
+    id: UserId,
+    stored: StoredUser,
+    /// When the read began: the command's latency counts it.
+    started: Instant,
+}
+
+impl FoundUser {
+    /// The user's id.
+    pub fn id(&self) -> UserId {
+        self.id
+    }
 }
 
 /// A snapshot is kept after this many events since the last one: a user is then loaded from
@@ -130,7 +157,14 @@ impl<R: EventRepository> CommandGateway<R> {
     /// current shape, then the events after it, through the upcasters. Without one, every
     /// event.
     async fn load_user(&self, aggregate_id: &str) -> Result<Loaded, AppError> {
-        let StoredUser { snapshot, tail } = self.repository.load(aggregate_id).await?;
+        let stored = self.repository.load(aggregate_id).await?;
+        self.fold_user(aggregate_id, stored).await
+    }
+
+    /// Folds user `aggregate_id` as read: their snapshot, if of the current shape, then the
+    /// events after it.
+    async fn fold_user(&self, aggregate_id: &str, stored: StoredUser) -> Result<Loaded, AppError> {
+        let StoredUser { snapshot, tail } = stored;
         let kept = snapshot.is_some();
         let usable = snapshot
             .filter(|snapshot| snapshot.state_version == SNAPSHOT_VERSION)
@@ -236,10 +270,12 @@ impl<R: EventRepository> CommandGateway<R> {
         }
     }
 
-    /// Runs the command: load, handle, plan the mail, commit, dispatch; retried on a lost race.
+    /// Runs the command: load (the first time from `read`, when given), handle, plan the
+    /// mail, commit, dispatch; retried from a fresh load on a lost race.
     async fn run(
         &self,
         id: UserId,
+        mut read: Option<StoredUser>,
         command: UserCommand,
         metadata: &EventMetadata,
         secrets: &MailSecrets,
@@ -250,13 +286,17 @@ impl<R: EventRepository> CommandGateway<R> {
             ..self.services.clone()
         };
         for _ in 0..MAX_ATTEMPTS {
+            let loaded = match read.take() {
+                Some(stored) => self.fold_user(&aggregate_id, stored).await?,
+                None => self.load_user(&aggregate_id).await?,
+            };
             let Loaded {
                 mut user,
                 sequence,
                 snapshot_sequence,
                 keys,
                 chain_head,
-            } = self.load_user(&aggregate_id).await?;
+            } = loaded;
             let sink = EventSink::default();
             user.handle(command.clone(), &services, &sink).await?;
             let events = sink.collect().await;
@@ -402,6 +442,28 @@ fn envelopes(
         .collect()
 }
 
+impl<R: EventRepository> CommandGateway<R> {
+    /// [`Self::run`], its latency since `started` and its outcome counted by command.
+    async fn timed(
+        &self,
+        started: Instant,
+        id: UserId,
+        read: Option<StoredUser>,
+        command: UserCommand,
+        metadata: &EventMetadata,
+        secrets: &MailSecrets,
+    ) -> Result<Committed, AppError> {
+        let name = command_name(&command);
+        let result = self.run(id, read, command, metadata, secrets).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.code(),
+        };
+        self.metrics.command(name, outcome, started.elapsed());
+        result
+    }
+}
+
 #[async_trait]
 impl<R: EventRepository> Users for CommandGateway<R> {
     async fn execute(
@@ -411,15 +473,37 @@ impl<R: EventRepository> Users for CommandGateway<R> {
         metadata: &EventMetadata,
         secrets: &MailSecrets,
     ) -> Result<Committed, AppError> {
-        let name = command_name(&command);
+        self.timed(Instant::now(), id, None, command, metadata, secrets)
+            .await
+    }
+
+    async fn find_for_command(&self, email: &Email) -> Result<Option<FoundUser>, AppError> {
         let started = Instant::now();
-        let result = self.run(id, command, metadata, secrets).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(error) => error.code(),
-        };
-        self.metrics.command(name, outcome, started.elapsed());
-        result
+        Ok(self
+            .repository
+            .load_by_email(email)
+            .await?
+            .map(|(id, stored)| FoundUser {
+                id,
+                stored,
+                started,
+            }))
+    }
+
+    async fn execute_found(
+        &self,
+        user: FoundUser,
+        command: UserCommand,
+        metadata: &EventMetadata,
+        secrets: &MailSecrets,
+    ) -> Result<Committed, AppError> {
+        let FoundUser {
+            id,
+            stored,
+            started,
+        } = user;
+        self.timed(started, id, Some(stored), command, metadata, secrets)
+            .await
     }
 
     async fn load(&self, id: UserId) -> Result<User, AppError> {
@@ -838,6 +922,59 @@ mod tests {
             hasher.checks.load(std::sync::atomic::Ordering::SeqCst),
             1,
             "the retry reused the first check"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_on_a_user_found_by_address_runs_on_them_and_a_stale_read_is_read_again() {
+        let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
+        let repository = MemEventRepository::new(
+            outbox,
+            std::sync::Arc::new(twofold_domain::testing::HexSealer),
+        );
+        let gateway = gateway(repository.clone(), SNAPSHOT_EVERY);
+        let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
+        sign_up(&gateway, id).await;
+        let unknown = Email::parse("grace@example.com").unwrap();
+        assert!(gateway.find_for_command(&unknown).await.unwrap().is_none());
+
+        let found = gateway
+            .find_for_command(&Email::parse("ADA@example.com").unwrap())
+            .await
+            .unwrap()
+            .expect("the owner of the address, in any letter case");
+        assert_eq!(found.id(), id);
+        // Another command commits after the read and before the command it was read for.
+        gateway
+            .execute(
+                id,
+                UserCommand::GrantAdmin,
+                &EventMetadata::of(Actor::Cli),
+                &secrets(),
+            )
+            .await
+            .unwrap();
+        let log_in = UserCommand::LogIn(LogIn {
+            password: secret(PASSWORD),
+            email_code: secret("123456"),
+        });
+        let committed = gateway
+            .execute_found(
+                found,
+                log_in,
+                &EventMetadata::of(Actor::Anonymous),
+                &secrets(),
+            )
+            .await
+            .unwrap();
+        assert!(committed
+            .events
+            .iter()
+            .any(|event| matches!(event, UserEvent::SessionStarted { .. })));
+        assert!(committed.user.is_admin(), "the command ran on a fresh read");
+        assert_eq!(
+            gateway.load_user(&id.to_string()).await.unwrap().user,
+            full_replay(&repository, id).await
         );
     }
 

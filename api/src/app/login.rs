@@ -24,13 +24,15 @@ impl App {
             self.metrics.login(Step::Password.label(), busy.code());
             return Err(busy);
         }
-        let user_id = match Email::parse(username) {
-            Ok(email) => self.users.find_by_email(&email).await?,
+        // The lookup of the address and the read of its owner are one read.
+        let found = match Email::parse(username) {
+            Ok(email) => self.users.find_for_command(&email).await?,
             Err(_) => None,
         };
-        let Some(user_id) = user_id else {
+        let Some(found) = found else {
             return self.refuse_unknown_account(username, &password).await;
         };
+        let user_id = found.id();
         let email_code = self.new_email_code();
         let command = UserCommand::LogIn(LogIn {
             password,
@@ -42,7 +44,7 @@ impl App {
         };
         let decided = self
             .users
-            .execute(user_id, command, metadata, &secrets)
+            .execute_found(found, command, metadata, &secrets)
             .await
             .and_then(|committed| Ok(LoginOutcome::read(user_id, &committed.events)?));
         self.report(Step::Password, user_id, &decided);
@@ -209,7 +211,7 @@ mod tests {
     use super::*;
     use crate::adapters::{Argon2Hasher, Argon2Params};
     use crate::app::access::AccessCache;
-    use crate::app::gateway::{CommandGateway, Committed, Users};
+    use crate::app::gateway::{CommandGateway, Committed, FoundUser, Users};
     use crate::app::mail::{MailFactory, MailQueue};
     use crate::app::mail_policy::MailPolicy;
     use crate::app::store::{MemEventRepository, PersonalResealed};
@@ -260,6 +262,24 @@ mod tests {
         async fn find_by_email(&self, email: &Email) -> Result<Option<UserId>, AppError> {
             self.reads.one();
             self.inner.find_by_email(email).await
+        }
+
+        async fn find_for_command(&self, email: &Email) -> Result<Option<FoundUser>, AppError> {
+            self.reads.one();
+            self.inner.find_for_command(email).await
+        }
+
+        async fn execute_found(
+            &self,
+            user: FoundUser,
+            command: UserCommand,
+            metadata: &EventMetadata,
+            secrets: &MailSecrets,
+        ) -> Result<Committed, AppError> {
+            self.reads.one();
+            self.inner
+                .execute_found(user, command, metadata, secrets)
+                .await
         }
 
         async fn events(&self, id: UserId) -> Result<Vec<EventEnvelope<User>>, AppError> {

@@ -181,6 +181,21 @@ pub trait EventRepository:
         aggregate_id: &str,
     ) -> impl std::future::Future<Output = Result<StoredUser, PersistenceError>> + Send;
 
+    /// The owner of `email` as [`Self::load`] loads them, with their id; `None` when no
+    /// account has the address. A store that can does both in one read (a login's).
+    fn load_by_email(
+        &self,
+        email: &Email,
+    ) -> impl std::future::Future<Output = Result<Option<(UserId, StoredUser)>, PersistenceError>> + Send
+    {
+        async move {
+            let Some(id) = self.find_user(email).await? else {
+                return Ok(None);
+            };
+            Ok(Some((id, self.load(&id.to_string()).await?)))
+        }
+    }
+
     /// After a sealing-key rotation: seals user `aggregate_id`'s data key again under the
     /// current sealing key, and moves their address reservation to `address`'s first digest
     /// (the current key's) from any other of them.

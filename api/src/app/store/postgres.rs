@@ -59,21 +59,39 @@ const USER_EVENTS_FROM: &str = "SELECT e.aggregate_type, e.aggregate_id, e.seque
     ORDER BY e.sequence";
 /// A user as a command loads them, in one round trip: the events from the snapshot's sequence
 /// on (from the first without one), each row with the data key and chain digest as in
-/// [`USER_EVENTS_FROM`] and the snapshot's columns, its state on the first row alone.
-const USER_FROM_SNAPSHOT: &str = "SELECT e.aggregate_type, e.aggregate_id, e.sequence, \
-        e.event_type, e.event_version, e.payload, '{}'::jsonb AS metadata, e.chain_digest, \
-        k.key_id, k.sealed_key, \
-        s.sequence AS snapshot_sequence, s.state_version AS snapshot_state_version, \
-        CASE WHEN e.sequence = s.sequence THEN s.state::text END AS snapshot_state, \
-        s.digest AS snapshot_digest, s.key_id AS snapshot_key_id \
-    FROM events e \
-    LEFT JOIN user_data_keys k ON k.aggregate_id = e.aggregate_id \
-    LEFT JOIN user_snapshots s \
-        ON s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id \
-    WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence >= GREATEST(1, \
-        (SELECT max(sequence) FROM user_snapshots \
-         WHERE aggregate_type = $1 AND aggregate_id = $2)) \
-    ORDER BY e.sequence";
+/// [`USER_EVENTS_FROM`] and the snapshot's columns, its state on the first row alone. `$user`
+/// is the SQL that gives the user's id.
+macro_rules! user_from_snapshot {
+    ($user:literal) => {
+        concat!(
+            "SELECT e.aggregate_type, e.aggregate_id, e.sequence, \
+                e.event_type, e.event_version, e.payload, '{}'::jsonb AS metadata, \
+                e.chain_digest, k.key_id, k.sealed_key, \
+                s.sequence AS snapshot_sequence, s.state_version AS snapshot_state_version, \
+                CASE WHEN e.sequence = s.sequence THEN s.state::text END AS snapshot_state, \
+                s.digest AS snapshot_digest, s.key_id AS snapshot_key_id \
+            FROM events e \
+            LEFT JOIN user_data_keys k ON k.aggregate_id = e.aggregate_id \
+            LEFT JOIN user_snapshots s \
+                ON s.aggregate_type = e.aggregate_type AND s.aggregate_id = e.aggregate_id \
+            WHERE e.aggregate_type = $1 AND e.aggregate_id = ",
+            $user,
+            " AND e.sequence >= GREATEST(1, \
+                (SELECT max(sequence) FROM user_snapshots \
+                 WHERE aggregate_type = $1 AND aggregate_id = ",
+            $user,
+            ")) ORDER BY e.sequence"
+        )
+    };
+}
+/// User `$2` as a command loads them.
+const USER_FROM_SNAPSHOT: &str = user_from_snapshot!("$2");
+/// The owner of an address (`$2`: its keyed digests) as a command loads them: a login's lookup
+/// and load in one round trip. No row when no account has the address.
+const OWNER_FROM_SNAPSHOT: &str = concat!(
+    "WITH owner AS (SELECT user_id FROM user_emails WHERE email_key = ANY($2) LIMIT 1) ",
+    user_from_snapshot!("(SELECT user_id FROM owner)")
+);
 /// A data key; a second one for the same user is a lost race (the events were sealed with it).
 const KEEP_DATA_KEY: &str =
     "INSERT INTO user_data_keys (aggregate_id, key_id, sealed_key) VALUES ($1, $2, $3)";
@@ -98,7 +116,22 @@ pub struct PgEventRepository {
     sealer: Arc<dyn SecretSealer>,
 }
 
+/// A user id as the tables keep it.
+fn parse_user_id(id: &str) -> Result<UserId, PersistenceError> {
+    id.parse()
+        .map_err(|error: uuid::Error| PersistenceError::DeserializationError(Box::new(error)))
+}
+
 impl PgEventRepository {
+    /// The keys `email` may be indexed under: its keyed digest under each sealing key.
+    fn email_digests(&self, email: &Email) -> Vec<String> {
+        self.sealer
+            .digests(&email_index_input(email))
+            .into_iter()
+            .map(|digest| digest.digest)
+            .collect()
+    }
+
     /// A repository over the `events`, `user_emails` and `user_data_keys` tables, chaining with
     /// `chain_key`, and opening data keys and digesting addresses with `sealer`.
     pub fn new(pool: PgPool, chain_key: Arc<ChainKey>, sealer: Arc<dyn SecretSealer>) -> Self {
@@ -190,25 +223,13 @@ impl PersistedEventRepository for PgEventRepository {
 #[async_trait]
 impl EmailIndex for PgEventRepository {
     async fn find_user(&self, email: &Email) -> Result<Option<UserId>, PersistenceError> {
-        let digests: Vec<String> = self
-            .sealer
-            .digests(&email_index_input(email))
-            .into_iter()
-            .map(|digest| digest.digest)
-            .collect();
         let user_id: Option<String> =
             sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email_key = ANY($1) LIMIT 1")
-                .bind(&digests)
+                .bind(self.email_digests(email))
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(persistence_error)?;
-        user_id
-            .map(|id| {
-                id.parse().map_err(|error: uuid::Error| {
-                    PersistenceError::DeserializationError(Box::new(error))
-                })
-            })
-            .transpose()
+        user_id.as_deref().map(parse_user_id).transpose()
     }
 }
 
@@ -506,6 +527,39 @@ impl PgEventRepository {
     /// The snapshot the first row of [`USER_FROM_SNAPSHOT`] carries, if there is one and it
     /// can be trusted: taken under the current chain key, its digest matching, and its state
     /// on that row (the row of the event at its sequence).
+    /// User `aggregate_id` from the rows of [`USER_FROM_SNAPSHOT`] (or
+    /// [`OWNER_FROM_SNAPSHOT`]): the snapshot they carry if it can be trusted, and the events
+    /// after it, or every event, read again, when it cannot.
+    async fn stored_user(
+        &self,
+        aggregate_id: &str,
+        rows: Vec<sqlx::postgres::PgRow>,
+    ) -> Result<StoredUser, PersistenceError> {
+        let Some(first) = rows.first() else {
+            // No event: a user to be (a snapshot is only kept with its events).
+            return Ok(StoredUser::default());
+        };
+        let kept: Option<i64> = first
+            .try_get("snapshot_sequence")
+            .map_err(persistence_error)?;
+        match self.trusted_snapshot(aggregate_id, first)? {
+            Some(snapshot) => Ok(StoredUser {
+                tail: self.user_events(aggregate_id, snapshot.sequence, &rows)?,
+                snapshot: Some(snapshot),
+            }),
+            // Without a snapshot the rows are every event already.
+            None if kept.is_none() => Ok(StoredUser {
+                snapshot: None,
+                tail: self.user_events(aggregate_id, 0, &rows)?,
+            }),
+            // One not to be trusted: the rows start at its sequence; every event is read.
+            None => Ok(StoredUser {
+                snapshot: None,
+                tail: self.user_events_after(aggregate_id, 0).await?,
+            }),
+        }
+    }
+
     fn trusted_snapshot(
         &self,
         aggregate_id: &str,
@@ -684,29 +738,25 @@ impl EventRepository for PgEventRepository {
             .fetch_all(&self.pool)
             .await
             .map_err(persistence_error)?;
-        let Some(first) = rows.first() else {
-            // No event: a user to be (a snapshot is only kept with its events).
-            return Ok(StoredUser::default());
-        };
-        let kept: Option<i64> = first
-            .try_get("snapshot_sequence")
+        self.stored_user(aggregate_id, rows).await
+    }
+
+    async fn load_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<(UserId, StoredUser)>, PersistenceError> {
+        let rows = sqlx::query(OWNER_FROM_SNAPSHOT)
+            .bind(User::TYPE)
+            .bind(self.email_digests(email))
+            .fetch_all(&self.pool)
+            .await
             .map_err(persistence_error)?;
-        match self.trusted_snapshot(aggregate_id, first)? {
-            Some(snapshot) => Ok(StoredUser {
-                tail: self.user_events(aggregate_id, snapshot.sequence, &rows)?,
-                snapshot: Some(snapshot),
-            }),
-            // Without a snapshot the rows are every event already.
-            None if kept.is_none() => Ok(StoredUser {
-                snapshot: None,
-                tail: self.user_events(aggregate_id, 0, &rows)?,
-            }),
-            // One not to be trusted: the rows start at its sequence; every event is read.
-            None => Ok(StoredUser {
-                snapshot: None,
-                tail: self.user_events_after(aggregate_id, 0).await?,
-            }),
-        }
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let aggregate_id: String = first.try_get("aggregate_id").map_err(persistence_error)?;
+        let id = parse_user_id(&aggregate_id)?;
+        Ok(Some((id, self.stored_user(&aggregate_id, rows).await?)))
     }
 
     async fn reseal_personal_data(
