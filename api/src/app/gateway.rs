@@ -796,6 +796,35 @@ mod tests {
             .unwrap();
     }
 
+    /// A gateway over a fresh memory store, with Ada signed up.
+    struct Ada {
+        repository: MemEventRepository,
+        gateway: CommandGateway<MemEventRepository>,
+        id: UserId,
+        /// The mail the store hands over, kept so that handing it over succeeds.
+        _mail: tokio::sync::mpsc::UnboundedReceiver<twofold_nats::MailJob>,
+    }
+
+    impl Ada {
+        /// Keeping a snapshot every `snapshot_every` events.
+        async fn signed_up(snapshot_every: usize) -> Self {
+            let (outbox, mail) = tokio::sync::mpsc::unbounded_channel();
+            let repository = MemEventRepository::new(
+                outbox,
+                std::sync::Arc::new(twofold_domain::testing::HexSealer),
+            );
+            let gateway = gateway(repository.clone(), snapshot_every);
+            let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
+            sign_up(&gateway, id).await;
+            Self {
+                repository,
+                gateway,
+                id,
+                _mail: mail,
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -927,14 +956,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_on_a_user_found_by_address_runs_on_them_and_a_stale_read_is_read_again() {
-        let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
-        let repository = MemEventRepository::new(
-            outbox,
-            std::sync::Arc::new(twofold_domain::testing::HexSealer),
-        );
-        let gateway = gateway(repository.clone(), SNAPSHOT_EVERY);
-        let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
-        sign_up(&gateway, id).await;
+        let Ada {
+            repository,
+            gateway,
+            id,
+            _mail,
+        } = Ada::signed_up(SNAPSHOT_EVERY).await;
         let unknown = Email::parse("grace@example.com").unwrap();
         assert!(gateway.find_for_command(&unknown).await.unwrap().is_none());
 
@@ -980,14 +1007,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_long_history_is_loaded_from_a_snapshot_and_few_events() {
-        let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
-        let repository = MemEventRepository::new(
-            outbox,
-            std::sync::Arc::new(twofold_domain::testing::HexSealer),
-        );
-        let gateway = gateway(repository.clone(), SNAPSHOT_EVERY);
-        let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
-        sign_up(&gateway, id).await;
+        let Ada {
+            repository,
+            gateway,
+            id,
+            _mail,
+        } = Ada::signed_up(SNAPSHOT_EVERY).await;
         let metadata = EventMetadata::of(Actor::Cli);
         for _ in 0..500 {
             for command in [UserCommand::LockAccount, UserCommand::UnlockAccount] {
@@ -1005,14 +1030,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_of_another_shape_or_that_does_not_read_is_ignored() {
-        let (outbox, _mail) = tokio::sync::mpsc::unbounded_channel();
-        let repository = MemEventRepository::new(
-            outbox,
-            std::sync::Arc::new(twofold_domain::testing::HexSealer),
-        );
-        let gateway = gateway(repository.clone(), 1);
-        let id = UserId::from_uuid(uuid::Uuid::from_u128(0xada));
-        sign_up(&gateway, id).await;
+        let Ada {
+            repository,
+            gateway,
+            id,
+            _mail,
+        } = Ada::signed_up(1).await;
         let metadata = EventMetadata::of(Actor::Cli);
         gateway
             .execute(id, UserCommand::GrantAdmin, &metadata, &secrets())
