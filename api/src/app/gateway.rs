@@ -796,6 +796,27 @@ mod tests {
             .unwrap();
     }
 
+    /// A login with the right password.
+    fn log_in() -> UserCommand {
+        UserCommand::LogIn(LogIn {
+            password: secret(PASSWORD),
+            email_code: secret("123456"),
+        })
+    }
+
+    /// The command line makes user `id` an administrator.
+    async fn grant_admin(gateway: &CommandGateway<MemEventRepository>, id: UserId) {
+        gateway
+            .execute(
+                id,
+                UserCommand::GrantAdmin,
+                &EventMetadata::of(Actor::Cli),
+                &secrets(),
+            )
+            .await
+            .unwrap();
+    }
+
     /// A gateway over a fresh memory store, with Ada signed up.
     struct Ada {
         repository: MemEventRepository,
@@ -916,26 +937,19 @@ mod tests {
         let login = tokio::spawn({
             let gateway = Arc::clone(&gateway);
             async move {
-                let log_in = UserCommand::LogIn(LogIn {
-                    password: secret(PASSWORD),
-                    email_code: secret("123456"),
-                });
                 gateway
-                    .execute(id, log_in, &EventMetadata::of(Actor::Anonymous), &secrets())
+                    .execute(
+                        id,
+                        log_in(),
+                        &EventMetadata::of(Actor::Anonymous),
+                        &secrets(),
+                    )
                     .await
             }
         });
         // While the login's password is being checked, another command commits first.
         hasher.checking.notified().await;
-        gateway
-            .execute(
-                id,
-                UserCommand::GrantAdmin,
-                &EventMetadata::of(Actor::Cli),
-                &secrets(),
-            )
-            .await
-            .unwrap();
+        grant_admin(&gateway, id).await;
         hasher.release.notify_one();
 
         let committed = login.await.unwrap().unwrap();
@@ -972,23 +986,11 @@ mod tests {
             .expect("the owner of the address, in any letter case");
         assert_eq!(found.id(), id);
         // Another command commits after the read and before the command it was read for.
-        gateway
-            .execute(
-                id,
-                UserCommand::GrantAdmin,
-                &EventMetadata::of(Actor::Cli),
-                &secrets(),
-            )
-            .await
-            .unwrap();
-        let log_in = UserCommand::LogIn(LogIn {
-            password: secret(PASSWORD),
-            email_code: secret("123456"),
-        });
+        grant_admin(&gateway, id).await;
         let committed = gateway
             .execute_found(
                 found,
-                log_in,
+                log_in(),
                 &EventMetadata::of(Actor::Anonymous),
                 &secrets(),
             )
