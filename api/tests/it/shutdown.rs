@@ -57,13 +57,19 @@ impl Stack {
         Api { child, port }
     }
 
-    /// Argon2 passes that make a sign-up take about `target` on this machine, measured.
+    /// Argon2 passes that make a sign-up take about `target` on this machine, measured: the
+    /// faster of two sign-ups, since the other tests running beside this one can slow one
+    /// down, and a slow probe gives too few passes (a request over before it was meant to be).
     async fn passes_for(&self, target: Duration) -> u32 {
         let mut probe = self.api(PROBE_PASSES, 30).await;
-        let started = Instant::now();
-        let response = probe.sign_up().send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let per_pass = started.elapsed().as_secs_f64() / f64::from(PROBE_PASSES);
+        let mut fastest = Duration::MAX;
+        for _ in 0..2 {
+            let started = Instant::now();
+            let response = probe.sign_up().send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            fastest = fastest.min(started.elapsed());
+        }
+        let per_pass = fastest.as_secs_f64() / f64::from(PROBE_PASSES);
         probe.child.kill().await.unwrap();
         let passes = (target.as_secs_f64() / per_pass).ceil();
         assert!(passes < 10_000.0, "a sign-up took {per_pass} s per pass");
@@ -139,8 +145,9 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
 
     let started = Instant::now();
     let in_flight = tokio::spawn(api.sign_up().send());
-    // A quarter of the way into the request, well after its connection was accepted.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // An eighth of the way into the request, well after its connection was accepted.
+    let into_it = Duration::from_millis(500);
+    tokio::time::sleep(into_it).await;
     assert!(!in_flight.is_finished(), "the request is still in flight");
     api.terminate();
 
@@ -153,7 +160,7 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
         .unwrap()
         .expect("the request in flight is answered");
     assert_eq!(response.status(), 200, "with its normal answer");
-    assert!(started.elapsed() > Duration::from_secs(1));
+    assert!(started.elapsed() > into_it);
     let (code, logs) = api.exit().await;
     assert_eq!(code, Some(0), "{logs}");
     assert!(logs.contains("relay: stopped"), "the relay stopped: {logs}");
