@@ -327,7 +327,7 @@ fn composed(
             let (mut queries, projector) = projections(
                 &log,
                 Arc::new(PgViewStore::new(pool.clone(), USER_VIEW_TABLE)),
-                Arc::new(PgViewStore::new(pool.clone(), SESSION_VIEW_TABLE)),
+                Arc::new(PgViewStore::new(pool.clone(), SESSION_VIEW_TABLE).changed_in_place()),
                 Arc::new(PgCheckpointStore::new(pool.clone())),
             );
             queries.push(Box::new(DropsAccess(Arc::clone(&access))));

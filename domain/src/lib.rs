@@ -16,4 +16,4 @@ pub mod values;
 pub use metadata::{Actor, EventMetadata};
 pub use services::UserServices;
 pub use upcasters::upcasters;
-pub use user::{Factor, User, UserCommand, UserError, UserEvent};
+pub use user::{Factor, User, UserCommand, UserError, UserEvent, UserEventKind};

@@ -6,6 +6,7 @@ mod audit;
 pub mod chain;
 mod directory;
 mod history;
+mod in_place;
 pub mod log;
 pub mod personal;
 mod projection;
@@ -21,6 +22,7 @@ pub use directory::{
     MemUserDirectory, PgUserDirectory, UserDirectory, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
 };
 pub use history::{history_entry, HistoryEntry, HistoryFactor, HistoryType, Initiator};
+pub use in_place::{ChangedInPlace, ListChange};
 pub use projection::{Follower, ProjectedView, Projection, UserBatch};
 pub use projector::{
     by_user, CheckpointStore, MemCheckpointStore, PgCheckpointStore, Projector, POLL_INTERVAL,

@@ -3,7 +3,8 @@
 //! Both paths go through [`Projection::apply`], which applies each event of a user exactly once
 //! and in sequence order: events the view already took into account are skipped, and events
 //! missing before the ones given (an earlier dispatch that failed or is still running) are read
-//! from the log first.
+//! from the log first. Where only one of the events changes the view and its store can, the
+//! change is made in place, without reading the view ([`crate::ChangedInPlace`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::{EventEnvelope, Query, View};
-use twofold_domain::{User, UserEvent};
+use twofold_domain::{User, UserEvent, UserEventKind};
 
 use crate::log::{envelope, EventLog, Upcasters};
 use crate::store::{Commit, ViewStore};
@@ -23,10 +24,10 @@ const VIEW_WRITE_ATTEMPTS: usize = 8;
 pub trait ProjectedView: View<User> + Clone {
     /// The view's name: its table, and the name in logs and reports.
     const NAME: &'static str;
-    /// Whether `event` changes this view. Events that do not (most of a user's history, for
-    /// the user view) never cost a view write. Implementations match every variant by name,
-    /// without a wildcard, so a new event cannot be forgotten.
-    fn is_changed_by(event: &UserEvent) -> bool;
+    /// Whether events of this kind change this view. Events that do not (most of a user's
+    /// history, for the user view) never cost a view write. Implementations match every kind
+    /// by name, without a wildcard, so a new event cannot be forgotten.
+    fn is_changed_by(kind: UserEventKind) -> bool;
 
     /// Whether a write of this view that takes `event` into account may be committed lazily
     /// ([`Commit::Lazy`]): only if losing it in a database crash, until the catch-up projector
@@ -40,7 +41,7 @@ pub trait ProjectedView: View<User> + Clone {
 
 /// Applies `event` to `view` if it changes it; says whether it did.
 pub(crate) fn fold<V: ProjectedView>(view: &mut V, event: &EventEnvelope<User>) -> bool {
-    if V::is_changed_by(&event.payload) {
+    if V::is_changed_by(event.payload.kind()) {
         view.update(event);
         true
     } else {
@@ -123,7 +124,8 @@ impl<V: ProjectedView> Projection<V> {
 
     /// Brings the view of `aggregate_id` up to the last of `events` (that user's, in sequence
     /// order): events at or below the stored view's last sequence are skipped, missing ones
-    /// before them are read from the log, and a lost race is retried from a fresh read.
+    /// before them are read from the log, and a lost race is retried from a fresh read. When
+    /// one event alone changes the view, the store first tries to change it in place.
     pub async fn apply(
         &self,
         aggregate_id: &str,
@@ -132,6 +134,20 @@ impl<V: ProjectedView> Projection<V> {
         let Some(target) = events.last().map(|event| event.sequence) else {
             return Ok(());
         };
+        if let Some(change) = only_change::<V>(events) {
+            let commit = if V::may_commit_lazily(&change.payload) {
+                Commit::Lazy
+            } else {
+                Commit::Durable
+            };
+            if self
+                .views
+                .change_in_place(aggregate_id, change, target, commit)
+                .await?
+            {
+                return Ok(());
+            }
+        }
         for _ in 0..VIEW_WRITE_ATTEMPTS {
             let stored = self.views.load(aggregate_id).await?;
             let read = stored.as_ref().map(|stored| stored.last_sequence);
@@ -202,6 +218,25 @@ impl<V: ProjectedView> Projection<V> {
     }
 }
 
+/// The one event of `events` that changes views of type `V`, if only one does and the events
+/// from it to the last are consecutive: a view that stands before it can take the change in
+/// place and be taken to the last event, since those after it change nothing.
+fn only_change<V: ProjectedView>(events: &[EventEnvelope<User>]) -> Option<&EventEnvelope<User>> {
+    let mut changing = events
+        .iter()
+        .enumerate()
+        .filter(|(_, event)| V::is_changed_by(event.payload.kind()));
+    let (at, change) = changing.next()?;
+    if changing.next().is_some() {
+        return None;
+    }
+    consecutive_from(
+        change.sequence,
+        events[at..].iter().map(|event| event.sequence),
+    )
+    .then_some(change)
+}
+
 /// Whether `sequences` are `first, first + 1, …` (and not empty).
 fn consecutive_from(first: usize, sequences: impl Iterator<Item = usize>) -> bool {
     let mut expected = first;
@@ -217,7 +252,10 @@ fn consecutive_from(first: usize, sequences: impl Iterator<Item = usize>) -> boo
 #[async_trait]
 impl<V: ProjectedView> Query<User> for Projection<V> {
     async fn dispatch(&self, aggregate_id: &str, events: &[EventEnvelope<User>]) {
-        if !events.iter().any(|event| V::is_changed_by(&event.payload)) {
+        if !events
+            .iter()
+            .any(|event| V::is_changed_by(event.payload.kind()))
+        {
             return;
         }
         if let Err(error) = self.apply(aggregate_id, events).await {
@@ -242,7 +280,11 @@ impl<V: ProjectedView> Follower for Projection<V> {
         // it: one read for the whole batch tells which.
         let relevant: Vec<&UserBatch> = batch
             .iter()
-            .filter(|(_, events)| events.iter().any(|event| V::is_changed_by(&event.payload)))
+            .filter(|(_, events)| {
+                events
+                    .iter()
+                    .any(|event| V::is_changed_by(event.payload.kind()))
+            })
             .collect();
         if relevant.is_empty() {
             return Ok(());
@@ -252,7 +294,7 @@ impl<V: ProjectedView> Follower for Projection<V> {
         for (id, events) in relevant {
             let last_relevant = events
                 .iter()
-                .filter(|event| V::is_changed_by(&event.payload))
+                .filter(|event| V::is_changed_by(event.payload.kind()))
                 .map(|event| event.sequence)
                 .max()
                 .unwrap_or(0);

@@ -5,9 +5,9 @@ use cqrs_es::{EventEnvelope, View};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use twofold_domain::values::SessionId;
-use twofold_domain::{EventMetadata, User, UserEvent};
+use twofold_domain::{EventMetadata, User, UserEvent, UserEventKind};
 
-use crate::ProjectedView;
+use crate::{ChangedInPlace, ListChange, ProjectedView};
 
 /// A user's live sessions.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,40 +36,40 @@ pub struct SessionSummary {
 impl ProjectedView for SessionsView {
     const NAME: &'static str = "session_view";
 
-    fn is_changed_by(event: &UserEvent) -> bool {
-        match event {
-            UserEvent::SessionStarted { .. }
-            | UserEvent::SessionRefreshed { .. }
-            | UserEvent::SessionEnded { .. }
-            | UserEvent::UserErased { .. } => true,
-            UserEvent::SignedUp { .. }
-            | UserEvent::TfaEnabled { .. }
-            | UserEvent::TfaDeviceChanged { .. }
-            | UserEvent::TfaDisabled { .. }
-            | UserEvent::AdminGranted { .. }
-            | UserEvent::AccountLocked { .. }
-            | UserEvent::AccountUnlocked { .. }
-            | UserEvent::LoggedIn { .. }
-            | UserEvent::SecondFactorRequired { .. }
-            | UserEvent::EmailCodeIssued { .. }
-            | UserEvent::ConfirmationCodeIssued { .. }
-            | UserEvent::LoginFailed { .. }
-            | UserEvent::TfaVerified { .. }
-            | UserEvent::BackupCodeConsumed { .. }
-            | UserEvent::FactorLocked { .. }
-            | UserEvent::PasswordChanged { .. }
-            | UserEvent::PasswordResetRequested { .. }
-            | UserEvent::PasswordReset { .. }
-            | UserEvent::SecondFactorConfirmed { .. }
-            | UserEvent::BackupCodesRegenerated { .. }
-            | UserEvent::SeedResealed { .. }
-            | UserEvent::SignUpAttempted { .. }
-            | UserEvent::AuditTrailRead { .. }
-            | UserEvent::PasskeyRegistered { .. }
-            | UserEvent::PasskeyRenamed { .. }
-            | UserEvent::PasskeyRemoved { .. }
-            | UserEvent::PasskeyUsed { .. }
-            | UserEvent::PasskeyCounterRegressed { .. } => false,
+    fn is_changed_by(kind: UserEventKind) -> bool {
+        match kind {
+            UserEventKind::SessionStarted
+            | UserEventKind::SessionRefreshed
+            | UserEventKind::SessionEnded
+            | UserEventKind::UserErased => true,
+            UserEventKind::SignedUp
+            | UserEventKind::TfaEnabled
+            | UserEventKind::TfaDeviceChanged
+            | UserEventKind::TfaDisabled
+            | UserEventKind::AdminGranted
+            | UserEventKind::AccountLocked
+            | UserEventKind::AccountUnlocked
+            | UserEventKind::LoggedIn
+            | UserEventKind::SecondFactorRequired
+            | UserEventKind::EmailCodeIssued
+            | UserEventKind::ConfirmationCodeIssued
+            | UserEventKind::LoginFailed
+            | UserEventKind::TfaVerified
+            | UserEventKind::BackupCodeConsumed
+            | UserEventKind::FactorLocked
+            | UserEventKind::PasswordChanged
+            | UserEventKind::PasswordResetRequested
+            | UserEventKind::PasswordReset
+            | UserEventKind::SecondFactorConfirmed
+            | UserEventKind::BackupCodesRegenerated
+            | UserEventKind::SeedResealed
+            | UserEventKind::SignUpAttempted
+            | UserEventKind::AuditTrailRead
+            | UserEventKind::PasskeyRegistered
+            | UserEventKind::PasskeyRenamed
+            | UserEventKind::PasskeyRemoved
+            | UserEventKind::PasskeyUsed
+            | UserEventKind::PasskeyCounterRegressed => false,
         }
     }
 
@@ -90,32 +90,90 @@ fn client(event: &EventEnvelope<User>) -> (Option<String>, Option<String>) {
     EventMetadata::client_of(&event.metadata)
 }
 
-impl View<User> for SessionsView {
-    fn update(&mut self, event: &EventEnvelope<User>) {
-        match &event.payload {
+/// A use of a session: the fields a refresh sets, named and written as in [`SessionSummary`].
+#[derive(Serialize)]
+struct SessionUse {
+    #[serde(with = "time::serde::rfc3339")]
+    last_used_at: OffsetDateTime,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// What an event does to the sessions view: the one place both the fold and the change in
+/// place read it from.
+enum SessionChange {
+    Started(SessionSummary),
+    Used(SessionId, SessionUse),
+    Ended(SessionId),
+    AllEnded,
+}
+
+impl SessionChange {
+    fn of(event: &EventEnvelope<User>) -> Option<Self> {
+        Some(match &event.payload {
             UserEvent::SessionStarted { session_id, at, .. } => {
                 let (ip_address, user_agent) = client(event);
-                self.sessions.push(SessionSummary {
+                Self::Started(SessionSummary {
                     id: *session_id,
                     created_at: *at,
                     last_used_at: *at,
                     ip_address,
                     user_agent,
-                });
+                })
             }
             UserEvent::SessionRefreshed { session_id, at, .. } => {
-                if let Some(session) = self.sessions.iter_mut().find(|s| s.id == *session_id) {
-                    let (ip_address, user_agent) = client(event);
-                    session.last_used_at = *at;
-                    session.ip_address = ip_address;
-                    session.user_agent = user_agent;
+                let (ip_address, user_agent) = client(event);
+                Self::Used(
+                    *session_id,
+                    SessionUse {
+                        last_used_at: *at,
+                        ip_address,
+                        user_agent,
+                    },
+                )
+            }
+            UserEvent::SessionEnded { session_id, .. } => Self::Ended(*session_id),
+            UserEvent::UserErased { .. } => Self::AllEnded,
+            _ => return None,
+        })
+    }
+}
+
+impl View<User> for SessionsView {
+    fn update(&mut self, event: &EventEnvelope<User>) {
+        match SessionChange::of(event) {
+            Some(SessionChange::Started(session)) => self.sessions.push(session),
+            Some(SessionChange::Used(id, used)) => {
+                if let Some(session) = self.sessions.iter_mut().find(|s| s.id == id) {
+                    session.last_used_at = used.last_used_at;
+                    session.ip_address = used.ip_address;
+                    session.user_agent = used.user_agent;
                 }
             }
-            UserEvent::SessionEnded { session_id, .. } => {
-                self.sessions.retain(|session| session.id != *session_id);
-            }
-            UserEvent::UserErased { .. } => self.sessions.clear(),
-            _ => {}
+            Some(SessionChange::Ended(id)) => self.sessions.retain(|session| session.id != id),
+            Some(SessionChange::AllEnded) => self.sessions.clear(),
+            None => {}
         }
+    }
+}
+
+impl ChangedInPlace for SessionsView {
+    const LIST: &'static str = "sessions";
+
+    fn list_change(event: &EventEnvelope<User>) -> Result<Option<ListChange>, serde_json::Error> {
+        Ok(Some(match SessionChange::of(event) {
+            Some(SessionChange::Started(session)) => {
+                ListChange::Append(serde_json::to_value(session)?)
+            }
+            Some(SessionChange::Used(id, used)) => ListChange::Update {
+                id: serde_json::to_value(id)?,
+                fields: serde_json::to_value(used)?,
+            },
+            Some(SessionChange::Ended(id)) => ListChange::Remove {
+                id: serde_json::to_value(id)?,
+            },
+            Some(SessionChange::AllEnded) => ListChange::Clear,
+            None => return Ok(None),
+        }))
     }
 }

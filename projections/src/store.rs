@@ -8,11 +8,14 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 use cqrs_es::persist::PersistenceError;
+use cqrs_es::EventEnvelope;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
+use twofold_domain::User;
 
+use crate::in_place::{ChangedInPlace, InPlace};
 use crate::log::database;
 
 /// A view as stored, with how far into its user's events it is.
@@ -62,6 +65,22 @@ pub trait ViewStore<V>: Send + Sync {
         last_sequence: usize,
         commit: Commit,
     ) -> Result<bool, PersistenceError>;
+
+    /// Applies `event`, the one event of a dispatch that changes the view, to the stored view
+    /// without reading it, and takes the view to `last_sequence` (`event`'s, or that of a later
+    /// event that changes nothing), if the store can change this view in place and the view
+    /// stands where `event` follows. `Ok(false)` when it did not: the caller reads, folds and
+    /// saves. A store that cannot change views in place (the default) always says so.
+    async fn change_in_place(
+        &self,
+        view_id: &str,
+        event: &EventEnvelope<User>,
+        last_sequence: usize,
+        commit: Commit,
+    ) -> Result<bool, PersistenceError> {
+        let _ = (view_id, event, last_sequence, commit);
+        Ok(false)
+    }
 }
 
 fn sequence_to_sql(sequence: usize) -> Result<i64, PersistenceError> {
@@ -82,13 +101,16 @@ pub struct PgViewStore<V> {
     update: String,
     insert_lazily: String,
     update_lazily: String,
+    table: String,
+    in_place: Option<InPlace>,
     _view: PhantomData<fn() -> V>,
 }
 
 /// Turns `synchronous_commit` off for the rest of the statement's own transaction (the
 /// implicit one around a single statement): a [`Commit::Lazy`] write in one round trip, where
 /// `SET LOCAL` would need a transaction block around it.
-const LAZY_COMMIT: &str = "(SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit";
+pub(crate) const LAZY_COMMIT: &str =
+    "(SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit";
 
 impl<V> PgViewStore<V> {
     /// The views in `table`. The name is put into SQL as it is: pass only a constant.
@@ -115,7 +137,20 @@ impl<V> PgViewStore<V> {
                 "UPDATE {table} SET last_sequence = $2, payload = $3 FROM {LAZY_COMMIT} \
                  WHERE view_id = $1 AND last_sequence = $4"
             ),
+            table: table.to_owned(),
+            in_place: None,
             _view: PhantomData,
+        }
+    }
+}
+
+impl<V: ChangedInPlace> PgViewStore<V> {
+    /// The same store, applying a dispatch's one change to a view in place
+    /// ([`ViewStore::change_in_place`]).
+    pub fn changed_in_place(self) -> Self {
+        Self {
+            in_place: Some(InPlace::of::<V>(&self.table)),
+            ..self
         }
     }
 }
@@ -184,6 +219,32 @@ impl<V: Serialize + DeserializeOwned + Send + Sync> ViewStore<V> for PgViewStore
         };
         let done = query.execute(&self.pool).await.map_err(database)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn change_in_place(
+        &self,
+        view_id: &str,
+        event: &EventEnvelope<User>,
+        last_sequence: usize,
+        commit: Commit,
+    ) -> Result<bool, PersistenceError> {
+        let Some(in_place) = &self.in_place else {
+            return Ok(false);
+        };
+        let Some(planned) = in_place.plan(event, commit)? else {
+            return Ok(false);
+        };
+        let mut query = sqlx::query_scalar::<_, i64>(planned.statement)
+            .bind(view_id)
+            .bind(sequence_to_sql(last_sequence)?)
+            .bind(sequence_to_sql(event.sequence)?)
+            .bind(planned.changing_types)
+            .bind(Json(&planned.first));
+        for value in planned.values() {
+            query = query.bind(Json(value));
+        }
+        let written = query.fetch_one(&self.pool).await.map_err(database)?;
+        Ok(written == 1)
     }
 }
 

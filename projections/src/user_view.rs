@@ -3,7 +3,7 @@
 use cqrs_es::{EventEnvelope, View};
 use serde::{Deserialize, Serialize};
 use twofold_domain::values::{DeviceId, DeviceType, UserId};
-use twofold_domain::{User, UserEvent};
+use twofold_domain::{User, UserEvent, UserEventKind};
 
 /// A user as clients see them.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -36,40 +36,40 @@ pub struct DeviceView {
 impl crate::ProjectedView for UserView {
     const NAME: &'static str = "user_view";
 
-    fn is_changed_by(event: &UserEvent) -> bool {
-        match event {
-            UserEvent::SignedUp { .. }
-            | UserEvent::TfaEnabled { .. }
-            | UserEvent::TfaDeviceChanged { .. }
-            | UserEvent::TfaDisabled { .. }
-            | UserEvent::AdminGranted { .. }
-            | UserEvent::AccountLocked { .. }
-            | UserEvent::AccountUnlocked { .. }
-            | UserEvent::UserErased { .. } => true,
-            UserEvent::LoggedIn { .. }
-            | UserEvent::SecondFactorRequired { .. }
-            | UserEvent::EmailCodeIssued { .. }
-            | UserEvent::ConfirmationCodeIssued { .. }
-            | UserEvent::LoginFailed { .. }
-            | UserEvent::TfaVerified { .. }
-            | UserEvent::BackupCodeConsumed { .. }
-            | UserEvent::FactorLocked { .. }
-            | UserEvent::SessionStarted { .. }
-            | UserEvent::SessionRefreshed { .. }
-            | UserEvent::SessionEnded { .. }
-            | UserEvent::PasswordChanged { .. }
-            | UserEvent::PasswordResetRequested { .. }
-            | UserEvent::PasswordReset { .. }
-            | UserEvent::SecondFactorConfirmed { .. }
-            | UserEvent::BackupCodesRegenerated { .. }
-            | UserEvent::SeedResealed { .. }
-            | UserEvent::SignUpAttempted { .. }
-            | UserEvent::AuditTrailRead { .. }
-            | UserEvent::PasskeyRegistered { .. }
-            | UserEvent::PasskeyRenamed { .. }
-            | UserEvent::PasskeyRemoved { .. }
-            | UserEvent::PasskeyUsed { .. }
-            | UserEvent::PasskeyCounterRegressed { .. } => false,
+    fn is_changed_by(kind: UserEventKind) -> bool {
+        match kind {
+            UserEventKind::SignedUp
+            | UserEventKind::TfaEnabled
+            | UserEventKind::TfaDeviceChanged
+            | UserEventKind::TfaDisabled
+            | UserEventKind::AdminGranted
+            | UserEventKind::AccountLocked
+            | UserEventKind::AccountUnlocked
+            | UserEventKind::UserErased => true,
+            UserEventKind::LoggedIn
+            | UserEventKind::SecondFactorRequired
+            | UserEventKind::EmailCodeIssued
+            | UserEventKind::ConfirmationCodeIssued
+            | UserEventKind::LoginFailed
+            | UserEventKind::TfaVerified
+            | UserEventKind::BackupCodeConsumed
+            | UserEventKind::FactorLocked
+            | UserEventKind::SessionStarted
+            | UserEventKind::SessionRefreshed
+            | UserEventKind::SessionEnded
+            | UserEventKind::PasswordChanged
+            | UserEventKind::PasswordResetRequested
+            | UserEventKind::PasswordReset
+            | UserEventKind::SecondFactorConfirmed
+            | UserEventKind::BackupCodesRegenerated
+            | UserEventKind::SeedResealed
+            | UserEventKind::SignUpAttempted
+            | UserEventKind::AuditTrailRead
+            | UserEventKind::PasskeyRegistered
+            | UserEventKind::PasskeyRenamed
+            | UserEventKind::PasskeyRemoved
+            | UserEventKind::PasskeyUsed
+            | UserEventKind::PasskeyCounterRegressed => false,
         }
     }
 }

@@ -62,8 +62,15 @@ pub enum DeviceSecret {
     },
 }
 
-/// Everything that can happen to a user.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Everything that can happen to a user. Its kinds, [`UserEventKind`], are its variants without
+/// their fields; a kind's name is the event type the event is stored under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(UserEventKind),
+    vis(pub),
+    derive(Hash, strum::EnumIter, strum::IntoStaticStr),
+    doc = "The kind of a [`UserEvent`]: its variant without the fields."
+)]
 pub enum UserEvent {
     /// The account was created.
     SignedUp {
@@ -393,43 +400,28 @@ pub enum AuditScope {
     Timeline,
 }
 
+impl UserEvent {
+    /// What kind of event this is.
+    pub fn kind(&self) -> UserEventKind {
+        self.into()
+    }
+}
+
+impl UserEventKind {
+    /// The event type events of this kind are stored under (the variant's name).
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// Every kind.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
+}
+
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
-        let name = match self {
-            Self::SignedUp { .. } => "SignedUp",
-            Self::TfaEnabled { .. } => "TfaEnabled",
-            Self::LoggedIn { .. } => "LoggedIn",
-            Self::SecondFactorRequired { .. } => "SecondFactorRequired",
-            Self::EmailCodeIssued { .. } => "EmailCodeIssued",
-            Self::LoginFailed { .. } => "LoginFailed",
-            Self::TfaVerified { .. } => "TfaVerified",
-            Self::BackupCodeConsumed { .. } => "BackupCodeConsumed",
-            Self::FactorLocked { .. } => "FactorLocked",
-            Self::SessionStarted { .. } => "SessionStarted",
-            Self::SessionRefreshed { .. } => "SessionRefreshed",
-            Self::SessionEnded { .. } => "SessionEnded",
-            Self::PasswordChanged { .. } => "PasswordChanged",
-            Self::PasswordResetRequested { .. } => "PasswordResetRequested",
-            Self::PasswordReset { .. } => "PasswordReset",
-            Self::SecondFactorConfirmed { .. } => "SecondFactorConfirmed",
-            Self::TfaDisabled { .. } => "TfaDisabled",
-            Self::TfaDeviceChanged { .. } => "TfaDeviceChanged",
-            Self::BackupCodesRegenerated { .. } => "BackupCodesRegenerated",
-            Self::AccountLocked { .. } => "AccountLocked",
-            Self::AccountUnlocked { .. } => "AccountUnlocked",
-            Self::AdminGranted { .. } => "AdminGranted",
-            Self::SeedResealed { .. } => "SeedResealed",
-            Self::AuditTrailRead { .. } => "AuditTrailRead",
-            Self::UserErased { .. } => "UserErased",
-            Self::SignUpAttempted { .. } => "SignUpAttempted",
-            Self::ConfirmationCodeIssued { .. } => "ConfirmationCodeIssued",
-            Self::PasskeyRegistered { .. } => "PasskeyRegistered",
-            Self::PasskeyRenamed { .. } => "PasskeyRenamed",
-            Self::PasskeyRemoved { .. } => "PasskeyRemoved",
-            Self::PasskeyUsed { .. } => "PasskeyUsed",
-            Self::PasskeyCounterRegressed { .. } => "PasskeyCounterRegressed",
-        };
-        name.to_owned()
+        self.kind().name().to_owned()
     }
 
     fn event_version(&self) -> String {

@@ -31,7 +31,9 @@ pub use commands::{
     UsePasskey, UserCommand, VerifyTfaCode,
 };
 pub use error::UserError;
-pub use events::{AuditScope, Device, DeviceSecret, Factor, UserEvent, EVENT_VERSION};
+pub use events::{
+    AuditScope, Device, DeviceSecret, Factor, UserEvent, UserEventKind, EVENT_VERSION,
+};
 pub use outcome::{ChangeOutcome, LoginOutcome, NoDecision, RefreshOutcome, Refusal, SessionGrant};
 pub use passkeys::{RegisteredPasskey, MAX_PASSKEYS};
 pub use password::{RESET_EMAILS_PER_DAY, RESET_EMAIL_INTERVAL, RESET_TOKEN_TTL};

@@ -25,10 +25,10 @@ pub(super) struct Folded {
 
 impl Folded {
     fn apply(&mut self, event: &EventEnvelope<User>) {
-        if UserView::is_changed_by(&event.payload) {
+        if UserView::is_changed_by(event.payload.kind()) {
             fold(self.user.get_or_insert_with(UserView::default), event);
         }
-        if SessionsView::is_changed_by(&event.payload) {
+        if SessionsView::is_changed_by(event.payload.kind()) {
             fold(
                 self.sessions.get_or_insert_with(SessionsView::default),
                 event,
@@ -97,8 +97,8 @@ impl Folder {
                 metadata: serde_json::from_str(metadata)?,
             };
             let opened = envelope(self.keys.open(sealed), &self.upcasters)?;
-            if UserView::is_changed_by(&opened.payload)
-                || SessionsView::is_changed_by(&opened.payload)
+            if UserView::is_changed_by(opened.payload.kind())
+                || SessionsView::is_changed_by(opened.payload.kind())
             {
                 folded.apply(&opened);
             }
@@ -122,7 +122,7 @@ impl Folder {
         } else {
             serde_json::from_str(payload)?
         };
-        if !UserView::is_changed_by(&event) && !SessionsView::is_changed_by(&event) {
+        if !UserView::is_changed_by(event.kind()) && !SessionsView::is_changed_by(event.kind()) {
             return Ok(());
         }
         let envelope = EventEnvelope {

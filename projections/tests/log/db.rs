@@ -90,12 +90,24 @@ pub const INSERT_EVENT: &str = "INSERT INTO events \
 
 /// Writes `event` as event `sequence` of `user`, in its own transaction.
 pub async fn write(pool: &PgPool, user: &str, sequence: i64, event: &UserEvent) {
+    let metadata = serde_json::json!({"actor": "anonymous", "ip": "192.0.2.1"});
+    write_with(pool, user, sequence, event, metadata).await;
+}
+
+/// Writes `event` as event `sequence` of `user` with this metadata, in its own transaction.
+pub async fn write_with(
+    pool: &PgPool,
+    user: &str,
+    sequence: i64,
+    event: &UserEvent,
+    metadata: serde_json::Value,
+) {
     sqlx::query(INSERT_EVENT)
         .bind(user)
         .bind(sequence)
         .bind(event.event_type())
         .bind(serde_json::to_value(event).unwrap())
-        .bind(serde_json::json!({"actor": "anonymous", "ip": "192.0.2.1"}))
+        .bind(metadata)
         .bind(event.event_version())
         .execute(pool)
         .await

@@ -143,6 +143,10 @@ fn every_event_is_stored_under_its_event_type_and_reads_back_unchanged() {
     let types: std::collections::BTreeSet<String> =
         one_of_each().iter().map(DomainEvent::event_type).collect();
     assert_eq!(types.len(), 32, "one of each type");
+    let kinds: std::collections::BTreeSet<String> = crate::user::UserEventKind::all()
+        .map(|kind| kind.name().to_owned())
+        .collect();
+    assert_eq!(kinds, types, "a kind for each type, named as it is stored");
     assert_eq!(
         one_of_each_stored_at_1_0().len(),
         24,
