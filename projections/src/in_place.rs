@@ -173,9 +173,12 @@ fn statement(table: &str, list: &str, change: &ListChange, lazy: bool) -> String
         ),
         ListChange::Clear => "'[]'::jsonb".to_owned(),
     };
-    let changing_events = "SELECT 1 FROM events AS e WHERE e.aggregate_type = 'User' \
-                           AND e.aggregate_id = $1 AND e.sequence < $3 \
-                           AND e.event_type = ANY($4)";
+    // The last event before this one that changes the view (0: none). The primary key's
+    // index is read backwards from the event and stops at the first such event, so the cost
+    // does not grow with the user's history.
+    let last_change = "(SELECT coalesce(max(e.sequence), 0) FROM events AS e \
+                       WHERE e.aggregate_type = 'User' AND e.aggregate_id = $1 \
+                       AND e.sequence < $3 AND e.event_type = ANY($4))";
     let lazy_commit = if lazy {
         format!(" FROM {}", crate::store::LAZY_COMMIT)
     } else {
@@ -187,13 +190,13 @@ fn statement(table: &str, list: &str, change: &ListChange, lazy: bool) -> String
              payload = (SELECT jsonb_set(doc, '{{{list}}}', {new_list})::json \
                         FROM (SELECT v.payload::jsonb AS doc) AS stored) \
            WHERE v.view_id = $1 AND v.last_sequence < $3 \
-             AND NOT EXISTS ({changing_events} AND e.sequence > v.last_sequence) \
+             AND v.last_sequence >= {last_change} \
            RETURNING 1), \
          inserted AS (\
            INSERT INTO {table} (view_id, last_sequence, payload) \
            SELECT $1, $2, $5::jsonb::json \
            WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE view_id = $1) \
-             AND NOT EXISTS ({changing_events}) \
+             AND {last_change} = 0 \
            ON CONFLICT (view_id) DO NOTHING \
            RETURNING 1) \
          SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted){lazy_commit}"
