@@ -100,8 +100,9 @@ impl Planned<'_> {
 }
 
 impl InPlace {
-    /// Changes views of type `V`, kept in `table`.
-    pub fn of<V: ChangedInPlace>(table: &str) -> Self {
+    /// Changes views of type `V`, kept in `table`; `lazy_commit` is the `FROM` item that turns
+    /// `synchronous_commit` off for a lazily committed statement.
+    pub fn of<V: ChangedInPlace>(table: &str, lazy_commit: &str) -> Self {
         let kinds = [
             ListChange::Append(Value::Null),
             ListChange::Update {
@@ -122,24 +123,25 @@ impl InPlace {
                 .filter(|kind| V::is_changed_by(*kind))
                 .map(UserEventKind::name)
                 .collect(),
-            statements: kinds
-                .map(|change| [false, true].map(|lazy| statement(table, V::LIST, &change, lazy))),
+            statements: kinds.map(|change| {
+                [None, Some(lazy_commit)]
+                    .map(|lazy_commit| statement(table, V::LIST, &change, lazy_commit))
+            }),
         }
     }
 
-    /// The statement and values that apply `event` in place, committed as `commit` says
+    /// The statement and values that apply `event` in place, committed lazily or not
     /// (`None` if `event` does not change the view).
     pub fn plan(
         &self,
         event: &EventEnvelope<User>,
-        commit: crate::Commit,
+        lazy: bool,
     ) -> Result<Option<Planned<'_>>, PersistenceError> {
         let Some(change) = (self.change)(event).map_err(encoding)? else {
             return Ok(None);
         };
-        let lazy = usize::from(commit == crate::Commit::Lazy);
         Ok(Some(Planned {
-            statement: &self.statements[change.slot()][lazy],
+            statement: &self.statements[change.slot()][usize::from(lazy)],
             changing_types: &self.changing_types,
             first: (self.first)(event).map_err(encoding)?,
             change,
@@ -157,7 +159,7 @@ impl InPlace {
 /// the view. Both read the same snapshot, so at most one of them writes; a row written by
 /// someone else meanwhile makes the update re-check its conditions against it (or the insert
 /// give way), and the statement then changes nothing. It returns how many rows it wrote.
-fn statement(table: &str, list: &str, change: &ListChange, lazy: bool) -> String {
+fn statement(table: &str, list: &str, change: &ListChange, lazy_commit: Option<&str>) -> String {
     // The stored JSON (a `json` column: its text as written) is read as `jsonb` once, as `doc`.
     let items = format!("coalesce(doc -> '{list}', '[]'::jsonb)");
     let each_item = format!("jsonb_array_elements({items}) WITH ORDINALITY AS items(item, place)");
@@ -179,11 +181,7 @@ fn statement(table: &str, list: &str, change: &ListChange, lazy: bool) -> String
     let last_change = "(SELECT coalesce(max(e.sequence), 0) FROM events AS e \
                        WHERE e.aggregate_type = 'User' AND e.aggregate_id = $1 \
                        AND e.sequence < $3 AND e.event_type = ANY($4))";
-    let lazy_commit = if lazy {
-        format!(" FROM {}", crate::store::LAZY_COMMIT)
-    } else {
-        String::new()
-    };
+    let lazy_commit = lazy_commit.map_or_else(String::new, |item| format!(" FROM {item}"));
     format!(
         "WITH updated AS (\
            UPDATE {table} AS v SET last_sequence = $2, \

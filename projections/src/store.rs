@@ -109,8 +109,7 @@ pub struct PgViewStore<V> {
 /// Turns `synchronous_commit` off for the rest of the statement's own transaction (the
 /// implicit one around a single statement): a [`Commit::Lazy`] write in one round trip, where
 /// `SET LOCAL` would need a transaction block around it.
-pub(crate) const LAZY_COMMIT: &str =
-    "(SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit";
+const LAZY_COMMIT: &str = "(SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit";
 
 impl<V> PgViewStore<V> {
     /// The views in `table`. The name is put into SQL as it is: pass only a constant.
@@ -149,7 +148,7 @@ impl<V: ChangedInPlace> PgViewStore<V> {
     /// ([`ViewStore::change_in_place`]).
     pub fn changed_in_place(self) -> Self {
         Self {
-            in_place: Some(InPlace::of::<V>(&self.table)),
+            in_place: Some(InPlace::of::<V>(&self.table, LAZY_COMMIT)),
             ..self
         }
     }
@@ -231,7 +230,7 @@ impl<V: Serialize + DeserializeOwned + Send + Sync> ViewStore<V> for PgViewStore
         let Some(in_place) = &self.in_place else {
             return Ok(false);
         };
-        let Some(planned) = in_place.plan(event, commit)? else {
+        let Some(planned) = in_place.plan(event, commit == Commit::Lazy)? else {
             return Ok(false);
         };
         let mut query = sqlx::query_scalar::<_, i64>(planned.statement)
