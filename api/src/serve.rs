@@ -50,6 +50,11 @@ pub struct ConnectionSettings {
     /// Seconds a request's body may take to arrive in full.
     #[arg(long, env = "TWOFOLD_BODY_READ_TIMEOUT", default_value_t = 10)]
     pub body_read_timeout: u64,
+    /// Seconds a request may take from reaching the router to its answer, body included;
+    /// past it, 503 `service.unavailable` (see [`crate::http::deadline`]). It must exceed
+    /// the body-read timeout.
+    #[arg(long, env = "TWOFOLD_REQUEST_TIMEOUT", default_value_t = 15)]
+    pub request_timeout: u64,
     /// Seconds a connection with no request in progress may stay silent before it is closed.
     #[arg(long, env = "TWOFOLD_IDLE_TIMEOUT", default_value_t = 5)]
     pub idle_timeout: u64,
@@ -75,6 +80,24 @@ impl ConnectionSettings {
     /// How long a request body may take.
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_secs(self.body_read_timeout.max(1))
+    }
+
+    /// How long a request may take in all.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout)
+    }
+
+    /// Whether the request deadline leaves a body all of its read timeout: otherwise a slow
+    /// body would get the deadline's 503 instead of its own answer.
+    pub fn check(&self) -> Result<(), String> {
+        if self.request_timeout > self.body_read_timeout.max(1) {
+            Ok(())
+        } else {
+            Err(format!(
+                "TWOFOLD_REQUEST_TIMEOUT ({} s) must exceed TWOFOLD_BODY_READ_TIMEOUT ({} s)",
+                self.request_timeout, self.body_read_timeout
+            ))
+        }
     }
 }
 

@@ -46,6 +46,7 @@ use crate::app::unknown_accounts::{
 use crate::app::views::{upcasters, ViewSet};
 use crate::app::{App, Parts, Settings};
 use crate::config::{Checked, Config, ConfigProblems, Keys};
+use crate::http::deadline::DeadlineLayer;
 use crate::http::hygiene;
 use crate::http::jwt::TokenService;
 use crate::http::rate_limit::ClientRateLimit;
@@ -574,7 +575,10 @@ impl Application {
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(hygiene::HygieneLayer::new(metrics))
                 .option_layer(hygiene::cors(&cors_origins))
-                .layer(CatchPanicLayer::custom(answer_panic)),
+                .layer(CatchPanicLayer::custom(answer_panic))
+                .layer(DeadlineLayer::new(
+                    config.http.connections.request_timeout(),
+                )),
         );
         let listener = socket
             .listen(LISTEN_BACKLOG)

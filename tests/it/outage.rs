@@ -1,5 +1,6 @@
 //! A database outage under load: every operation answers 503 `service.unavailable` with
-//! `Retry-After` while Postgres is down, never 500, and the service recovers by itself.
+//! `Retry-After` while Postgres is down, never 500, no answer waits past the request deadline,
+//! and the service recovers by itself.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,22 +12,28 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 use crate::pg_server::PgServer;
 
-/// One answer: the operation, its status, its `code` and whether it carried `Retry-After`.
+/// One answer: the operation, its status, its `code`, whether it carried `Retry-After`, and
+/// how long it took.
 #[derive(Debug, Clone)]
 struct Answer {
     operation: &'static str,
     status: StatusCode,
     code: Option<String>,
     retry_after: bool,
+    took: Duration,
 }
 
 type Answers = Arc<Mutex<Vec<Answer>>>;
 
+/// Sends `request` and records its answer.
 async fn record(
     answers: &Answers,
     operation: &'static str,
-    response: reqwest::Result<reqwest::Response>,
+    request: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
 ) {
+    let started = Instant::now();
+    let response = request.await;
+    let took = started.elapsed();
     let answer = match response {
         Ok(response) => {
             let status = response.status();
@@ -37,6 +44,7 @@ async fn record(
                 status,
                 code: body.and_then(|body| body["code"].as_str().map(str::to_owned)),
                 retry_after,
+                took,
             }
         }
         // A reset or timed-out connection is as bad as a 500.
@@ -54,8 +62,7 @@ async fn every_operation(app: &TestApp, tokens: &Value, answers: &Answers) {
         "signup",
         http.post(app.url("/auth/signup"))
             .json(&signup_body(&unique_email("down"), None))
-            .send()
-            .await,
+            .send(),
     )
     .await;
     record(
@@ -66,8 +73,7 @@ async fn every_operation(app: &TestApp, tokens: &Value, answers: &Answers) {
                 ("username", unique_email("down").as_str()),
                 ("password", PASSWORD),
             ])
-            .send()
-            .await,
+            .send(),
     )
     .await;
     record(
@@ -75,8 +81,7 @@ async fn every_operation(app: &TestApp, tokens: &Value, answers: &Answers) {
         "refresh",
         http.post(app.url("/auth/refresh"))
             .json(&json!({ "refresh_token": tokens["refresh_token"] }))
-            .send()
-            .await,
+            .send(),
     )
     .await;
     record(
@@ -84,8 +89,7 @@ async fn every_operation(app: &TestApp, tokens: &Value, answers: &Answers) {
         "test-token",
         http.get(app.url("/auth/test-token"))
             .bearer_auth(access)
-            .send()
-            .await,
+            .send(),
     )
     .await;
     record(
@@ -93,8 +97,7 @@ async fn every_operation(app: &TestApp, tokens: &Value, answers: &Answers) {
         "sessions",
         http.get(app.url("/auth/sessions"))
             .bearer_auth(access)
-            .send()
-            .await,
+            .send(),
     )
     .await;
     record(
@@ -102,8 +105,7 @@ async fn every_operation(app: &TestApp, tokens: &Value, answers: &Answers) {
         "history",
         http.get(app.url("/users/me/history"))
             .bearer_auth(access)
-            .send()
-            .await,
+            .send(),
     )
     .await;
     record(
@@ -111,8 +113,7 @@ async fn every_operation(app: &TestApp, tokens: &Value, answers: &Answers) {
         "forgot-password",
         http.post(app.url("/auth/forgot-password"))
             .json(&json!({ "email": unique_email("down") }))
-            .send()
-            .await,
+            .send(),
     )
     .await;
 }
@@ -127,6 +128,10 @@ fn by_operation(answers: &[Answer]) -> BTreeMap<&'static str, Vec<(u16, Option<S
     map
 }
 
+/// The request deadline of the outage test, in seconds: short, so that the frozen database's
+/// requests do not keep the test waiting long.
+const DEADLINE_SECONDS: u64 = 3;
+
 #[tokio::test]
 async fn a_stopped_or_frozen_database_answers_503_with_retry_after_never_500_and_the_service_recovers(
 ) {
@@ -134,12 +139,10 @@ async fn a_stopped_or_frozen_database_answers_503_with_retry_after_never_500_and
     let database = twofold_tests::scratch::create_database(&postgres.url())
         .await
         .unwrap();
-    let mut app = spawn_app_with(test_config(
-        Store::Postgres,
-        Some(database),
-        Some(default_nats_url()),
-    ))
-    .await;
+    let mut config = test_config(Store::Postgres, Some(database), Some(default_nats_url()));
+    config.http.connections.body_read_timeout = 2;
+    config.http.connections.request_timeout = DEADLINE_SECONDS;
+    let mut app = spawn_app_with(config).await;
     app.http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -164,13 +167,12 @@ async fn a_stopped_or_frozen_database_answers_503_with_retry_after_never_500_and
             );
             tokio::spawn(async move {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let response = app
+                    let request = app
                         .http
                         .post(app.url("/auth/signup"))
                         .json(&signup_body(&unique_email("load"), None))
-                        .send()
-                        .await;
-                    record(&answers, "signup (load)", response).await;
+                        .send();
+                    record(&answers, "signup (load)", request).await;
                 }
             })
         })
@@ -252,6 +254,14 @@ async fn a_stopped_or_frozen_database_answers_503_with_retry_after_never_500_and
             );
         }
     }
+    // No answer waited past the deadline (give or take a scheduling hiccup), the requests in
+    // flight when the database froze included: without the deadline they waited until it
+    // thawed.
+    let slowest = all.iter().max_by_key(|answer| answer.took).unwrap();
+    assert!(
+        slowest.took < Duration::from_secs(DEADLINE_SECONDS + 3),
+        "an answer waited past the request deadline of {DEADLINE_SECONDS} s: {slowest:?}"
+    );
     // And after: nothing unavailable any more.
     for answer in &after {
         assert!(answer.status.as_u16() < 500, "not recovered: {answer:?}");

@@ -75,6 +75,7 @@ impl Config {
         self.check_stores(&mut problems);
         problems.note(self.admin_emails());
         problems.note(self.nats.topology());
+        problems.note(self.http.connections.check());
         problems.note(
             argon2::Params::new(
                 self.argon2.memory_kib,

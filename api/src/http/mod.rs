@@ -1,5 +1,6 @@
 //! The HTTP API: routes, extractors, tokens, the OpenAPI document, and how errors answer.
 
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod hygiene;

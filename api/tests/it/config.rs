@@ -63,6 +63,7 @@ fn every_problem_is_reported_at_once_on_its_own_line_without_secrets() {
             ("TWOFOLD_ACCESS_TOKEN_TTL", "0"),
             ("TWOFOLD_PRE_2FA_TOKEN_TTL", "0"),
             ("TWOFOLD_CORS_ORIGINS", "*"),
+            ("TWOFOLD_REQUEST_TIMEOUT", "10"),
         ],
     );
     let stderr = text(&output.stderr);
@@ -76,6 +77,7 @@ fn every_problem_is_reported_at_once_on_its_own_line_without_secrets() {
         "twofold: TWOFOLD_ACCESS_TOKEN_TTL must be at least 1 second",
         "twofold: TWOFOLD_PRE_2FA_TOKEN_TTL must be at least 1 second",
         "twofold: TWOFOLD_CORS_ORIGINS: `*` is not an origin",
+        "twofold: TWOFOLD_REQUEST_TIMEOUT (10 s) must exceed TWOFOLD_BODY_READ_TIMEOUT (10 s)",
         "twofold: with DATABASE_URL set, NATS_URL must be set too",
         "twofold: DATABASE_URL: cannot connect to Postgres at 127.0.0.1:1/twofold: ",
     ] {
@@ -88,7 +90,7 @@ fn every_problem_is_reported_at_once_on_its_own_line_without_secrets() {
             "expected one line starting with {expected:?} in:\n{stderr}"
         );
     }
-    assert_eq!(lines.len(), 9, "one line per problem:\n{stderr}");
+    assert_eq!(lines.len(), 10, "one line per problem:\n{stderr}");
     for secret in [short_sealing_key, short_hs256, retired, "pg-pass-9z"] {
         assert!(!stderr.contains(secret), "{secret} leaked:\n{stderr}");
         assert!(!text(&output.stdout).contains(secret));
