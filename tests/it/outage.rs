@@ -286,3 +286,69 @@ async fn wait_for_recovery(app: &TestApp) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The pool pings a connection that sat idle before handing it out (and not one used a moment
+/// ago): after a restart and a quiet second, no request meets a connection the restart closed.
+#[tokio::test]
+async fn after_a_database_restart_and_a_quiet_second_no_request_meets_a_closed_connection() {
+    let mut postgres = PgServer::start().await;
+    let database = twofold_tests::scratch::create_database(&postgres.url())
+        .await
+        .unwrap();
+    let app = spawn_app_with(test_config(
+        Store::Postgres,
+        Some(database),
+        Some(default_nats_url()),
+    ))
+    .await;
+    let email = unique_email("restart");
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    let tokens = app.login_expecting(&email, StatusCode::OK).await;
+    // Reads at once, so that the pool holds more connections than the background tasks (the
+    // projector polls twice a second) would use up during the quiet second.
+    let before: Answers = Arc::default();
+    read_sessions_at_once(&app, &tokens, &before).await;
+    assert!(before
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|answer| answer.status == StatusCode::OK));
+
+    postgres.stop();
+    postgres.resume().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let answers: Answers = Arc::default();
+    read_sessions_at_once(&app, &tokens, &answers).await;
+    every_operation(&app, &tokens, &answers).await;
+    let failed: Vec<Answer> = answers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|answer| answer.status.is_server_error())
+        .cloned()
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "answers a restart left behind: {failed:?}"
+    );
+}
+
+/// Sixteen session lists read at once, each a database read of its own.
+async fn read_sessions_at_once(app: &TestApp, tokens: &Value, answers: &Answers) {
+    let access = tokens["access_token"].as_str().unwrap();
+    let reads = (0..16).map(|_| {
+        record(
+            answers,
+            "sessions",
+            app.http
+                .get(app.url("/auth/sessions"))
+                .bearer_auth(access)
+                .send(),
+        )
+    });
+    futures::future::join_all(reads).await;
+}
