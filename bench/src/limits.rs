@@ -28,17 +28,16 @@ use twofold_api::http::jwt::{Access, JwtKey, Lifetimes, TokenService};
 
 use crate::load::{drive, request, Run, Stats, Until};
 
-/// The pool Twofold starts by default: one worker per core, 256 waiting, below the process's
-/// priority as Twofold's.
-pub fn argon2_pool(workers: usize, queue: usize) -> anyhow::Result<Arc<Argon2Hasher>> {
+/// The pool Twofold starts by default (one worker per core, 256 waiting, below the process's
+/// priority as Twofold's), hashing with `params`.
+pub fn argon2_pool(
+    params: Argon2Params,
+    workers: usize,
+    queue: usize,
+) -> anyhow::Result<Arc<Argon2Hasher>> {
     Ok(Arc::new(
-        Argon2Hasher::start(
-            Argon2Params::OWASP_MINIMUM,
-            workers,
-            queue,
-            DEFAULT_NICE_STEPS,
-        )
-        .map_err(|error| anyhow::anyhow!("starting the Argon2 pool: {error:?}"))?,
+        Argon2Hasher::start(params, workers, queue, DEFAULT_NICE_STEPS)
+            .map_err(|error| anyhow::anyhow!("starting the Argon2 pool: {error:?}"))?,
     ))
 }
 

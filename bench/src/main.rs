@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use twofold_api::adapters::Argon2Params;
 
 use crate::report::{Measure, Plot, Results, Series};
 use crate::stack::{Mode, Servers, Stack};
@@ -68,6 +69,14 @@ struct Args {
     /// Where the results go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Argon2id memory in KiB, of Twofold's hashes and the raw limit's alike (default: OWASP's
+    /// minimum, Twofold's default).
+    #[arg(long, default_value_t = Argon2Params::OWASP_MINIMUM.memory_kib)]
+    argon2_memory_kib: u32,
+    /// Argon2id passes, of Twofold's hashes and the raw limit's alike (default: OWASP's
+    /// minimum, Twofold's default).
+    #[arg(long, default_value_t = Argon2Params::OWASP_MINIMUM.iterations)]
+    argon2_iterations: u32,
     /// The JWT key of `verify-endpoint`.
     #[arg(long, hide = true)]
     key_file: Option<PathBuf>,
@@ -101,6 +110,11 @@ fn settings(args: &Args, hash_workers: usize) -> Settings {
         accounts: if quick { 256 } else { 1024 },
         hash_workers,
         hash_queue: 256,
+        argon2: Argon2Params {
+            memory_kib: args.argon2_memory_kib,
+            iterations: args.argon2_iterations,
+            parallelism: Argon2Params::OWASP_MINIMUM.parallelism,
+        },
     }
 }
 
@@ -172,7 +186,7 @@ async fn run_stack(
 ) -> anyhow::Result<()> {
     eprintln!("== {} ==", mode.name());
     let (smtp_port, received) = smtp::start().await?;
-    let stack = Stack::start(mode, servers, smtp_port).await?;
+    let stack = Stack::start(mode, servers, settings.argon2, smtp_port).await?;
     // Let the relay and the mailer's consumer settle before the first reading.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let fresh = stack.rss();

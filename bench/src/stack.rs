@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::process::{Child, Command};
-use twofold_api::adapters::SealingKey;
+use twofold_api::adapters::{Argon2Params, SealingKey};
 use twofold_api::http::jwt::JwtKey;
 use uuid::Uuid;
 
@@ -72,7 +72,12 @@ fn free_port() -> anyhow::Result<u16> {
 impl Stack {
     /// Starts Twofold in `mode`, mail going to the SMTP sink on `smtp_port`, and waits until
     /// it is ready.
-    pub async fn start(mode: Mode, servers: &Servers, smtp_port: u16) -> anyhow::Result<Self> {
+    pub async fn start(
+        mode: Mode,
+        servers: &Servers,
+        argon2: Argon2Params,
+        smtp_port: u16,
+    ) -> anyhow::Result<Self> {
         let tag = Uuid::new_v4().simple().to_string();
         let work_dir = std::env::temp_dir().join(format!("twofold-bench-{tag}"));
         std::fs::create_dir_all(&work_dir)?;
@@ -116,6 +121,9 @@ impl Stack {
             .env("TWOFOLD_MAIL_TRANSPORT", &transport)
             // The per-client limit would answer 429 to a benchmark from one address.
             .env("TWOFOLD_IP_RATE_LIMIT", "0")
+            .env("TWOFOLD_ARGON2_MEMORY_KIB", argon2.memory_kib.to_string())
+            .env("TWOFOLD_ARGON2_ITERATIONS", argon2.iterations.to_string())
+            .env("TWOFOLD_ARGON2_PARALLELISM", argon2.parallelism.to_string())
             .env("TWOFOLD_LOG_FORMAT", "json");
         if let Some(url) = &database_url {
             api.env("DATABASE_URL", url)

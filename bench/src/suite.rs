@@ -8,6 +8,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use reqwest::Client;
 use tokio::sync::Mutex;
+use twofold_api::adapters::Argon2Params;
 
 use crate::client::{self, Tokens};
 use crate::cpu;
@@ -50,6 +51,39 @@ pub struct Settings {
     /// Hash workers of Twofold's default pool (one per core) and its queue.
     pub hash_workers: usize,
     pub hash_queue: usize,
+    /// Argon2id parameters of Twofold's hashes and of the raw limit.
+    #[serde(serialize_with = "argon2_params")]
+    pub argon2: Argon2Params,
+}
+
+impl Settings {
+    /// The Argon2id parameters, as the reports name them.
+    pub fn argon2_label(&self) -> String {
+        let Argon2Params {
+            memory_kib,
+            iterations,
+            parallelism,
+        } = self.argon2;
+        let memory = f64::from(memory_kib) / 1024.0;
+        format!("{memory} MiB, t={iterations}, p={parallelism}")
+    }
+
+    /// What one hash worker holds while busy.
+    fn argon2_bytes(&self) -> f64 {
+        f64::from(self.argon2.memory_kib) * 1024.0
+    }
+}
+
+fn argon2_params<S: serde::Serializer>(
+    params: &Argon2Params,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut fields = serializer.serialize_struct("Argon2Params", 3)?;
+    fields.serialize_field("memory_kib", &params.memory_kib)?;
+    fields.serialize_field("iterations", &params.iterations)?;
+    fields.serialize_field("parallelism", &params.parallelism)?;
+    fields.end()
 }
 
 /// What a stack's run gathered for the plots.
@@ -288,7 +322,7 @@ impl<'a> StackRun<'a> {
         let api_after = api_after.context("reading the API's RSS")?;
         let store_growth = (self.embedded_store_bytes().await? - store_before).max(0.0);
 
-        let pool_bytes = (settings.hash_workers as f64) * 19.0 * MIB;
+        let pool_bytes = (settings.hash_workers as f64) * settings.argon2_bytes();
         let method = format!(
             "VmRSS of the process from /proc, sampled every 10 ms; idle = 2 s after the sign-ups \
              of the accounts (every hash worker done), burst = {} logins by {} connections",
@@ -364,8 +398,10 @@ impl<'a> StackRun<'a> {
                 "MiB",
                 &format!(
                     "{method}; limit: the base (the larger of idle and the peak with as many \
-                     connections asking /health/live) + hash workers x 19 MiB + the growth of \
-                     the embedded store (the events the burst stored, as after the burst)"
+                     connections asking /health/live) + hash workers x {} MiB (Argon2id's \
+                     memory) + the growth of the embedded store (the events the burst stored, \
+                     as after the burst)",
+                    settings.argon2_bytes() / MIB
                 ),
             )
             .against(
@@ -437,7 +473,8 @@ impl<'a> StackRun<'a> {
     /// Login throughput against raw Argon2id verifications on the same pool, at each level.
     pub async fn login_curve(&mut self) -> anyhow::Result<()> {
         let settings = self.settings;
-        let pool = limits::argon2_pool(settings.hash_workers, settings.hash_queue)?;
+        let pool =
+            limits::argon2_pool(settings.argon2, settings.hash_workers, settings.hash_queue)?;
         for &level in &settings.levels {
             let raw =
                 limits::argon2_verifications(&pool, level, Until::Elapsed(settings.duration)).await;
@@ -462,12 +499,13 @@ impl<'a> StackRun<'a> {
                     "logins/s",
                     &format!(
                         "closed loop, {level} connections for {:?}, password logins without 2FA on \
-                         {} accounts; limit: raw Argon2id verifications/s at OWASP minimum \
-                         (19 MiB, t=2, p=1) through the same bounded pool ({} workers, queue {}) \
+                         {} accounts; limit: raw Argon2id verifications/s at the same parameters \
+                         ({}) through the same bounded pool ({} workers, queue {}) \
                          in the benchmark process, by {level} callers, measured just before; \
                          p50 {:.0} ms, p99 {:.0} ms, {} answered 503",
                         settings.duration,
                         self.accounts.len(),
+                        settings.argon2_label(),
                         settings.hash_workers,
                         settings.hash_queue,
                         stats.p50,
@@ -506,7 +544,8 @@ impl<'a> StackRun<'a> {
     pub async fn overload(&mut self) -> anyhow::Result<()> {
         let settings = self.settings;
         let level = settings.overload;
-        let pool = limits::argon2_pool(settings.hash_workers, settings.hash_queue)?;
+        let pool =
+            limits::argon2_pool(settings.argon2, settings.hash_workers, settings.hash_queue)?;
         let raw = limits::argon2_verifications(&pool, 64, Until::Elapsed(settings.duration)).await;
         let login = self.logins(level, Until::Elapsed(settings.duration)).await;
         if login.other > 0 {
