@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use twofold_api::Config;
 
 use crate::helpers::*;
 use crate::pg_server::PgServer;
@@ -132,14 +133,13 @@ fn by_operation(answers: &[Answer]) -> BTreeMap<&'static str, Vec<(u16, Option<S
 /// requests do not keep the test waiting long.
 const DEADLINE_SECONDS: u64 = 3;
 
-#[tokio::test]
+// Several threads: stopping, freezing and thawing Postgres wait for processes, and on the
+// test's one thread that wait would stall the service and count against its answers' times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_or_frozen_database_answers_503_with_retry_after_never_500_and_the_service_recovers(
 ) {
     let mut postgres = PgServer::start().await;
-    let database = twofold_tests::scratch::create_database(&postgres.url())
-        .await
-        .unwrap();
-    let mut config = test_config(Store::Postgres, Some(database), Some(default_nats_url()));
+    let mut config = config_on(&postgres).await;
     config.http.connections.body_read_timeout = 2;
     config.http.connections.request_timeout = DEADLINE_SECONDS;
     let mut app = spawn_app_with(config).await;
@@ -148,12 +148,7 @@ async fn a_stopped_or_frozen_database_answers_503_with_retry_after_never_500_and
         .build()
         .unwrap();
     let app = Arc::new(app);
-    let email = unique_email("outage");
-    assert_eq!(
-        app.signup(&signup_body(&email, None)).await.status(),
-        StatusCode::OK
-    );
-    let tokens = app.login_expecting(&email, StatusCode::OK).await;
+    let (email, tokens) = signed_in(&app, "outage").await;
 
     // Load: sign-ups from four clients for the whole test.
     let answers: Answers = Arc::default();
@@ -268,6 +263,25 @@ async fn a_stopped_or_frozen_database_answers_503_with_retry_after_never_500_and
     }
 }
 
+/// A test configuration on a fresh database of `postgres`.
+async fn config_on(postgres: &PgServer) -> Config {
+    let database = twofold_tests::scratch::create_database(&postgres.url())
+        .await
+        .unwrap();
+    test_config(Store::Postgres, Some(database), Some(default_nats_url()))
+}
+
+/// A new account, signed up and logged in: its address and tokens.
+async fn signed_in(app: &TestApp, label: &str) -> (String, Value) {
+    let email = unique_email(label);
+    assert_eq!(
+        app.signup(&signup_body(&email, None)).await.status(),
+        StatusCode::OK
+    );
+    let tokens = app.login_expecting(&email, StatusCode::OK).await;
+    (email, tokens)
+}
+
 /// Waits (up to 30 s) until a sign-up succeeds again.
 async fn wait_for_recovery(app: &TestApp) {
     let started = Instant::now();
@@ -292,21 +306,8 @@ async fn wait_for_recovery(app: &TestApp) {
 #[tokio::test]
 async fn after_a_database_restart_and_a_quiet_second_no_request_meets_a_closed_connection() {
     let mut postgres = PgServer::start().await;
-    let database = twofold_tests::scratch::create_database(&postgres.url())
-        .await
-        .unwrap();
-    let app = spawn_app_with(test_config(
-        Store::Postgres,
-        Some(database),
-        Some(default_nats_url()),
-    ))
-    .await;
-    let email = unique_email("restart");
-    assert_eq!(
-        app.signup(&signup_body(&email, None)).await.status(),
-        StatusCode::OK
-    );
-    let tokens = app.login_expecting(&email, StatusCode::OK).await;
+    let app = spawn_app_with(config_on(&postgres).await).await;
+    let (_, tokens) = signed_in(&app, "restart").await;
     // Reads at once, so that the pool holds more connections than the background tasks (the
     // projector polls twice a second) would use up during the quiet second.
     let before: Answers = Arc::default();

@@ -119,27 +119,39 @@ impl PgServer {
 
 impl PgServer {
     /// Freezes the server and its backends (SIGSTOP to each, by pid), as a hung host or a
-    /// network partition leaves it: connections open but nothing answers.
+    /// network partition leaves it: connections open but nothing answers. The postmaster
+    /// stops first: stopped, it forks no backend after its children are listed, which would
+    /// go on serving the connection it was forked for.
     pub fn freeze(&self) {
-        self.signal_all("-STOP");
+        self.signal_postmaster("-STOP");
+        self.signal_backends("-STOP");
     }
 
     /// Lets a frozen server run again.
     pub fn thaw(&self) {
-        self.signal_all("-CONT");
+        self.signal_backends("-CONT");
+        self.signal_postmaster("-CONT");
     }
 
-    fn signal_all(&self, signal: &str) {
+    fn signal_postmaster(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
+    fn signal_backends(&self, signal: &str) {
         let Some(child) = &self.child else { return };
-        let postmaster = child.id().to_string();
         let backends = Command::new("pgrep")
-            .args(["-P", &postmaster])
+            .args(["-P", &child.id().to_string()])
             .output()
             .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
             .unwrap_or_default();
-        let mut pids: Vec<&str> = backends.split_whitespace().collect();
-        pids.push(&postmaster);
-        let _ = Command::new("kill").arg(signal).args(&pids).status();
+        let pids: Vec<&str> = backends.split_whitespace().collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg(signal).args(&pids).status();
+        }
     }
 }
 
