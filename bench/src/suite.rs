@@ -52,7 +52,6 @@ pub struct Settings {
     pub hash_workers: usize,
     pub hash_queue: usize,
     /// Argon2id parameters of Twofold's hashes and of the raw limit.
-    #[serde(serialize_with = "argon2_params")]
     pub argon2: Argon2Params,
 }
 
@@ -72,18 +71,6 @@ impl Settings {
     fn argon2_bytes(&self) -> f64 {
         f64::from(self.argon2.memory_kib) * 1024.0
     }
-}
-
-fn argon2_params<S: serde::Serializer>(
-    params: &Argon2Params,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeStruct;
-    let mut fields = serializer.serialize_struct("Argon2Params", 3)?;
-    fields.serialize_field("memory_kib", &params.memory_kib)?;
-    fields.serialize_field("iterations", &params.iterations)?;
-    fields.serialize_field("parallelism", &params.parallelism)?;
-    fields.end()
 }
 
 /// What a stack's run gathered for the plots.

@@ -38,7 +38,7 @@ const SALT_BYTES: usize = 16;
 const OUTPUT_BYTES: usize = 32;
 
 /// Argon2id cost parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Argon2Params {
     /// Memory in KiB.
     pub memory_kib: u32,

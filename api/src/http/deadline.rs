@@ -16,6 +16,11 @@
 //! The clock starts when the request reaches the router, so the body's arrival counts: the
 //! configuration requires the deadline to exceed the body-read timeout, and a slow body still
 //! gets its own answer.
+//!
+//! Not `tower_http`'s `TimeoutLayer` (whose bare 503 [`crate::http::hygiene`] would turn into
+//! the same problem): its future polls its sleep before the service, which arms a timer for
+//! every request, the token checks that finish in their first poll included. This one polls
+//! the service first, and its 503 names the deadline as the cause in the log.
 
 use std::future::Future;
 use std::pin::Pin;
