@@ -26,6 +26,18 @@ pub async fn sign_up(
     email: &str,
     device: Option<&str>,
 ) -> anyhow::Result<u16> {
+    let response = post_sign_up(client, base, email, device).await?;
+    let status = response.status().as_u16();
+    response.bytes().await?;
+    Ok(status)
+}
+
+async fn post_sign_up(
+    client: &Client,
+    base: &str,
+    email: &str,
+    device: Option<&str>,
+) -> anyhow::Result<reqwest::Response> {
     let body = json!({
         "email": email,
         "full_name": "Ada Lovelace",
@@ -33,9 +45,81 @@ pub async fn sign_up(
         "tfa_enabled": device.is_some(),
         "device": device.map(|device_type| json!({ "device_type": device_type })),
     });
-    let response = client
+    Ok(client
         .post(format!("{base}/api/v1/auth/signup"))
         .json(&body)
+        .send()
+        .await?)
+}
+
+/// `POST /auth/signup` with an authenticator app as the second factor: the TOTP seed of the
+/// QR code it answers with, read as the app would read it.
+pub async fn sign_up_with_app(client: &Client, base: &str, email: &str) -> anyhow::Result<Vec<u8>> {
+    let response = post_sign_up(client, base, email, Some("code_generator")).await?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let body = response.text().await.unwrap_or_default();
+        anyhow::bail!("sign-up with an authenticator app answered {status}: {body}");
+    }
+    let png = response.bytes().await?;
+    tokio::task::spawn_blocking(move || seed_of_qr_code(&png)).await?
+}
+
+fn seed_of_qr_code(png: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let image = image::load_from_memory(png)?.to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare(image);
+    let grid = prepared
+        .detect_grids()
+        .into_iter()
+        .next()
+        .context("a QR code in the sign-up's answer")?;
+    let (_, uri) = grid
+        .decode()
+        .map_err(|error| anyhow::anyhow!("the QR code does not read: {error}"))?;
+    let secret = url::Url::parse(&uri)?
+        .query_pairs()
+        .find(|(key, _)| key == "secret")
+        .map(|(_, value)| value.into_owned())
+        .context("a secret in the otpauth URI")?;
+    totp_rs::Secret::Encoded(secret)
+        .to_bytes()
+        .map_err(|error| anyhow::anyhow!("the TOTP secret does not decode: {error:?}"))
+}
+
+/// The code an authenticator app holding `seed` shows now (SHA-1, 6 digits, 30 s steps).
+pub fn current_code(seed: &[u8]) -> anyhow::Result<String> {
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, seed.to_vec())
+        .generate_current()
+        .map_err(|error| anyhow::anyhow!("the clock: {error}"))
+}
+
+/// `POST /auth/login` of an account with 2FA: the pre-2FA token of its 202.
+pub async fn pre_2fa_token(client: &Client, base: &str, email: &str) -> anyhow::Result<String> {
+    let response = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .form(&[("username", email), ("password", PASSWORD)])
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    if status != 202 {
+        let body = response.text().await.unwrap_or_default();
+        anyhow::bail!("a login with 2FA answered {status}: {body}");
+    }
+    let tokens: Tokens = response.json().await.context("the login's answer")?;
+    Ok(tokens.access_token)
+}
+
+/// `POST /tfa/login_tfa` with `code`, on the pre-2FA token `pre_2fa`: the status.
+pub async fn login_tfa(
+    client: &Client,
+    base: &str,
+    pre_2fa: &str,
+    code: &str,
+) -> anyhow::Result<u16> {
+    let response = client
+        .post(format!("{base}/api/v1/tfa/login_tfa"))
+        .query(&[("tfa_token", code)])
+        .bearer_auth(pre_2fa)
         .send()
         .await?;
     let status = response.status().as_u16();

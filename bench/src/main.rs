@@ -97,6 +97,7 @@ fn settings(args: &Args, hash_workers: usize) -> Settings {
         }),
         overload: 384,
         refresh_concurrency: 16,
+        tfa_logins: if quick { 500 } else { 2000 },
         histories: if quick {
             vec![10, 1000]
         } else {
@@ -204,6 +205,8 @@ async fn run_stack(
         eprintln!("refresh…");
         run.refresh_rate().await?;
         if mode == Mode::Postgres {
+            eprintln!("login_tfa…");
+            run.login_tfa_rate().await?;
             eprintln!("latency during a login flood…");
             run.latency_under_login_load().await?;
             eprintln!("history…");

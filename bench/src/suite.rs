@@ -35,6 +35,8 @@ pub struct Settings {
     pub overload: usize,
     /// Connections of the refresh and raw-command runs.
     pub refresh_concurrency: usize,
+    /// Second-factor logins of the `login_tfa` run, each on an account of its own.
+    pub tfa_logins: usize,
     /// History lengths of the command latency curve.
     pub histories: Vec<usize>,
     /// Timed refreshes per history length.
@@ -799,6 +801,103 @@ impl<'a> StackRun<'a> {
             measure = measure.against(raw.rate(), Target::AtLeast(0.5));
         }
         self.push(measure);
+        Ok(())
+    }
+
+    /// `count` accounts with an authenticator app, each signed up and logged in with its
+    /// password: a pre-2FA token and the app's seed each. Four connections, as the sign-ups.
+    async fn pre_2fa_accounts(&self, count: usize) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let prepared = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count)));
+        let (http, base) = (self.http.clone(), self.base().to_owned());
+        let run = {
+            let prepared = Arc::clone(&prepared);
+            drive(
+                4,
+                Until::Count(count),
+                request(move |_, _| {
+                    let (http, base, prepared) = (http.clone(), base.clone(), prepared.clone());
+                    async move {
+                        let email = client::fresh_email("tfa");
+                        let seed = client::sign_up_with_app(&http, &base, &email).await?;
+                        let token = client::pre_2fa_token(&http, &base, &email).await?;
+                        prepared
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("a worker panicked"))?
+                            .push((token, seed));
+                        Ok(200)
+                    }
+                }),
+            )
+            .await
+        };
+        if run.ok_ms.len() != count {
+            bail!(
+                "preparing second-factor logins failed: {:?}",
+                run.first_other
+            );
+        }
+        let prepared = std::mem::take(
+            &mut *prepared
+                .lock()
+                .map_err(|_| anyhow::anyhow!("a worker panicked"))?,
+        );
+        Ok(prepared)
+    }
+
+    /// Second-factor logins (`tfa/login_tfa` with the app's current code) against the raw
+    /// cqrs-es command rate on the same database. A pre-2FA token serves one login, and an
+    /// account passes one code per 30-second step (replay protection), so each login has an
+    /// account of its own, prepared first (a sign-up and a password login: two hashes each,
+    /// not timed).
+    pub async fn login_tfa_rate(&mut self) -> anyhow::Result<()> {
+        let settings = self.settings;
+        let (level, count) = (settings.refresh_concurrency, settings.tfa_logins);
+        let Some((_, pool)) = &self.stack.database else {
+            bail!("the raw command rate needs the database");
+        };
+        let prepared = Arc::new(self.pre_2fa_accounts(count).await?);
+        let raw = limits::raw_commands(pool, level, Until::Count(count)).await?;
+        if raw.other > 0 {
+            bail!("raw commands failed: {:?}", raw.first_other);
+        }
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (http, base) = (self.http.clone(), self.base().to_owned());
+        let run = drive(
+            level,
+            Until::Count(count),
+            request(move |_, _| {
+                let (http, base) = (http.clone(), base.clone());
+                let account = prepared
+                    .get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    .cloned();
+                async move {
+                    let (pre_2fa, seed) = account.context("an account for every login")?;
+                    let code = client::current_code(&seed)?;
+                    client::login_tfa(&http, &base, &pre_2fa, &code).await
+                }
+            }),
+        )
+        .await;
+        if run.other > 0 || run.ok_ms.len() != count {
+            bail!("second-factor logins failed: {:?}", run.first_other);
+        }
+        let stats = run.ok();
+        self.push(
+            Measure::new(
+                &self.name(&format!("login_tfa, {level} connections")),
+                run.rate(),
+                "logins/s",
+                &format!(
+                    "closed loop, {level} connections, {count} second-factor logins with an \
+                     authenticator app's current code, each on an account of its own (signed up \
+                     and logged in with its password first, not timed); limit: as many raw \
+                     cqrs-es commands (as for refresh) by {level} workers, just before; \
+                     p50 {:.2} ms, p99 {:.2} ms",
+                    stats.p50, stats.p99
+                ),
+            )
+            .against(raw.rate(), Target::AtLeast(0.5)),
+        );
         Ok(())
     }
 
