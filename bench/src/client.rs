@@ -95,11 +95,7 @@ pub fn current_code(seed: &[u8]) -> anyhow::Result<String> {
 
 /// `POST /auth/login` of an account with 2FA: the pre-2FA token of its 202.
 pub async fn pre_2fa_token(client: &Client, base: &str, email: &str) -> anyhow::Result<String> {
-    let response = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .form(&[("username", email), ("password", PASSWORD)])
-        .send()
-        .await?;
+    let response = post_login(client, base, email).await?;
     let status = response.status().as_u16();
     if status != 202 {
         let body = response.text().await.unwrap_or_default();
@@ -127,17 +123,22 @@ pub async fn login_tfa(
     Ok(status)
 }
 
+/// `POST /auth/login` with [`PASSWORD`].
+async fn post_login(client: &Client, base: &str, email: &str) -> anyhow::Result<reqwest::Response> {
+    Ok(client
+        .post(format!("{base}/api/v1/auth/login"))
+        .form(&[("username", email), ("password", PASSWORD)])
+        .send()
+        .await?)
+}
+
 /// `POST /auth/login`: the status, and the tokens when it answered 200.
 pub async fn log_in(
     client: &Client,
     base: &str,
     email: &str,
 ) -> anyhow::Result<(u16, Option<Tokens>)> {
-    let response = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .form(&[("username", email), ("password", PASSWORD)])
-        .send()
-        .await?;
+    let response = post_login(client, base, email).await?;
     let status = response.status().as_u16();
     if status == 503 {
         check_busy(response).await?;
