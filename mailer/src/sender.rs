@@ -263,30 +263,36 @@ pub fn message_id(job: &MailJob) -> String {
 struct SmtpServer {
     host: String,
     port: u16,
-    tls: SmtpTls,
-    /// How the server's certificate is checked, with STARTTLS or implicit TLS.
-    tls_parameters: Option<TlsParameters>,
+    security: Security,
     credentials: Option<Credentials>,
     /// The name the mailer greets the server with: this host's name.
     hello: ClientId,
 }
 
+/// How an SMTP connection is secured, with how the server's certificate is checked.
+enum Security {
+    None,
+    StartTls(TlsParameters),
+    Tls(TlsParameters),
+}
+
 impl SmtpServer {
     fn new(spec: &SmtpSpec) -> Result<Self, SenderError> {
-        let tls_parameters = match spec.tls {
-            SmtpTls::None => None,
-            SmtpTls::StartTls | SmtpTls::Tls => Some(
-                TlsParameters::new(spec.host.clone()).map_err(|error| SenderError::Smtp {
-                    host: spec.host.clone(),
-                    reason: error.to_string(),
-                })?,
-            ),
+        let parameters = || {
+            TlsParameters::new(spec.host.clone()).map_err(|error| SenderError::Smtp {
+                host: spec.host.clone(),
+                reason: error.to_string(),
+            })
+        };
+        let security = match spec.tls {
+            SmtpTls::None => Security::None,
+            SmtpTls::StartTls => Security::StartTls(parameters()?),
+            SmtpTls::Tls => Security::Tls(parameters()?),
         };
         Ok(Self {
             host: spec.host.clone(),
             port: spec.port,
-            tls: spec.tls,
-            tls_parameters,
+            security,
             credentials: spec.credentials.as_ref().map(|credentials| {
                 Credentials::new(credentials.user.clone(), credentials.password.to_string())
             }),
@@ -297,17 +303,17 @@ impl SmtpServer {
     /// Connects, greets the server, upgrades with STARTTLS where configured, and logs in.
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
         let server = (self.host.as_str(), self.port);
-        let mut connection = match (self.tls, &self.tls_parameters) {
-            (SmtpTls::Tls, parameters) => AsyncSmtpConnection::connect_tokio1(
+        let mut connection = match &self.security {
+            Security::Tls(parameters) => AsyncSmtpConnection::connect_tokio1(
                 server,
                 Some(SMTP_COMMAND_TIMEOUT),
                 &self.hello,
-                parameters.clone(),
+                Some(parameters.clone()),
                 None,
             )
             .await
             .map_err(|error| SendError::smtp(&error))?,
-            (SmtpTls::None | SmtpTls::StartTls, parameters) => {
+            Security::None | Security::StartTls(_) => {
                 let stream = tokio::time::timeout(SMTP_COMMAND_TIMEOUT, TcpStream::connect(server))
                     .await
                     .map_err(|_| SendError::Timeout(SMTP_COMMAND_TIMEOUT))?
@@ -322,10 +328,7 @@ impl SmtpServer {
                     .await
                     .map_err(|_| SendError::Timeout(SMTP_COMMAND_TIMEOUT))?
                     .map_err(|error| SendError::smtp(&error))?;
-                if let Some(parameters) = parameters
-                    .as_ref()
-                    .filter(|_| self.tls == SmtpTls::StartTls)
-                {
+                if let Security::StartTls(parameters) = &self.security {
                     connection
                         .starttls(parameters.clone(), &self.hello)
                         .await
