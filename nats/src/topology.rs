@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{kv, Context};
 
 use crate::Mail;
@@ -93,10 +95,11 @@ impl Topology {
         }
     }
 
-    /// Creates or updates the streams and the status bucket.
+    /// Creates or updates the streams and the status bucket ([`declare_stream`]).
     pub async fn declare(&self, jetstream: &Context) -> Result<(), async_nats::Error> {
-        jetstream
-            .create_or_update_stream(Config {
+        declare_stream(
+            jetstream,
+            Config {
                 name: self.stream(),
                 subjects: vec![format!("{}.mail.>", self.prefix)],
                 retention: RetentionPolicy::WorkQueue,
@@ -104,10 +107,12 @@ impl Topology {
                 duplicate_window: DUPLICATE_WINDOW,
                 max_age: MAX_AGE,
                 ..Default::default()
-            })
-            .await?;
-        jetstream
-            .create_or_update_stream(Config {
+            },
+        )
+        .await?;
+        declare_stream(
+            jetstream,
+            Config {
                 name: self.dead_letter_stream(),
                 subjects: vec![format!("{}.mail_dead.>", self.prefix)],
                 retention: RetentionPolicy::Limits,
@@ -115,14 +120,16 @@ impl Topology {
                 duplicate_window: DUPLICATE_WINDOW,
                 max_age: MAX_AGE * 4,
                 ..Default::default()
-            })
-            .await?;
+            },
+        )
+        .await?;
         // The status bucket is declared as the stream backing it, in the layout the key-value
         // API uses, because async-nats's `create_key_value` first reads account info in a shape
         // nats-server 2.9 (Debian's) does not send. `get_key_value` then opens it as a bucket.
         let bucket = self.status_bucket();
-        jetstream
-            .create_or_update_stream(Config {
+        declare_stream(
+            jetstream,
+            Config {
                 name: format!("KV_{bucket}"),
                 subjects: vec![format!("$KV.{bucket}.>")],
                 max_messages_per_subject: 1,
@@ -134,8 +141,9 @@ impl Topology {
                 discard: DiscardPolicy::New,
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -143,6 +151,59 @@ impl Topology {
     pub async fn status_store(&self, jetstream: &Context) -> Result<kv::Store, async_nats::Error> {
         Ok(jetstream.get_key_value(self.status_bucket()).await?)
     }
+}
+
+/// Creates the stream `wanted`, or updates it where it exists with other settings.
+///
+/// The API and the mailer declare the same streams as they start, often at the same moment.
+/// `create_or_update_stream` (an update, then a create when there was nothing to update) let
+/// one process's update meet the other's create of the same stream, and nats-server 2.9
+/// (Debian's) crashes on that (a nil pointer in `stream.updateWithAdvisory`; two processes
+/// declaring one topology in a loop brought it down within about a hundred rounds). Here a
+/// stream that exists with the wanted settings gets no update at all, and a create that loses
+/// the race to the other process reads the stream that process made.
+async fn declare_stream(jetstream: &Context, wanted: Config) -> Result<(), async_nats::Error> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match jetstream.get_stream(&wanted.name).await {
+            Ok(stream) => {
+                if !same_settings(&stream.cached_info().config, &wanted) {
+                    jetstream.update_stream(&wanted).await?;
+                }
+                return Ok(());
+            }
+            Err(error) if !is_not_found(error.kind()) => return Err(error.into()),
+            Err(_) => match jetstream.create_stream(wanted.clone()).await {
+                Ok(_) => return Ok(()),
+                // Another process created it meanwhile (or is creating it): read it again.
+                Err(_) if attempts < 3 => continue,
+                Err(error) => return Err(error.into()),
+            },
+        }
+    }
+}
+
+fn is_not_found(kind: GetStreamErrorKind) -> bool {
+    matches!(kind, GetStreamErrorKind::JetStream(error) if error.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Whether the stream as the server reports it (`current`) has the settings [`Topology`]
+/// declares (`wanted`). Settings the declaration leaves unset are not compared, except
+/// where the server reports the same default back.
+fn same_settings(current: &Config, wanted: &Config) -> bool {
+    current.subjects == wanted.subjects
+        && current.retention == wanted.retention
+        && current.storage == wanted.storage
+        && current.discard == wanted.discard
+        && current.max_age == wanted.max_age
+        && current.duplicate_window == wanted.duplicate_window
+        && current.allow_rollup == wanted.allow_rollup
+        && current.deny_delete == wanted.deny_delete
+        && current.allow_direct == wanted.allow_direct
+        // 0 is "unset" in a declaration; the server reports an unset limit as -1.
+        && (wanted.max_messages_per_subject == 0
+            || current.max_messages_per_subject == wanted.max_messages_per_subject)
 }
 
 #[cfg(test)]
