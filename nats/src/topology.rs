@@ -211,6 +211,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stream_as_the_server_reports_it_has_its_declared_settings_until_one_changes() {
+        let declared = Config {
+            name: "IT_MAIL".to_owned(),
+            subjects: vec!["it.mail.>".to_owned()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_age: MAX_AGE,
+            ..Default::default()
+        };
+        // The server fills in what the declaration left unset.
+        let reported = Config {
+            max_messages: -1,
+            max_bytes: -1,
+            max_messages_per_subject: -1,
+            num_replicas: 1,
+            ..declared.clone()
+        };
+        assert!(same_settings(&reported, &declared));
+
+        let older = Config {
+            max_age: MAX_AGE / 2,
+            ..reported.clone()
+        };
+        assert!(!same_settings(&older, &declared));
+        let one_per_subject = Config {
+            max_messages_per_subject: 1,
+            ..declared
+        };
+        assert!(!same_settings(&reported, &one_per_subject));
+    }
+
+    #[test]
     fn every_name_derives_from_the_prefix() {
         let topology = Topology::new("it-42").unwrap();
         assert_eq!(topology.stream(), "IT_42_MAIL");
