@@ -13,7 +13,8 @@ use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use rand::RngCore;
 use serde_json::Value;
-use sqlx::{PgPool, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::{PgPool, Postgres, Row};
 use twofold_domain::services::SecretSealer;
 use twofold_domain::values::{Email, KeyedDigest, SealedSecret, UserId};
 use twofold_domain::User;
@@ -26,26 +27,60 @@ use super::{
     PersonalResealed, Snapshot, StoredUser, UserEvents,
 };
 
-/// One aggregate's events in one statement, in the order given. The payload and metadata are
-/// sent as the exact text their digests cover (`json` keeps its input text as it is).
-const INSERT_EVENTS: &str = "INSERT INTO events \
-    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
-     content_digest, chain_digest, chain_key_id) \
-    SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, \
-        e.metadata::json, e.content_digest, e.chain_digest, $3 \
-    FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-        $10::text[]) WITH ORDINALITY \
-        AS e(sequence, event_type, event_version, payload, metadata, content_digest, \
-             chain_digest, place) \
-    ORDER BY e.place";
-/// Keeps a snapshot unless a newer one is kept.
-const KEEP_SNAPSHOT: &str = "INSERT INTO user_snapshots \
-    (aggregate_type, aggregate_id, sequence, state_version, state, digest, key_id) \
-    VALUES ($1, $2, $3, $4, $5::json, $6, $7) \
-    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence, \
-        state_version = EXCLUDED.state_version, state = EXCLUDED.state, \
-        digest = EXCLUDED.digest, key_id = EXCLUDED.key_id, taken_at = now() \
-    WHERE user_snapshots.sequence < EXCLUDED.sequence";
+/// One aggregate's events in one statement, in the order given: `$1` the aggregate type, `$2`
+/// its id, `$3` the chain key's id, `$4` to `$10` one array per column. The payload and
+/// metadata are sent as the exact text their digests cover (`json` keeps its input text as it
+/// is).
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO events \
+        (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+         content_digest, chain_digest, chain_key_id) \
+        SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, \
+            e.metadata::json, e.content_digest, e.chain_digest, $3 \
+        FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+            $10::text[]) WITH ORDINALITY \
+            AS e(sequence, event_type, event_version, payload, metadata, content_digest, \
+                 chain_digest, place) \
+        ORDER BY e.place"
+    };
+}
+/// Keeps a snapshot of aggregate `$1`, `$2` under chain key `$3`, unless a newer one is kept:
+/// its sequence, state version, state and digest are the four parameters given.
+macro_rules! keep_snapshot {
+    ($sequence:literal, $state_version:literal, $state:literal, $digest:literal) => {
+        concat!(
+            "INSERT INTO user_snapshots \
+            (aggregate_type, aggregate_id, sequence, state_version, state, digest, key_id) \
+            VALUES ($1, $2, ",
+            $sequence,
+            ", ",
+            $state_version,
+            ", ",
+            $state,
+            "::json, ",
+            $digest,
+            ", $3) \
+            ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+                sequence = EXCLUDED.sequence, state_version = EXCLUDED.state_version, \
+                state = EXCLUDED.state, digest = EXCLUDED.digest, key_id = EXCLUDED.key_id, \
+                taken_at = now() \
+            WHERE user_snapshots.sequence < EXCLUDED.sequence"
+        )
+    };
+}
+const INSERT_EVENTS: &str = insert_events!();
+/// Keeps a snapshot unless a newer one is kept, in a transaction with its events.
+const KEEP_SNAPSHOT: &str = keep_snapshot!("$4", "$5", "$6", "$7");
+/// The events and a snapshot after them in one statement, a transaction of its own: the
+/// parameters of [`INSERT_EVENTS`], then the snapshot's sequence, state version, state and
+/// digest. If the events cannot be inserted, the snapshot is not kept either.
+const INSERT_EVENTS_KEEPING_SNAPSHOT: &str = concat!(
+    "WITH inserted AS (",
+    insert_events!(),
+    " RETURNING 1) ",
+    keep_snapshot!("$11", "$12", "$13", "$14")
+);
 const RESERVE_EMAIL: &str = "INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)";
 const EMAIL_CONSTRAINT: &str = "user_emails_email_key_pkey";
 /// A user's events from a sequence on, each row with the user's data key and its chain
@@ -92,6 +127,8 @@ const OWNER_FROM_SNAPSHOT: &str = concat!(
     "WITH owner AS (SELECT user_id FROM user_emails WHERE email_key = ANY($2) LIMIT 1) ",
     user_from_snapshot!("(SELECT user_id FROM owner)")
 );
+/// A statement with some of its parameters bound.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 /// A data key; a second one for the same user is a lost race (the events were sealed with it).
 const KEEP_DATA_KEY: &str =
     "INSERT INTO user_data_keys (aggregate_id, key_id, sealed_key) VALUES ($1, $2, $3)";
@@ -436,12 +473,14 @@ impl PgEventRepository {
     }
 
     /// Inserts `events` (one aggregate's, in order) in one statement, chained after
-    /// `previous`, the chain digest of the event before the first.
+    /// `previous`, the chain digest of the event before the first, and keeps `snapshot` of
+    /// the aggregate after them in the same statement.
     async fn insert_events(
         &self,
         executor: impl sqlx::PgExecutor<'_>,
         events: &[SerializedEvent],
         mut previous: Option<String>,
+        snapshot: Option<&Snapshot>,
     ) -> Result<(), PersistenceError> {
         let Some(first) = events.first() else {
             return Ok(());
@@ -470,7 +509,11 @@ impl PgEventRepository {
             rows.chain_digest.push(chain_digest.clone());
             previous = Some(chain_digest);
         }
-        sqlx::query(INSERT_EVENTS)
+        let statement = match snapshot {
+            Some(_) => INSERT_EVENTS_KEEPING_SNAPSHOT,
+            None => INSERT_EVENTS,
+        };
+        let query = sqlx::query(statement)
             .bind(&first.aggregate_type)
             .bind(&first.aggregate_id)
             .bind(self.chain_key.id())
@@ -480,11 +523,37 @@ impl PgEventRepository {
             .bind(&rows.payload)
             .bind(&rows.metadata)
             .bind(&rows.content_digest)
-            .bind(&rows.chain_digest)
-            .execute(executor)
-            .await
-            .map_err(persistence_error)?;
+            .bind(&rows.chain_digest);
+        let query = match snapshot {
+            Some(snapshot) => self.bind_snapshot(query, first, snapshot),
+            None => query,
+        };
+        query.execute(executor).await.map_err(persistence_error)?;
         Ok(())
+    }
+
+    /// Binds `snapshot` of `event`'s aggregate after the parameters before it: its sequence,
+    /// state version, state and the digest that lets a load trust it.
+    fn bind_snapshot<'q>(
+        &self,
+        query: PgQuery<'q>,
+        event: &'q SerializedEvent,
+        snapshot: &'q Snapshot,
+    ) -> PgQuery<'q> {
+        let sequence = snapshot.sequence as u64;
+        let digest = chain::snapshot_digest(
+            &self.chain_key,
+            &event.aggregate_type,
+            &event.aggregate_id,
+            sequence,
+            &snapshot.state_version,
+            &snapshot.state,
+        );
+        query
+            .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+            .bind(&snapshot.state_version)
+            .bind(&snapshot.state)
+            .bind(digest)
     }
 
     /// The events among `rows` (a user's, from [`USER_EVENTS_FROM`] or
@@ -611,17 +680,22 @@ impl EventRepository for PgEventRepository {
         let Some(first) = commit.events.first() else {
             return Ok(());
         };
-        // Events alone, after a known head, are one statement: a transaction of their own,
-        // without a BEGIN and a COMMIT of two more round trips (most logins and refreshes).
+        // Events alone (with or without a snapshot), after a known head, are one statement: a
+        // transaction of their own, without a BEGIN and a COMMIT of two more round trips (most
+        // logins and refreshes).
         let events_alone = commit.jobs.is_empty()
-            && commit.snapshot.is_none()
             && commit.email_claim.is_none()
             && commit.new_key.is_none()
             && !commit.forget;
         if events_alone {
             if let Some(previous) = commit.previous_chain_digest {
                 return self
-                    .insert_events(&self.pool, commit.events, Some(previous))
+                    .insert_events(
+                        &self.pool,
+                        commit.events,
+                        Some(previous),
+                        commit.snapshot.as_ref(),
+                    )
                     .await;
             }
         }
@@ -669,7 +743,7 @@ impl EventRepository for PgEventRepository {
             .await
             .map_err(persistence_error)?,
         };
-        self.insert_events(&mut *tx, commit.events, previous)
+        self.insert_events(&mut *tx, commit.events, previous, None)
             .await?;
         for job in commit.jobs {
             twofold_nats::enqueue(&mut tx, job)
@@ -690,23 +764,11 @@ impl EventRepository for PgEventRepository {
                     .map_err(persistence_error)?;
             }
         } else if let Some(snapshot) = &commit.snapshot {
-            let sequence = snapshot.sequence as u64;
-            let digest = chain::snapshot_digest(
-                &self.chain_key,
-                &first.aggregate_type,
-                &first.aggregate_id,
-                sequence,
-                &snapshot.state_version,
-                &snapshot.state,
-            );
-            sqlx::query(KEEP_SNAPSHOT)
+            let query = sqlx::query(KEEP_SNAPSHOT)
                 .bind(&first.aggregate_type)
                 .bind(&first.aggregate_id)
-                .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
-                .bind(&snapshot.state_version)
-                .bind(&snapshot.state)
-                .bind(&digest)
-                .bind(self.chain_key.id())
+                .bind(self.chain_key.id());
+            self.bind_snapshot(query, first, snapshot)
                 .execute(&mut *tx)
                 .await
                 .map_err(persistence_error)?;
