@@ -325,7 +325,8 @@ async fn logins_racing_past_a_snapshot_leave_a_chain_that_verifies() {
     let app = spawn_app(Store::Postgres).await;
     let email = unique_email("chain-race");
     app.signup(&crate::helpers::signup_body(&email, None)).await;
-    // Two events a login: past the first snapshot (32 events), then on from it.
+    // Two events a login: past several snapshots, the last of them kept by a login before the
+    // race.
     for _ in 0..17 {
         app.login_token(&email, StatusCode::OK).await;
     }

@@ -21,6 +21,10 @@ async fn a_snapshot_changed_behind_the_services_back_is_ignored() {
             .unwrap();
     assert!(sequence >= 32, "a snapshot after {sequence} events");
     assert_eq!(state["account_locked"], false);
+    // The snapshot as the service kept it is trusted: its digest matches.
+    app.login_token(&email, StatusCode::OK).await;
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    assert!(!logs.contains("a snapshot does not match its digest"));
 
     // Lock the account in the snapshot only: a forged state the events never said.
     sqlx::query(

@@ -100,7 +100,12 @@ impl FoundUser {
 
 /// A snapshot is kept after this many events since the last one: a user is then loaded from
 /// a snapshot and fewer events than this, whatever the length of their history.
-pub const SNAPSHOT_EVERY: usize = 32;
+///
+/// Each command reads the snapshot and the events after it, each row decoded and folded; a
+/// snapshot costs the commit that keeps it one more row written in the events' statement.
+/// Refreshes (one event each) on Postgres cost ~15% less CPU at 8 than at 32 (four pairs of
+/// benchmark runs alternated; 4 gave no more than 8, 16 less): see bench/README.md.
+pub const SNAPSHOT_EVERY: usize = 8;
 
 /// A user as loaded for a command.
 struct Loaded {
