@@ -125,6 +125,46 @@ fn cpu_share(name: &str, spent: &cpu::CpuTimes, logins: usize) -> Measure {
     )
 }
 
+/// CPU of one command run through Twofold against one raw cqrs-es command, each run sampled
+/// apart: what every part spent a command, and how busy the machine was. A ratio well above
+/// one at a busy share below one means the command waits on something other than the cores.
+fn cpu_per_command(
+    name: &str,
+    command: (&cpu::CpuTimes, &Run),
+    raw: (&cpu::CpuTimes, &Run),
+) -> Measure {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let split = |(spent, run): (&cpu::CpuTimes, &Run)| {
+        let count = run.ok_ms.len().max(1) as f64;
+        let per = |seconds: f64| seconds * 1000.0 / count;
+        let busy = spent.machine / (cores * run.elapsed.as_secs_f64()).max(1e-9);
+        (
+            per(spent.machine),
+            format!(
+                "the service {:.3} ms, Postgres {:.3} ms, the benchmark {:.3} ms, the rest of the \
+                 machine {:.3} ms; the cores {:.0}% busy",
+                per(spent.hash + spent.service),
+                per(spent.postgres),
+                per(spent.benchmark),
+                per(spent.rest_of_machine().max(0.0)),
+                busy * 100.0
+            ),
+        )
+    };
+    let (value, parts) = split(command);
+    let (limit, raw_parts) = split(raw);
+    Measure::new(
+        name,
+        value,
+        "ms of CPU",
+        &format!(
+            "the busy CPU of the run above a command, user + system time from /proc: {parts}; \
+             limit: the same for its raw cqrs-es commands ({raw_parts})"
+        ),
+    )
+    .against(limit, Target::Report)
+}
+
 /// The account a login worker uses for its `n`-th request. Each of `concurrency` workers has a
 /// stripe of the accounts of its own (`worker`, `worker + concurrency`, …) and goes round it:
 /// no two workers log in to one account at once, and every account gains live sessions at the
@@ -768,15 +808,21 @@ impl<'a> StackRun<'a> {
         let level = settings.refresh_concurrency;
         let slots = self.refresh_slots(level).await?;
         let stack = self.stack;
+        let api = stack.api.id();
         let raw = match &stack.database {
             Some((_, pool)) => {
-                Some(limits::raw_commands(pool, level, Until::Elapsed(settings.duration)).await?)
+                let before = cpu::sample(api);
+                let run =
+                    limits::raw_commands(pool, level, Until::Elapsed(settings.duration)).await?;
+                Some((run, cpu::sample(api).since(&before)))
             }
             None => None,
         };
+        let before = cpu::sample(api);
         let refresh = self
             .refreshes(&slots, level, Until::Elapsed(settings.duration))
             .await;
+        let spent = cpu::sample(api).since(&before);
         if refresh.other > 0 {
             bail!("refreshes failed: {:?}", refresh.first_other);
         }
@@ -794,13 +840,20 @@ impl<'a> StackRun<'a> {
                 settings.duration, stats.p50, stats.p99
             ),
         );
-        if let Some(raw) = raw {
-            if raw.other > 0 {
-                bail!("raw commands failed: {:?}", raw.first_other);
-            }
-            measure = measure.against(raw.rate(), Target::AtLeast(0.5));
+        let Some((raw, raw_spent)) = raw else {
+            self.push(measure);
+            return Ok(());
+        };
+        if raw.other > 0 {
+            bail!("raw commands failed: {:?}", raw.first_other);
         }
+        measure = measure.against(raw.rate(), Target::AtLeast(0.5));
         self.push(measure);
+        self.push(cpu_per_command(
+            &self.name(&format!("CPU a refresh, {level} connections")),
+            (&spent, &refresh),
+            (&raw_spent, &raw),
+        ));
         Ok(())
     }
 
@@ -856,12 +909,16 @@ impl<'a> StackRun<'a> {
             bail!("the raw command rate needs the database");
         };
         let prepared = Arc::new(self.pre_2fa_accounts(count).await?);
+        let api = self.stack.api.id();
+        let before = cpu::sample(api);
         let raw = limits::raw_commands(pool, level, Until::Count(count)).await?;
+        let raw_spent = cpu::sample(api).since(&before);
         if raw.other > 0 {
             bail!("raw commands failed: {:?}", raw.first_other);
         }
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (http, base) = (self.http.clone(), self.base().to_owned());
+        let before = cpu::sample(api);
         let run = drive(
             level,
             Until::Count(count),
@@ -878,6 +935,7 @@ impl<'a> StackRun<'a> {
             }),
         )
         .await;
+        let spent = cpu::sample(api).since(&before);
         if run.other > 0 || run.ok_ms.len() != count {
             bail!("second-factor logins failed: {:?}", run.first_other);
         }
@@ -898,6 +956,11 @@ impl<'a> StackRun<'a> {
             )
             .against(raw.rate(), Target::AtLeast(0.5)),
         );
+        self.push(cpu_per_command(
+            &self.name(&format!("CPU a login_tfa, {level} connections")),
+            (&spent, &run),
+            (&raw_spent, &raw),
+        ));
         Ok(())
     }
 
