@@ -36,6 +36,26 @@ enum Which {
     VerifyEndpoint,
 }
 
+/// A part of a stack's run, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Memory,
+    Login,
+    Overload,
+    TestToken,
+    Refresh,
+    /// Postgres only.
+    LoginTfa,
+    /// Postgres only: test-token and refresh latency during a login flood.
+    Flood,
+    /// Postgres only: refresh latency against the user's history.
+    History,
+    /// Postgres only.
+    Email,
+    /// Postgres only.
+    Rebuild,
+}
+
 #[derive(Parser)]
 #[command(about = "Measures Twofold against its limits (see bench/README.md)")]
 struct Args {
@@ -77,6 +97,10 @@ struct Args {
     /// minimum, Twofold's default).
     #[arg(long, default_value_t = Argon2Params::OWASP_MINIMUM.iterations)]
     argon2_iterations: u32,
+    /// Only these parts of each stack's run (after its sign-ups), to probe one change: the
+    /// report then holds their lines alone.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Phase>,
     /// The JWT key of `verify-endpoint`.
     #[arg(long, hide = true)]
     key_file: Option<PathBuf>,
@@ -181,6 +205,7 @@ async fn run_stack(
     mode: Mode,
     servers: &Servers,
     settings: &Settings,
+    only: &[Phase],
     measures: &mut Vec<Measure>,
     notes: &mut Vec<String>,
     plots: &mut Vec<(Mode, suite::Curves)>,
@@ -195,26 +220,48 @@ async fn run_stack(
         let mut run = StackRun::new(&stack, settings, received, &servers.nats_url)?;
         eprintln!("signing up {} accounts…", settings.accounts);
         run.sign_up_accounts().await?;
-        eprintln!("memory…");
-        run.memory(fresh).await?;
-        eprintln!("login…");
-        run.login_curve().await?;
-        run.overload().await?;
-        eprintln!("test-token…");
-        run.test_token_curve().await?;
-        eprintln!("refresh…");
-        run.refresh_rate().await?;
+        let runs = |phase| only.is_empty() || only.contains(&phase);
+        if runs(Phase::Memory) {
+            eprintln!("memory…");
+            run.memory(fresh).await?;
+        }
+        if runs(Phase::Login) {
+            eprintln!("login…");
+            run.login_curve().await?;
+        }
+        if runs(Phase::Overload) {
+            eprintln!("overload…");
+            run.overload().await?;
+        }
+        if runs(Phase::TestToken) {
+            eprintln!("test-token…");
+            run.test_token_curve().await?;
+        }
+        if runs(Phase::Refresh) {
+            eprintln!("refresh…");
+            run.refresh_rate().await?;
+        }
         if mode == Mode::Postgres {
-            eprintln!("login_tfa…");
-            run.login_tfa_rate().await?;
-            eprintln!("latency during a login flood…");
-            run.latency_under_login_load().await?;
-            eprintln!("history…");
-            run.history().await?;
-            eprintln!("email…");
-            run.email().await?;
-            eprintln!("rebuild…");
-            run.rebuild().await?;
+            if runs(Phase::LoginTfa) {
+                eprintln!("login_tfa…");
+                run.login_tfa_rate().await?;
+            }
+            if runs(Phase::Flood) {
+                eprintln!("latency during a login flood…");
+                run.latency_under_login_load().await?;
+            }
+            if runs(Phase::History) {
+                eprintln!("history…");
+                run.history().await?;
+            }
+            if runs(Phase::Email) {
+                eprintln!("email…");
+                run.email().await?;
+            }
+            if runs(Phase::Rebuild) {
+                eprintln!("rebuild…");
+                run.rebuild().await?;
+            }
         }
         Ok::<_, anyhow::Error>((run.measures, run.notes, run.curves))
     }
@@ -337,11 +384,15 @@ async fn main() -> anyhow::Result<()> {
         Which::Postgres => &[Mode::Postgres],
         Which::VerifyEndpoint => &[],
     };
+    if !args.only.is_empty() {
+        notes.push(format!("only these parts ran: {:?}", args.only));
+    }
     for &mode in modes {
         run_stack(
             mode,
             &servers,
             &settings,
+            &args.only,
             &mut measures,
             &mut notes,
             &mut curves,
