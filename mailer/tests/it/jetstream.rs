@@ -585,3 +585,58 @@ async fn two_processes_declaring_one_topology_at_once_both_succeed() {
         drop(guard);
     }
 }
+
+/// A mail stream declared by an older release, with other settings, is updated in place by
+/// [`Topology::declare`]: it takes the settings a fresh declaration gives, and the mail
+/// waiting in it stays.
+#[tokio::test]
+async fn a_stream_of_an_older_shape_is_updated_and_keeps_its_mail() {
+    let url = nats_url();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let (prefix, fresh_prefix) = (
+        scratch::nats_prefix("upgrade"),
+        scratch::nats_prefix("upgrade"),
+    );
+    let mut guard = Scratch::new();
+    guard.hold(Resource::streams(&url, &prefix));
+    guard.hold(Resource::streams(&url, &fresh_prefix));
+    let topology = Topology::new(&prefix).unwrap();
+    let older = Duration::from_secs(3600);
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: topology.stream(),
+            subjects: vec![format!("{prefix}.mail.>")],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            max_age: older,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    jetstream
+        .publish(format!("{prefix}.mail.waiting"), "a job".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    topology.declare(&jetstream).await.unwrap();
+
+    let fresh = Topology::new(&fresh_prefix).unwrap();
+    fresh.declare(&jetstream).await.unwrap();
+    let mut upgraded = jetstream.get_stream(topology.stream()).await.unwrap();
+    let declared = jetstream.get_stream(fresh.stream()).await.unwrap();
+    let (upgraded_config, declared_config) = (
+        &upgraded.cached_info().config,
+        &declared.cached_info().config,
+    );
+    assert_ne!(upgraded_config.max_age, older);
+    assert_eq!(upgraded_config.max_age, declared_config.max_age);
+    assert_eq!(upgraded_config.storage, declared_config.storage);
+    assert_eq!(
+        upgraded_config.duplicate_window,
+        declared_config.duplicate_window
+    );
+    assert_eq!(upgraded.info().await.unwrap().state.messages, 1);
+    // Declared again: nothing left to change, and no error.
+    topology.declare(&jetstream).await.unwrap();
+}
