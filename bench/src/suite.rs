@@ -126,8 +126,9 @@ fn cpu_share(name: &str, spent: &cpu::CpuTimes, logins: usize) -> Measure {
 }
 
 /// CPU of one command run through Twofold against one raw cqrs-es command, each run sampled
-/// apart: what every part spent a command, and how busy the machine was. A ratio well above
-/// one at a busy share below one means the command waits on something other than the cores.
+/// apart: what every part spent a command, and how busy the machine was. While the cores are
+/// busy in both runs, the ratio of CPU per command bounds the ratio of the rates; cores left
+/// idle mean a run waited on something other than them.
 fn cpu_per_command(
     name: &str,
     command: (&cpu::CpuTimes, &Run),
