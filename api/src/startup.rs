@@ -17,14 +17,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
-use twofold_domain::{User, UserServices};
+use twofold_domain::UserServices;
 use twofold_mailer::Sender;
 use twofold_nats::{MailJob, MailSealer, OutboxRelay};
 use twofold_projections::chain::{self, ChainKey};
 use twofold_projections::log::{EventLog, PgEventLog};
 use twofold_projections::personal::PersonalData;
 use twofold_projections::{
-    CheckpointStore, Follower, MemCheckpointStore, MemUserDirectory, MemViewStore,
+    CheckpointStore, CommitQuery, Follower, MemCheckpointStore, MemUserDirectory, MemViewStore,
     PgCheckpointStore, PgUserDirectory, PgViewStore, Projection, Projector, SessionsView,
     UserDirectory, UserView, ViewStore, SESSION_VIEW_TABLE, USER_VIEW_TABLE, VIEWS_PROJECTOR,
 };
@@ -294,7 +294,7 @@ fn projections(
     users: Arc<dyn ViewStore<UserView>>,
     sessions: Arc<dyn ViewStore<SessionsView>>,
     checkpoints: Arc<dyn CheckpointStore>,
-) -> (Vec<Box<dyn cqrs_es::Query<User>>>, Projector) {
+) -> (Vec<Box<dyn CommitQuery>>, Projector) {
     let users = Projection::new(users, Arc::clone(log), upcasters());
     let sessions = Projection::new(sessions, Arc::clone(log), upcasters());
     let followers: Vec<Arc<dyn Follower>> =

@@ -22,8 +22,8 @@ pub use directory::{
     MemUserDirectory, PgUserDirectory, UserDirectory, SESSION_VIEW_TABLE, USER_VIEW_TABLE,
 };
 pub use history::{history_entry, HistoryEntry, HistoryFactor, HistoryType, Initiator};
-pub use in_place::{ChangedInPlace, ListChange};
-pub use projection::{Follower, ProjectedView, Projection, UserBatch};
+pub use in_place::{ChangedInPlace, ListChange, PgQuery, PlannedChange};
+pub use projection::{CommitQuery, Follower, ProjectedView, Projection, UserBatch};
 pub use projector::{
     by_user, CheckpointStore, MemCheckpointStore, PgCheckpointStore, Projector, POLL_INTERVAL,
     VIEWS_PROJECTOR,

@@ -4,7 +4,8 @@
 //! and in sequence order: events the view already took into account are skipped, and events
 //! missing before the ones given (an earlier dispatch that failed or is still running) are read
 //! from the log first. Where only one of the events changes the view and its store can, the
-//! change is made in place, without reading the view ([`crate::ChangedInPlace`]).
+//! change is made in place, without reading the view ([`crate::ChangedInPlace`]), and where
+//! the event store can, by the very statement that commits the events ([`CommitQuery`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use cqrs_es::{EventEnvelope, Query, View};
 use twofold_domain::{User, UserEvent, UserEventKind};
 
+use crate::in_place::PlannedChange;
 use crate::log::{envelope, EventLog, Upcasters};
 use crate::store::{Commit, ViewStore};
 
@@ -71,6 +73,22 @@ impl Folded {
                 self.commit = Commit::Durable;
             }
         }
+    }
+}
+
+/// A query the command gateway keeps current with each commit: it is dispatched the committed
+/// events, unless the commit itself made its change ([`Self::plan_in_commit`]).
+pub trait CommitQuery: Query<User> {
+    /// The change `events` (one commit's, of user `aggregate_id`) make, planned for the
+    /// statement that commits them, when the query's store can take it there. `None` (the
+    /// default) has the query dispatched the events after the commit.
+    fn plan_in_commit(
+        &self,
+        aggregate_id: &str,
+        events: &[EventEnvelope<User>],
+    ) -> Option<PlannedChange> {
+        let _ = (aggregate_id, events);
+        None
     }
 }
 
@@ -265,6 +283,29 @@ impl<V: ProjectedView> Query<User> for Projection<V> {
                 error = %error,
                 "a view could not be updated after a commit; the catch-up projector will repair it"
             );
+        }
+    }
+}
+
+impl<V: ProjectedView> CommitQuery for Projection<V> {
+    /// The one change of `events` to the view, when one event alone changes it (as
+    /// [`Projection::apply`] makes in place). The statement makes it only if the view stands
+    /// where the event follows; when it does not, the gateway dispatches the events, and
+    /// [`Projection::apply`] brings the view up from the log.
+    fn plan_in_commit(
+        &self,
+        aggregate_id: &str,
+        events: &[EventEnvelope<User>],
+    ) -> Option<PlannedChange> {
+        let change = only_change::<V>(events)?;
+        let target = events.last()?.sequence;
+        match self.views.plan_in_place(aggregate_id, change, target) {
+            Ok(planned) => planned,
+            Err(error) => {
+                tracing::warn!(user_id = aggregate_id, view = V::NAME, error = %error,
+                    "a view change could not be planned for its commit; it is dispatched after");
+                None
+            }
         }
     }
 }

@@ -15,8 +15,8 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use twofold_domain::User;
 
-use crate::in_place::{ChangedInPlace, InPlace};
-use crate::log::database;
+use crate::in_place::{ChangedInPlace, InPlace, PlannedChange};
+use crate::log::{database, sequence_to_sql};
 
 /// A view as stored, with how far into its user's events it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +81,19 @@ pub trait ViewStore<V>: Send + Sync {
         let _ = (view_id, event, last_sequence, commit);
         Ok(false)
     }
-}
 
-fn sequence_to_sql(sequence: usize) -> Result<i64, PersistenceError> {
-    i64::try_from(sequence).map_err(|error| PersistenceError::UnknownError(Box::new(error)))
+    /// The change [`Self::change_in_place`] would make, planned for the statement that
+    /// commits `event` to make instead, if this store can change the view in place and the
+    /// event store keeps its events in the same database (`None` otherwise, the default).
+    fn plan_in_place(
+        &self,
+        view_id: &str,
+        event: &EventEnvelope<User>,
+        last_sequence: usize,
+    ) -> Result<Option<PlannedChange>, PersistenceError> {
+        let _ = (view_id, event, last_sequence);
+        Ok(None)
+    }
 }
 
 fn sequence_from_sql(sequence: i64) -> Result<usize, PersistenceError> {
@@ -230,20 +239,30 @@ impl<V: Serialize + DeserializeOwned + Send + Sync> ViewStore<V> for PgViewStore
         let Some(in_place) = &self.in_place else {
             return Ok(false);
         };
-        let Some(planned) = in_place.plan(event, commit == Commit::Lazy)? else {
+        let Some(planned) = in_place.plan(view_id, event, last_sequence)? else {
             return Ok(false);
         };
-        let mut query = sqlx::query_scalar::<_, i64>(planned.statement)
-            .bind(view_id)
-            .bind(sequence_to_sql(last_sequence)?)
-            .bind(sequence_to_sql(event.sequence)?)
-            .bind(planned.changing_types)
-            .bind(Json(&planned.first));
-        for value in planned.values() {
-            query = query.bind(Json(value));
-        }
-        let written = query.fetch_one(&self.pool).await.map_err(database)?;
+        let statement = in_place.statement(&planned, commit == Commit::Lazy);
+        let written: i64 = planned
+            .bind(sqlx::query(statement))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(database)?
+            .try_get(0)
+            .map_err(database)?;
         Ok(written == 1)
+    }
+
+    fn plan_in_place(
+        &self,
+        view_id: &str,
+        event: &EventEnvelope<User>,
+        last_sequence: usize,
+    ) -> Result<Option<PlannedChange>, PersistenceError> {
+        match &self.in_place {
+            Some(in_place) => in_place.plan(view_id, event, last_sequence),
+            None => Ok(None),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
+pub(crate) async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
     app.http
         .post(app.url("/auth/refresh"))
         .json(&json!({ "refresh_token": token }))
@@ -14,7 +14,7 @@ async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
-fn refresh_token(tokens: &Value) -> String {
+pub(crate) fn refresh_token(tokens: &Value) -> String {
     tokens["refresh_token"].as_str().unwrap().to_owned()
 }
 

@@ -1,6 +1,8 @@
 //! The views follow the log: a view write that fails is repaired by the catch-up projector
 //! within seconds, on any of two instances, and `views rebuild` finds what differs from the
-//! log and, with `--apply`, repairs it while the service serves.
+//! log and, with `--apply`, repairs it while the service serves. A refresh changes the sessions
+//! view in the transaction of its event, and a view the database refuses to change there
+//! keeps no event out.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +11,7 @@ use serde_json::Value;
 use twofold_api::operator::rebuild_views;
 
 use crate::helpers::*;
+use crate::sessions::{refresh, refresh_token};
 
 async fn user_id(app: &TestApp, email: &str) -> String {
     sqlx::query_scalar("SELECT view_id FROM user_view WHERE payload->>'email' = $1")
@@ -70,6 +73,112 @@ async fn a_view_write_that_failed_after_the_commit_is_repaired_within_seconds() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(me(&app, &token).await["device"]["device_type"], "email");
+}
+
+/// Where the sequences of `id`'s events and of their sessions view stand: the last event's,
+/// and the view's.
+async fn sequences(app: &TestApp, id: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT max(sequence) FROM events WHERE aggregate_id = $1), \
+                (SELECT last_sequence FROM session_view WHERE view_id = $1)",
+    )
+    .bind(id)
+    .fetch_one(app.db.as_ref().unwrap())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_refresh_changes_the_sessions_view_in_the_transaction_of_its_event() {
+    let app = spawn_app(Store::Postgres).await;
+    let db = app.db.as_ref().unwrap();
+    let email = unique_email("in-commit");
+    app.signup(&signup_body(&email, None)).await;
+    let mut token = refresh_token(&app.login_expecting(&email, StatusCode::OK).await);
+    let id = user_id(&app, &email).await;
+    // Each write of the user's events or sessions view notes its transaction.
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE writes (written text, sequence bigint, xid bigint); \
+         CREATE FUNCTION note_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+            INSERT INTO writes VALUES (TG_TABLE_NAME, \
+                coalesce(to_jsonb(NEW) ->> 'sequence', to_jsonb(NEW) ->> 'last_sequence')::bigint, \
+                txid_current()); \
+            RETURN NULL; END $$; \
+         CREATE TRIGGER note_event AFTER INSERT ON events FOR EACH ROW \
+            WHEN (NEW.aggregate_id = '{id}') EXECUTE FUNCTION note_write(); \
+         CREATE TRIGGER note_view AFTER INSERT OR UPDATE ON session_view FOR EACH ROW \
+            WHEN (NEW.view_id = '{id}') EXECUTE FUNCTION note_write();"
+    ))
+    .execute(db)
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let rotated = refresh(&app, &token).await;
+        assert_eq!(rotated.status(), StatusCode::OK);
+        token = refresh_token(&rotated.json().await.unwrap());
+    }
+    let writes: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT written, sequence, xid FROM writes ORDER BY sequence, written")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    assert_eq!(writes.len(), 6, "{writes:?}");
+    for pair in writes.chunks(2) {
+        let [(event, sequence, event_xid), (view, view_sequence, view_xid)] = pair else {
+            unreachable!("chunks of two");
+        };
+        assert_eq!((event.as_str(), view.as_str()), ("events", "session_view"));
+        assert_eq!(sequence, view_sequence, "{writes:?}");
+        assert_eq!(event_xid, view_xid, "one transaction: {writes:?}");
+    }
+    let (last, view) = sequences(&app, &id).await;
+    assert_eq!(view, last);
+}
+
+#[tokio::test]
+async fn a_sessions_view_the_database_refuses_to_change_keeps_no_refresh_out() {
+    let app = spawn_app(Store::Postgres).await;
+    let db = app.db.as_ref().unwrap();
+    let email = unique_email("refused-view");
+    app.signup(&signup_body(&email, None)).await;
+    let token = refresh_token(&app.login_expecting(&email, StatusCode::OK).await);
+    let id = user_id(&app, &email).await;
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION refuse_view_write() RETURNS trigger LANGUAGE plpgsql AS \
+            $$ BEGIN RAISE EXCEPTION 'view write refused by the test'; END $$; \
+         CREATE TRIGGER refuse_view_write BEFORE UPDATE ON session_view FOR EACH ROW \
+            WHEN (OLD.view_id = '{id}') EXECUTE FUNCTION refuse_view_write();"
+    ))
+    .execute(db)
+    .await
+    .unwrap();
+    let (before, _) = sequences(&app, &id).await;
+    let rotated = refresh(&app, &token).await;
+    assert_eq!(rotated.status(), StatusCode::OK, "the refresh is committed");
+    let (last, view) = sequences(&app, &id).await;
+    assert_eq!(last, before + 1);
+    assert!(view < last, "the view was not changed");
+    assert!(String::from_utf8_lossy(&LOGS.lock().unwrap()).contains("committing the events alone"));
+    // The next refresh works with the token the first gave.
+    let again = refresh(&app, &refresh_token(&rotated.json().await.unwrap())).await;
+    assert_eq!(again.status(), StatusCode::OK);
+
+    sqlx::raw_sql("DROP TRIGGER refuse_view_write ON session_view")
+        .execute(db)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let (last, view) = sequences(&app, &id).await;
+        if view == last {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the projector did not repair the view"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

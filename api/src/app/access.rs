@@ -25,7 +25,7 @@ use cqrs_es::{EventEnvelope, Query};
 use lru::LruCache;
 use twofold_domain::values::{SessionId, UserId};
 use twofold_domain::User;
-use twofold_projections::{UserDirectory, UserView};
+use twofold_projections::{CommitQuery, UserDirectory, UserView};
 
 use super::AppError;
 
@@ -126,6 +126,8 @@ impl AccessCache {
 /// The cache as the gateway dispatches to it, after the views: the instance that committed
 /// forgets the user before it answers.
 pub struct DropsAccess(pub Arc<AccessCache>);
+
+impl CommitQuery for DropsAccess {}
 
 #[async_trait]
 impl Query<User> for DropsAccess {

@@ -3,7 +3,8 @@
 //! cqrs-es's `CqrsFramework::execute` returns `()`, but a login's outcome *is* its events
 //! (`LoggedIn`, `SecondFactorRequired`, `LoginFailed`), so this gateway runs the steps itself:
 //! load, handle, ask the mail policy for the emails the new facts cause, commit events and mail
-//! jobs in one transaction, dispatch to the projections. A commit that loses an
+//! jobs in one transaction (with the views' changes where the store can make them there),
+//! dispatch to the projections whose change it did not make. A commit that loses an
 //! optimistic-lock race is retried from a fresh load, so the loser of a double spend gets the
 //! domain's real answer (code already used) rather than a conflict.
 
@@ -13,7 +14,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
-use cqrs_es::{Aggregate, EventEnvelope, Query};
+use cqrs_es::{Aggregate, EventEnvelope};
 use secrecy::{ExposeSecret, SecretString};
 use twofold_domain::services::{HasherError, PasswordHasher};
 use twofold_domain::user::{ThrottledFactor, SNAPSHOT_VERSION};
@@ -23,6 +24,7 @@ use twofold_domain::values::{NewPassword, PasswordHash};
 use twofold_domain::{EventMetadata, User, UserCommand, UserEvent, UserServices};
 use twofold_projections::log::{envelope, Upcasters};
 use twofold_projections::personal::{strip_personal_metadata, DataKey, KeyRing};
+use twofold_projections::CommitQuery;
 use zeroize::Zeroizing;
 
 use crate::app::mail_policy::{MailPolicy, MailSecrets};
@@ -126,18 +128,18 @@ pub struct CommandGateway<R: EventRepository> {
     upcasters: Upcasters,
     snapshot_every: usize,
     mail: MailPolicy,
-    queries: Vec<Box<dyn Query<User>>>,
+    queries: Vec<Box<dyn CommitQuery>>,
     services: UserServices,
     metrics: Metrics,
 }
 
 impl<R: EventRepository> CommandGateway<R> {
     /// A gateway storing through `repository`, deciding emails with `mail` and keeping
-    /// `queries` current.
+    /// `queries` current (in the commit where they can be, see [`CommitQuery`]).
     pub fn new(
         repository: R,
         mail: MailPolicy,
-        queries: Vec<Box<dyn Query<User>>>,
+        queries: Vec<Box<dyn CommitQuery>>,
         services: UserServices,
     ) -> Self {
         Self {
@@ -341,6 +343,15 @@ impl<R: EventRepository> CommandGateway<R> {
                 })
                 .transpose()
                 .map_err(|error| AppError::Internal(Box::new(error)))?;
+            // The queries whose change the commit can make, and those changes.
+            let (planned_by, view_changes): (Vec<usize>, Vec<_>) = self
+                .queries
+                .iter()
+                .enumerate()
+                .filter_map(|(at, query)| {
+                    Some((at, query.plan_in_commit(&aggregate_id, &envelopes)?))
+                })
+                .unzip();
             let commit = Commit {
                 events: &serialized,
                 jobs: &jobs,
@@ -349,12 +360,21 @@ impl<R: EventRepository> CommandGateway<R> {
                 new_key,
                 forget,
                 previous_chain_digest: chain_head,
+                view_changes: &view_changes,
             };
             match self.repository.commit(commit).await {
-                Ok(()) => {
+                Ok(changes_made) => {
                     self.log_lockouts(id, &envelopes);
-                    for query in &self.queries {
-                        query.dispatch(&aggregate_id, &envelopes).await;
+                    let made_by_commit = |at: usize| {
+                        planned_by
+                            .iter()
+                            .zip(&changes_made)
+                            .any(|(planner, made)| *planner == at && *made)
+                    };
+                    for (at, query) in self.queries.iter().enumerate() {
+                        if !made_by_commit(at) {
+                            query.dispatch(&aggregate_id, &envelopes).await;
+                        }
                     }
                     return Ok(Committed {
                         user_id: id,

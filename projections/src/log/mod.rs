@@ -13,6 +13,7 @@ use cqrs_es::EventEnvelope;
 use time::OffsetDateTime;
 use twofold_domain::User;
 
+pub(crate) use postgres::sequence_to_sql;
 pub use postgres::{database, serialized_event, PgEventLog};
 
 /// A place in the log: every event at or before it has been read. Callers keep it and hand it

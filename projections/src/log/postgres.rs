@@ -61,6 +61,11 @@ impl PgEventLog {
     }
 }
 
+/// A sequence as Postgres keeps it (`bigint`).
+pub(crate) fn sequence_to_sql(sequence: usize) -> Result<i64, PersistenceError> {
+    i64::try_from(sequence).map_err(|error| PersistenceError::UnknownError(Box::new(error)))
+}
+
 /// A database error as cqrs-es reads it: a lost, garbled or unobtainable connection is a
 /// connection error (the caller may retry), anything else unknown.
 pub fn database(error: sqlx::Error) -> PersistenceError {

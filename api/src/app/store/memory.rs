@@ -298,7 +298,8 @@ impl PersistedEventRepository for MemEventRepository {
             events,
             ..Commit::default()
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn stream_events<A: Aggregate>(
@@ -353,12 +354,14 @@ impl PersonalData for MemEventRepository {
 }
 
 impl EventRepository for MemEventRepository {
-    async fn commit(&self, commit: Commit<'_>) -> Result<(), PersistenceError> {
+    async fn commit(&self, commit: Commit<'_>) -> Result<Vec<bool>, PersistenceError> {
         let events = commit.events;
+        // Views in memory are kept apart from the events: their changes are dispatched.
+        let changes_made = vec![false; commit.view_changes.len()];
         let mut stored = self.stored.lock().map_err(|_| poisoned())?;
         // Check everything before changing anything, so a refused commit leaves no trace.
         let Some(first) = events.first() else {
-            return Ok(());
+            return Ok(changes_made);
         };
         let key = (first.aggregate_type.clone(), first.aggregate_id.clone());
         let current = stored.streams.get(&key).map_or(0, Vec::len);
@@ -430,7 +433,7 @@ impl EventRepository for MemEventRepository {
             // The receiver lives as long as the service; if it is gone we are shutting down.
             let _ = self.outbox.send(job);
         }
-        Ok(())
+        Ok(changes_made)
     }
 
     async fn user_events_after(

@@ -15,6 +15,7 @@ use twofold_domain::services::SecretSealer;
 use twofold_domain::values::{Email, KeyedDigest, SealedSecret, UserId};
 use twofold_nats::MailJob;
 use twofold_projections::personal::{DataKey, KeyRing, PersonalData};
+use twofold_projections::PlannedChange;
 use zeroize::Zeroizing;
 
 pub use ceremonies::{
@@ -73,6 +74,10 @@ pub struct Commit<'a> {
     /// ([`UserEvents::chain_head`]); read again in the commit when unknown. A stale one cannot be
     /// stored: the stream has moved on, so the first event's sequence is taken.
     pub previous_chain_digest: Option<String>,
+    /// Changes of views the events make, for a store that keeps views beside its events to
+    /// make in the statement that writes them. A change whose view does not stand where its
+    /// event follows is not made, and the commit goes on without it.
+    pub view_changes: &'a [PlannedChange],
 }
 
 /// One user's events after a sequence, as a command loads them, with what its commit needs:
@@ -159,12 +164,13 @@ pub struct Snapshot {
 pub trait EventRepository:
     PersistedEventRepository + EmailIndex + PersonalData + Clone + 'static
 {
-    /// Stores `commit`. A sequence already taken, or a data key created meanwhile by another
-    /// command, is `OptimisticLockError`; a taken address, [`EmailTaken`].
+    /// Stores `commit`, and says which of its view changes it made (one flag each, in their
+    /// order). A sequence already taken, or a data key created meanwhile by another command,
+    /// is `OptimisticLockError`; a taken address, [`EmailTaken`].
     fn commit(
         &self,
         commit: Commit<'_>,
-    ) -> impl std::future::Future<Output = Result<(), PersistenceError>> + Send;
+    ) -> impl std::future::Future<Output = Result<Vec<bool>, PersistenceError>> + Send;
 
     /// User `aggregate_id`'s events after sequence `after`, with their data key and chain head.
     fn user_events_after(

@@ -1,7 +1,13 @@
 //! The Postgres event repository: postgres-es for reads (each event's personal data opened with
 //! its user's data key), and a commit that writes the events (each chained to its predecessor,
-//! see `twofold_projections::chain`), the address reservation, a new data key, the mail jobs
-//! and a snapshot in one transaction — or, for an erasure, deletes what identifies the user.
+//! see `twofold_projections::chain`), the address reservation, a new data key, the mail jobs,
+//! a snapshot and the changes of views made in place in one transaction — or, for an erasure,
+//! deletes what identifies the user.
+//!
+//! Every commit writes its events before anything else of the user (a statement's other
+//! writes wait for the events' insert, see [`after_events`]): a commit that loses the race
+//! for a sequence waits for the winner there, holding nothing the winner needs, so two
+//! commits of one user never wait for each other in opposite orders.
 
 use std::sync::Arc;
 
@@ -13,13 +19,13 @@ use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use rand::RngCore;
 use serde_json::Value;
-use sqlx::postgres::PgArguments;
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Row};
 use twofold_domain::services::SecretSealer;
 use twofold_domain::values::{Email, KeyedDigest, SealedSecret, UserId};
 use twofold_domain::User;
 use twofold_projections::chain::{self, ChainKey, ChainedEvent};
 use twofold_projections::personal::{open_events, DataKey, KeyRing, PersonalData};
+use twofold_projections::{PgQuery, PlannedChange};
 use zeroize::Zeroizing;
 
 use super::{
@@ -45,14 +51,29 @@ macro_rules! insert_events {
         ORDER BY e.place"
     };
 }
+/// The events' insert as the common table expression `inserted`, before other writes.
+macro_rules! inserted {
+    () => {
+        concat!("WITH inserted AS (", insert_events!(), " RETURNING 1) ")
+    };
+}
+/// The condition that holds a write of a statement beginning with [`inserted`] until the
+/// events' insert has written its first event (and so holds that event's place).
+macro_rules! after_events {
+    () => {
+        " WHERE EXISTS (SELECT FROM inserted)"
+    };
+}
 /// Keeps a snapshot of aggregate `$1`, `$2` under chain key `$3`, unless a newer one is kept:
-/// its sequence, state version, state and digest are the four parameters given.
+/// its sequence, state version, state and digest are the four parameters given, then the
+/// condition of the write (empty for none).
 macro_rules! keep_snapshot {
-    ($sequence:literal, $state_version:literal, $state:literal, $digest:literal) => {
+    ($sequence:literal, $state_version:literal, $state:literal, $digest:literal,
+     $condition:expr) => {
         concat!(
             "INSERT INTO user_snapshots \
             (aggregate_type, aggregate_id, sequence, state_version, state, digest, key_id) \
-            VALUES ($1, $2, ",
+            SELECT $1, $2, ",
             $sequence,
             ", ",
             $state_version,
@@ -60,8 +81,9 @@ macro_rules! keep_snapshot {
             $state,
             "::json, ",
             $digest,
-            ", $3) \
-            ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+            ", $3",
+            $condition,
+            " ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
                 sequence = EXCLUDED.sequence, state_version = EXCLUDED.state_version, \
                 state = EXCLUDED.state, digest = EXCLUDED.digest, key_id = EXCLUDED.key_id, \
                 taken_at = now() \
@@ -71,16 +93,21 @@ macro_rules! keep_snapshot {
 }
 const INSERT_EVENTS: &str = insert_events!();
 /// Keeps a snapshot unless a newer one is kept, in a transaction with its events.
-const KEEP_SNAPSHOT: &str = keep_snapshot!("$4", "$5", "$6", "$7");
+const KEEP_SNAPSHOT: &str = keep_snapshot!("$4", "$5", "$6", "$7", "");
+/// The snapshot of [`INSERT_EVENTS_KEEPING_SNAPSHOT`], its parameters after the events'.
+macro_rules! keep_snapshot_after_events {
+    () => {
+        keep_snapshot!("$11", "$12", "$13", "$14", after_events!())
+    };
+}
 /// The events and a snapshot after them in one statement, a transaction of its own: the
 /// parameters of [`INSERT_EVENTS`], then the snapshot's sequence, state version, state and
 /// digest. If the events cannot be inserted, the snapshot is not kept either.
-const INSERT_EVENTS_KEEPING_SNAPSHOT: &str = concat!(
-    "WITH inserted AS (",
-    insert_events!(),
-    " RETURNING 1) ",
-    keep_snapshot!("$11", "$12", "$13", "$14")
-);
+const INSERT_EVENTS_KEEPING_SNAPSHOT: &str = concat!(inserted!(), keep_snapshot_after_events!());
+/// The first parameter after those of [`INSERT_EVENTS`].
+const AFTER_EVENTS_PARAMETERS: usize = 11;
+/// The first parameter after those of [`INSERT_EVENTS_KEEPING_SNAPSHOT`].
+const AFTER_SNAPSHOT_PARAMETERS: usize = 15;
 const RESERVE_EMAIL: &str = "INSERT INTO user_emails (email_key, user_id) VALUES ($1, $2)";
 const EMAIL_CONSTRAINT: &str = "user_emails_email_key_pkey";
 /// A user's events from a sequence on, each row with the user's data key and its chain
@@ -136,11 +163,44 @@ const OWNER_FROM_SNAPSHOT: &str = user_from_snapshot!(
     "owner AS (SELECT user_id FROM user_emails WHERE email_key = ANY($2) LIMIT 1), ",
     "(SELECT user_id FROM owner)"
 );
-/// A statement with some of its parameters bound.
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 /// A data key; a second one for the same user is a lost race (the events were sealed with it).
 const KEEP_DATA_KEY: &str =
     "INSERT INTO user_data_keys (aggregate_id, key_id, sealed_key) VALUES ($1, $2, $3)";
+
+/// The events, a snapshot after them (`snapshot`) and changes of views they make in one
+/// statement: [`INSERT_EVENTS_KEEPING_SNAPSHOT`] or [`INSERT_EVENTS`] with each change's
+/// common table expressions and parameters after theirs. It returns one row: how many rows
+/// each change wrote. It is one transaction: if the events cannot be inserted, nothing of it
+/// is kept.
+///
+/// Written for each commit that has changes (a few microseconds): their parameters are
+/// numbered after the statement's own, which depend on the snapshot.
+fn statement_with_views(snapshot: bool, view_changes: &[PlannedChange]) -> String {
+    let (mut statement, mut parameter) = if snapshot {
+        (
+            concat!(
+                inserted!(),
+                ", kept AS (",
+                keep_snapshot_after_events!(),
+                " RETURNING 1)"
+            )
+            .to_owned(),
+            AFTER_SNAPSHOT_PARAMETERS,
+        )
+    } else {
+        (inserted!().to_owned(), AFTER_EVENTS_PARAMETERS)
+    };
+    let mut written = Vec::with_capacity(view_changes.len());
+    for change in view_changes {
+        statement.push_str(", ");
+        statement.push_str(&change.common_table_expressions(parameter, "inserted"));
+        parameter += change.parameter_count();
+        written.push(change.rows_written());
+    }
+    statement.push_str(" SELECT ");
+    statement.push_str(&written.join(", "));
+    statement
+}
 
 /// The columns of a commit's events, one array each, for [`INSERT_EVENTS`].
 #[derive(Default)]
@@ -251,7 +311,8 @@ impl PersistedEventRepository for PgEventRepository {
             events,
             ..Commit::default()
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn stream_events<A: Aggregate>(
@@ -483,16 +544,18 @@ impl PgEventRepository {
 
     /// Inserts `events` (one aggregate's, in order) in one statement, chained after
     /// `previous`, the chain digest of the event before the first, and keeps `snapshot` of
-    /// the aggregate after them in the same statement.
+    /// the aggregate after them and makes `view_changes` in the same statement; says which
+    /// of those it made.
     async fn insert_events(
         &self,
         executor: impl sqlx::PgExecutor<'_>,
         events: &[SerializedEvent],
         mut previous: Option<String>,
         snapshot: Option<&Snapshot>,
-    ) -> Result<(), PersistenceError> {
+        view_changes: &[PlannedChange],
+    ) -> Result<Vec<bool>, PersistenceError> {
         let Some(first) = events.first() else {
-            return Ok(());
+            return Ok(vec![false; view_changes.len()]);
         };
         let mut rows = EventRows::default();
         for event in events {
@@ -518,9 +581,14 @@ impl PgEventRepository {
             rows.chain_digest.push(chain_digest.clone());
             previous = Some(chain_digest);
         }
-        let statement = match snapshot {
-            Some(_) => INSERT_EVENTS_KEEPING_SNAPSHOT,
-            None => INSERT_EVENTS,
+        let with_views;
+        let statement = match (snapshot, view_changes) {
+            (Some(_), []) => INSERT_EVENTS_KEEPING_SNAPSHOT,
+            (None, []) => INSERT_EVENTS,
+            (snapshot, views) => {
+                with_views = statement_with_views(snapshot.is_some(), views);
+                &with_views
+            }
         };
         let query = sqlx::query(statement)
             .bind(&first.aggregate_type)
@@ -537,8 +605,53 @@ impl PgEventRepository {
             Some(snapshot) => self.bind_snapshot(query, first, snapshot),
             None => query,
         };
-        query.execute(executor).await.map_err(persistence_error)?;
-        Ok(())
+        if view_changes.is_empty() {
+            query.execute(executor).await.map_err(persistence_error)?;
+            return Ok(Vec::new());
+        }
+        let query = view_changes
+            .iter()
+            .fold(query, |query, change| change.bind(query));
+        let row = query.fetch_one(executor).await.map_err(persistence_error)?;
+        (0..view_changes.len())
+            .map(|column| {
+                let written: i64 = row.try_get(column).map_err(persistence_error)?;
+                Ok(written == 1)
+            })
+            .collect()
+    }
+
+    /// [`Self::insert_events`] in a transaction of its own. A statement that fails with the
+    /// changes of views and not for the events (the database refused it, and not for a taken
+    /// sequence) is run again without them: a view the database will not change must not
+    /// keep the events out. That view is then brought up by the dispatch, or the catch-up
+    /// projector.
+    async fn insert_events_alone(
+        &self,
+        events: &[SerializedEvent],
+        previous: String,
+        snapshot: Option<&Snapshot>,
+        view_changes: &[PlannedChange],
+    ) -> Result<Vec<bool>, PersistenceError> {
+        let inserted = self
+            .insert_events(
+                &self.pool,
+                events,
+                Some(previous.clone()),
+                snapshot,
+                view_changes,
+            )
+            .await;
+        match inserted {
+            Err(PersistenceError::UnknownError(error)) if !view_changes.is_empty() => {
+                tracing::warn!(error = %error,
+                    "the commit of events with changes of views failed; committing the events alone");
+                self.insert_events(&self.pool, events, Some(previous), snapshot, &[])
+                    .await?;
+                Ok(vec![false; view_changes.len()])
+            }
+            other => other,
+        }
     }
 
     /// Binds `snapshot` of `event`'s aggregate after the parameters before it: its sequence,
@@ -685,13 +798,14 @@ impl PgEventRepository {
 }
 
 impl EventRepository for PgEventRepository {
-    async fn commit(&self, commit: Commit<'_>) -> Result<(), PersistenceError> {
+    async fn commit(&self, commit: Commit<'_>) -> Result<Vec<bool>, PersistenceError> {
         let Some(first) = commit.events.first() else {
-            return Ok(());
+            return Ok(vec![false; commit.view_changes.len()]);
         };
         // Events alone (with or without a snapshot), after a known head, are one statement: a
         // transaction of their own, without a BEGIN and a COMMIT of two more round trips (most
-        // logins and refreshes).
+        // logins and refreshes). Only this statement makes view changes; the others' views
+        // are dispatched.
         let events_alone = commit.jobs.is_empty()
             && commit.email_claim.is_none()
             && commit.new_key.is_none()
@@ -699,15 +813,16 @@ impl EventRepository for PgEventRepository {
         if events_alone {
             if let Some(previous) = commit.previous_chain_digest {
                 return self
-                    .insert_events(
-                        &self.pool,
+                    .insert_events_alone(
                         commit.events,
-                        Some(previous),
+                        previous,
                         commit.snapshot.as_ref(),
+                        commit.view_changes,
                     )
                     .await;
             }
         }
+        let changes_made = vec![false; commit.view_changes.len()];
         let mut tx = self.pool.begin().await.map_err(persistence_error)?;
         if let Some(sealed) = &commit.new_key {
             sqlx::query(KEEP_DATA_KEY)
@@ -752,7 +867,7 @@ impl EventRepository for PgEventRepository {
             .await
             .map_err(persistence_error)?,
         };
-        self.insert_events(&mut *tx, commit.events, previous, None)
+        self.insert_events(&mut *tx, commit.events, previous, None, &[])
             .await?;
         for job in commit.jobs {
             twofold_nats::enqueue(&mut tx, job)
@@ -782,7 +897,8 @@ impl EventRepository for PgEventRepository {
                 .await
                 .map_err(persistence_error)?;
         }
-        tx.commit().await.map_err(persistence_error)
+        tx.commit().await.map_err(persistence_error)?;
+        Ok(changes_made)
     }
 
     async fn user_events_after(
