@@ -21,6 +21,20 @@ async fn user_id(app: &TestApp, email: &str) -> String {
         .unwrap()
 }
 
+/// Has the database refuse every update of user `id`'s row of view `table`, until the trigger
+/// `refuse_view_write` on it is dropped.
+async fn refuse_view_writes(app: &TestApp, table: &str, id: &str) {
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION refuse_view_write() RETURNS trigger LANGUAGE plpgsql AS \
+            $$ BEGIN RAISE EXCEPTION 'view write refused by the test'; END $$; \
+         CREATE TRIGGER refuse_view_write BEFORE UPDATE ON {table} FOR EACH ROW \
+            WHEN (OLD.view_id = '{id}') EXECUTE FUNCTION refuse_view_write();"
+    ))
+    .execute(app.db.as_ref().unwrap())
+    .await
+    .unwrap();
+}
+
 async fn me(app: &TestApp, token: &str) -> Value {
     let response = app.get_with("/auth/test-token", token).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -41,15 +55,7 @@ async fn a_view_write_that_failed_after_the_commit_is_repaired_within_seconds() 
     let id = user_id(&app, &email).await;
 
     // Every write of this user's view fails, as in a database blip, while 2FA is turned on.
-    sqlx::raw_sql(&format!(
-        "CREATE FUNCTION refuse_view_write() RETURNS trigger LANGUAGE plpgsql AS \
-            $$ BEGIN RAISE EXCEPTION 'view write refused by the test'; END $$; \
-         CREATE TRIGGER refuse_view_write BEFORE UPDATE ON user_view FOR EACH ROW \
-            WHEN (OLD.view_id = '{id}') EXECUTE FUNCTION refuse_view_write();"
-    ))
-    .execute(db)
-    .await
-    .unwrap();
+    refuse_view_writes(&app, "user_view", &id).await;
     assert_eq!(
         app.enable_tfa(&token, "email").await.status(),
         StatusCode::OK
@@ -143,15 +149,7 @@ async fn a_sessions_view_the_database_refuses_to_change_keeps_no_refresh_out() {
     app.signup(&signup_body(&email, None)).await;
     let token = refresh_token(&app.login_expecting(&email, StatusCode::OK).await);
     let id = user_id(&app, &email).await;
-    sqlx::raw_sql(&format!(
-        "CREATE FUNCTION refuse_view_write() RETURNS trigger LANGUAGE plpgsql AS \
-            $$ BEGIN RAISE EXCEPTION 'view write refused by the test'; END $$; \
-         CREATE TRIGGER refuse_view_write BEFORE UPDATE ON session_view FOR EACH ROW \
-            WHEN (OLD.view_id = '{id}') EXECUTE FUNCTION refuse_view_write();"
-    ))
-    .execute(db)
-    .await
-    .unwrap();
+    refuse_view_writes(&app, "session_view", &id).await;
     let (before, _) = sequences(&app, &id).await;
     let rotated = refresh(&app, &token).await;
     assert_eq!(rotated.status(), StatusCode::OK, "the refresh is committed");
