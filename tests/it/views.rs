@@ -1,8 +1,8 @@
 //! The views follow the log: a view write that fails is repaired by the catch-up projector
 //! within seconds, on any of two instances, and `views rebuild` finds what differs from the
-//! log and, with `--apply`, repairs it while the service serves. A refresh changes the sessions
-//! view in the transaction of its event, and a view the database refuses to change there
-//! keeps no event out.
+//! log and, with `--apply`, repairs it while the service serves. A login, a refresh and a
+//! logout change the sessions view in the transaction of their events, and a view the
+//! database refuses to change there keeps no event out.
 
 use std::time::{Duration, Instant};
 
@@ -95,12 +95,13 @@ async fn sequences(app: &TestApp, id: &str) -> (i64, i64) {
 }
 
 #[tokio::test]
-async fn a_refresh_changes_the_sessions_view_in_the_transaction_of_its_event() {
+async fn a_login_a_refresh_and_a_logout_change_the_sessions_view_in_the_transaction_of_their_events(
+) {
     let app = spawn_app(Store::Postgres).await;
     let db = app.db.as_ref().unwrap();
     let email = unique_email("in-commit");
     app.signup(&signup_body(&email, None)).await;
-    let mut token = refresh_token(&app.login_expecting(&email, StatusCode::OK).await);
+    app.login_expecting(&email, StatusCode::OK).await;
     let id = user_id(&app, &email).await;
     // Each write of the user's events or sessions view notes its transaction.
     sqlx::raw_sql(&format!(
@@ -118,24 +119,36 @@ async fn a_refresh_changes_the_sessions_view_in_the_transaction_of_its_event() {
     .execute(db)
     .await
     .unwrap();
-    for _ in 0..3 {
+    // A session appended, updated twice, removed.
+    let tokens = app.login_expecting(&email, StatusCode::OK).await;
+    let mut token = refresh_token(&tokens);
+    for _ in 0..2 {
         let rotated = refresh(&app, &token).await;
         assert_eq!(rotated.status(), StatusCode::OK);
         token = refresh_token(&rotated.json().await.unwrap());
     }
+    let access = tokens["access_token"].as_str().unwrap();
+    let logout = app.post_with("/auth/logout", access).await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+
+    // Each commit's transaction: the sequences of its events, and those its view writes took
+    // the view to.
     let writes: Vec<(String, i64, i64)> =
         sqlx::query_as("SELECT written, sequence, xid FROM writes ORDER BY sequence, written")
             .fetch_all(db)
             .await
             .unwrap();
-    assert_eq!(writes.len(), 6, "{writes:?}");
-    for pair in writes.chunks(2) {
-        let [(event, sequence, event_xid), (view, view_sequence, view_xid)] = pair else {
-            unreachable!("chunks of two");
-        };
-        assert_eq!((event.as_str(), view.as_str()), ("events", "session_view"));
-        assert_eq!(sequence, view_sequence, "{writes:?}");
-        assert_eq!(event_xid, view_xid, "one transaction: {writes:?}");
+    let mut commits: std::collections::BTreeMap<i64, (Vec<i64>, Vec<i64>)> = Default::default();
+    for (written, sequence, xid) in &writes {
+        let (events, views) = commits.entry(*xid).or_default();
+        match written.as_str() {
+            "events" => events.push(*sequence),
+            _ => views.push(*sequence),
+        }
+    }
+    assert_eq!(commits.len(), 4, "{writes:?}");
+    for (events, views) in commits.values() {
+        assert_eq!(views, &[*events.iter().max().unwrap()], "{writes:?}");
     }
     let (last, view) = sequences(&app, &id).await;
     assert_eq!(view, last);
