@@ -151,28 +151,33 @@ async fn insert_views<V: Serialize>(
     Ok(())
 }
 
-/// Every row of a view table: user -> (payload as JSON, last sequence).
-async fn load_table(
+/// The rows of these users in a view table: user -> payload as JSON.
+async fn load_rows(
     pool: &PgPool,
     table: &str,
-    only: Option<&[String]>,
+    users: &[String],
 ) -> Result<BTreeMap<String, Value>, RebuildError> {
-    let rows: Vec<(String, Value)> = match only {
-        None => {
-            sqlx::query_as(&format!("SELECT view_id, payload FROM {table}"))
-                .fetch_all(pool)
-                .await?
-        }
-        Some(ids) => {
-            sqlx::query_as(&format!(
-                "SELECT view_id, payload FROM {table} WHERE view_id = ANY($1)"
-            ))
-            .bind(ids)
-            .fetch_all(pool)
-            .await?
-        }
-    };
+    let rows: Vec<(String, Value)> = sqlx::query_as(&format!(
+        "SELECT view_id, payload FROM {table} WHERE view_id = ANY($1)"
+    ))
+    .bind(users)
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// The users whose rows of view `view` differ between the live and the shadow table (a row on
+/// one side only included), as Postgres compares the payloads: as `jsonb`, whatever the order
+/// of their keys. Only those rows are then read and compared field by field, so that a rebuild
+/// that finds the views right reads no view into the service.
+async fn differing_users(pool: &PgPool, view: &str) -> Result<Vec<String>, RebuildError> {
+    let shadow = shadow_table(view);
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT view_id FROM {view} AS live FULL JOIN {shadow} AS rebuilt USING (view_id) \
+         WHERE live.payload::jsonb IS DISTINCT FROM rebuilt.payload::jsonb"
+    ))
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Compares live and shadow tables; differences are looked at again a few times, the shadow
@@ -186,8 +191,12 @@ async fn differences(
 ) -> Result<Vec<Difference>, RebuildError> {
     let mut found = Vec::new();
     for view in VIEWS {
-        let live = load_table(pool, view, None).await?;
-        let rebuilt = load_table(pool, &shadow_table(view), None).await?;
+        let users = differing_users(pool, view).await?;
+        if users.is_empty() {
+            continue;
+        }
+        let live = load_rows(pool, view, &users).await?;
+        let rebuilt = load_rows(pool, &shadow_table(view), &users).await?;
         found.extend(compare(view, &live, &rebuilt));
     }
     for _ in 0..RECHECKS {
@@ -209,8 +218,8 @@ async fn differences(
             if users.is_empty() {
                 continue;
             }
-            let live = load_table(pool, view, Some(&users)).await?;
-            let rebuilt = load_table(pool, &shadow_table(view), Some(&users)).await?;
+            let live = load_rows(pool, view, &users).await?;
+            let rebuilt = load_rows(pool, &shadow_table(view), &users).await?;
             again.extend(compare(view, &live, &rebuilt));
         }
         found = again;

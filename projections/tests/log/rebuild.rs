@@ -78,12 +78,20 @@ async fn a_row_corrupted_by_sql_is_reported_and_apply_repairs_it() {
         .execute(&db.pool)
         .await
         .unwrap();
+    // A row of a user the log does not know (sorted after every UUID).
+    sqlx::query(
+        "INSERT INTO session_view (view_id, last_sequence, payload) \
+         VALUES ('zz-stranger', 1, '{\"sessions\":[]}')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
 
     let report = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), false)
         .await
         .unwrap();
     let found: Vec<String> = report.differences.iter().map(ToString::to_string).collect();
-    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found.len(), 3, "{found:#?}");
     assert_eq!(
         found[0],
         format!(
@@ -99,12 +107,16 @@ async fn a_row_corrupted_by_sql_is_reported_and_apply_repairs_it() {
         "{}",
         found[1]
     );
+    assert_eq!(
+        found[2],
+        "user zz-stranger view session_view field (row): live {\"sessions\":[]} rebuilt absent"
+    );
 
     let applied = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), true)
         .await
         .unwrap();
     assert!(applied.applied);
-    assert_eq!(applied.differences.len(), 2);
+    assert_eq!(applied.differences.len(), 3);
     let again = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), false)
         .await
         .unwrap();
