@@ -86,7 +86,7 @@ pub(crate) struct InPlace {
     change: fn(&EventEnvelope<User>) -> Result<Option<ListChange>, serde_json::Error>,
     /// The view as `event` alone leaves it, as JSON: what a user without a view gets.
     first: fn(&EventEnvelope<User>) -> Result<Value, serde_json::Error>,
-    /// Where the view is kept: its table and the key of its list.
+    /// Where the view is kept, and which events change it.
     place: Place,
     /// The statement of each kind of change ([`ListChange::slot`]), committed durably and
     /// lazily.
@@ -141,7 +141,9 @@ impl PlannedChange {
         rows_written(&self.place.table)
     }
 
-    /// How many parameters it binds.
+    /// How many parameters it binds: the five every change has (the view id, the sequence the
+    /// view is taken to, the event's, the event types that change the view, the view as the
+    /// event alone leaves it), then its own values.
     pub fn parameter_count(&self) -> usize {
         5 + self.change.values().len()
     }
