@@ -180,6 +180,21 @@ async fn differing_users(pool: &PgPool, view: &str) -> Result<Vec<String>, Rebui
     .await?)
 }
 
+/// The differences between the live and the shadow rows of `users` in view `view`, field by
+/// field.
+async fn differences_of(
+    pool: &PgPool,
+    view: &'static str,
+    users: &[String],
+) -> Result<Vec<Difference>, RebuildError> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let live = load_rows(pool, view, users).await?;
+    let rebuilt = load_rows(pool, &shadow_table(view), users).await?;
+    Ok(compare(view, &live, &rebuilt))
+}
+
 /// Compares live and shadow tables; differences are looked at again a few times, the shadow
 /// caught up in between, so that a commit still on its way is not reported.
 async fn differences(
@@ -192,12 +207,7 @@ async fn differences(
     let mut found = Vec::new();
     for view in VIEWS {
         let users = differing_users(pool, view).await?;
-        if users.is_empty() {
-            continue;
-        }
-        let live = load_rows(pool, view, &users).await?;
-        let rebuilt = load_rows(pool, &shadow_table(view), &users).await?;
-        found.extend(compare(view, &live, &rebuilt));
+        found.extend(differences_of(pool, view, &users).await?);
     }
     for _ in 0..RECHECKS {
         if found.is_empty() {
@@ -215,12 +225,7 @@ async fn differences(
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            if users.is_empty() {
-                continue;
-            }
-            let live = load_rows(pool, view, &users).await?;
-            let rebuilt = load_rows(pool, &shadow_table(view), &users).await?;
-            again.extend(compare(view, &live, &rebuilt));
+            again.extend(differences_of(pool, view, &users).await?);
         }
         found = again;
     }
