@@ -236,10 +236,10 @@ impl<V: Serialize + DeserializeOwned + Send + Sync> ViewStore<V> for PgViewStore
         last_sequence: usize,
         commit: Commit,
     ) -> Result<bool, PersistenceError> {
-        let Some(in_place) = &self.in_place else {
-            return Ok(false);
-        };
-        let Some(planned) = in_place.plan(view_id, event, last_sequence)? else {
+        let (Some(in_place), Some(planned)) = (
+            &self.in_place,
+            self.plan_in_place(view_id, event, last_sequence)?,
+        ) else {
             return Ok(false);
         };
         let statement = in_place.statement(&planned, commit == Commit::Lazy);
