@@ -257,6 +257,15 @@ pub struct DatabaseSettings {
         default_value_t = 10
     )]
     pub pool_size: u32,
+    /// Seconds a user stays in memory after a command on them, so that the next command
+    /// starts without reading the store; 0 keeps none. Never changes an answer; bounds how long
+    /// a user erased on another instance stays in this one's memory.
+    #[arg(
+        long = "recent-users-ttl",
+        env = "TWOFOLD_RECENT_USERS_TTL",
+        default_value_t = crate::app::gateway::RECENT_USER_TTL.as_secs()
+    )]
+    pub recent_users_ttl: u64,
 }
 
 /// Signing tokens.

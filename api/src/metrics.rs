@@ -181,6 +181,17 @@ impl Metrics {
         });
     }
 
+    /// A command started from the user as a recent commit on this instance left them
+    /// (`hit`); then its commit lost a race (`lost_race`: the state was behind the store's),
+    /// or its answer was not a commit and was asked again of the store's state
+    /// (`answer_rechecked`, whether or not that state answered otherwise).
+    pub fn recent_user(&self, outcome: &'static str) {
+        self.record(|| {
+            metrics::counter!("twofold_command_recent_users_total", "outcome" => outcome)
+                .increment(1);
+        });
+    }
+
     /// What the embedded mode's in-memory event store holds after a commit: `events` events
     /// of `bytes` serialized bytes (see
     /// [`MemEventRepository`](crate::app::store::MemEventRepository) for what is counted).

@@ -268,6 +268,7 @@ pub fn settings(config: &Config) -> Settings {
         ),
         // Checked at start-up (`Config::check`).
         admin_emails: config.admin_emails().unwrap_or_default(),
+        recent_users_ttl: std::time::Duration::from_secs(config.database.recent_users_ttl),
     }
 }
 
@@ -355,6 +356,7 @@ fn composed(
             );
             queries.push(Box::new(DropsAccess(Arc::clone(&access))));
             let gateway = CommandGateway::new(repository, policy(), queries, services)
+                .with_recent_users_for(settings.recent_users_ttl)
                 .with_metrics(metrics.clone());
             StoreParts {
                 users: Arc::new(gateway),
@@ -389,6 +391,7 @@ fn composed(
             );
             queries.push(Box::new(DropsAccess(Arc::clone(&access))));
             let gateway = CommandGateway::new(events, policy(), queries, services)
+                .with_recent_users_for(settings.recent_users_ttl)
                 .with_metrics(metrics.clone());
             StoreParts {
                 users: Arc::new(gateway),

@@ -46,6 +46,7 @@ const SEALED: &str = "sealed:v1:";
 const NONCE_BYTES: usize = 24;
 
 /// A person's data key, in clear: only ever in memory.
+#[derive(Clone)]
 pub struct DataKey(Zeroizing<[u8; 32]>);
 
 impl DataKey {
@@ -127,7 +128,7 @@ pub fn holds_sealed(text: &str) -> bool {
 }
 
 /// The data keys of some users, opened, for reading or writing their events.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 pub struct KeyRing {
     keys: HashMap<String, DataKey>,
 }

@@ -29,6 +29,7 @@ mod password;
 mod pg_server;
 mod rate_limit;
 mod reauth;
+mod recent_users;
 mod refresh_race;
 mod reset_abuse;
 mod revocation;

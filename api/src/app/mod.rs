@@ -61,6 +61,8 @@ pub struct Settings {
     pub reauth_window: time::Duration,
     /// Addresses that get the admin role from the configuration (`TWOFOLD_ADMIN_EMAILS`).
     pub admin_emails: Vec<twofold_domain::values::Email>,
+    /// How long a user stays in memory after a command on them (`TWOFOLD_RECENT_USERS_TTL`).
+    pub recent_users_ttl: std::time::Duration,
 }
 
 /// Twofold's use cases, over the stores and adapters the composition root chose.

@@ -30,7 +30,7 @@ use twofold_projections::personal::{KeyRing, PersonalData};
 
 use super::{
     email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
-    PersonalResealed, Snapshot, StoredUser, UserEvents,
+    PersonalResealed, Snapshot, StoredCommit, StoredUser, UserEvents,
 };
 use crate::metrics::Metrics;
 use twofold_nats::MailJob;
@@ -354,14 +354,18 @@ impl PersonalData for MemEventRepository {
 }
 
 impl EventRepository for MemEventRepository {
-    async fn commit(&self, commit: Commit<'_>) -> Result<Vec<bool>, PersistenceError> {
+    async fn commit(&self, commit: Commit<'_>) -> Result<StoredCommit, PersistenceError> {
         let events = commit.events;
-        // Views in memory are kept apart from the events: their changes are dispatched.
-        let changes_made = vec![false; commit.view_changes.len()];
+        // Views in memory are kept apart from the events: their changes are dispatched. The
+        // events are not chained.
+        let stored_besides = StoredCommit {
+            views_changed: vec![false; commit.view_changes.len()],
+            chain_head: None,
+        };
         let mut stored = self.stored.lock().map_err(|_| poisoned())?;
         // Check everything before changing anything, so a refused commit leaves no trace.
         let Some(first) = events.first() else {
-            return Ok(changes_made);
+            return Ok(stored_besides);
         };
         let key = (first.aggregate_type.clone(), first.aggregate_id.clone());
         let current = stored.streams.get(&key).map_or(0, Vec::len);
@@ -433,7 +437,7 @@ impl EventRepository for MemEventRepository {
             // The receiver lives as long as the service; if it is gone we are shutting down.
             let _ = self.outbox.send(job);
         }
-        Ok(changes_made)
+        Ok(stored_besides)
     }
 
     async fn user_events_after(

@@ -80,6 +80,15 @@ pub struct Commit<'a> {
     pub view_changes: &'a [PlannedChange],
 }
 
+/// What a commit stored besides its events.
+#[derive(Debug, Default)]
+pub struct StoredCommit {
+    /// Which of the commit's view changes it made, one flag each, in their order.
+    pub views_changed: Vec<bool>,
+    /// The chain digest of the commit's last event, where the store chains its events.
+    pub chain_head: Option<String>,
+}
+
 /// One user's events after a sequence, as a command loads them, with what its commit needs:
 /// the user's data key (which opened them, and seals what the command adds) and where the
 /// event chain stands, read together.
@@ -164,13 +173,13 @@ pub struct Snapshot {
 pub trait EventRepository:
     PersistedEventRepository + EmailIndex + PersonalData + Clone + 'static
 {
-    /// Stores `commit`, and says which of its view changes it made (one flag each, in their
-    /// order). A sequence already taken, or a data key created meanwhile by another command,
-    /// is `OptimisticLockError`; a taken address, [`EmailTaken`].
+    /// Stores `commit`, and says which of its view changes it made and where the event chain
+    /// stands after it. A sequence already taken, or a data key created meanwhile by another
+    /// command, is `OptimisticLockError`; a taken address, [`EmailTaken`].
     fn commit(
         &self,
         commit: Commit<'_>,
-    ) -> impl std::future::Future<Output = Result<Vec<bool>, PersistenceError>> + Send;
+    ) -> impl std::future::Future<Output = Result<StoredCommit, PersistenceError>> + Send;
 
     /// User `aggregate_id`'s events after sequence `after`, with their data key and chain head.
     fn user_events_after(

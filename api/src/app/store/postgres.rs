@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use super::{
     email_index_input, key_ring, reseal_key, Commit, EmailIndex, EmailTaken, EventRepository,
-    PersonalResealed, Snapshot, StoredUser, UserEvents,
+    PersonalResealed, Snapshot, StoredCommit, StoredUser, UserEvents,
 };
 
 /// One aggregate's events in one statement, in the order given: `$1` the aggregate type, `$2`
@@ -545,7 +545,7 @@ impl PgEventRepository {
     /// Inserts `events` (one aggregate's, in order) in one statement, chained after
     /// `previous`, the chain digest of the event before the first, and keeps `snapshot` of
     /// the aggregate after them and makes `view_changes` in the same statement; says which
-    /// of those it made.
+    /// of those it made, and the chain digest of the last event.
     async fn insert_events(
         &self,
         executor: impl sqlx::PgExecutor<'_>,
@@ -553,9 +553,12 @@ impl PgEventRepository {
         mut previous: Option<String>,
         snapshot: Option<&Snapshot>,
         view_changes: &[PlannedChange],
-    ) -> Result<Vec<bool>, PersistenceError> {
+    ) -> Result<StoredCommit, PersistenceError> {
         let Some(first) = events.first() else {
-            return Ok(vec![false; view_changes.len()]);
+            return Ok(StoredCommit {
+                views_changed: vec![false; view_changes.len()],
+                chain_head: previous,
+            });
         };
         let mut rows = EventRows::default();
         for event in events {
@@ -607,18 +610,25 @@ impl PgEventRepository {
         };
         if view_changes.is_empty() {
             query.execute(executor).await.map_err(persistence_error)?;
-            return Ok(Vec::new());
+            return Ok(StoredCommit {
+                views_changed: Vec::new(),
+                chain_head: previous,
+            });
         }
         let query = view_changes
             .iter()
             .fold(query, |query, change| change.bind(query));
         let row = query.fetch_one(executor).await.map_err(persistence_error)?;
-        (0..view_changes.len())
+        let views_changed = (0..view_changes.len())
             .map(|column| {
                 let written: i64 = row.try_get(column).map_err(persistence_error)?;
                 Ok(written == 1)
             })
-            .collect()
+            .collect::<Result<_, PersistenceError>>()?;
+        Ok(StoredCommit {
+            views_changed,
+            chain_head: previous,
+        })
     }
 
     /// [`Self::insert_events`] in a transaction of its own. A statement that fails with the
@@ -632,7 +642,7 @@ impl PgEventRepository {
         previous: String,
         snapshot: Option<&Snapshot>,
         view_changes: &[PlannedChange],
-    ) -> Result<Vec<bool>, PersistenceError> {
+    ) -> Result<StoredCommit, PersistenceError> {
         let inserted = self
             .insert_events(
                 &self.pool,
@@ -646,9 +656,13 @@ impl PgEventRepository {
             Err(PersistenceError::UnknownError(error)) if !view_changes.is_empty() => {
                 tracing::warn!(error = %error,
                     "the commit of events with changes of views failed; committing the events alone");
-                self.insert_events(&self.pool, events, Some(previous), snapshot, &[])
+                let stored = self
+                    .insert_events(&self.pool, events, Some(previous), snapshot, &[])
                     .await?;
-                Ok(vec![false; view_changes.len()])
+                Ok(StoredCommit {
+                    views_changed: vec![false; view_changes.len()],
+                    ..stored
+                })
             }
             other => other,
         }
@@ -798,9 +812,12 @@ impl PgEventRepository {
 }
 
 impl EventRepository for PgEventRepository {
-    async fn commit(&self, commit: Commit<'_>) -> Result<Vec<bool>, PersistenceError> {
+    async fn commit(&self, commit: Commit<'_>) -> Result<StoredCommit, PersistenceError> {
         let Some(first) = commit.events.first() else {
-            return Ok(vec![false; commit.view_changes.len()]);
+            return Ok(StoredCommit {
+                views_changed: vec![false; commit.view_changes.len()],
+                chain_head: commit.previous_chain_digest,
+            });
         };
         // Events alone (with or without a snapshot), after a known head, are one statement: a
         // transaction of their own, without a BEGIN and a COMMIT of two more round trips (most
@@ -822,7 +839,6 @@ impl EventRepository for PgEventRepository {
                     .await;
             }
         }
-        let changes_made = vec![false; commit.view_changes.len()];
         let mut tx = self.pool.begin().await.map_err(persistence_error)?;
         if let Some(sealed) = &commit.new_key {
             sqlx::query(KEEP_DATA_KEY)
@@ -867,7 +883,8 @@ impl EventRepository for PgEventRepository {
             .await
             .map_err(persistence_error)?,
         };
-        self.insert_events(&mut *tx, commit.events, previous, None, &[])
+        let stored = self
+            .insert_events(&mut *tx, commit.events, previous, None, &[])
             .await?;
         for job in commit.jobs {
             twofold_nats::enqueue(&mut tx, job)
@@ -898,7 +915,10 @@ impl EventRepository for PgEventRepository {
                 .map_err(persistence_error)?;
         }
         tx.commit().await.map_err(persistence_error)?;
-        Ok(changes_made)
+        Ok(StoredCommit {
+            views_changed: vec![false; commit.view_changes.len()],
+            ..stored
+        })
     }
 
     async fn user_events_after(

@@ -7,9 +7,17 @@
 //! dispatch to the projections whose change it did not make. A commit that loses an
 //! optimistic-lock race is retried from a fresh load, so the loser of a double spend gets the
 //! domain's real answer (code already used) rather than a conflict.
+//!
+//! A command on a user whom a recent command of this instance left behind starts from that
+//! state instead of a load ([`recent`] says why that never changes an answer).
+
+mod recent;
+
+use recent::RecentUsers;
+pub use recent::RECENT_USER_TTL;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cqrs_es::event_sink::EventSink;
@@ -29,8 +37,8 @@ use zeroize::Zeroizing;
 
 use crate::app::mail_policy::{MailPolicy, MailSecrets};
 use crate::app::store::{
-    email_index_input, Commit, EmailClaim, EventRepository, PersonalResealed, Snapshot, StoredUser,
-    UserEvents,
+    email_index_input, Commit, EmailClaim, EventRepository, PersonalResealed, Snapshot,
+    StoredCommit, StoredUser, UserEvents,
 };
 use crate::app::views::upcasters;
 use crate::app::AppError;
@@ -109,7 +117,8 @@ impl FoundUser {
 /// benchmark runs alternated; 4 gave no more than 8, 16 less): see bench/README.md.
 pub const SNAPSHOT_EVERY: usize = 8;
 
-/// A user as loaded for a command.
+/// A user as loaded for a command, or as a commit left them.
+#[derive(Clone)]
 struct Loaded {
     user: User,
     /// The sequence of their last event.
@@ -131,6 +140,7 @@ pub struct CommandGateway<R: EventRepository> {
     queries: Vec<Box<dyn CommitQuery>>,
     services: UserServices,
     metrics: Metrics,
+    recent: Arc<RecentUsers>,
 }
 
 impl<R: EventRepository> CommandGateway<R> {
@@ -150,7 +160,15 @@ impl<R: EventRepository> CommandGateway<R> {
             queries,
             services,
             metrics: Metrics::new(),
+            recent: RecentUsers::start(RECENT_USER_TTL),
         }
+    }
+
+    /// Keeps the users that commands leave for `ttl` instead of [`RECENT_USER_TTL`]; zero
+    /// keeps none, and every command loads its user.
+    pub fn with_recent_users_for(mut self, ttl: Duration) -> Self {
+        self.recent = RecentUsers::start(ttl);
+        self
     }
 
     /// Keeps a snapshot after `events` events since the last one instead of
@@ -216,15 +234,16 @@ impl<R: EventRepository> CommandGateway<R> {
     }
 
     /// Seals the personal data of `events` (the user's) under the user's data key in `ring`
-    /// (as the load read it), creating the key if they have none yet (a sign-up, or a user
-    /// from before keys existed): returned sealed, to be stored with them. A user erased
+    /// (as the load read it), creating the key, and adding it to `ring`, if they have none
+    /// yet (a sign-up, or a user from before keys existed): returned sealed, to be stored
+    /// with them. A user erased
     /// before these events gets no new key: the personal fields of the events' metadata are
     /// left out instead.
     fn seal_personal_data(
         &self,
         aggregate_id: &str,
         erased: bool,
-        mut ring: KeyRing,
+        ring: &mut KeyRing,
         events: &mut [SerializedEvent],
     ) -> Option<SealedSecret> {
         let mut new_key = None;
@@ -277,8 +296,10 @@ impl<R: EventRepository> CommandGateway<R> {
         }
     }
 
-    /// Runs the command: load (the first time from `read`, when given), handle, plan the
-    /// mail, commit, dispatch; retried from a fresh load on a lost race.
+    /// Runs the command: load (the first time from `read`, when given, else from the user as
+    /// a recent commit left them, if kept), handle, plan the mail, commit, dispatch; retried
+    /// from a fresh load on a lost race, and on an answer other than a commit given by a kept
+    /// state.
     async fn run(
         &self,
         id: UserId,
@@ -292,21 +313,36 @@ impl<R: EventRepository> CommandGateway<R> {
             hasher: Arc::new(VerifiedOnce::new(Arc::clone(&self.services.hasher))),
             ..self.services.clone()
         };
+        let mut recent_allowed = true;
         for _ in 0..MAX_ATTEMPTS {
-            let loaded = match read.take() {
-                Some(stored) => self.fold_user(&aggregate_id, stored).await?,
-                None => self.load_user(&aggregate_id).await?,
+            let (loaded, from_recent) = match read.take() {
+                Some(stored) => (self.fold_user(&aggregate_id, stored).await?, false),
+                None => match recent_allowed.then(|| self.recent.get(&aggregate_id)) {
+                    Some(Some(kept)) => {
+                        self.metrics.recent_user("hit");
+                        (kept, true)
+                    }
+                    _ => (self.load_user(&aggregate_id).await?, false),
+                },
             };
             let Loaded {
                 mut user,
                 sequence,
                 snapshot_sequence,
-                keys,
+                mut keys,
                 chain_head,
             } = loaded;
             let sink = EventSink::default();
-            user.handle(command.clone(), &services, &sink).await?;
+            let handled = user.handle(command.clone(), &services, &sink).await;
             let events = sink.collect().await;
+            if from_recent && (handled.is_err() || events.is_empty()) {
+                // A state that may be behind the store's refused the command or found nothing
+                // to change: the store's state answers instead.
+                self.metrics.recent_user("answer_rechecked");
+                recent_allowed = false;
+                continue;
+            }
+            handled?;
             if events.is_empty() {
                 return Ok(Committed {
                     user_id: id,
@@ -327,8 +363,12 @@ impl<R: EventRepository> CommandGateway<R> {
             let forget = envelopes
                 .iter()
                 .any(|envelope| matches!(envelope.payload, UserEvent::UserErased { .. }));
-            let new_key =
-                self.seal_personal_data(&aggregate_id, user.is_erased(), keys, &mut serialized);
+            let new_key = self.seal_personal_data(
+                &aggregate_id,
+                user.is_erased(),
+                &mut keys,
+                &mut serialized,
+            );
             let email_claim = self.email_claim(&envelopes);
             // The sink applied each event as it was recorded: `user` is the state after them,
             // as a snapshot must hold it (cqrs-es's own snapshot store applies them twice).
@@ -343,6 +383,9 @@ impl<R: EventRepository> CommandGateway<R> {
                 })
                 .transpose()
                 .map_err(|error| AppError::Internal(Box::new(error)))?;
+            let snapshot_sequence = snapshot
+                .as_ref()
+                .map_or(snapshot_sequence, |snapshot| snapshot.sequence);
             // The queries whose change the commit can make, and those changes.
             let (planned_by, view_changes): (Vec<usize>, Vec<_>) = self
                 .queries
@@ -363,12 +406,27 @@ impl<R: EventRepository> CommandGateway<R> {
                 view_changes: &view_changes,
             };
             match self.repository.commit(commit).await {
-                Ok(changes_made) => {
+                Ok(StoredCommit {
+                    views_changed,
+                    chain_head,
+                }) => {
+                    if forget || user.is_erased() {
+                        self.recent.forget(&aggregate_id);
+                    } else {
+                        let left = Loaded {
+                            user: user.clone(),
+                            sequence: new_sequence,
+                            snapshot_sequence,
+                            keys,
+                            chain_head,
+                        };
+                        self.recent.keep(&aggregate_id, left);
+                    }
                     self.log_lockouts(id, &envelopes);
                     let made_by_commit = |at: usize| {
                         planned_by
                             .iter()
-                            .zip(&changes_made)
+                            .zip(&views_changed)
                             .any(|(planner, made)| *planner == at && *made)
                     };
                     for (at, query) in self.queries.iter().enumerate() {
@@ -387,8 +445,15 @@ impl<R: EventRepository> CommandGateway<R> {
                 }
                 Err(PersistenceError::OptimisticLockError) => {
                     tracing::debug!(user_id = %id, "command lost a race; retrying");
+                    if from_recent {
+                        self.metrics.recent_user("lost_race");
+                    }
+                    self.recent.forget(&aggregate_id);
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    self.recent.forget(&aggregate_id);
+                    return Err(error.into());
+                }
             }
         }
         Err(AppError::Conflict)
@@ -902,6 +967,189 @@ mod tests {
                 Ok(())
             })?;
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Two instances, each keeping the users its commands leave, take turns at random on
+        /// one user: every command that commits leaves the user a full replay folds, and every
+        /// command refused is refused, with the same error, by an instance that keeps no one
+        /// and reads the store each time.
+        #[test]
+        fn instances_starting_from_kept_users_answer_as_one_that_reads_the_store(
+            steps in prop::collection::vec((step(), any::<bool>()), 1..60),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let Ada { repository, gateway: first, id, _mail } = Ada::signed_up(SNAPSHOT_EVERY).await;
+                let second = gateway(repository.clone(), SNAPSHOT_EVERY);
+                let reading = gateway(repository.clone(), SNAPSHOT_EVERY)
+                    .with_recent_users_for(Duration::ZERO);
+                let metadata = EventMetadata::of(Actor::User(id));
+                let mut known = Known::default();
+                for (step, on_first) in &steps {
+                    let Some(command) = command(step, &known) else { continue };
+                    let instance = if *on_first { &first } else { &second };
+                    match instance.execute(id, command.clone(), &metadata, &secrets()).await {
+                        Ok(committed) => {
+                            known.learn(&committed.events);
+                            prop_assert_eq!(&committed.user, &full_replay(&repository, id).await);
+                        }
+                        Err(refused) => {
+                            let again = reading.execute(id, command, &metadata, &secrets()).await;
+                            prop_assert_eq!(again.err().map(|error| error.code()), Some(refused.code()));
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    /// The session Ada's login on `gateway` started, and its refresh token.
+    async fn logged_in(
+        gateway: &CommandGateway<MemEventRepository>,
+        id: UserId,
+    ) -> (SessionId, RefreshTokenId) {
+        let committed = gateway
+            .execute(
+                id,
+                log_in(),
+                &EventMetadata::of(Actor::Anonymous),
+                &secrets(),
+            )
+            .await
+            .unwrap();
+        known_session(&committed)
+    }
+
+    /// Refreshes `session` with `token` on `gateway`.
+    async fn refresh(
+        gateway: &CommandGateway<MemEventRepository>,
+        id: UserId,
+        (session_id, refresh_id): (SessionId, RefreshTokenId),
+    ) -> Result<Committed, AppError> {
+        let command = UserCommand::RefreshSession(RefreshSession {
+            session_id,
+            refresh_id,
+            reuse_grace: time::Duration::seconds(10),
+        });
+        gateway
+            .execute(id, command, &EventMetadata::of(Actor::User(id)), &secrets())
+            .await
+    }
+
+    /// How often `outcome` was counted for commands that started from a kept user.
+    fn recent_users(metrics: &Metrics, outcome: &str) -> u64 {
+        let line = format!("twofold_command_recent_users_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .render()
+            .lines()
+            .find_map(|rendered| rendered.strip_prefix(&line)?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_command_after_a_commit_on_the_same_instance_starts_from_what_the_commit_left() {
+        let Ada {
+            repository,
+            gateway,
+            id,
+            _mail,
+        } = Ada::signed_up(SNAPSHOT_EVERY).await;
+        let metrics = Metrics::new();
+        let gateway = gateway.with_metrics(metrics.clone());
+        let mut session = logged_in(&gateway, id).await;
+        for _ in 0..20 {
+            let committed = refresh(&gateway, id, session).await.unwrap();
+            session = known_session(&committed);
+            assert_eq!(committed.user, full_replay(&repository, id).await);
+        }
+        // The login started from what the sign-up left, each refresh from what the last left.
+        assert_eq!(recent_users(&metrics, "hit"), 21);
+        assert_eq!(recent_users(&metrics, "lost_race"), 0);
+        assert_eq!(recent_users(&metrics, "answer_rechecked"), 0);
+        // The commits from kept users kept snapshots as commits from loads do.
+        let loaded = gateway.load_user(&id.to_string()).await.unwrap();
+        assert!(loaded.snapshot_sequence > 0);
+        assert!(loaded.sequence - loaded.snapshot_sequence < SNAPSHOT_EVERY);
+    }
+
+    #[tokio::test]
+    async fn an_instance_behind_another_answers_with_the_store_s_state() {
+        let Ada {
+            repository,
+            gateway: first,
+            id,
+            _mail,
+        } = Ada::signed_up(SNAPSHOT_EVERY).await;
+        let metrics = Metrics::new();
+        let first = first.with_metrics(metrics.clone());
+        let second = gateway(repository.clone(), SNAPSHOT_EVERY);
+        let reading =
+            gateway(repository.clone(), SNAPSHOT_EVERY).with_recent_users_for(Duration::ZERO);
+        logged_in(&first, id).await;
+
+        // A session the first instance has not seen: what it keeps refuses the refresh, and
+        // the store's state, asked again, accepts it.
+        let session = logged_in(&second, id).await;
+        let committed = refresh(&first, id, session).await.unwrap();
+        assert_eq!(committed.user, full_replay(&repository, id).await);
+        assert_eq!(recent_users(&metrics, "answer_rechecked"), 1);
+
+        // A token the second instance rotated to: what the first keeps takes it for a replay
+        // of an old one and ends the session, a commit that loses the race; the store's state
+        // accepts it.
+        let rotated = refresh(&second, id, known_session(&committed))
+            .await
+            .unwrap();
+        let committed = refresh(&first, id, known_session(&rotated)).await.unwrap();
+        assert_eq!(committed.user, full_replay(&repository, id).await);
+        assert_eq!(recent_users(&metrics, "lost_race"), 1);
+
+        // The second instance locks the account: what the first keeps would refresh, but the
+        // store's state refuses as an instance that keeps no one does.
+        second
+            .execute(
+                id,
+                UserCommand::LockAccount,
+                &EventMetadata::of(Actor::Cli),
+                &secrets(),
+            )
+            .await
+            .unwrap();
+        let token = known_session(&committed);
+        let refused = refresh(&first, id, token).await.unwrap_err();
+        assert_eq!(recent_users(&metrics, "lost_race"), 2);
+        let read = refresh(&reading, id, token).await.unwrap_err();
+        assert_eq!(refused.code(), read.code());
+    }
+
+    /// The newest session `committed` started or refreshed, and its refresh token.
+    fn known_session(committed: &Committed) -> (SessionId, RefreshTokenId) {
+        let mut known = Known::default();
+        known.learn(&committed.events);
+        known.session.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_erased_user_is_not_kept() {
+        let Ada {
+            gateway, id, _mail, ..
+        } = Ada::signed_up(SNAPSHOT_EVERY).await;
+        logged_in(&gateway, id).await;
+        assert!(gateway.recent.get(&id.to_string()).is_some());
+        gateway
+            .execute(
+                id,
+                UserCommand::EraseAccount,
+                &EventMetadata::of(Actor::Cli),
+                &secrets(),
+            )
+            .await
+            .unwrap();
+        assert!(gateway.recent.get(&id.to_string()).is_none());
     }
 
     /// A hasher that checks as the test one does, counts its checks, and holds the first
