@@ -97,6 +97,11 @@ struct Args {
     /// minimum, Twofold's default).
     #[arg(long, default_value_t = Argon2Params::OWASP_MINIMUM.iterations)]
     argon2_iterations: u32,
+    /// Seconds the API keeps a user after a command on them (`TWOFOLD_RECENT_USERS_TTL`;
+    /// default: the service's), to compare a build with itself. The history phase measures
+    /// through a second instance that keeps none, whatever this says.
+    #[arg(long)]
+    recent_users_ttl: Option<u64>,
     /// Only these parts of each stack's run (after its sign-ups), to probe one change: the
     /// report then holds their lines alone.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -135,6 +140,7 @@ fn settings(args: &Args, hash_workers: usize) -> Settings {
         accounts: if quick { 256 } else { 1024 },
         hash_workers,
         hash_queue: 256,
+        recent_users_ttl: args.recent_users_ttl,
         argon2: Argon2Params {
             memory_kib: args.argon2_memory_kib,
             iterations: args.argon2_iterations,
@@ -212,7 +218,14 @@ async fn run_stack(
 ) -> anyhow::Result<()> {
     eprintln!("== {} ==", mode.name());
     let (smtp_port, received) = smtp::start().await?;
-    let stack = Stack::start(mode, servers, settings.argon2, smtp_port).await?;
+    let stack = Stack::start(
+        mode,
+        servers,
+        settings.argon2,
+        smtp_port,
+        settings.recent_users_ttl,
+    )
+    .await?;
     // Let the relay and the mailer's consumer settle before the first reading.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let fresh = stack.rss();

@@ -47,6 +47,8 @@ pub struct Stack {
     pub mode: Mode,
     pub base: String,
     pub api: Child,
+    /// The API's environment but its address, for [`Stack::another_instance`].
+    api_env: Vec<(&'static str, String)>,
     pub mailer: Option<Child>,
     /// The JWT signing key the API uses (PKCS#8 PEM), and its file.
     pub jwt_key_pem: String,
@@ -70,13 +72,15 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Stack {
-    /// Starts Twofold in `mode`, mail going to the SMTP sink on `smtp_port`, and waits until
-    /// it is ready.
+    /// Starts Twofold in `mode`, mail going to the SMTP sink on `smtp_port`, keeping users
+    /// after a command for `recent_users_ttl` seconds (the service's default if `None`), and
+    /// waits until it is ready.
     pub async fn start(
         mode: Mode,
         servers: &Servers,
         argon2: Argon2Params,
         smtp_port: u16,
+        recent_users_ttl: Option<u64>,
     ) -> anyhow::Result<Self> {
         let tag = Uuid::new_v4().simple().to_string();
         let work_dir = std::env::temp_dir().join(format!("twofold-bench-{tag}"));
@@ -109,27 +113,27 @@ impl Stack {
             }
         };
 
-        let mut api = Command::new(servers.bin_dir.join("twofold"));
-        api.arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("TWOFOLD_ENV", "development")
-            .env("TWOFOLD_ADDR", format!("127.0.0.1:{port}"))
-            .env("TWOFOLD_JWT_KEY_FILE", &key_file)
-            .env("TWOFOLD_SEALING_KEY", &sealing_key)
-            .env("TWOFOLD_NATS_PREFIX", &nats_prefix)
-            .env("TWOFOLD_MAIL_TRANSPORT", &transport)
+        let mut api_env = vec![
+            ("TWOFOLD_ENV", "development".to_owned()),
+            ("TWOFOLD_JWT_KEY_FILE", key_file.display().to_string()),
+            ("TWOFOLD_SEALING_KEY", sealing_key.clone()),
+            ("TWOFOLD_NATS_PREFIX", nats_prefix.clone()),
+            ("TWOFOLD_MAIL_TRANSPORT", transport.clone()),
             // The per-client limit would answer 429 to a benchmark from one address.
-            .env("TWOFOLD_IP_RATE_LIMIT", "0")
-            .env("TWOFOLD_ARGON2_MEMORY_KIB", argon2.memory_kib.to_string())
-            .env("TWOFOLD_ARGON2_ITERATIONS", argon2.iterations.to_string())
-            .env("TWOFOLD_ARGON2_PARALLELISM", argon2.parallelism.to_string())
-            .env("TWOFOLD_LOG_FORMAT", "json");
-        if let Some(url) = &database_url {
-            api.env("DATABASE_URL", url)
-                .env("NATS_URL", &servers.nats_url);
+            ("TWOFOLD_IP_RATE_LIMIT", "0".to_owned()),
+            ("TWOFOLD_ARGON2_MEMORY_KIB", argon2.memory_kib.to_string()),
+            ("TWOFOLD_ARGON2_ITERATIONS", argon2.iterations.to_string()),
+            ("TWOFOLD_ARGON2_PARALLELISM", argon2.parallelism.to_string()),
+            ("TWOFOLD_LOG_FORMAT", "json".to_owned()),
+        ];
+        if let Some(seconds) = recent_users_ttl {
+            api_env.push(("TWOFOLD_RECENT_USERS_TTL", seconds.to_string()));
         }
-        let api = spawn(api, &work_dir.join("api.log"))?;
+        if let Some(url) = &database_url {
+            api_env.push(("DATABASE_URL", url.clone()));
+            api_env.push(("NATS_URL", servers.nats_url.clone()));
+        }
+        let api = spawn_api(&servers.bin_dir, &api_env, port, &work_dir.join("api.log"))?;
 
         let mailer = match mode {
             Mode::Embedded => None,
@@ -151,6 +155,7 @@ impl Stack {
             mode,
             base: format!("http://127.0.0.1:{port}"),
             api,
+            api_env,
             mailer,
             jwt_key_pem,
             jwt_key_file: key_file,
@@ -161,7 +166,7 @@ impl Stack {
             work_dir,
             servers: servers.clone(),
         };
-        if let Err(error) = stack.wait_ready().await {
+        if let Err(error) = wait_ready(&mut stack.api, &stack.base).await {
             let log = std::fs::read_to_string(stack.work_dir.join("api.log")).unwrap_or_default();
             stack.stop().await;
             if let Some(name) = &database {
@@ -179,27 +184,26 @@ impl Stack {
         Ok(stack)
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.api.try_wait() {
-                bail!("twofold exited at start-up: {status}");
-            }
-            let ready = client
-                .get(format!("{}/health/ready", self.base))
-                .send()
-                .await
-                .map(|response| response.status().is_success())
-                .unwrap_or(false);
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("twofold was not ready within a minute");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// A second API process on this stack's store, with its environment but `changed`, and
+    /// waits until it is ready. Postgres only: the embedded store is the process's own.
+    pub async fn another_instance(
+        &self,
+        changed: &[(&'static str, String)],
+    ) -> anyhow::Result<Instance> {
+        let port = free_port()?;
+        let mut env = self.api_env.clone();
+        env.retain(|(name, _)| changed.iter().all(|(other, _)| other != name));
+        env.extend_from_slice(changed);
+        let log = self.work_dir.join(format!("api-{port}.log"));
+        let mut process = spawn_api(&self.servers.bin_dir, &env, port, &log)?;
+        let base = format!("http://127.0.0.1:{port}");
+        if let Err(error) = wait_ready(&mut process, &base).await {
+            let _ = process.start_kill();
+            let _ = process.wait().await;
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("{error:#}\nthe second API's log:\n{log}");
         }
+        Ok(Instance { base, process })
     }
 
     /// The resident memory of the API and of the mailer, in bytes.
@@ -234,6 +238,59 @@ impl Stack {
             }
         }
         let _ = std::fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+/// Another API process of a stack ([`Stack::another_instance`]).
+pub struct Instance {
+    pub base: String,
+    process: Child,
+}
+
+impl Instance {
+    pub async fn stop(mut self) {
+        let _ = self.process.start_kill();
+        let _ = self.process.wait().await;
+    }
+}
+
+/// `twofold serve` on `port` with `env` and nothing else of the benchmark's environment.
+fn spawn_api(
+    bin_dir: &Path,
+    env: &[(&'static str, String)],
+    port: u16,
+    log: &Path,
+) -> anyhow::Result<Child> {
+    let mut api = Command::new(bin_dir.join("twofold"));
+    api.arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TWOFOLD_ADDR", format!("127.0.0.1:{port}"))
+        .envs(env.iter().map(|(name, value)| (name, value)));
+    spawn(api, log)
+}
+
+/// Waits until the API `process` at `base` is ready.
+async fn wait_ready(process: &mut Child, base: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = process.try_wait() {
+            bail!("twofold exited at start-up: {status}");
+        }
+        let ready = client
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .map(|response| response.status().is_success())
+            .unwrap_or(false);
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("twofold was not ready within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
