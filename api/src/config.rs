@@ -258,12 +258,12 @@ pub struct DatabaseSettings {
     )]
     pub pool_size: u32,
     /// Seconds a user stays in memory after a command on them, so that the next command
-    /// starts without reading the store; 0 keeps none. Never changes an answer; bounds how long
-    /// a user erased on another instance stays in this one's memory.
+    /// starts without reading the store; 0 (the default) keeps none. Never changes an answer;
+    /// bounds how long a user erased on another instance stays in this one's memory.
     #[arg(
         long = "recent-users-ttl",
         env = "TWOFOLD_RECENT_USERS_TTL",
-        default_value_t = crate::app::gateway::RECENT_USER_TTL.as_secs()
+        default_value_t = 0
     )]
     pub recent_users_ttl: u64,
 }
@@ -545,6 +545,8 @@ mod tests {
         let defaults = Config::defaults();
         assert_eq!(defaults.http.addr, SocketAddr::from(([127, 0, 0, 1], 5555)));
         assert_eq!(defaults.lifetimes.access_token_ttl, 1800);
+        // No users kept after a command unless asked for (README, "Configuration").
+        assert_eq!(defaults.database.recent_users_ttl, 0);
         assert_eq!(defaults.argon2.params(), Argon2Params::OWASP_MINIMUM);
         assert_eq!(defaults.nats.prefix, "twofold");
         assert_eq!(defaults.mail.from, twofold_mailer::DEFAULT_FROM);

@@ -1,5 +1,6 @@
-//! Two instances of one database, each starting commands from the users its own commits left:
-//! whatever the other instance committed meanwhile, the answers are the store's.
+//! Two instances of one database with `TWOFOLD_RECENT_USERS_TTL` set, each starting commands
+//! from the users its own commits left: whatever the other instance committed meanwhile, the
+//! answers are the store's.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -31,7 +32,13 @@ async fn counted(app: &TestApp, outcome: &str) -> f64 {
 
 #[tokio::test]
 async fn an_instance_behind_the_other_answers_as_the_store_does() {
-    let first = spawn_app(Store::Postgres).await;
+    let mut config = test_config(
+        Store::Postgres,
+        Some(fresh_database().await),
+        Some(default_nats_url()),
+    );
+    config.database.recent_users_ttl = 30;
+    let first = spawn_app_with(config).await;
     let second = first.another_instance().await;
     let email = unique_email("recent-users");
     first.signup(&signup_body(&email, None)).await;

@@ -397,7 +397,7 @@ mod tests {
             refresh_reuse_grace: time::Duration::seconds(10),
             reauth_window: time::Duration::minutes(5),
             admin_emails: Vec::new(),
-            recent_users_ttl: crate::app::gateway::RECENT_USER_TTL,
+            recent_users_ttl: std::time::Duration::ZERO,
         };
         Fixture {
             app: App::new(parts, settings),

@@ -14,7 +14,6 @@
 mod recent;
 
 use recent::RecentUsers;
-pub use recent::RECENT_USER_TTL;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -160,12 +159,13 @@ impl<R: EventRepository> CommandGateway<R> {
             queries,
             services,
             metrics: Metrics::new(),
-            recent: RecentUsers::start(RECENT_USER_TTL),
+            recent: RecentUsers::start(Duration::ZERO),
         }
     }
 
-    /// Keeps the users that commands leave for `ttl` instead of [`RECENT_USER_TTL`]; zero
-    /// keeps none, and every command loads its user.
+    /// Keeps the users that commands leave for `ttl`, so that the next command on one of them
+    /// within it starts there instead of loading them (see [`recent`]). Without it, or with
+    /// zero, none is kept and every command loads its user.
     pub fn with_recent_users_for(mut self, ttl: Duration) -> Self {
         self.recent = RecentUsers::start(ttl);
         self
@@ -865,6 +865,7 @@ mod tests {
             testing::services_at(at),
         )
         .with_snapshot_every(snapshot_every)
+        .with_recent_users_for(Duration::from_secs(60))
     }
 
     async fn sign_up(gateway: &CommandGateway<MemEventRepository>, id: UserId) {

@@ -16,8 +16,9 @@
 //! the command; no answer depends on which. Only a commit's outcome is kept, never a read.
 //!
 //! An entry holds what a command holds while it runs: the user's secrets and their data key
-//! in clear. It is used for [`RECENT_USER_TTL`] after it was kept and dropped within
-//! [`SWEEP_PERIOD`] after that, even on an idle instance; this instance forgets a user it
+//! in clear. It is used for the time to live the cache was started with
+//! (`TWOFOLD_RECENT_USERS_TTL`) after it was kept and dropped within [`SWEEP_PERIOD`] after
+//! that, even on an idle instance; this instance forgets a user it
 //! erases at once, and an erasure on another instance leaves the entry here until then. At
 //! most [`RECENT_USERS`] users are kept, the oldest forgotten first.
 
@@ -29,10 +30,6 @@ use lru::LruCache;
 
 use super::Loaded;
 use crate::app::client_limit::every;
-
-/// How long a user is kept after the commit that left them (see the module's documentation
-/// for what that bounds).
-pub const RECENT_USER_TTL: Duration = Duration::from_secs(30);
 
 /// How many users are kept at most.
 const RECENT_USERS: usize = 4096;
