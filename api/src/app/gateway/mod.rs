@@ -13,8 +13,6 @@
 
 mod recent;
 
-use recent::RecentUsers;
-
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -42,6 +40,7 @@ use crate::app::store::{
 use crate::app::views::upcasters;
 use crate::app::AppError;
 use crate::metrics::Metrics;
+use recent::RecentUsers;
 
 /// Commit attempts before a command gives up with `409 concurrency.conflict`.
 const MAX_ATTEMPTS: usize = 16;
@@ -413,14 +412,13 @@ impl<R: EventRepository> CommandGateway<R> {
                     if forget || user.is_erased() {
                         self.recent.forget(&aggregate_id);
                     } else {
-                        let left = Loaded {
+                        self.recent.keep(&aggregate_id, || Loaded {
                             user: user.clone(),
                             sequence: new_sequence,
                             snapshot_sequence,
                             keys,
                             chain_head,
-                        };
-                        self.recent.keep(&aggregate_id, left);
+                        });
                     }
                     self.log_lockouts(id, &envelopes);
                     let made_by_commit = |at: usize| {

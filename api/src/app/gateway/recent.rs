@@ -17,10 +17,11 @@
 //!
 //! An entry holds what a command holds while it runs: the user's secrets and their data key
 //! in clear. It is used for the time to live the cache was started with
-//! (`TWOFOLD_RECENT_USERS_TTL`) after it was kept and dropped within [`SWEEP_PERIOD`] after
-//! that, even on an idle instance; this instance forgets a user it
-//! erases at once, and an erasure on another instance leaves the entry here until then. At
-//! most [`RECENT_USERS`] users are kept, the oldest forgotten first.
+//! (`TWOFOLD_RECENT_USERS_TTL`) after it was kept, and dropped within [`SWEEP_PERIOD`] after
+//! that, even on an idle instance. This instance forgets a user it erases at once; an erasure
+//! on another instance leaves the entry here until then. At most [`RECENT_USERS`] users are
+//! kept, the oldest forgotten first. With a time to live of zero nothing is kept, built or
+//! locked.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -73,6 +74,9 @@ impl RecentUsers {
     /// User `aggregate_id` as the last commit of theirs on this instance left them, if that
     /// was less than the time to live ago.
     pub(super) fn get(&self, aggregate_id: &str) -> Option<Loaded> {
+        if self.ttl.is_zero() {
+            return None;
+        }
         let mut entries = self.entries();
         match entries.peek(aggregate_id) {
             Some(entry) if entry.kept_at.elapsed() < self.ttl => Some(entry.loaded.clone()),
@@ -84,13 +88,14 @@ impl RecentUsers {
         }
     }
 
-    /// Keeps user `aggregate_id` as a commit just left them, unless a later state of theirs
-    /// is kept already (a command that committed after this one, but got here first).
-    /// Expired entries are dropped on the way.
-    pub(super) fn keep(&self, aggregate_id: &str, loaded: Loaded) {
+    /// Keeps user `aggregate_id` as a commit just left them (`left`, built only when users
+    /// are kept), unless a later state of theirs is kept already (a command that committed
+    /// after this one, but got here first). Expired entries are dropped on the way.
+    pub(super) fn keep(&self, aggregate_id: &str, left: impl FnOnce() -> Loaded) {
         if self.ttl.is_zero() {
             return;
         }
+        let loaded = left();
         let mut entries = self.entries();
         let later_kept = entries
             .peek(aggregate_id)
@@ -142,10 +147,10 @@ mod tests {
     #[tokio::test]
     async fn a_later_state_is_not_replaced_by_an_earlier_one() {
         let recent = RecentUsers::start(Duration::from_secs(60));
-        recent.keep("ada", at(5));
-        recent.keep("ada", at(4));
+        recent.keep("ada", || at(5));
+        recent.keep("ada", || at(4));
         assert_eq!(kept_sequence(&recent, "ada"), Some(5));
-        recent.keep("ada", at(6));
+        recent.keep("ada", || at(6));
         assert_eq!(kept_sequence(&recent, "ada"), Some(6));
         recent.forget("ada");
         assert_eq!(kept_sequence(&recent, "ada"), None);
@@ -154,12 +159,12 @@ mod tests {
     #[tokio::test]
     async fn a_user_is_kept_for_the_time_to_live_and_expired_ones_are_dropped_as_others_are_kept() {
         let recent = RecentUsers::start(Duration::from_millis(200));
-        recent.keep("ada", at(1));
-        recent.keep("grace", at(1));
+        recent.keep("ada", || at(1));
+        recent.keep("grace", || at(1));
         assert_eq!(kept_sequence(&recent, "ada"), Some(1));
         std::thread::sleep(Duration::from_millis(250));
         // Before the first sweep (which waits a period): dropped by the next keep.
-        recent.keep("alan", at(1));
+        recent.keep("alan", || at(1));
         assert_eq!(recent.entries().len(), 1);
         assert_eq!(kept_sequence(&recent, "grace"), None);
         assert_eq!(kept_sequence(&recent, "alan"), Some(1));
@@ -168,7 +173,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_instance_drops_expired_users_within_a_sweep_period() {
         let recent = RecentUsers::start(Duration::from_millis(100));
-        recent.keep("ada", at(1));
+        recent.keep("ada", || at(1));
         tokio::time::sleep(SWEEP_PERIOD + Duration::from_millis(300)).await;
         assert_eq!(recent.entries().len(), 0);
     }
@@ -176,7 +181,7 @@ mod tests {
     #[tokio::test]
     async fn no_time_to_live_keeps_no_one() {
         let recent = RecentUsers::start(Duration::ZERO);
-        recent.keep("ada", at(1));
+        recent.keep("ada", || at(1));
         assert_eq!(kept_sequence(&recent, "ada"), None);
     }
 }
