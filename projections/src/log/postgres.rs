@@ -15,13 +15,17 @@ use crate::personal::{open_events, open_logged, NoKeys, PersonalData};
 
 /// Events after a checkpoint whose transactions can no longer be overtaken: every transaction
 /// below the snapshot's xmin has ended, and any later one gets a larger id.
+///
+/// The order names the table's columns (`events.`): a bare `transaction_id` would be the
+/// select list's text-cast copy, which no index holds, and every read would sort whatever lies
+/// after the checkpoint before its limit could stop it.
 const READ_AFTER: &str = "SELECT transaction_id::text::bigint AS transaction_id, position, \
         aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
         recorded_at \
     FROM events \
     WHERE (transaction_id, position) > ($1::text::xid8, $2) \
       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-    ORDER BY transaction_id, position \
+    ORDER BY events.transaction_id, events.position \
     LIMIT $3";
 
 const USER_LOG: &str = "SELECT transaction_id::text::bigint AS transaction_id, position, \

@@ -164,3 +164,55 @@ async fn a_tailing_reader_gets_every_event_of_eight_concurrent_writers_exactly_o
     }
     db.drop().await;
 }
+
+/// Rows of `events` Postgres has read so far, by sequential and by index scans, as its
+/// statistics count them once the calling connection's are flushed.
+async fn rows_read(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) \
+         FROM pg_stat_user_tables WHERE relname = 'events'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_page_of_the_log_reads_its_own_rows_not_the_whole_table() {
+    let db = TestDb::migrated().await;
+    // One connection, so that every statistic this test reads is its own, flushed when asked.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*db.pool.connect_options()).clone())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events \
+            (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT 'User', 'user-' || n, 1, 'Test', '1.0', '{}', '{}' \
+         FROM generate_series(1, 5000) AS n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE events").execute(&pool).await.unwrap();
+    settle(&pool).await;
+    let log = PgEventLog::new(pool.clone());
+
+    let before = rows_read(&pool).await;
+    let first = log.read_after(Checkpoint::ORIGIN, 10).await.unwrap();
+    let middle = log.read_after(first[9].checkpoint, 10).await.unwrap();
+    let read = rows_read(&pool).await - before;
+
+    assert_eq!(first.len() + middle.len(), 20);
+    assert_eq!(middle[0].event.aggregate_id, "user-11");
+    // Each page walks the log's index from its checkpoint and stops at its limit; a page that
+    // sorted what lies after its checkpoint would read all 5000 rows.
+    assert!(read <= 100, "two pages of 10 read {read} rows");
+    pool.close().await;
+    db.drop().await;
+}
