@@ -302,14 +302,13 @@ pub async fn raw_commands(pool: &PgPool, concurrency: usize, until: Until) -> an
 }
 
 /// Reads every row of the events table, decoding its JSON payload: events per second and the
-/// number of events.
+/// number of events. In no order, so that Postgres reads the table as it lies, the cheapest way
+/// to read it all.
 pub async fn scan_events(pool: &PgPool) -> anyhow::Result<(f64, usize)> {
     let start = Instant::now();
-    let mut rows = sqlx::query(
-        "SELECT aggregate_id, sequence, event_type, payload, metadata FROM events \
-         ORDER BY aggregate_id, sequence",
-    )
-    .fetch(pool);
+    let mut rows =
+        sqlx::query("SELECT aggregate_id, sequence, event_type, payload, metadata FROM events")
+            .fetch(pool);
     let mut count = 0usize;
     while let Some(row) = rows.try_next().await? {
         let payload: serde_json::Value = row.try_get("payload")?;

@@ -123,6 +123,23 @@ impl EventMetadata {
         (map.get(IP).cloned(), map.get(USER_AGENT).cloned())
     }
 
+    /// The stored form read from its JSON text, keeping only what [`EventMetadata::client_of`]
+    /// reads: the client's address and user agent. The other keys are skipped, not copied (a
+    /// rebuild reads the metadata of every event it folds).
+    pub fn client_map_of_json(text: &str) -> Result<HashMap<String, String>, serde_json::Error> {
+        /// The keys [`IP`] and [`USER_AGENT`].
+        #[derive(serde::Deserialize)]
+        struct Client {
+            ip: Option<String>,
+            user_agent: Option<String>,
+        }
+        let client: Client = serde_json::from_str(text)?;
+        Ok([(IP, client.ip), (USER_AGENT, client.user_agent)]
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+            .collect())
+    }
+
     /// Reads the stored form back. Keys other than the five are ignored.
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, UnknownActor> {
         let actor = map
@@ -193,6 +210,29 @@ mod tests {
             (metadata.ip.clone(), metadata.user_agent.clone())
         );
         assert_eq!(EventMetadata::from_map(&map), Ok(metadata));
+    }
+
+    #[test]
+    fn the_client_map_of_stored_json_keeps_the_client_alone() {
+        let metadata = EventMetadata {
+            actor: Actor::Anonymous,
+            request_id: Some("req-2".to_owned()),
+            ip: Some("192.0.2.8".to_owned()),
+            user_agent: Some("curl/8".to_owned()),
+            reason: Some("a reason".to_owned()),
+        };
+        let stored = serde_json::to_string(&metadata.to_map()).unwrap();
+        let client = EventMetadata::client_map_of_json(&stored).unwrap();
+        assert_eq!(client.len(), 2);
+        assert_eq!(
+            EventMetadata::client_of(&client),
+            EventMetadata::client_of(&metadata.to_map())
+        );
+        let without_client = serde_json::to_string(&EventMetadata::of(Actor::Cli).to_map());
+        assert!(EventMetadata::client_map_of_json(&without_client.unwrap())
+            .unwrap()
+            .is_empty());
+        assert!(EventMetadata::client_map_of_json("[1]").is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
 use serde_json::Value;
-use twofold_domain::{User, UserEvent};
+use twofold_domain::{EventMetadata, User, UserEvent};
 
 use super::RebuildError;
 use crate::log::{envelope, Upcasters};
@@ -61,6 +61,9 @@ impl Folder {
     /// Takes in one stored event. The payload and metadata come as JSON text: events no view
     /// reacts to never have their metadata parsed, and events no upcaster touches are parsed
     /// once, straight into the domain type.
+    ///
+    /// Of the metadata, only the client's address and user agent are read: they are all the
+    /// views read of it ([`EventMetadata::client_of`]).
     ///
     /// Only a sealed payload is opened here. Sealed metadata (the client's address and user
     /// agent) is folded as it is stored: the sessions view copies both without reading
@@ -129,7 +132,7 @@ impl Folder {
             aggregate_id: String::new(),
             sequence,
             payload: event,
-            metadata: serde_json::from_str(metadata)?,
+            metadata: EventMetadata::client_map_of_json(metadata)?,
         };
         folded.apply(&envelope);
         Ok(())

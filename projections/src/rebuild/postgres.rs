@@ -45,6 +45,13 @@ async fn scan(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
+    // The rows are folded as they arrive, while Postgres reads the next ones, so the plan to
+    // want is the one whose first row comes first: the log's index, in its order. Costed for
+    // its last row instead, a whole-table read tends to a scan and a sort, which holds every
+    // row back until the last is read (and spills to disk past `work_mem`).
+    sqlx::query("SET LOCAL enable_sort = off")
+        .execute(&mut *tx)
+        .await?;
     let horizon: String =
         sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
             .fetch_one(&mut *tx)
@@ -61,7 +68,7 @@ async fn scan(
                 metadata::text AS metadata \
              FROM events \
              WHERE aggregate_type = $1 AND transaction_id < $2::xid8 \
-             ORDER BY transaction_id, position",
+             ORDER BY events.transaction_id, events.position",
         )
         .bind(User::TYPE)
         .bind(&horizon)
