@@ -58,6 +58,16 @@ impl TestDb {
         db
     }
 
+    /// A pool of one connection to this database: every statement through it runs on the
+    /// same connection, with its session settings and statistics.
+    pub async fn one_connection(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*self.pool.connect_options()).clone())
+            .await
+            .unwrap()
+    }
+
     /// Closes the pool and drops the database.
     pub async fn drop(self) {
         self.pool.close().await;

@@ -185,11 +185,7 @@ async fn rows_read(pool: &sqlx::PgPool) -> i64 {
 async fn a_page_of_the_log_reads_its_own_rows_not_the_whole_table() {
     let db = TestDb::migrated().await;
     // One connection, so that every statistic this test reads is its own, flushed when asked.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with((*db.pool.connect_options()).clone())
-        .await
-        .unwrap();
+    let pool = db.one_connection().await;
     sqlx::query(
         "INSERT INTO events \
             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \

@@ -315,11 +315,7 @@ async fn only_a_view_write_that_gives_access_commits_lazily() {
 async fn a_lazy_view_write_leaves_its_connection_committing_durably() {
     let db = TestDb::migrated().await;
     // One connection, so that every statement below runs on the one the lazy writes used.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with((*db.pool.connect_options()).clone())
-        .await
-        .unwrap();
+    let pool = db.one_connection().await;
     let views = PgViewStore::<UserView>::new(pool.clone(), USER_VIEW_TABLE);
     let user = new_user();
     let mut view = UserView::default();
