@@ -1277,8 +1277,8 @@ impl<'a> StackRun<'a> {
                      {} events of {} users replayed into them, compared with the live views \
                      and dropped, {:.3} s wall time ({} differences; the replay alone {:.3} s); \
                      limit: a raw `SELECT` of every row of the events table ({events} rows, in \
-                     no order: a sequential scan) decoding the JSON payload, on an open pool, mean of one scan before and \
-                     one after ({:.0} and {:.0} events/s)",
+                     no order: a sequential scan) decoding the JSON payload, on an open pool, \
+                     mean of one scan before and one after ({:.0} and {:.0} events/s)",
                     report.events,
                     report.users,
                     elapsed,
