@@ -1,6 +1,7 @@
 //! Folding the log's events into views, user by user, in memory.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
@@ -11,7 +12,6 @@ use super::RebuildError;
 use crate::log::{envelope, Upcasters};
 use crate::personal::{holds_sealed, KeyRing};
 use crate::projection::fold;
-use crate::store::StoredView;
 use crate::{ProjectedView, SessionsView, UserView};
 
 /// One user's views as folded from the log; `None` until an event changes the view, as the
@@ -42,14 +42,14 @@ pub(super) struct Folder {
     pub(super) users: HashMap<String, Folded>,
     upcasters: Upcasters,
     /// The data keys that open the personal data of the events it takes.
-    keys: KeyRing,
+    keys: Arc<KeyRing>,
     pub(super) events: usize,
 }
 
 impl Folder {
     /// A folder whose events are read through `upcasters`, their personal data opened with
     /// `keys` (where a user's key is gone, it reads as erased).
-    pub(super) fn new(upcasters: Upcasters, keys: KeyRing) -> Self {
+    pub(super) fn new(upcasters: Upcasters, keys: Arc<KeyRing>) -> Self {
         Self {
             users: HashMap::new(),
             upcasters,
@@ -80,7 +80,12 @@ impl Folder {
         metadata: &str,
     ) -> Result<(), RebuildError> {
         self.events += 1;
-        let folded = self.users.entry(aggregate_id.to_owned()).or_default();
+        // Looked up before it is inserted: most events are of a user already met, and their
+        // id need not be copied.
+        let folded = match self.users.get_mut(aggregate_id) {
+            Some(folded) => folded,
+            None => self.users.entry(aggregate_id.to_owned()).or_default(),
+        };
         if sequence != folded.last_sequence + 1 {
             return Err(RebuildError::Gap {
                 user: aggregate_id.to_owned(),
@@ -138,47 +143,30 @@ impl Folder {
         Ok(())
     }
 
-    pub(super) fn user_views(&self) -> HashMap<String, StoredView<UserView>> {
+    /// Each user's view, with the sequence of their last event.
+    pub(super) fn user_views(&self) -> impl Iterator<Item = (&String, &UserView, usize)> {
         self.users
             .iter()
-            .filter_map(|(id, folded)| {
-                let view = folded.user.clone()?;
-                Some((
-                    id.clone(),
-                    StoredView {
-                        view,
-                        last_sequence: folded.last_sequence,
-                    },
-                ))
-            })
-            .collect()
+            .filter_map(|(id, folded)| Some((id, folded.user.as_ref()?, folded.last_sequence)))
     }
 
-    /// The sessions views, their client addresses and user agents opened.
-    pub(super) fn session_views(&self) -> HashMap<String, StoredView<SessionsView>> {
-        self.users
-            .iter()
-            .filter_map(|(id, folded)| {
-                let mut view = folded.sessions.clone()?;
-                for session in &mut view.sessions {
-                    let fields = [
-                        ("ip", session.ip_address.as_mut()),
-                        ("user_agent", session.user_agent.as_mut()),
-                    ];
-                    for (field, value) in fields {
-                        if let Some(value) = value {
-                            self.keys.open_metadata_value(id, field, value);
-                        }
+    /// Each user's sessions view, its client addresses and user agents opened, with the
+    /// sequence of their last event.
+    pub(super) fn session_views(&self) -> impl Iterator<Item = (&String, SessionsView, usize)> {
+        self.users.iter().filter_map(|(id, folded)| {
+            let mut view = folded.sessions.clone()?;
+            for session in &mut view.sessions {
+                let fields = [
+                    ("ip", session.ip_address.as_mut()),
+                    ("user_agent", session.user_agent.as_mut()),
+                ];
+                for (field, value) in fields {
+                    if let Some(value) = value {
+                        self.keys.open_metadata_value(id, field, value);
                     }
                 }
-                Some((
-                    id.clone(),
-                    StoredView {
-                        view,
-                        last_sequence: folded.last_sequence,
-                    },
-                ))
-            })
-            .collect()
+            }
+            Some((id, view, folded.last_sequence))
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! The rebuild in memory (the embedded mode).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use super::fold::Folder;
 use super::{catch_up, compare, Difference, RebuildError, RebuildReport, CATCH_UP_BATCH};
 use crate::log::{Checkpoint, EventLog, Upcasters};
 use crate::personal::KeyRing;
-use crate::store::MemViewStore;
+use crate::store::{MemViewStore, StoredView};
 use crate::{Follower, ProjectedView, Projection, SessionsView, UserView};
 
 /// Rebuilds the in-memory views from the in-memory log, reports how they differ from the live
@@ -27,7 +27,7 @@ pub async fn rebuild_memory(
 ) -> Result<RebuildReport, RebuildError> {
     let started = Instant::now();
     // The log opens the personal data of what it reads.
-    let mut folder = Folder::new(Arc::clone(&upcasters), KeyRing::default());
+    let mut folder = Folder::new(Arc::clone(&upcasters), Arc::new(KeyRing::default()));
     let mut from = Checkpoint::ORIGIN;
     loop {
         let events = log.read_after(from, CATCH_UP_BATCH).await?;
@@ -51,9 +51,13 @@ pub async fn rebuild_memory(
         from = last;
     }
     let rebuilt_users = Arc::new(MemViewStore::default());
-    rebuilt_users.replace_all(folder.user_views())?;
+    rebuilt_users.replace_all(stored(
+        folder
+            .user_views()
+            .map(|(id, view, last)| (id, view.clone(), last)),
+    ))?;
     let rebuilt_sessions = Arc::new(MemViewStore::default());
-    rebuilt_sessions.replace_all(folder.session_views())?;
+    rebuilt_sessions.replace_all(stored(folder.session_views()))?;
     let mut report = RebuildReport {
         events: folder.events,
         users: folder.users.len(),
@@ -114,4 +118,21 @@ fn compare_memory<V: Clone + Serialize>(
             .collect()
     };
     Ok(compare(view, &rows(live)?, &rows(rebuilt)?))
+}
+
+/// Views as a view store keeps them, by user.
+fn stored<'a, V>(
+    views: impl Iterator<Item = (&'a String, V, usize)>,
+) -> HashMap<String, StoredView<V>> {
+    views
+        .map(|(id, view, last_sequence)| {
+            (
+                id.clone(),
+                StoredView {
+                    view,
+                    last_sequence,
+                },
+            )
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! The rebuild on Postgres: a snapshot scan into shadow tables, the comparison with the live
 //! views, and the swap.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,8 @@ use cqrs_es::Aggregate;
 use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::postgres::PgRow;
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use twofold_domain::User;
 
 use super::fold::Folder;
@@ -18,11 +19,17 @@ use super::{catch_up, compare, Difference, RebuildError, RebuildReport, VIEWS};
 use crate::log::{envelope, Checkpoint, EventLog, PgEventLog, Upcasters};
 use crate::personal::{KeyRing, PersonalData};
 use crate::projection::fold;
-use crate::store::{PgViewStore, StoredView};
+use crate::store::PgViewStore;
 use crate::{Follower, ProjectedView, Projection, SessionsView, UserView};
 
 /// Rows per bulk insert.
 const INSERT_CHUNK: usize = 5000;
+
+/// Rows the snapshot scan hands to its folder at a time, and batches it lets wait.
+const FOLD_BATCH: usize = 256;
+const FOLD_QUEUE: usize = 16;
+/// Threads that fold at most: past a few, the one task reading the rows is what they wait for.
+const MAX_FOLDERS: usize = 4;
 
 /// How often, and how long apart, a live row that differs is looked at again before the
 /// difference is reported: a commit's view write may still be on its way.
@@ -40,7 +47,7 @@ async fn scan(
     pool: &PgPool,
     personal: &dyn PersonalData,
     upcasters: Upcasters,
-) -> Result<(Folder, Checkpoint), RebuildError> {
+) -> Result<(Scanned, Checkpoint), RebuildError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
@@ -58,36 +65,197 @@ async fn scan(
             .await?;
     // Read after the snapshot is taken, the keys are those of every user it holds (and maybe
     // of some it does not); a user erased since reads as erased, as their erasure then does.
-    let keys = personal.all_keys().await?;
-    let mut folder = Folder::new(upcasters, keys);
+    let keys = Arc::new(personal.all_keys().await?);
+    // This task reads the rows off the connection; decoding and folding them costs more than
+    // reading them, so that is shared among threads of their own, each with its own users
+    // (all of one user's events go to the same thread, in order).
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_FOLDERS);
+    let mut batches = Vec::with_capacity(workers);
+    let mut folding = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (sender, received) = tokio::sync::mpsc::channel(FOLD_QUEUE);
+        let folder = Folder::new(Arc::clone(&upcasters), Arc::clone(&keys));
+        folding.push(tokio::task::spawn_blocking(move || {
+            fold_rows(folder, received)
+        }));
+        batches.push(sender);
+    }
+    let read = read_rows(&mut tx, &horizon, batches).await;
+    let mut scanned = Scanned::default();
+    for worker in folding {
+        let part = worker
+            .await
+            .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+        // A fold that stopped early stops the reading: its error is the one to report.
+        scanned.absorb(part?);
+    }
+    let last = read?;
+    tx.commit().await?;
+    Ok((scanned, last))
+}
+
+/// What the snapshot scan found: how much it read, and the rows of the shadow tables.
+#[derive(Default)]
+struct Scanned {
+    events: usize,
+    users: usize,
+    user_views: ViewRows,
+    session_views: ViewRows,
+}
+
+impl Scanned {
+    /// What `folder` folded, its views serialized as the shadow tables store them.
+    fn of(folder: &Folder) -> Result<Self, RebuildError> {
+        let mut scanned = Self {
+            events: folder.events,
+            users: folder.users.len(),
+            ..Self::default()
+        };
+        for (id, view, last) in folder.user_views() {
+            scanned.user_views.push(id, view, last)?;
+        }
+        for (id, view, last) in folder.session_views() {
+            scanned.session_views.push(id, &view, last)?;
+        }
+        Ok(scanned)
+    }
+
+    /// Takes in what another folder found: other users.
+    fn absorb(&mut self, other: Self) {
+        self.events += other.events;
+        self.users += other.users;
+        self.user_views.append(other.user_views);
+        self.session_views.append(other.session_views);
+    }
+}
+
+/// Rows of a view table, column by column, as a bulk insert binds them.
+#[derive(Default)]
+struct ViewRows {
+    ids: Vec<String>,
+    sequences: Vec<i64>,
+    payloads: Vec<String>,
+}
+
+impl ViewRows {
+    fn push<V: Serialize>(
+        &mut self,
+        id: &str,
+        view: &V,
+        last_sequence: usize,
+    ) -> Result<(), RebuildError> {
+        self.ids.push(id.to_owned());
+        self.sequences.push(
+            i64::try_from(last_sequence)
+                .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?,
+        );
+        self.payloads.push(serde_json::to_string(view)?);
+        Ok(())
+    }
+
+    fn append(&mut self, mut other: Self) {
+        self.ids.append(&mut other.ids);
+        self.sequences.append(&mut other.sequences);
+        self.payloads.append(&mut other.payloads);
+    }
+}
+
+/// Sends the rows of the snapshot scan to the folders behind `batches`, each user's to the
+/// same one, [`FOLD_BATCH`] at a time, until the scan ends or a folder stops taking them.
+/// Returns the checkpoint of the last row sent.
+async fn read_rows(
+    tx: &mut PgConnection,
+    horizon: &str,
+    batches: Vec<tokio::sync::mpsc::Sender<Vec<PgRow>>>,
+) -> Result<Checkpoint, RebuildError> {
+    let mut rows = sqlx::query(
+        "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_id, \
+            sequence, event_type, event_version, payload::text AS payload, \
+            metadata::text AS metadata \
+         FROM events \
+         WHERE aggregate_type = $1 AND transaction_id < $2::xid8 \
+         ORDER BY events.transaction_id, events.position",
+    )
+    .bind(User::TYPE)
+    .bind(horizon)
+    .fetch(&mut *tx);
+    let mut filling: Vec<Vec<PgRow>> = batches
+        .iter()
+        .map(|_| Vec::with_capacity(FOLD_BATCH))
+        .collect();
     let mut last = Checkpoint::ORIGIN;
-    {
-        let mut rows = sqlx::query(
-            "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_id, \
-                sequence, event_type, event_version, payload::text AS payload, \
-                metadata::text AS metadata \
-             FROM events \
-             WHERE aggregate_type = $1 AND transaction_id < $2::xid8 \
-             ORDER BY events.transaction_id, events.position",
-        )
-        .bind(User::TYPE)
-        .bind(&horizon)
-        .fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await? {
+    while let Some(row) = rows.try_next().await? {
+        let user: &str = row.try_get(AGGREGATE_ID)?;
+        let worker = folder_of(user, batches.len());
+        filling[worker].push(row);
+        if filling[worker].len() == FOLD_BATCH {
+            let full = std::mem::replace(&mut filling[worker], Vec::with_capacity(FOLD_BATCH));
+            last = checkpoint_of(&full)?.unwrap_or(last);
+            if batches[worker].send(full).await.is_err() {
+                return Ok(last);
+            }
+        }
+    }
+    for (batch, sender) in filling.into_iter().zip(&batches) {
+        if batch.is_empty() {
+            continue;
+        }
+        let end = checkpoint_of(&batch)?;
+        // A folder gone by now has its own error to report.
+        if sender.send(batch).await.is_ok() {
+            last = end.map_or(last, |end| end.max(last));
+        }
+    }
+    Ok(last)
+}
+
+/// The column of the user in the snapshot scan's rows.
+const AGGREGATE_ID: usize = 2;
+
+/// Which of `folders` folds `user`'s events: any function of the user alone keeps their
+/// events together and in order.
+fn folder_of(user: &str, folders: usize) -> usize {
+    let hash = user.bytes().fold(0usize, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(usize::from(byte))
+    });
+    hash % folders
+}
+
+/// The checkpoint of the last of `rows`.
+fn checkpoint_of(rows: &[PgRow]) -> Result<Option<Checkpoint>, RebuildError> {
+    let Some(row) = rows.last() else {
+        return Ok(None);
+    };
+    let (transaction_id, position): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    let transaction_id = u64::try_from(transaction_id)
+        .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
+    Ok(Some(Checkpoint::new(transaction_id, position)))
+}
+
+/// Decodes and folds the rows that come from `batches` into `folder` until they end; then
+/// serializes the views.
+fn fold_rows(
+    mut folder: Folder,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<PgRow>>,
+) -> Result<Scanned, RebuildError> {
+    while let Some(batch) = batches.blocking_recv() {
+        for row in &batch {
             // By position in the select list: a column read by name is a hash lookup, nine a
             // row.
-            let (
-                transaction_id,
-                position,
-                aggregate_id,
-                sequence,
-                event_type,
-                event_version,
-                payload,
-                metadata,
-            ): (i64, i64, &str, i64, &str, &str, &str, &str) = sqlx::FromRow::from_row(&row)?;
-            let out_of_range = |error| PersistenceError::DeserializationError(Box::new(error));
-            let sequence = usize::try_from(sequence).map_err(out_of_range)?;
+            let (_, _, aggregate_id, sequence, event_type, event_version, payload, metadata): (
+                i64,
+                i64,
+                &str,
+                i64,
+                &str,
+                &str,
+                &str,
+                &str,
+            ) = sqlx::FromRow::from_row(row)?;
+            let sequence = usize::try_from(sequence)
+                .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
             folder.take(
                 aggregate_id,
                 sequence,
@@ -96,14 +264,9 @@ async fn scan(
                 payload,
                 metadata,
             )?;
-            last = Checkpoint::new(
-                u64::try_from(transaction_id).map_err(out_of_range)?,
-                position,
-            );
         }
     }
-    tx.commit().await?;
-    Ok((folder, last))
+    Scanned::of(&folder)
 }
 
 /// Creates `<view>_rebuild` for every view, empty and shaped like the live table, in one
@@ -125,29 +288,22 @@ async fn create_shadows(connection: &mut PgConnection) -> Result<(), RebuildErro
     Ok(())
 }
 
-/// Bulk-inserts `views` into `table`.
-async fn insert_views<V: Serialize>(
+/// Bulk-inserts `rows` into `table`.
+async fn insert_views(
     connection: &mut PgConnection,
     table: &str,
-    views: &HashMap<String, StoredView<V>>,
+    rows: &ViewRows,
 ) -> Result<(), RebuildError> {
     let statement = format!(
         "INSERT INTO {table} (view_id, last_sequence, payload) \
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[]::json[])"
     );
-    let rows: Vec<(&String, &StoredView<V>)> = views.iter().collect();
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut ids = Vec::with_capacity(chunk.len());
-        let mut sequences = Vec::with_capacity(chunk.len());
-        let mut payloads = Vec::with_capacity(chunk.len());
-        for (id, stored) in chunk {
-            ids.push((*id).clone());
-            sequences.push(
-                i64::try_from(stored.last_sequence)
-                    .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?,
-            );
-            payloads.push(serde_json::to_string(&stored.view)?);
-        }
+    let chunks = rows
+        .ids
+        .chunks(INSERT_CHUNK)
+        .zip(rows.sequences.chunks(INSERT_CHUNK))
+        .zip(rows.payloads.chunks(INSERT_CHUNK));
+    for ((ids, sequences), payloads) in chunks {
         sqlx::query(&statement)
             .bind(ids)
             .bind(sequences)
@@ -309,26 +465,26 @@ async fn rebuild_locked(
     create_shadows(connection).await?;
     settle(pool).await?;
     let started = Instant::now();
-    let (folder, scanned) = scan(pool, personal.as_ref(), Arc::clone(&upcasters)).await?;
+    let (folded, scanned) = scan(pool, personal.as_ref(), Arc::clone(&upcasters)).await?;
     insert_views(
         connection,
         &shadow_table(UserView::NAME),
-        &folder.user_views(),
+        &folded.user_views,
     )
     .await?;
     insert_views(
         connection,
         &shadow_table(SessionsView::NAME),
-        &folder.session_views(),
+        &folded.session_views,
     )
     .await?;
     let mut report = RebuildReport {
-        events: folder.events,
-        users: folder.users.len(),
+        events: folded.events,
+        users: folded.users,
         elapsed: started.elapsed(),
         ..RebuildReport::default()
     };
-    drop(folder);
+    drop(folded);
 
     let log: Arc<dyn EventLog> =
         Arc::new(PgEventLog::new(pool.clone()).with_personal_data(Arc::clone(&personal)));

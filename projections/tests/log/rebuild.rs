@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures::TryStreamExt;
 use twofold_projections::log::Upcasters;
 use twofold_projections::personal::NoKeys;
-use twofold_projections::rebuild::rebuild_postgres;
+use twofold_projections::rebuild::{rebuild_postgres, RebuildError};
 
 use crate::db::{
     logged_in, new_user, session_started, settle, signed_up, tfa_enabled, write, TestDb,
@@ -143,6 +143,59 @@ async fn a_row_corrupted_by_sql_is_reported_and_apply_repairs_it() {
     .await
     .unwrap();
     assert_eq!(sessions, 2);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_gap_in_a_users_log_stops_the_rebuild_and_names_the_user() {
+    let db = TestDb::migrated().await;
+    // Enough users for the scan's rows to fill several batches of every folder, the broken
+    // log in the middle of them.
+    let write_user = |index: usize| {
+        let pool = db.pool.clone();
+        async move {
+            let user = new_user();
+            let events = [
+                signed_up(&user, &format!("user{index}@example.com")),
+                logged_in(),
+                session_started(),
+            ];
+            for (sequence, event) in (1..).zip(&events) {
+                write(&pool, &user, sequence, event).await;
+            }
+        }
+    };
+    for index in 0..200 {
+        write_user(index).await;
+    }
+    let broken = new_user();
+    write(
+        &db.pool,
+        &broken,
+        1,
+        &signed_up(&broken, "broken@example.com"),
+    )
+    .await;
+    write(&db.pool, &broken, 2, &logged_in()).await;
+    write(&db.pool, &broken, 4, &session_started()).await;
+    for index in 200..400 {
+        write_user(index).await;
+    }
+    settle(&db.pool).await;
+
+    for _ in 0..2 {
+        // Twice: the first run lets go of the rebuild's lock when it fails.
+        let error = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), false)
+            .await
+            .expect_err("a log with a gap cannot be folded");
+        assert!(
+            matches!(
+                &error,
+                RebuildError::Gap { user, after: 2, found: 4 } if *user == broken
+            ),
+            "{error}"
+        );
+    }
     db.drop().await;
 }
 
