@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use twofold_domain::User;
 
-use super::fold::Folder;
+use super::fold::{Folder, StoredRow};
 use super::{catch_up, compare, Difference, RebuildError, RebuildReport, CATCH_UP_BATCH};
 use crate::log::{Checkpoint, EventLog, Upcasters};
 use crate::personal::KeyRing;
@@ -39,17 +39,18 @@ pub async fn rebuild_memory(
             if event.aggregate_type != User::TYPE {
                 continue;
             }
-            folder.take(
-                &event.aggregate_id,
-                event.sequence,
-                &event.event_type,
-                &event.event_version,
-                &event.payload.to_string(),
-                &event.metadata.to_string(),
-            )?;
+            folder.take(StoredRow {
+                aggregate_id: &event.aggregate_id,
+                sequence: event.sequence,
+                event_type: &event.event_type,
+                event_version: &event.event_version,
+                payload: &event.payload.to_string(),
+                metadata: &event.metadata.to_string(),
+            })?;
         }
         from = last;
     }
+    folder.finish()?;
     let rebuilt_users = Arc::new(MemViewStore::default());
     rebuilt_users.replace_all(stored(
         folder

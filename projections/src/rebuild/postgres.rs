@@ -14,7 +14,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use twofold_domain::User;
 
-use super::fold::Folder;
+use super::fold::{Folder, StoredRow};
 use super::{catch_up, compare, Difference, RebuildError, RebuildReport, VIEWS};
 use crate::log::{envelope, Checkpoint, EventLog, PgEventLog, Upcasters};
 use crate::personal::{KeyRing, PersonalData};
@@ -42,7 +42,11 @@ fn shadow_table(view: &str) -> String {
 
 /// The snapshot scan: every `User` event below the snapshot's xmin, folded per user, in one
 /// repeatable-read transaction, personal data opened with the keys `personal` keeps. Returns
-/// the folder and the checkpoint of the last row read.
+/// the rows of the shadow tables and the checkpoint of the latest event read.
+///
+/// The rows are read as the table holds them, in no order, which is the cheapest read of a
+/// whole table (no index walked, nothing sorted); the folder puts each user's events back in
+/// their order.
 async fn scan(
     pool: &PgPool,
     personal: &dyn PersonalData,
@@ -52,11 +56,14 @@ async fn scan(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    // The rows are folded as they arrive, while Postgres reads the next ones, so the plan to
-    // want is the one whose first row comes first: the log's index, in its order. Costed for
-    // its last row instead, a whole-table read tends to a scan and a sort, which holds every
-    // row back until the last is read (and spills to disk past `work_mem`).
-    sqlx::query("SET LOCAL enable_sort = off")
+    // The scan reads nearly every row of the table, for which reading the table as it lies is
+    // the cheapest plan there is. Estimated from statistics that may be missing (a table
+    // filled since its last `ANALYZE` looks empty) or off, it can instead be costed as a
+    // small read and walk indexes, whole.
+    sqlx::query("SET LOCAL enable_indexscan = off")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL enable_bitmapscan = off")
         .execute(&mut *tx)
         .await?;
     let horizon: String =
@@ -68,7 +75,7 @@ async fn scan(
     let keys = Arc::new(personal.all_keys().await?);
     // This task reads the rows off the connection; decoding and folding them costs more than
     // reading them, so that is shared among threads of their own, each with its own users
-    // (all of one user's events go to the same thread, in order).
+    // (all of one user's events go to the same thread).
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(MAX_FOLDERS);
@@ -164,19 +171,17 @@ impl ViewRows {
 
 /// Sends the rows of the snapshot scan to the folders behind `batches`, each user's to the
 /// same one, [`FOLD_BATCH`] at a time, until the scan ends or a folder stops taking them.
-/// Returns the checkpoint of the last row sent.
+/// Returns the checkpoint of the latest row read.
 async fn read_rows(
     tx: &mut PgConnection,
     horizon: &str,
     batches: Vec<tokio::sync::mpsc::Sender<Vec<PgRow>>>,
 ) -> Result<Checkpoint, RebuildError> {
     let mut rows = sqlx::query(
-        "SELECT transaction_id::text::bigint AS transaction_id, position, aggregate_id, \
-            sequence, event_type, event_version, payload::text AS payload, \
-            metadata::text AS metadata \
+        "SELECT transaction_id, position, aggregate_id, sequence, event_type, event_version, \
+            payload, metadata \
          FROM events \
-         WHERE aggregate_type = $1 AND transaction_id < $2::xid8 \
-         ORDER BY events.transaction_id, events.position",
+         WHERE aggregate_type = $1 AND transaction_id < $2::xid8",
     )
     .bind(User::TYPE)
     .bind(horizon)
@@ -187,25 +192,22 @@ async fn read_rows(
         .collect();
     let mut last = Checkpoint::ORIGIN;
     while let Some(row) = rows.try_next().await? {
+        last = last.max(checkpoint_of(&row)?);
         let user: &str = row.try_get(AGGREGATE_ID)?;
         let worker = folder_of(user, batches.len());
         filling[worker].push(row);
         if filling[worker].len() == FOLD_BATCH {
             let full = std::mem::replace(&mut filling[worker], Vec::with_capacity(FOLD_BATCH));
-            last = checkpoint_of(&full)?.unwrap_or(last);
             if batches[worker].send(full).await.is_err() {
+                // The folder failed: its error is the one to report.
                 return Ok(last);
             }
         }
     }
     for (batch, sender) in filling.into_iter().zip(&batches) {
-        if batch.is_empty() {
-            continue;
-        }
-        let end = checkpoint_of(&batch)?;
-        // A folder gone by now has its own error to report.
-        if sender.send(batch).await.is_ok() {
-            last = end.map_or(last, |end| end.max(last));
+        if !batch.is_empty() {
+            // A folder gone by now has its own error to report.
+            let _sent = sender.send(batch).await;
         }
     }
     Ok(last)
@@ -223,15 +225,13 @@ fn folder_of(user: &str, folders: usize) -> usize {
     hash % folders
 }
 
-/// The checkpoint of the last of `rows`.
-fn checkpoint_of(rows: &[PgRow]) -> Result<Option<Checkpoint>, RebuildError> {
-    let Some(row) = rows.last() else {
-        return Ok(None);
-    };
-    let (transaction_id, position): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+/// The place of `row` in the log.
+fn checkpoint_of(row: &PgRow) -> Result<Checkpoint, RebuildError> {
+    // An `xid8` is sent as the eight bytes of an `int8`, which sqlx has no type to check for.
+    let (transaction_id, position): (i64, i64) = (row.try_get_unchecked(0)?, row.try_get(1)?);
     let transaction_id = u64::try_from(transaction_id)
         .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
-    Ok(Some(Checkpoint::new(transaction_id, position)))
+    Ok(Checkpoint::new(transaction_id, position))
 }
 
 /// Decodes and folds the rows that come from `batches` into `folder` until they end; then
@@ -242,30 +242,27 @@ fn fold_rows(
 ) -> Result<Scanned, RebuildError> {
     while let Some(batch) = batches.blocking_recv() {
         for row in &batch {
-            // By position in the select list: a column read by name is a hash lookup, nine a
-            // row.
-            let (_, _, aggregate_id, sequence, event_type, event_version, payload, metadata): (
-                i64,
-                i64,
-                &str,
-                i64,
-                &str,
-                &str,
-                &str,
-                &str,
-            ) = sqlx::FromRow::from_row(row)?;
+            // By position in the select list: a column read by name is a hash lookup. A `json`
+            // value is sent as its text, which sqlx reads as a `&str` only unchecked.
+            let aggregate_id: &str = row.try_get(AGGREGATE_ID)?;
+            let sequence: i64 = row.try_get(3)?;
+            let event_type: &str = row.try_get(4)?;
+            let event_version: &str = row.try_get(5)?;
+            let payload: &str = row.try_get_unchecked(6)?;
+            let metadata: &str = row.try_get_unchecked(7)?;
             let sequence = usize::try_from(sequence)
                 .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
-            folder.take(
+            folder.take(StoredRow {
                 aggregate_id,
                 sequence,
                 event_type,
                 event_version,
                 payload,
                 metadata,
-            )?;
+            })?;
         }
     }
+    folder.finish()?;
     Scanned::of(&folder)
 }
 

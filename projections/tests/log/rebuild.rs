@@ -147,6 +147,54 @@ async fn a_row_corrupted_by_sql_is_reported_and_apply_repairs_it() {
 }
 
 #[tokio::test]
+async fn a_users_events_stored_out_of_their_order_are_folded_in_it() {
+    let db = TestDb::migrated().await;
+    let user = new_user();
+    let started = session_started();
+    let events = [
+        (1, signed_up(&user, "ada@example.com")),
+        (2, logged_in()),
+        (3, started.clone()),
+        (4, tfa_enabled()),
+    ];
+    // Stored, and so read, as 3, 4, 1, 2.
+    for index in [2, 3, 0, 1] {
+        let (sequence, event) = &events[index];
+        write(&db.pool, &user, *sequence, event).await;
+    }
+    settle(&db.pool).await;
+
+    // No projector ran: the live views have no row, and the rebuilt ones show what the
+    // rebuild folded.
+    let report = rebuild_postgres(&db.pool, Arc::new(NoKeys), upcasters(), false)
+        .await
+        .unwrap();
+    assert_eq!(report.events, 4);
+    let rebuilt = |view: &str| -> serde_json::Value {
+        let difference = report
+            .differences
+            .iter()
+            .find(|difference| difference.view == view && difference.user == user)
+            .unwrap_or_else(|| panic!("no row of {view}: {:?}", report.differences));
+        assert_eq!(difference.live, "absent");
+        serde_json::from_str(&difference.rebuilt).unwrap()
+    };
+    let user_view = rebuilt("user_view");
+    assert_eq!(user_view["email"], "ada@example.com");
+    assert_eq!(user_view["tfa_enabled"], true);
+    let twofold_domain::UserEvent::SessionStarted { session_id, .. } = started else {
+        unreachable!("session_started() starts a session")
+    };
+    let sessions = rebuilt("session_view");
+    assert_eq!(
+        sessions["sessions"][0]["id"],
+        session_id.to_string(),
+        "{sessions}"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn a_gap_in_a_users_log_stops_the_rebuild_and_names_the_user() {
     let db = TestDb::migrated().await;
     // Enough users for the scan's rows to fill several batches of every folder, the broken
