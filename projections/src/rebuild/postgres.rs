@@ -313,7 +313,7 @@ async fn insert_views(
 
 /// The rows of these users in a view table: user -> payload as JSON.
 async fn load_rows(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     table: &str,
     users: &[String],
 ) -> Result<BTreeMap<String, Value>, RebuildError> {
@@ -321,7 +321,7 @@ async fn load_rows(
         "SELECT view_id, payload FROM {table} WHERE view_id = ANY($1)"
     ))
     .bind(users)
-    .fetch_all(pool)
+    .fetch_all(connection)
     .await?;
     Ok(rows.into_iter().collect())
 }
@@ -330,35 +330,42 @@ async fn load_rows(
 /// one side only included), as Postgres compares the payloads: as `jsonb`, whatever the order
 /// of their keys. Only those rows are then read and compared field by field, so that a rebuild
 /// that finds the views right reads no view into the service.
-async fn differing_users(pool: &PgPool, view: &str) -> Result<Vec<String>, RebuildError> {
+async fn differing_users(
+    connection: &mut PgConnection,
+    view: &str,
+) -> Result<Vec<String>, RebuildError> {
     let shadow = shadow_table(view);
     Ok(sqlx::query_scalar(&format!(
         "SELECT view_id FROM {view} AS live FULL JOIN {shadow} AS rebuilt USING (view_id) \
          WHERE live.payload::jsonb IS DISTINCT FROM rebuilt.payload::jsonb"
     ))
-    .fetch_all(pool)
+    .fetch_all(connection)
     .await?)
 }
 
 /// The differences between the live and the shadow rows of `users` in view `view`, field by
 /// field.
 async fn differences_of(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     view: &'static str,
     users: &[String],
 ) -> Result<Vec<Difference>, RebuildError> {
     if users.is_empty() {
         return Ok(Vec::new());
     }
-    let live = load_rows(pool, view, users).await?;
-    let rebuilt = load_rows(pool, &shadow_table(view), users).await?;
+    let live = load_rows(connection, view, users).await?;
+    let rebuilt = load_rows(connection, &shadow_table(view), users).await?;
     Ok(compare(view, &live, &rebuilt))
 }
 
 /// Compares live and shadow tables; differences are looked at again a few times, the shadow
 /// caught up in between, so that a commit still on its way is not reported.
+///
+/// It reads on `connection`, the one that holds the rebuild's lock: one already open, where
+/// the pool may have none idle just then and open one for it, which costs as much as a
+/// comparison of a thousand users.
 async fn differences(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     log: &dyn EventLog,
     followers: &[&dyn Follower],
     upcasters: &Upcasters,
@@ -366,8 +373,8 @@ async fn differences(
 ) -> Result<Vec<Difference>, RebuildError> {
     let mut found = Vec::new();
     for view in VIEWS {
-        let users = differing_users(pool, view).await?;
-        found.extend(differences_of(pool, view, &users).await?);
+        let users = differing_users(connection, view).await?;
+        found.extend(differences_of(connection, view, &users).await?);
     }
     for _ in 0..RECHECKS {
         if found.is_empty() {
@@ -385,7 +392,7 @@ async fn differences(
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            again.extend(differences_of(pool, view, &users).await?);
+            again.extend(differences_of(connection, view, &users).await?);
         }
         found = again;
     }
@@ -504,7 +511,8 @@ async fn rebuild_locked(
     let followers: [&dyn Follower; 2] = [&user_views, &session_views];
     let (mut checkpoint, caught_up) = catch_up(&*log, &followers, &upcasters, scanned).await?;
     report.caught_up = caught_up;
-    report.differences = differences(pool, &*log, &followers, &upcasters, &mut checkpoint).await?;
+    report.differences =
+        differences(connection, &*log, &followers, &upcasters, &mut checkpoint).await?;
     if apply {
         let (caught_up, read) = catch_up(&*log, &followers, &upcasters, checkpoint).await?;
         report.caught_up += read;
