@@ -316,6 +316,10 @@ async fn ring_of<'a>(
     events: impl Iterator<Item = &'a SerializedEvent>,
 ) -> Result<KeyRing, PersistenceError> {
     let mut users: Vec<&str> = events.map(|event| event.aggregate_id.as_str()).collect();
+    if users.is_empty() {
+        // No round trip for no keys: an idle projector's every poll reads no events.
+        return Ok(KeyRing::default());
+    }
     users.sort_unstable();
     users.dedup();
     personal.keys(&users).await
@@ -432,6 +436,32 @@ mod tests {
         let opened = KeyRing::default().open(event);
         assert_eq!(opened.payload["PasskeyRegistered"]["name"], ERASED);
         assert_eq!(opened.payload["PasskeyRegistered"]["credential_id"], "c");
+    }
+
+    /// Keys that fail to be read: a reader that asks for them fails.
+    struct Unreadable;
+
+    #[async_trait]
+    impl PersonalData for Unreadable {
+        async fn keys(&self, _: &[&str]) -> Result<KeyRing, PersistenceError> {
+            Err(PersistenceError::UnknownError(
+                "the keys were asked for".into(),
+            ))
+        }
+
+        async fn all_keys(&self) -> Result<KeyRing, PersistenceError> {
+            Err(PersistenceError::UnknownError(
+                "the keys were asked for".into(),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn no_events_are_opened_without_asking_for_keys() {
+        let opened = open_events(&Unreadable, Vec::new()).await;
+        assert!(opened.is_ok_and(|events| events.is_empty()));
+        let asked = open_events(&Unreadable, vec![sign_up("u1")]).await;
+        assert!(asked.is_err());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! On Postgres, the rebuild reads the log once in a single snapshot (rows below the snapshot's
 //! xmin, so its end is a checkpoint), folds each user's events in memory and bulk-inserts the
-//! results into shadow tables (`<view>_rebuild`). It then catches the shadow tables up with
+//! results into shadow tables (`<view>_rebuild`), which it makes while it reads and writes
+//! without waiting for their commits' flush to disk (they are scratch until a swap, whose
+//! commit waits for everything before it). It then catches the shadow tables up with
 //! what was committed meanwhile, compares them row by row with the live views, and with
 //! `apply` swaps them in: one transaction locks the views, applies the last events committed
 //! since, and renames the shadow tables into place. Requests wait for that lock for as long

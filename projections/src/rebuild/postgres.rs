@@ -48,11 +48,11 @@ fn shadow_table(view: &str) -> String {
 /// whole table (no index walked, nothing sorted); the folder puts each user's events back in
 /// their order.
 async fn scan(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     personal: &dyn PersonalData,
     upcasters: Upcasters,
 ) -> Result<(Scanned, Checkpoint), RebuildError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = connection.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
@@ -70,37 +70,52 @@ async fn scan(
         sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
             .fetch_one(&mut *tx)
             .await?;
-    // Read after the snapshot is taken, the keys are those of every user it holds (and maybe
-    // of some it does not); a user erased since reads as erased, as their erasure then does.
-    let keys = Arc::new(personal.all_keys().await?);
     // This task reads the rows off the connection; decoding and folding them costs more than
     // reading them, so that is shared among threads of their own, each with its own users
-    // (all of one user's events go to the same thread).
+    // (all of one user's events go to the same thread). The rows are read while the keys
+    // are, and wait in the folders' queues until they are.
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(MAX_FOLDERS);
-    let mut batches = Vec::with_capacity(workers);
-    let mut folding = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let (sender, received) = tokio::sync::mpsc::channel(FOLD_QUEUE);
-        let folder = Folder::new(Arc::clone(&upcasters), Arc::clone(&keys));
-        folding.push(tokio::task::spawn_blocking(move || {
-            fold_rows(folder, received)
-        }));
-        batches.push(sender);
-    }
-    let read = read_rows(&mut tx, &horizon, batches).await;
+    let (batches, queued): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| tokio::sync::mpsc::channel(FOLD_QUEUE))
+        .unzip();
+    let (read, folded) = tokio::join!(
+        read_rows(&mut tx, &horizon, batches),
+        fold_queued(personal, upcasters, queued)
+    );
+    // A fold that stopped early stops the reading: its error is the one to report.
+    let scanned = folded?;
+    let last = read?;
+    tx.commit().await?;
+    Ok((scanned, last))
+}
+
+/// Folds the batches of rows in `queued`, each on a thread of its own, with every user's
+/// data key, which it reads first: the keys that `personal` holds once the scan's snapshot
+/// is taken are those of every user it holds (and maybe of some it does not); a user erased
+/// since reads as erased, as their erasure then does.
+async fn fold_queued(
+    personal: &dyn PersonalData,
+    upcasters: Upcasters,
+    queued: Vec<tokio::sync::mpsc::Receiver<Vec<PgRow>>>,
+) -> Result<Scanned, RebuildError> {
+    let keys = Arc::new(personal.all_keys().await?);
+    let folding: Vec<_> = queued
+        .into_iter()
+        .map(|received| {
+            let folder = Folder::new(Arc::clone(&upcasters), Arc::clone(&keys));
+            tokio::task::spawn_blocking(move || fold_rows(folder, received))
+        })
+        .collect();
     let mut scanned = Scanned::default();
     for worker in folding {
         let part = worker
             .await
             .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
-        // A fold that stopped early stops the reading: its error is the one to report.
         scanned.absorb(part?);
     }
-    let last = read?;
-    tx.commit().await?;
-    Ok((scanned, last))
+    Ok(scanned)
 }
 
 /// What the snapshot scan found: how much it read, and the rows of the shadow tables.
@@ -266,10 +281,24 @@ fn fold_rows(
     Scanned::of(&folder)
 }
 
-/// Creates `<view>_rebuild` for every view, empty and shaped like the live table, in one
-/// transaction (one commit to wait for rather than one per statement).
-async fn create_shadows(connection: &mut PgConnection) -> Result<(), RebuildError> {
+/// Begins a transaction that writes only the shadow tables, which are a rebuild's scratch
+/// until a swap makes them the views: its commit does not wait for the log's flush to disk,
+/// since a crash that lost it would lose nothing the next rebuild does not make again (it
+/// drops what it finds of them first). A swap's commit waits, as every other does.
+async fn begin_scratch(
+    connection: &mut PgConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, RebuildError> {
     let mut tx = connection.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Creates `<view>_rebuild` for every view, empty and shaped like the live table, in one
+/// transaction (one commit rather than one per statement).
+async fn create_shadows(connection: &mut PgConnection) -> Result<(), RebuildError> {
+    let mut tx = begin_scratch(connection).await?;
     for view in VIEWS {
         let shadow = shadow_table(view);
         sqlx::query(&format!("DROP TABLE IF EXISTS {shadow}"))
@@ -281,6 +310,43 @@ async fn create_shadows(connection: &mut PgConnection) -> Result<(), RebuildErro
         .execute(&mut *tx)
         .await?;
     }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Fills the shadow tables with the views `folded` holds, each on one of `connections`, at
+/// once.
+async fn fill_shadows(
+    connections: [&mut PgConnection; VIEWS.len()],
+    folded: &Scanned,
+) -> Result<(), RebuildError> {
+    let [users, sessions] = connections;
+    let (users, sessions) = tokio::join!(
+        fill_shadow(users, UserView::NAME, &folded.user_views),
+        fill_shadow(sessions, SessionsView::NAME, &folded.session_views)
+    );
+    users.and(sessions)
+}
+
+/// Fills the shadow table of `view` with `rows`.
+async fn fill_shadow(
+    connection: &mut PgConnection,
+    view: &str,
+    rows: &ViewRows,
+) -> Result<(), RebuildError> {
+    let mut tx = begin_scratch(connection).await?;
+    insert_views(&mut tx, &shadow_table(view), rows).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drops the shadow tables.
+async fn drop_shadows(connection: &mut PgConnection) -> Result<(), RebuildError> {
+    let mut tx = begin_scratch(connection).await?;
+    let shadows: Vec<String> = VIEWS.iter().map(|view| shadow_table(view)).collect();
+    sqlx::query(&format!("DROP TABLE {}", shadows.join(", ")))
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -361,21 +427,17 @@ async fn differences_of(
 /// Compares live and shadow tables; differences are looked at again a few times, the shadow
 /// caught up in between, so that a commit still on its way is not reported.
 ///
-/// It reads on `connection`, the one that holds the rebuild's lock: one already open, where
-/// the pool may have none idle just then and open one for it, which costs as much as a
-/// comparison of a thousand users.
+/// Each view is compared on a connection of its own, at once: connections the rebuild holds
+/// (the lock's and the scan's), where the pool may have none idle just then and open one,
+/// which costs as much as a comparison of a thousand users.
 async fn differences(
-    connection: &mut PgConnection,
+    mut connections: [&mut PgConnection; VIEWS.len()],
     log: &dyn EventLog,
     followers: &[&dyn Follower],
     upcasters: &Upcasters,
     checkpoint: &mut Checkpoint,
 ) -> Result<Vec<Difference>, RebuildError> {
-    let mut found = Vec::new();
-    for view in VIEWS {
-        let users = differing_users(connection, view).await?;
-        found.extend(differences_of(connection, view, &users).await?);
-    }
+    let mut found = compare_views(&mut connections, None).await?;
     for _ in 0..RECHECKS {
         if found.is_empty() {
             break;
@@ -383,20 +445,34 @@ async fn differences(
         tokio::time::sleep(RECHECK_INTERVAL).await;
         let (caught_up, _) = catch_up(log, followers, upcasters, *checkpoint).await?;
         *checkpoint = caught_up;
-        let mut again = Vec::new();
-        for view in VIEWS {
-            let users: Vec<String> = found
-                .iter()
-                .filter(|difference| difference.view == view)
-                .map(|difference| difference.user.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            again.extend(differences_of(connection, view, &users).await?);
-        }
-        found = again;
+        found = compare_views(&mut connections, Some(&found)).await?;
     }
     Ok(found)
+}
+
+/// The differences in every view, each view's on its own connection, at once: in every
+/// user's rows, or with `again`, in the rows of the users it names in that view.
+async fn compare_views(
+    connections: &mut [&mut PgConnection; VIEWS.len()],
+    again: Option<&[Difference]>,
+) -> Result<Vec<Difference>, RebuildError> {
+    let compared = futures::future::try_join_all(VIEWS.into_iter().zip(connections).map(
+        |(view, connection)| async move {
+            let users = match again {
+                None => differing_users(connection, view).await?,
+                Some(found) => found
+                    .iter()
+                    .filter(|difference| difference.view == view)
+                    .map(|difference| difference.user.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            };
+            differences_of(connection, view, &users).await
+        },
+    ))
+    .await?;
+    Ok(compared.into_iter().flatten().collect())
 }
 
 /// How long a rebuild waits for the transactions running when it starts.
@@ -405,17 +481,17 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Waits until every transaction that had started when it was called has ended (at most
 /// [`SETTLE_TIMEOUT`]), so that the snapshot scan covers every event committed before. The
 /// horizon is the whole database cluster's: a long transaction anywhere holds it back.
-async fn settle(pool: &PgPool) -> Result<(), RebuildError> {
+async fn settle(connection: &mut PgConnection) -> Result<(), RebuildError> {
     let started: String =
         sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
-            .fetch_one(pool)
+            .fetch_one(&mut *connection)
             .await?;
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
         let settled: bool =
             sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::xid8")
                 .bind(&started)
-                .fetch_one(pool)
+                .fetch_one(&mut *connection)
                 .await?;
         if settled {
             return Ok(());
@@ -466,22 +542,21 @@ async fn rebuild_locked(
     upcasters: Upcasters,
     apply: bool,
 ) -> Result<RebuildReport, RebuildError> {
-    create_shadows(connection).await?;
-    settle(pool).await?;
+    // A second connection, held for the rebuild, for the scan and then for a comparison:
+    // one from the pool's idle ones, or opened while the older transactions end.
+    let (settled, reader) = tokio::join!(settle(connection), pool.acquire());
+    settled?;
+    let mut reader = reader?;
     let started = Instant::now();
-    let (folded, scanned) = scan(pool, personal.as_ref(), Arc::clone(&upcasters)).await?;
-    insert_views(
-        connection,
-        &shadow_table(UserView::NAME),
-        &folded.user_views,
-    )
-    .await?;
-    insert_views(
-        connection,
-        &shadow_table(SessionsView::NAME),
-        &folded.session_views,
-    )
-    .await?;
+    // The shadow tables are made while the log is read, on the connection that holds the
+    // lock: the scan's rows wait in memory until they are filled in.
+    let (created, scanned) = tokio::join!(
+        create_shadows(connection),
+        scan(&mut reader, personal.as_ref(), Arc::clone(&upcasters))
+    );
+    created?;
+    let (folded, scanned) = scanned?;
+    fill_shadows([connection, &mut reader], &folded).await?;
     let mut report = RebuildReport {
         events: folded.events,
         users: folded.users,
@@ -511,18 +586,24 @@ async fn rebuild_locked(
     let followers: [&dyn Follower; 2] = [&user_views, &session_views];
     let (mut checkpoint, caught_up) = catch_up(&*log, &followers, &upcasters, scanned).await?;
     report.caught_up = caught_up;
-    report.differences =
-        differences(connection, &*log, &followers, &upcasters, &mut checkpoint).await?;
+    report.differences = differences(
+        [connection, &mut reader],
+        &*log,
+        &followers,
+        &upcasters,
+        &mut checkpoint,
+    )
+    .await?;
+    // Given back before a swap, whose lock keeps requests waiting on connections of the same
+    // pool.
+    drop(reader);
     if apply {
         let (caught_up, read) = catch_up(&*log, &followers, &upcasters, checkpoint).await?;
         report.caught_up += read;
         report.caught_up += swap(connection, personal.as_ref(), caught_up, &upcasters).await?;
         report.applied = true;
     } else {
-        let shadows: Vec<String> = VIEWS.iter().map(|view| shadow_table(view)).collect();
-        sqlx::query(&format!("DROP TABLE {}", shadows.join(", ")))
-            .execute(&mut *connection)
-            .await?;
+        drop_shadows(connection).await?;
     }
     Ok(report)
 }
