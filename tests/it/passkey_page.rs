@@ -280,7 +280,11 @@ async fn a_browser_registers_a_passkey_on_the_page_and_signs_in_with_it_alone() 
         .unwrap();
     let path = browser.dir().join("passkey-page.png");
     std::fs::write(&path, &png).unwrap();
-    let kept = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/passkey-page.png");
+    // Kept in the checkout's `target/` (README says where), which a build into another
+    // `CARGO_TARGET_DIR` does not make.
+    let kept_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&kept_dir).unwrap();
+    let kept = kept_dir.join("passkey-page.png");
     std::fs::copy(&path, &kept).unwrap();
     let image = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
         .expect("the screenshot is a PNG");
